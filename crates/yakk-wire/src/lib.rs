@@ -39,6 +39,19 @@ pub struct IceServer {
     pub credential: Option<String>,
 }
 
+/// An ICE candidate as the peers exchange it inside sealed payloads: the JSON shape of the browser
+/// API (`RTCIceCandidateInit`), which is what the reference program sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceCandidate {
+    pub candidate: String,
+    #[serde(rename = "sdpMid", default)]
+    pub sdp_mid: Option<String>,
+    #[serde(rename = "sdpMLineIndex", default)]
+    pub sdp_mline_index: Option<u16>,
+    #[serde(rename = "usernameFragment", default)]
+    pub username_fragment: Option<String>,
+}
+
 /// One signalling message. Field names are the reference's, byte for byte.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
