@@ -1,1 +1,85 @@
-//! Placeholder: filled in by its issue.
+//! yakk's signalling server: hands out rooms and relays small JSON envelopes between the
+//! WebSockets (mailboxes) of a room, so that two peers can exchange their encrypted WebRTC
+//! offer, answer and candidates. It sees no keys. The wire behaviour is PROTOCOL.md §1, hardened:
+//! the server sets `Sender`, never reuses mailbox ids, never replaces a live room, and enforces
+//! limits on message size, rooms, mailboxes, connections, request rates and lifetimes.
+//!
+//! Two ways in:
+//! - [`run`] with [`SignalArgs`] (the flags of `yakk signal`): serve until SIGINT/SIGTERM;
+//! - [`spawn`] with a [`Config`] and a bound listener: embed the server, e.g. on `127.0.0.1:0`.
+//!
+//! Layout: [`registry`] (pure room state, driven by a clock the caller passes),
+//! [`ratelimit`] (pure per-client token buckets), [`ice`] (ICE servers and TURN credentials),
+//! [`metrics`] (counters and `/metrics`), `server` (HTTP, TLS, upgrade, sweep, shutdown) and
+//! `conn` (one WebSocket's task).
+//!
+//! Choices worth knowing:
+//! - A frame that is not an envelope (not JSON, wrong types, missing fields, binary garbage)
+//!   is answered with `{"Msg_type":"YAKKMSG_ERROR","Payload":"Malformed message","Sender":0,
+//!   "Recipient":0}` (the shape of the server's other errors) and the socket stays open. A text
+//!   frame that is not UTF-8 breaks the WebSocket protocol itself and is closed with code 1007.
+//! - Relayed messages go out as binary frames holding the envelope's compact JSON, as the
+//!   reference relays; the server's own replies are binary frames too.
+//! - `maxPeers=N` on create admits N joiners over the room's whole life, so a one-to-one room
+//!   (`maxPeers=1`) cannot be entered by anyone once its joiner was admitted.
+//! - A message for a mailbox id not in the room is dropped silently (counted, logged at debug).
+#![forbid(unsafe_code)]
+
+mod config;
+mod conn;
+pub mod ice;
+pub mod metrics;
+pub mod ratelimit;
+pub mod registry;
+mod server;
+
+pub use config::{Config, ConfigError, SignalArgs, tls_config, tls_config_from_files};
+pub use conn::errors;
+pub use server::{ServerError, ServerHandle, spawn};
+
+use anyhow::Context as _;
+
+/// Serves `yakk signal` until SIGINT or SIGTERM, then shuts down gracefully.
+pub async fn run(args: SignalArgs) -> anyhow::Result<()> {
+    let config = Config::from_args(&args).context("invalid signalling server configuration")?;
+    raise_fd_limit(config.max_connections);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: args.listen,
+            source,
+        })?;
+    let server = spawn(config, listener).await?;
+    wait_for_signal().await?;
+    server.shutdown().await;
+    Ok(())
+}
+
+/// Each WebSocket holds one file descriptor; make sure the process may open enough.
+fn raise_fd_limit(max_connections: usize) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < max_connections as u64 + 64 => tracing::warn!(
+            "the open-file limit is {limit}, below --max-connections {max_connections}: \
+             raise it (ulimit -n) or lower --max-connections"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
+    }
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("cannot listen for SIGINT")?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot listen for Ctrl-C")?;
+    Ok(())
+}

@@ -1,0 +1,365 @@
+//! Load benchmark of the signalling server over loopback.
+//!
+//! Starts the server in a child process (this same program, so its memory is measured alone),
+//! opens `--connections` WebSockets as owner/joiner pairs in `--connections / 2` rooms, holds
+//! them, then relays `--rate` messages per second (joiner → owner, timestamped) for
+//! `--seconds`, and reports the connections held, the server's peak RSS, relay latency
+//! percentiles and the message rate achieved. Everything is bounded in count and time and
+//! stays on 127.0.0.0/8; the program stops by itself.
+//!
+//! ```text
+//! cargo run --release -p yakk-signal --example signal_load -- --connections 10000 --rate 5000 --seconds 10
+//! ```
+//!
+//! `--target ADDR --server-pid PID` measures an already running server instead.
+#![forbid(unsafe_code)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use futures::SinkExt;
+use futures::stream::{SplitSink, StreamExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use yakk_wire::Envelope;
+
+const SERVER_ENV: &str = "YAKK_SIGNAL_LOAD_SERVER";
+const MAX_CONNECTIONS: usize = 30_000;
+const MAX_SECONDS: u64 = 120;
+/// The whole run, connections included, ends by then whatever happens.
+const OVERALL_DEADLINE: Duration = Duration::from_secs(600);
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// WebSockets to open and hold (half owners, half joiners).
+    #[arg(long, default_value_t = 10_000)]
+    connections: usize,
+    /// Relayed messages per second during the measurement.
+    #[arg(long, default_value_t = 5_000)]
+    rate: u64,
+    /// Length of the measurement.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Payload bytes per message.
+    #[arg(long, default_value_t = 200)]
+    payload: usize,
+    /// Loopback source addresses to spread connections over (127.0.0.1 ..= 127.0.0.N).
+    #[arg(long, default_value_t = 4)]
+    sources: u8,
+    /// Connections being opened at once.
+    #[arg(long, default_value_t = 200)]
+    parallel: usize,
+    /// Measure a running server on this loopback address instead of starting one.
+    #[arg(long)]
+    target: Option<SocketAddr>,
+    /// The running server's process id, to read its memory use.
+    #[arg(long)]
+    server_pid: Option<u32>,
+}
+
+type Ws = WebSocketStream<TcpStream>;
+
+fn main() -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    if std::env::var_os(SERVER_ENV).is_some() {
+        return rt.block_on(serve_child());
+    }
+    let args = Args::parse();
+    rt.block_on(async {
+        tokio::time::timeout(OVERALL_DEADLINE, drive(args))
+            .await
+            .context("the benchmark ran past its deadline")?
+    })
+}
+
+/// The server side: listen on 127.0.0.1:0, print the port, serve until stdin closes.
+async fn serve_child() -> anyhow::Result<()> {
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    // All clients come from a few loopback addresses: lift the per-address request limits.
+    let config = yakk_signal::Config {
+        creates_per_minute: 0,
+        joins_per_minute: 0,
+        max_connections: MAX_CONNECTIONS + 100,
+        ..yakk_signal::Config::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let server = yakk_signal::spawn(config, listener).await?;
+    println!("{}", server.local_addr());
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 64];
+    let _ = tokio::time::timeout(OVERALL_DEADLINE, async {
+        while !matches!(stdin.read(&mut buf).await, Ok(0) | Err(_)) {}
+    })
+    .await;
+    server.shutdown().await;
+    Ok(())
+}
+
+fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+async fn connect(src: IpAddr, addr: SocketAddr, query: &str) -> anyhow::Result<Ws> {
+    let sock = TcpSocket::new_v4()?;
+    sock.bind(SocketAddr::new(src, 0))?;
+    let tcp = sock.connect(addr).await?;
+    let config = WebSocketConfig::default().read_buffer_size(4096);
+    let (ws, _) = tokio_tungstenite::client_async_with_config(
+        format!("ws://{addr}/ws/?{query}"),
+        tcp,
+        Some(config),
+    )
+    .await?;
+    Ok(ws)
+}
+
+async fn recv_envelope(ws: &mut Ws) -> anyhow::Result<Envelope> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
+            Ok(Some(Ok(Message::Binary(b)))) => return Ok(Envelope::parse(&b, 1 << 20)?),
+            Ok(Some(Ok(Message::Text(t)))) => return Ok(Envelope::parse(t.as_bytes(), 1 << 20)?),
+            Ok(Some(Ok(_))) => continue,
+            Ok(other) => bail!("socket ended: {other:?}"),
+            Err(_) => bail!("no reply within 30 s"),
+        }
+    }
+}
+
+/// One room: its owner and joiner sockets.
+async fn open_pair(i: usize, addr: SocketAddr, sources: u8) -> anyhow::Result<(Ws, Ws)> {
+    let src = |k: usize| IpAddr::from([127, 0, 0, 1 + (k % sources as usize) as u8]);
+    let mut owner = connect(src(2 * i), addr, "").await?;
+    let created = recv_envelope(&mut owner).await?;
+    if created.msg_type != yakk_wire::msg::ROOM_CREATED {
+        bail!("create refused: {created:?}");
+    }
+    let mut joiner = connect(src(2 * i + 1), addr, &format!("roomID={}", created.payload)).await?;
+    let joined = recv_envelope(&mut joiner).await?;
+    if joined.msg_type != yakk_wire::msg::ROOM_JOINED {
+        bail!("join refused: {joined:?}");
+    }
+    Ok((owner, joiner))
+}
+
+struct Server {
+    addr: SocketAddr,
+    pid: Option<u32>,
+    child: Option<tokio::process::Child>,
+}
+
+async fn start_server(args: &Args) -> anyhow::Result<Server> {
+    if let Some(addr) = args.target {
+        if !addr.ip().is_loopback() {
+            bail!("--target must be a loopback address");
+        }
+        return Ok(Server {
+            addr,
+            pid: args.server_pid,
+            child: None,
+        });
+    }
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .env(SERVER_ENV, "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child.stdout.take().context("child stdout")?;
+    let mut line = String::new();
+    tokio::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .await?;
+    let addr = line
+        .trim()
+        .parse()
+        .context("server did not print its address")?;
+    Ok(Server {
+        addr,
+        pid: child.id(),
+        child: Some(child),
+    })
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+async fn drive(args: Args) -> anyhow::Result<()> {
+    if args.connections > MAX_CONNECTIONS || args.seconds > MAX_SECONDS || args.sources == 0 {
+        bail!("at most {MAX_CONNECTIONS} connections, {MAX_SECONDS} s and at least one source");
+    }
+    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
+    if (limit as usize) < args.connections + 100 {
+        bail!("open-file limit {limit} is too low: raise it with ulimit -n");
+    }
+    let mut server = start_server(&args).await?;
+    let rss = |field| server.pid.and_then(|pid| proc_status_kib(pid, field));
+    let base_rss = rss("VmRSS:");
+
+    // Phase 1: open and hold the connections.
+    let pairs = args.connections / 2;
+    let t0 = Instant::now();
+    let results: Vec<anyhow::Result<(Ws, Ws)>> = futures::stream::iter(0..pairs)
+        .map(|i| open_pair(i, server.addr, args.sources))
+        .buffer_unordered(args.parallel.max(1))
+        .collect()
+        .await;
+    let open_time = t0.elapsed();
+    let mut sinks: Vec<SplitSink<Ws, Message>> = Vec::with_capacity(pairs);
+    let mut failures = 0usize;
+    let epoch = Instant::now();
+    let latencies = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let received = Arc::new(AtomicU64::new(0));
+    let mut readers = tokio::task::JoinSet::new();
+    for r in results {
+        match r {
+            Ok((owner, joiner)) => {
+                let (owner_sink, mut owner_stream) = owner.split();
+                let (joiner_sink, mut joiner_stream) = joiner.split();
+                sinks.push(joiner_sink);
+                let lat = latencies.clone();
+                let rec = received.clone();
+                readers.spawn(async move {
+                    let _keep = owner_sink;
+                    while let Some(Ok(m)) = owner_stream.next().await {
+                        let bytes = match m {
+                            Message::Binary(b) => b,
+                            Message::Text(t) => t.into(),
+                            _ => continue,
+                        };
+                        if let Ok(e) = Envelope::parse(&bytes, 1 << 20)
+                            && let Some((stamp, _)) = e.payload.split_once(' ')
+                            && let Ok(sent_ns) = stamp.parse::<u64>()
+                        {
+                            let now_ns = epoch.elapsed().as_nanos() as u64;
+                            lat.lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .push(now_ns.saturating_sub(sent_ns) / 1000);
+                            rec.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+                // Joiners must keep reading so that they answer the server's pings.
+                readers.spawn(async move { while let Some(Ok(_)) = joiner_stream.next().await {} });
+            }
+            Err(e) => {
+                if failures < 5 {
+                    eprintln!("connection failed: {e:#}");
+                }
+                failures += 1;
+            }
+        }
+    }
+    let held = sinks.len() * 2;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let held_rss = rss("VmRSS:");
+
+    // Phase 2: relay at the given rate, round robin over the rooms.
+    let filler = "x".repeat(args.payload);
+    let total = args.rate * args.seconds;
+    let mut sent = 0u64;
+    let mut send_errors = 0u64;
+    let start = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    if !sinks.is_empty() {
+        while sent < total {
+            tick.tick().await;
+            let due = ((start.elapsed().as_secs_f64() * args.rate as f64) as u64).min(total);
+            while sent < due {
+                let k = (sent as usize) % sinks.len();
+                let stamp = epoch.elapsed().as_nanos();
+                let e = Envelope::new("YAKKMSG_LOAD", format!("{stamp} {filler}"), 1, 0);
+                if sinks[k].send(Message::text(e.to_json())).await.is_err() {
+                    send_errors += 1;
+                }
+                sent += 1;
+            }
+        }
+    }
+    let send_time = start.elapsed();
+    // Let the last messages arrive.
+    let drain_deadline = Instant::now() + Duration::from_secs(5);
+    while received.load(Ordering::Relaxed) < sent - send_errors && Instant::now() < drain_deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let recv_time = start.elapsed();
+    let peak_rss = rss("VmHWM:");
+    let end_rss = rss("VmRSS:");
+    let got = received.load(Ordering::Relaxed);
+
+    // Close everything.
+    for mut s in sinks {
+        let _ = s.close().await;
+    }
+    readers.abort_all();
+    while readers.join_next().await.is_some() {}
+    if let Some(mut child) = server.child.take() {
+        drop(child.stdin.take());
+        if tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .is_err()
+        {
+            let _ = child.kill().await;
+        }
+    }
+
+    let mut lat = std::mem::take(&mut *latencies.lock().unwrap_or_else(|e| e.into_inner()));
+    lat.sort_unstable();
+    let mib = |k: Option<u64>| {
+        k.map_or("n/a".to_string(), |k| {
+            format!("{:.1} MiB", k as f64 / 1024.0)
+        })
+    };
+    println!("connections requested     {}", args.connections);
+    println!(
+        "connections held          {held} ({failures} rooms failed) in {:.1} s",
+        open_time.as_secs_f64()
+    );
+    println!("server RSS before         {}", mib(base_rss));
+    println!("server RSS holding them   {}", mib(held_rss));
+    if let (Some(b), Some(h)) = (base_rss, held_rss)
+        && held > 0
+    {
+        println!(
+            "  per connection          {:.1} KiB",
+            (h.saturating_sub(b)) as f64 / held as f64
+        );
+    }
+    println!("server RSS after relay    {}", mib(end_rss));
+    println!("server peak RSS (VmHWM)   {}", mib(peak_rss));
+    println!(
+        "messages sent             {sent} in {:.2} s ({:.0}/s), {send_errors} send errors",
+        send_time.as_secs_f64(),
+        sent as f64 / send_time.as_secs_f64()
+    );
+    println!(
+        "messages received         {got} ({:.0}/s)",
+        got as f64 / recv_time.as_secs_f64()
+    );
+    println!(
+        "relay latency             p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms",
+        percentile(&lat, 0.50),
+        percentile(&lat, 0.99),
+        percentile(&lat, 0.999),
+        percentile(&lat, 1.0)
+    );
+    Ok(())
+}

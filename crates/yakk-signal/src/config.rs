@@ -1,0 +1,436 @@
+//! Configuration: the `yakk signal` command-line flags ([`SignalArgs`]) and the server's
+//! programmatic configuration ([`Config`]) they turn into.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::ice::{IceConfig, TurnAuth};
+use crate::registry::RegistryLimits;
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the TLS certificate chain from {path}: {source}")]
+    TlsCert {
+        path: PathBuf,
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("cannot read the TLS private key from {path}: {source}")]
+    TlsKey {
+        path: PathBuf,
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("{0} holds no certificate")]
+    NoCertificate(PathBuf),
+    #[error("the TLS certificate and key do not work together: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("--turn-user, --turn-password and --turn-secret need at least one --turn URL")]
+    TurnCredentialsWithoutServer,
+    #[error("{0} must be at least 1")]
+    Zero(&'static str),
+    #[error("--max-message-bytes must be between 256 and 16777216")]
+    MessageSize,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, humantime::DurationError> {
+    humantime::parse_duration(s)
+}
+
+/// Flags of `yakk signal`. Durations take units: `90s`, `5m`, `1h`, `24h`.
+#[derive(Clone, clap::Args)]
+pub struct SignalArgs {
+    /// Address and port to listen on for HTTP and WebSocket connections.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:6006")]
+    pub listen: SocketAddr,
+
+    /// Largest WebSocket frame or message accepted from a client, in bytes; a client that
+    /// sends a larger one is disconnected with close code 1009.
+    #[arg(long, value_name = "BYTES", default_value_t = 65536)]
+    pub max_message_bytes: usize,
+
+    /// Most WebSockets in one room at once, the owner's included.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub max_mailboxes_per_room: usize,
+
+    /// Most live rooms; further room creations are refused until some close.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    pub max_rooms: usize,
+
+    /// Most concurrent WebSocket connections; further upgrade requests get HTTP 503.
+    #[arg(long, value_name = "N", default_value_t = 20_000)]
+    pub max_connections: usize,
+
+    /// Room creations allowed per client IP address (IPv6: per /64) per minute; 0 disables.
+    #[arg(long, value_name = "N", default_value_t = 60)]
+    pub creates_per_minute: u32,
+
+    /// Join attempts (successful or not) allowed per client IP address per minute; 0 disables.
+    #[arg(long, value_name = "N", default_value_t = 60)]
+    pub joins_per_minute: u32,
+
+    /// Close a WebSocket when no message was relayed to or from it for this long.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Close every WebSocket of a room and delete it this long after its creation.
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
+    pub room_lifetime: Duration,
+
+    /// Delete a room this long after its last WebSocket left.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub empty_room_grace: Duration,
+
+    /// The same, for rooms created with keepAlive=true.
+    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_duration)]
+    pub keep_alive_grace: Duration,
+
+    /// Send a WebSocket ping this often.
+    #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = parse_duration)]
+    pub ping_interval: Duration,
+
+    /// Close a WebSocket from which nothing (not even a pong) arrived for this long.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub ping_timeout: Duration,
+
+    /// Bytes of relayed messages that may wait for one slow client before it is disconnected.
+    #[arg(long, value_name = "BYTES", default_value_t = 256 * 1024)]
+    pub mailbox_queue_bytes: usize,
+
+    /// STUN server URL to advertise to peers, e.g. stun:stun.example.org:3478 (repeatable).
+    #[arg(long = "stun", value_name = "URL")]
+    pub stun: Vec<String>,
+
+    /// TURN server URL to advertise to peers, e.g. turn:turn.example.org:3478 (repeatable).
+    #[arg(long = "turn", value_name = "URL")]
+    pub turn: Vec<String>,
+
+    /// Static TURN username given to every peer (with --turn-password).
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "turn_password",
+        conflicts_with = "turn_secret"
+    )]
+    pub turn_user: Option<String>,
+
+    /// Static TURN password given to every peer (with --turn-user).
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        env = "YAKK_TURN_PASSWORD",
+        hide_env_values = true,
+        requires = "turn_user"
+    )]
+    pub turn_password: Option<String>,
+
+    /// Secret shared with the TURN server (coturn's static-auth-secret): peers get time-limited
+    /// credentials derived from it instead of the secret itself.
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "YAKK_TURN_SECRET",
+        hide_env_values = true
+    )]
+    pub turn_secret: Option<String>,
+
+    /// How long credentials derived from --turn-secret stay valid.
+    #[arg(long, value_name = "DURATION", default_value = "3600s", value_parser = parse_duration)]
+    pub turn_ttl: Duration,
+
+    /// PEM certificate chain: serve HTTPS and wss:// instead of plain HTTP (with --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl fmt::Debug for SignalArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redact = |o: &Option<String>| o.as_ref().map(|_| "<redacted>");
+        f.debug_struct("SignalArgs")
+            .field("listen", &self.listen)
+            .field("max_message_bytes", &self.max_message_bytes)
+            .field("max_mailboxes_per_room", &self.max_mailboxes_per_room)
+            .field("max_rooms", &self.max_rooms)
+            .field("max_connections", &self.max_connections)
+            .field("creates_per_minute", &self.creates_per_minute)
+            .field("joins_per_minute", &self.joins_per_minute)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("room_lifetime", &self.room_lifetime)
+            .field("empty_room_grace", &self.empty_room_grace)
+            .field("keep_alive_grace", &self.keep_alive_grace)
+            .field("ping_interval", &self.ping_interval)
+            .field("ping_timeout", &self.ping_timeout)
+            .field("mailbox_queue_bytes", &self.mailbox_queue_bytes)
+            .field("stun", &self.stun)
+            .field("turn", &self.turn)
+            .field("turn_user", &self.turn_user)
+            .field("turn_password", &redact(&self.turn_password))
+            .field("turn_secret", &redact(&self.turn_secret))
+            .field("turn_ttl", &self.turn_ttl)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .finish()
+    }
+}
+
+/// Everything the server needs besides its listening socket.
+#[derive(Clone)]
+pub struct Config {
+    /// Room and mailbox limits, grace periods and lifetimes.
+    pub limits: RegistryLimits,
+    /// Largest frame or message accepted from a client.
+    pub max_message_bytes: usize,
+    /// Most concurrent WebSocket connections.
+    pub max_connections: usize,
+    /// Room creations per client address per minute (0: unlimited).
+    pub creates_per_minute: u32,
+    /// Join attempts per client address per minute (0: unlimited).
+    pub joins_per_minute: u32,
+    /// Client addresses tracked by each rate limiter at most.
+    pub rate_limit_clients: usize,
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+    /// A write to a client that does not complete within this is treated as a dead client.
+    pub send_timeout: Duration,
+    /// Bytes queued for one mailbox before it is disconnected as a slow consumer.
+    pub mailbox_queue_bytes: usize,
+    /// How often expiry (grace, idle, lifetime) is checked.
+    pub sweep_interval: Duration,
+    /// Time allowed for a TLS handshake and for an HTTP request's headers.
+    pub handshake_timeout: Duration,
+    /// On shutdown, how long open connections get to close.
+    pub shutdown_grace: Duration,
+    pub ice: IceConfig,
+    /// Serve TLS with this configuration.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            limits: RegistryLimits::default(),
+            max_message_bytes: 64 * 1024,
+            max_connections: 20_000,
+            creates_per_minute: 60,
+            joins_per_minute: 60,
+            rate_limit_clients: 100_000,
+            ping_interval: Duration::from_secs(20),
+            ping_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(10),
+            mailbox_queue_bytes: 256 * 1024,
+            sweep_interval: Duration::from_secs(1),
+            handshake_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(5),
+            ice: IceConfig::default(),
+            tls: None,
+        }
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("limits", &self.limits)
+            .field("max_message_bytes", &self.max_message_bytes)
+            .field("max_connections", &self.max_connections)
+            .field("creates_per_minute", &self.creates_per_minute)
+            .field("joins_per_minute", &self.joins_per_minute)
+            .field("ping_interval", &self.ping_interval)
+            .field("ping_timeout", &self.ping_timeout)
+            .field("mailbox_queue_bytes", &self.mailbox_queue_bytes)
+            .field("ice", &self.ice)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// The configuration the flags describe (reads the TLS files, if any).
+    pub fn from_args(args: &SignalArgs) -> Result<Config, ConfigError> {
+        for (name, v) in [
+            ("--max-mailboxes-per-room", args.max_mailboxes_per_room),
+            ("--max-rooms", args.max_rooms),
+            ("--max-connections", args.max_connections),
+            ("--mailbox-queue-bytes", args.mailbox_queue_bytes),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        if !(256..=16 << 20).contains(&args.max_message_bytes) {
+            return Err(ConfigError::MessageSize);
+        }
+        let turn_auth = match (&args.turn_user, &args.turn_password, &args.turn_secret) {
+            (_, _, Some(secret)) => TurnAuth::Secret {
+                secret: secret.clone(),
+                ttl: args.turn_ttl,
+            },
+            (Some(u), Some(p), None) => TurnAuth::Static {
+                username: u.clone(),
+                password: p.clone(),
+            },
+            _ => TurnAuth::None,
+        };
+        if !matches!(turn_auth, TurnAuth::None) && args.turn.is_empty() {
+            return Err(ConfigError::TurnCredentialsWithoutServer);
+        }
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(tls_config_from_files(cert, key)?),
+            _ => None,
+        };
+        Ok(Config {
+            limits: RegistryLimits {
+                max_rooms: args.max_rooms,
+                max_mailboxes_per_room: args.max_mailboxes_per_room,
+                empty_room_grace: args.empty_room_grace,
+                keep_alive_grace: args.keep_alive_grace,
+                idle_timeout: args.idle_timeout,
+                room_lifetime: args.room_lifetime,
+            },
+            max_message_bytes: args.max_message_bytes,
+            max_connections: args.max_connections,
+            creates_per_minute: args.creates_per_minute,
+            joins_per_minute: args.joins_per_minute,
+            ping_interval: args.ping_interval.max(Duration::from_millis(100)),
+            ping_timeout: args.ping_timeout,
+            mailbox_queue_bytes: args.mailbox_queue_bytes,
+            ice: IceConfig {
+                stun: args.stun.clone(),
+                turn: args.turn.clone(),
+                turn_auth,
+            },
+            tls,
+            ..Config::default()
+        })
+    }
+}
+
+/// A TLS server configuration from PEM files.
+pub fn tls_config_from_files(
+    cert: &Path,
+    key: &Path,
+) -> Result<Arc<rustls::ServerConfig>, ConfigError> {
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|source| ConfigError::TlsCert {
+            path: cert.to_path_buf(),
+            source,
+        })?;
+    if certs.is_empty() {
+        return Err(ConfigError::NoCertificate(cert.to_path_buf()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|source| ConfigError::TlsKey {
+        path: key.to_path_buf(),
+        source,
+    })?;
+    tls_config(certs, key)
+}
+
+/// A TLS server configuration from a certificate chain and its key (ring provider, TLS 1.2
+/// and 1.3, ALPN http/1.1).
+pub fn tls_config(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<rustls::ServerConfig>, ConfigError> {
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: SignalArgs,
+    }
+
+    fn parse(argv: &[&str]) -> Result<SignalArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("signal").chain(argv.iter().copied())).map(|c| c.args)
+    }
+
+    #[test]
+    fn defaults_match_the_documented_limits() {
+        let args = parse(&[]).unwrap();
+        assert_eq!(args.listen, "0.0.0.0:6006".parse().unwrap());
+        let c = Config::from_args(&args).unwrap();
+        assert_eq!(c.max_message_bytes, 65536);
+        assert_eq!(c.limits.max_mailboxes_per_room, 16);
+        assert_eq!(c.limits.max_rooms, 100_000);
+        assert_eq!(c.max_connections, 20_000);
+        assert_eq!((c.creates_per_minute, c.joins_per_minute), (60, 60));
+        assert_eq!(c.limits.idle_timeout, Duration::from_secs(3600));
+        assert_eq!(c.limits.room_lifetime, Duration::from_secs(86400));
+        assert_eq!(c.limits.empty_room_grace, Duration::from_secs(5));
+        assert_eq!(c.limits.keep_alive_grace, Duration::from_secs(120));
+        assert!(c.tls.is_none());
+    }
+
+    #[test]
+    fn turn_flags() {
+        let args = parse(&[
+            "--turn",
+            "turn:127.0.0.1:3478",
+            "--turn-secret",
+            "s3cret",
+            "--turn-ttl",
+            "10m",
+            "--stun",
+            "stun:127.0.0.1:3478",
+            "--stun",
+            "stun:127.0.0.2:3478",
+        ])
+        .unwrap();
+        let c = Config::from_args(&args).unwrap();
+        assert_eq!(c.ice.stun.len(), 2);
+        assert!(
+            matches!(c.ice.turn_auth, TurnAuth::Secret { ttl, .. } if ttl == Duration::from_secs(600))
+        );
+        assert!(!format!("{args:?}{c:?}").contains("s3cret"));
+        assert!(parse(&["--turn-user", "u"]).is_err());
+        assert!(
+            parse(&[
+                "--turn-user",
+                "u",
+                "--turn-password",
+                "p",
+                "--turn-secret",
+                "s"
+            ])
+            .is_err()
+        );
+        let no_url = parse(&["--turn-user", "u", "--turn-password", "p"]).unwrap();
+        assert!(matches!(
+            Config::from_args(&no_url),
+            Err(ConfigError::TurnCredentialsWithoutServer)
+        ));
+        assert!(parse(&["--tls-cert", "x.pem"]).is_err());
+    }
+
+    #[test]
+    fn bad_tls_files_are_typed_errors() {
+        let err = tls_config_from_files(
+            Path::new("/nonexistent/c.pem"),
+            Path::new("/nonexistent/k.pem"),
+        )
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::TlsCert { .. }), "{err}");
+    }
+}

@@ -1,0 +1,522 @@
+//! One WebSocket: the task that creates or joins a room for it, relays its messages through
+//! the registry, writes what others relay to it, pings it, and closes it with a reason.
+//!
+//! A mailbox's incoming queue is an unbounded channel with a byte budget checked by the sender
+//! side: a recipient that does not read while others write is disconnected as a slow consumer
+//! once its queue holds [`Config::mailbox_queue_bytes`](crate::Config::mailbox_queue_bytes),
+//! so memory per mailbox stays bounded and the writers are never blocked by it.
+//!
+//! The server's own messages (`YAKKMSG_ERROR` and the room replies) are only ever answers to
+//! something the socket did; nothing is pushed to members on their own (the reference owner
+//! treats any message from an unseen sender as a new joiner).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{Notify, mpsc};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::CapacityError;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use yakk_wire::{Envelope, SERVER_ID, WireError, msg};
+
+use crate::metrics::Rejection;
+use crate::ratelimit::ClientKey;
+use crate::registry::{CreateError, CreateOptions, JoinError, MailboxId, OWNER_ID, RoomRef, Route};
+use crate::server::{MAX_ROOM_NAME, Shared};
+
+type Ws = WebSocketStream<TokioIo<Upgraded>>;
+
+/// Error texts the server sends as `YAKKMSG_ERROR` payloads.
+pub mod errors {
+    pub const NO_SUCH_ROOM: &str = "No such room";
+    pub const ROOM_FULL: &str = "Room is full";
+    pub const RATE_LIMITED: &str = "Too many requests, try again in a minute";
+    pub const TOO_MANY_ROOMS: &str = "Too many rooms are open, try again later";
+    pub const MALFORMED: &str = "Malformed message";
+    pub const NOT_IN_ROOM: &str = "Not in a room: join one first";
+    pub const ALREADY_IN_ROOM: &str = "Already in a room";
+}
+
+/// What the upgrade request asked for.
+#[derive(Debug)]
+pub(crate) enum Intent {
+    Create(CreateOptions),
+    Join(String),
+}
+
+/// Why the server closes a socket: close code and reason.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Kick {
+    pub code: CloseCode,
+    pub reason: &'static str,
+}
+
+impl Kick {
+    pub const IDLE: Kick = Kick {
+        code: CloseCode::Normal,
+        reason: "idle timeout: no message relayed for too long",
+    };
+    pub const LIFETIME: Kick = Kick {
+        code: CloseCode::Normal,
+        reason: "room lifetime exceeded",
+    };
+    pub const SLOW: Kick = Kick {
+        code: CloseCode::Policy,
+        reason: "too many unread messages: the client does not read its socket",
+    };
+    const TOO_BIG: Kick = Kick {
+        code: CloseCode::Size,
+        reason: "message too big",
+    };
+    const RATE: Kick = Kick {
+        code: CloseCode::Policy,
+        reason: "rate limited",
+    };
+    const FULL: Kick = Kick {
+        code: CloseCode::Again,
+        reason: "too many rooms",
+    };
+    const BAD_QUERY: Kick = Kick {
+        code: CloseCode::Policy,
+        reason: "bad request",
+    };
+    const PING: Kick = Kick {
+        code: CloseCode::Away,
+        reason: "ping timeout",
+    };
+    const SHUTDOWN: Kick = Kick {
+        code: CloseCode::Away,
+        reason: "server shutting down",
+    };
+    const BAD_UTF8: Kick = Kick {
+        code: CloseCode::Invalid,
+        reason: "text frame is not UTF-8",
+    };
+}
+
+struct MailboxShared {
+    queued_bytes: AtomicUsize,
+    kick: OnceLock<Kick>,
+    notify: Notify,
+}
+
+/// How the registry reaches a mailbox's socket task.
+#[derive(Clone)]
+pub(crate) struct MailboxHandle {
+    tx: mpsc::UnboundedSender<Bytes>,
+    shared: Arc<MailboxShared>,
+}
+
+enum Offer {
+    Queued,
+    Overflow,
+    Gone,
+}
+
+impl MailboxHandle {
+    fn new() -> (MailboxHandle, mpsc::UnboundedReceiver<Bytes>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(MailboxShared {
+            queued_bytes: AtomicUsize::new(0),
+            kick: OnceLock::new(),
+            notify: Notify::new(),
+        });
+        (MailboxHandle { tx, shared }, rx)
+    }
+
+    fn offer(&self, frame: Bytes, budget: usize) -> Offer {
+        let len = frame.len();
+        let before = self.shared.queued_bytes.fetch_add(len, Ordering::AcqRel);
+        if before + len > budget {
+            self.shared.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            return Offer::Overflow;
+        }
+        match self.tx.send(frame) {
+            Ok(()) => Offer::Queued,
+            Err(_) => Offer::Gone,
+        }
+    }
+
+    /// Asks the socket task to close with this reason (the first reason wins).
+    pub fn kick(&self, kick: Kick) {
+        if self.shared.kick.set(kick).is_ok() {
+            self.shared.notify.notify_one();
+        }
+    }
+}
+
+fn server_msg(kind: &str, payload: impl Into<String>) -> Envelope {
+    Envelope::new(kind, payload, OWNER_ID, OWNER_ID)
+}
+
+enum Place {
+    Lobby,
+    Room { room: RoomRef, id: MailboxId },
+}
+
+struct Conn {
+    shared: Arc<Shared>,
+    ws: Ws,
+    peer: SocketAddr,
+    handle: MailboxHandle,
+    place: Place,
+}
+
+/// How a step ends the connection.
+enum End {
+    /// The client went away or the socket failed: nothing more to send.
+    Gone,
+    /// Close with this code and reason.
+    Close(Kick),
+}
+
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    ws: Ws,
+    peer: SocketAddr,
+    intent: Result<Intent, String>,
+) {
+    let (handle, mut rx) = MailboxHandle::new();
+    let mut conn = Conn {
+        shared,
+        ws,
+        peer,
+        handle,
+        place: Place::Lobby,
+    };
+    let end = match conn.start(intent).await {
+        Ok(()) => conn.relay_loop(&mut rx).await,
+        Err(end) => end,
+    };
+    conn.leave();
+    drop(rx);
+    if let End::Close(kick) = end {
+        conn.close(kick).await;
+    }
+}
+
+impl Conn {
+    async fn start(&mut self, intent: Result<Intent, String>) -> Result<(), End> {
+        match intent {
+            Err(why) => {
+                self.shared.metrics.reject(Rejection::BadRequest);
+                self.reply(server_msg(msg::ERROR, why)).await?;
+                Err(End::Close(Kick::BAD_QUERY))
+            }
+            Ok(Intent::Create(options)) => self.create(options).await,
+            Ok(Intent::Join(name)) => self.join(&name).await,
+        }
+    }
+
+    async fn create(&mut self, options: CreateOptions) -> Result<(), End> {
+        let now = Instant::now();
+        let result = {
+            let mut st = self.shared.state();
+            if !st.creates.allow(ClientKey::from(self.peer.ip()), now) {
+                None
+            } else {
+                Some(st.registry.create(self.handle.clone(), options, now))
+            }
+        };
+        let m = &self.shared.metrics;
+        match result {
+            None => {
+                m.reject(Rejection::RateLimited);
+                tracing::debug!(peer = %self.peer, "room creation rate-limited");
+                self.reply(server_msg(msg::ERROR, errors::RATE_LIMITED))
+                    .await?;
+                Err(End::Close(Kick::RATE))
+            }
+            Some(Err(CreateError::TooManyRooms)) => {
+                m.reject(Rejection::TooManyRooms);
+                tracing::warn!("refused a room: the limit of live rooms is reached");
+                self.reply(server_msg(msg::ERROR, errors::TOO_MANY_ROOMS))
+                    .await?;
+                Err(End::Close(Kick::FULL))
+            }
+            Some(Ok(room)) => {
+                m.rooms_created.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(room = %room.name, peer = %self.peer, "room created");
+                let mut reply =
+                    Envelope::new(msg::ROOM_CREATED, room.name.clone(), SERVER_ID, OWNER_ID);
+                reply.ice_servers = self
+                    .shared
+                    .config
+                    .ice
+                    .servers_for(&room.name, SystemTime::now());
+                self.place = Place::Room { room, id: OWNER_ID };
+                self.reply(reply).await
+            }
+        }
+    }
+
+    async fn join(&mut self, name: &str) -> Result<(), End> {
+        let now = Instant::now();
+        let result = {
+            let mut st = self.shared.state();
+            if !st.joins.allow(ClientKey::from(self.peer.ip()), now) {
+                None
+            } else if name.len() > MAX_ROOM_NAME {
+                Some(Err(JoinError::NoSuchRoom))
+            } else {
+                Some(st.registry.join(name, self.handle.clone(), now))
+            }
+        };
+        let m = &self.shared.metrics;
+        match result {
+            None => {
+                m.reject(Rejection::RateLimited);
+                tracing::debug!(peer = %self.peer, "join rate-limited");
+                self.reply(server_msg(msg::ERROR, errors::RATE_LIMITED))
+                    .await?;
+                Err(End::Close(Kick::RATE))
+            }
+            Some(Err(e)) => {
+                let (why, text) = match e {
+                    JoinError::NoSuchRoom => (Rejection::NoSuchRoom, errors::NO_SUCH_ROOM),
+                    JoinError::RoomFull => (Rejection::RoomFull, errors::ROOM_FULL),
+                };
+                m.reject(why);
+                tracing::debug!(peer = %self.peer, "join refused: {e}");
+                // The socket stays open: the client may retry with YAKKMSG_JOINROOM.
+                self.reply(server_msg(msg::ERROR, text)).await
+            }
+            Some(Ok((room, id))) => {
+                m.joins.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(room = %room.name, mailbox = id, peer = %self.peer, "joined");
+                let mut reply = Envelope::new(msg::ROOM_JOINED, id.to_string(), OWNER_ID, id);
+                reply.ice_servers = self
+                    .shared
+                    .config
+                    .ice
+                    .servers_for(&room.name, SystemTime::now());
+                self.place = Place::Room { room, id };
+                self.reply(reply).await
+            }
+        }
+    }
+
+    async fn relay_loop(&mut self, rx: &mut mpsc::UnboundedReceiver<Bytes>) -> End {
+        let shared = self.shared.clone();
+        let mailbox = self.handle.shared.clone();
+        let config = &shared.config;
+        let mut ping = tokio::time::interval_at(
+            tokio::time::Instant::now() + config.ping_interval,
+            config.ping_interval,
+        );
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_heard = Instant::now();
+        let lobby_since = Instant::now();
+        loop {
+            let step = tokio::select! {
+                biased;
+                _ = mailbox.notify.notified() => {
+                    return End::Close(mailbox.kick.get().copied().unwrap_or(Kick::SHUTDOWN));
+                }
+                _ = shared.shutdown.cancelled() => return End::Close(Kick::SHUTDOWN),
+                frame = rx.recv() => match frame {
+                    Some(frame) => {
+                        mailbox.queued_bytes.fetch_sub(frame.len(), Ordering::AcqRel);
+                        self.send(Message::Binary(frame)).await
+                    }
+                    // The registry dropped this mailbox; its kick is on the way.
+                    None => Ok(()),
+                },
+                incoming = self.ws.next() => {
+                    last_heard = Instant::now();
+                    self.on_frame(incoming).await
+                }
+                _ = ping.tick() => {
+                    if last_heard.elapsed() >= config.ping_timeout {
+                        shared.metrics.reject(Rejection::PingTimeout);
+                        tracing::debug!(peer = %self.peer, "no answer to pings");
+                        return End::Close(Kick::PING);
+                    }
+                    if matches!(self.place, Place::Lobby)
+                        && lobby_since.elapsed() >= config.limits.idle_timeout
+                    {
+                        shared.metrics.reject(Rejection::IdleTimeout);
+                        return End::Close(Kick::IDLE);
+                    }
+                    self.send(Message::Ping(Bytes::new())).await
+                }
+            };
+            if let Err(end) = step {
+                return end;
+            }
+        }
+    }
+
+    async fn on_frame(&mut self, incoming: Option<Result<Message, WsError>>) -> Result<(), End> {
+        let bytes = match incoming {
+            None => return Err(End::Gone),
+            Some(Ok(Message::Text(t))) => Bytes::from(t),
+            Some(Ok(Message::Binary(b))) => b,
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => return Ok(()),
+            Some(Ok(Message::Close(_))) => {
+                // tungstenite queued the close reply; flush it.
+                let _ = tokio::time::timeout(self.shared.config.send_timeout, self.ws.close(None))
+                    .await;
+                return Err(End::Gone);
+            }
+            Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
+                self.shared.metrics.reject(Rejection::MessageTooLarge);
+                tracing::debug!(peer = %self.peer, size, max_size, "frame too large");
+                return Err(End::Close(Kick::TOO_BIG));
+            }
+            Some(Err(WsError::Utf8(_))) => {
+                self.shared.metrics.reject(Rejection::Malformed);
+                return Err(End::Close(Kick::BAD_UTF8));
+            }
+            Some(Err(e)) => {
+                tracing::debug!(peer = %self.peer, "socket ended: {e}");
+                return Err(End::Gone);
+            }
+        };
+        let envelope = match Envelope::parse(&bytes, self.shared.config.max_message_bytes) {
+            Ok(e) => e,
+            Err(WireError::TooLarge(..)) => {
+                self.shared.metrics.reject(Rejection::MessageTooLarge);
+                return Err(End::Close(Kick::TOO_BIG));
+            }
+            Err(WireError::Malformed(why)) => {
+                self.shared.metrics.reject(Rejection::Malformed);
+                tracing::debug!(peer = %self.peer, "malformed message: {why}");
+                return self.reply(server_msg(msg::ERROR, errors::MALFORMED)).await;
+            }
+        };
+        match (&self.place, envelope.msg_type.as_str()) {
+            (Place::Lobby, msg::JOIN_ROOM) => self.join(&envelope.payload).await,
+            (Place::Lobby, _) => {
+                self.shared.metrics.reject(Rejection::NotInRoom);
+                self.reply(server_msg(msg::ERROR, errors::NOT_IN_ROOM))
+                    .await
+            }
+            (Place::Room { .. }, msg::JOIN_ROOM) => {
+                self.shared.metrics.reject(Rejection::BadRequest);
+                self.reply(server_msg(msg::ERROR, errors::ALREADY_IN_ROOM))
+                    .await
+            }
+            (Place::Room { room, id }, _) => {
+                let (room, id) = (room.clone(), *id);
+                self.relay(&room, id, envelope);
+                Ok(())
+            }
+        }
+    }
+
+    /// Hands a message to its recipient's queue. Never waits: a full queue disconnects the
+    /// recipient, not the sender.
+    fn relay(&self, room: &RoomRef, from: MailboxId, mut envelope: Envelope) {
+        // A mailbox speaks only as itself, and only the server advertises ICE servers.
+        envelope.sender = from;
+        envelope.ice_servers = None;
+        let recipient = envelope.recipient;
+        let frame = Bytes::from(envelope.to_json());
+        let len = frame.len() as u64;
+        let budget = self.shared.config.mailbox_queue_bytes;
+        let m = &self.shared.metrics;
+        let now = Instant::now();
+        let mut st = self.shared.state();
+        let offer = match st.registry.route(room, from, recipient, now) {
+            Route::Deliver(target) => Some((target.offer(frame, budget), target.clone())),
+            Route::UnknownRecipient => {
+                m.dropped_unknown_recipient.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(room = %room.name, from, recipient, "no such recipient: dropped");
+                None
+            }
+            // This mailbox was just evicted; its own kick closes it.
+            Route::SenderGone => None,
+        };
+        match offer {
+            Some((Offer::Queued, _)) => {
+                m.messages_relayed.fetch_add(1, Ordering::Relaxed);
+                m.bytes_relayed.fetch_add(len, Ordering::Relaxed);
+            }
+            Some((Offer::Overflow, target)) => {
+                st.registry.leave(room, recipient, now);
+                drop(st);
+                m.reject(Rejection::SlowConsumer);
+                tracing::debug!(room = %room.name, mailbox = recipient, "slow consumer disconnected");
+                target.kick(Kick::SLOW);
+            }
+            Some((Offer::Gone, _)) | None => {}
+        }
+    }
+
+    /// Sends one of the server's own messages.
+    async fn reply(&mut self, envelope: Envelope) -> Result<(), End> {
+        self.send(Message::Binary(Bytes::from(envelope.to_json())))
+            .await
+    }
+
+    async fn send(&mut self, message: Message) -> Result<(), End> {
+        let timeout = self.shared.config.send_timeout;
+        let sent = tokio::select! {
+            biased;
+            _ = self.handle.shared.notify.notified() => {
+                let kick = self.handle.shared.kick.get().copied().unwrap_or(Kick::SHUTDOWN);
+                return Err(End::Close(kick));
+            }
+            r = tokio::time::timeout(timeout, self.ws.send(message)) => r,
+        };
+        match sent {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %self.peer, "send failed: {e}");
+                Err(End::Gone)
+            }
+            Err(_) => {
+                tracing::debug!(peer = %self.peer, "send timed out");
+                Err(End::Gone)
+            }
+        }
+    }
+
+    fn leave(&mut self) {
+        if let Place::Room { room, id } = std::mem::replace(&mut self.place, Place::Lobby) {
+            let left = self
+                .shared
+                .state()
+                .registry
+                .leave(&room, id, Instant::now());
+            if left.is_some() {
+                tracing::debug!(room = %room.name, mailbox = id, "left");
+            }
+        }
+    }
+
+    /// Sends a close frame, then lingers briefly, discarding input, so that the client reads
+    /// the close frame before the TCP connection goes (closing a socket with unread input
+    /// makes the kernel reset it, and the client could lose the close frame).
+    async fn close(mut self, kick: Kick) {
+        let frame = CloseFrame {
+            code: kick.code,
+            reason: kick.reason.into(),
+        };
+        let linger = std::time::Duration::from_secs(2);
+        let _ = tokio::time::timeout(linger, self.ws.close(Some(frame))).await;
+        let io = self.ws.get_mut();
+        let _ = tokio::time::timeout(linger, async {
+            let _ = io.shutdown().await;
+            let mut buf = [0u8; 4096];
+            let mut budget = 1usize << 20;
+            while budget > 0 {
+                match io.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => budget = budget.saturating_sub(n),
+                }
+            }
+        })
+        .await;
+    }
+}

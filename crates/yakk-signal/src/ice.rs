@@ -1,0 +1,161 @@
+//! The ICE servers (STUN, TURN) the signalling server advertises to the peers of a room, and the
+//! time-limited TURN credentials of the "TURN REST API" scheme that coturn's `use-auth-secret`
+//! checks: username `"<unix expiry>:<room>"`, password `base64(HMAC-SHA1(secret, username))`.
+//!
+//! Secrets never reach a log: the `Debug` impls here print `<redacted>`.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use sha1::Sha1;
+use yakk_wire::IceServer;
+
+/// How TURN clients authenticate.
+#[derive(Clone, Default)]
+pub enum TurnAuth {
+    /// No credentials (an open TURN server, or none configured).
+    #[default]
+    None,
+    /// The same username and password for everyone.
+    Static { username: String, password: String },
+    /// Per-room credentials derived from a secret shared with the TURN server, valid for `ttl`.
+    Secret { secret: String, ttl: Duration },
+}
+
+impl fmt::Debug for TurnAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TurnAuth::None => f.write_str("None"),
+            TurnAuth::Static { username, .. } => f
+                .debug_struct("Static")
+                .field("username", username)
+                .field("password", &"<redacted>")
+                .finish(),
+            TurnAuth::Secret { ttl, .. } => f
+                .debug_struct("Secret")
+                .field("secret", &"<redacted>")
+                .field("ttl", ttl)
+                .finish(),
+        }
+    }
+}
+
+/// What the server tells peers about ICE servers.
+#[derive(Debug, Clone, Default)]
+pub struct IceConfig {
+    /// `stun:` URLs.
+    pub stun: Vec<String>,
+    /// `turn:` / `turns:` URLs.
+    pub turn: Vec<String>,
+    pub turn_auth: TurnAuth,
+}
+
+impl IceConfig {
+    /// The `IceServers` field for a room reply, or `None` when nothing is configured (the reply
+    /// is then byte for byte the reference's).
+    pub fn servers_for(&self, room: &str, now: SystemTime) -> Option<Vec<IceServer>> {
+        let mut servers = Vec::new();
+        if !self.stun.is_empty() {
+            servers.push(IceServer {
+                urls: self.stun.clone(),
+                username: None,
+                credential: None,
+            });
+        }
+        if !self.turn.is_empty() {
+            let (username, credential) = match &self.turn_auth {
+                TurnAuth::None => (None, None),
+                TurnAuth::Static { username, password } => {
+                    (Some(username.clone()), Some(password.clone()))
+                }
+                TurnAuth::Secret { secret, ttl } => {
+                    let expiry = now
+                        .checked_add(*ttl)
+                        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                        .map_or(0, |d| d.as_secs());
+                    let (u, c) = turn_rest_credentials(secret, expiry, room);
+                    (Some(u), Some(c))
+                }
+            };
+            servers.push(IceServer {
+                urls: self.turn.clone(),
+                username,
+                credential,
+            });
+        }
+        (!servers.is_empty()).then_some(servers)
+    }
+}
+
+/// TURN REST API credentials: `("<expiry>:<user>", base64(HMAC-SHA1(secret, username)))`.
+pub fn turn_rest_credentials(secret: &str, expiry_unix: u64, user: &str) -> (String, String) {
+    let username = format!("{expiry_unix}:{user}");
+    // HMAC accepts keys of any length, so this cannot fail.
+    let mut mac = <Hmac<Sha1> as Mac>::new_from_slice(secret.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(username.as_bytes());
+    let credential = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    (username, credential)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn turn_rest_credentials_match_hmac_sha1() {
+        // Computed independently: printf '1700000000:123' | openssl dgst -sha1 -hmac 'north' -binary | base64
+        let (u, c) = turn_rest_credentials("north", 1_700_000_000, "123");
+        assert_eq!(u, "1700000000:123");
+        assert_eq!(c, EXPECTED_CREDENTIAL);
+    }
+
+    const EXPECTED_CREDENTIAL: &str = "lcHAeDsjSRiPOQeOPzZ4U/oU1ew=";
+
+    #[test]
+    fn nothing_configured_means_no_field() {
+        assert_eq!(
+            IceConfig::default().servers_for("1", SystemTime::now()),
+            None
+        );
+    }
+
+    #[test]
+    fn secret_credentials_expire_after_ttl_and_name_the_room() {
+        let ice = IceConfig {
+            stun: vec!["stun:127.0.0.1:3478".into()],
+            turn: vec!["turn:127.0.0.1:3478?transport=udp".into()],
+            turn_auth: TurnAuth::Secret {
+                secret: "north".into(),
+                ttl: Duration::from_secs(3600),
+            },
+        };
+        let now = UNIX_EPOCH + Duration::from_secs(1_699_996_400);
+        let servers = ice.servers_for("123", now).unwrap();
+        assert_eq!(servers.len(), 2);
+        assert_eq!(servers[0].urls, vec!["stun:127.0.0.1:3478"]);
+        assert_eq!(servers[0].username, None);
+        assert_eq!(servers[1].username.as_deref(), Some("1700000000:123"));
+        assert_eq!(servers[1].credential.as_deref(), Some(EXPECTED_CREDENTIAL));
+        let dbg = format!("{ice:?}");
+        assert!(!dbg.contains("north"), "secret leaked into Debug: {dbg}");
+    }
+
+    #[test]
+    fn static_credentials() {
+        let ice = IceConfig {
+            stun: vec![],
+            turn: vec!["turns:127.0.0.1:5349".into()],
+            turn_auth: TurnAuth::Static {
+                username: "u".into(),
+                password: "hunter2".into(),
+            },
+        };
+        let servers = ice.servers_for("9", SystemTime::now()).unwrap();
+        assert_eq!(servers.len(), 1);
+        assert_eq!(servers[0].credential.as_deref(), Some("hunter2"));
+        assert!(!format!("{ice:?}").contains("hunter2"));
+    }
+}

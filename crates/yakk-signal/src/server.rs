@@ -1,0 +1,482 @@
+//! The network side: accepting TCP (and TLS) connections, HTTP routing (`/hello`, `/metrics`,
+//! `/ws/`), the WebSocket upgrade, the expiry sweep, and graceful shutdown.
+//!
+//! Built directly on hyper (HTTP/1.1 only) and tokio-tungstenite rather than a web framework:
+//! three routes need no router, and owning the upgrade lets us size tungstenite's buffers for
+//! ten thousands of mostly idle sockets and see its typed errors (an oversized frame must be
+//! told apart from a dead socket to answer it with close code 1009).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::conn::{self, Intent, MailboxHandle};
+use crate::metrics::{Metrics, Rejection};
+use crate::ratelimit::RateLimiter;
+use crate::registry::{CreateOptions, EvictReason, Registry};
+
+/// Room names longer than this cannot exist; a join for one is answered "No such room".
+pub(crate) const MAX_ROOM_NAME: usize = 64;
+
+/// The mutable state of the server; one mutex, held only for short, non-async sections.
+pub(crate) struct State {
+    pub registry: Registry<MailboxHandle>,
+    pub creates: RateLimiter,
+    pub joins: RateLimiter,
+}
+
+/// What every task of one server shares.
+pub(crate) struct Shared {
+    pub config: Config,
+    pub ws_config: WebSocketConfig,
+    state: Mutex<State>,
+    pub metrics: Metrics,
+    ws_permits: Arc<Semaphore>,
+    http_permits: Arc<Semaphore>,
+    pub shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Shared {
+    /// Locks the state. A panic while holding the lock cannot leave the registry half-updated
+    /// in a way that matters more than stopping would, so a poisoned lock is used as is.
+    pub fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot read the listening socket's address: {0}")]
+    LocalAddr(std::io::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A running server. Dropping it leaves the server running; call [`ServerHandle::shutdown`].
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ServerHandle {
+    /// The address the server listens on (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Live rooms and mailboxes, for embedders and tests.
+    pub fn counts(&self) -> (usize, usize) {
+        let st = self.shared.state();
+        (st.registry.room_count(), st.registry.mailbox_count())
+    }
+
+    /// The metrics page, as `/metrics` serves it.
+    pub fn metrics_text(&self) -> String {
+        render_metrics(&self.shared)
+    }
+
+    /// Stops accepting, closes every WebSocket with code 1001 and waits (at most the
+    /// configured shutdown grace) for connections to finish.
+    pub async fn shutdown(self) {
+        self.shared.shutdown.cancel();
+        if let Err(e) = self.task.await {
+            tracing::warn!("signalling server task ended abnormally: {e}");
+        }
+    }
+}
+
+/// Starts serving on `listener` in the background.
+pub async fn spawn(config: Config, listener: TcpListener) -> Result<ServerHandle, ServerError> {
+    let local_addr = listener.local_addr().map_err(ServerError::LocalAddr)?;
+    let ws_config = WebSocketConfig::default()
+        // Mostly idle sockets: a small eager read buffer; it grows for a large frame.
+        .read_buffer_size(4096)
+        // Every message is flushed at once anyway; do not hold a second copy.
+        .write_buffer_size(0)
+        .max_write_buffer_size(config.max_message_bytes.saturating_mul(4).max(1 << 20))
+        .max_message_size(Some(config.max_message_bytes))
+        .max_frame_size(Some(config.max_message_bytes));
+    let state = State {
+        registry: Registry::new(config.limits.clone()),
+        creates: RateLimiter::new(config.creates_per_minute, config.rate_limit_clients),
+        joins: RateLimiter::new(config.joins_per_minute, config.rate_limit_clients),
+    };
+    let shared = Arc::new(Shared {
+        ws_permits: Arc::new(Semaphore::new(config.max_connections)),
+        // Connections still speaking HTTP (not yet upgraded); bounded separately so that slow
+        // HTTP clients cannot starve WebSockets of file descriptors unboundedly.
+        http_permits: Arc::new(Semaphore::new(config.max_connections.max(64))),
+        config,
+        ws_config,
+        state: Mutex::new(state),
+        metrics: Metrics::default(),
+        shutdown: CancellationToken::new(),
+        tracker: TaskTracker::new(),
+    });
+    tracing::info!(
+        "signalling server listening on {}{}",
+        if shared.config.tls.is_some() {
+            "https://"
+        } else {
+            "http://"
+        },
+        local_addr
+    );
+    let task = tokio::spawn(serve(shared.clone(), listener));
+    Ok(ServerHandle {
+        local_addr,
+        shared,
+        task,
+    })
+}
+
+async fn serve(shared: Arc<Shared>, listener: TcpListener) {
+    shared.tracker.spawn(sweeper(shared.clone()));
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    let Ok(permit) = shared.http_permits.clone().try_acquire_owned() else {
+                        shared.metrics.reject(Rejection::TooManyConnections);
+                        tracing::debug!(%peer, "refused a connection: too many open");
+                        continue;
+                    };
+                    let _ = tcp.set_nodelay(true);
+                    let s = shared.clone();
+                    shared.tracker.spawn(async move {
+                        serve_tcp(s, tcp, peer).await;
+                        drop(permit);
+                    });
+                }
+                Err(e) => {
+                    // Typically out of file descriptors: wait instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+    drop(listener);
+    tracing::info!("signalling server shutting down");
+    // Sockets in rooms learn of the shutdown through the cancellation token.
+    shared.state().registry.drain();
+    shared.tracker.close();
+    if tokio::time::timeout(shared.config.shutdown_grace, shared.tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections did not close in time");
+    }
+}
+
+async fn serve_tcp(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
+    match shared.config.tls.clone() {
+        None => serve_http(shared, tcp, peer).await,
+        Some(tls) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+            match tokio::time::timeout(shared.config.handshake_timeout, acceptor.accept(tcp)).await
+            {
+                Ok(Ok(stream)) => serve_http(shared, stream, peer).await,
+                Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+            }
+        }
+    }
+}
+
+async fn serve_http<I>(shared: Arc<Shared>, io: I, peer: SocketAddr)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let s = shared.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let s = s.clone();
+        async move { Ok::<_, Infallible>(route(s, peer, req)) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.config.handshake_timeout)
+        .max_buf_size(64 * 1024)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, "HTTP connection ended: {e}");
+            }
+        }
+        _ = shared.shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(shared.config.shutdown_grace, conn).await;
+        }
+    }
+}
+
+fn text(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(body.into()));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+fn render_metrics(shared: &Shared) -> String {
+    let (rooms, mailboxes) = {
+        let st = shared.state();
+        (st.registry.room_count(), st.registry.mailbox_count())
+    };
+    shared.metrics.render(rooms, mailboxes)
+}
+
+fn route(shared: Arc<Shared>, peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n");
+    }
+    match req.uri().path() {
+        "/hello" => text(StatusCode::OK, "application/json", r#"{"Hello":"World"}"#),
+        "/metrics" => text(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            render_metrics(&shared),
+        ),
+        "/ws/" | "/ws" => upgrade(shared, peer, req),
+        _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+    }
+}
+
+fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.to_str()
+            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+            .unwrap_or(false)
+    })
+}
+
+/// What the `/ws/` query asks for; an error text for the client when it is unusable.
+fn parse_intent(query: Option<&str>, max_joiners: usize) -> Result<Intent, String> {
+    let mut room = None;
+    let mut keep_alive = false;
+    let mut max_peers = None;
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match &*k {
+            "roomID" => room = Some(v.into_owned()),
+            "keepAlive" => keep_alive = v.eq_ignore_ascii_case("true") || v == "1",
+            "maxPeers" => max_peers = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    match room {
+        Some(name) => Ok(Intent::Join(name)),
+        None => {
+            let max_joiners = match max_peers {
+                None => None,
+                Some(v) => match v.parse::<u32>() {
+                    // More than the room can hold is capped by the mailbox limit anyway.
+                    Ok(n) if n >= 1 => Some(n),
+                    _ => {
+                        return Err(format!(
+                            "Invalid maxPeers: expected a number from 1 to {max_joiners}"
+                        ));
+                    }
+                },
+            };
+            Ok(Intent::Create(CreateOptions {
+                keep_alive,
+                max_joiners,
+            }))
+        }
+    }
+}
+
+fn upgrade(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    mut req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let headers = req.headers();
+    let is_upgrade = header_has_token(headers, header::CONNECTION, "upgrade")
+        && header_has_token(headers, header::UPGRADE, "websocket");
+    let Some(key) = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .filter(|_| is_upgrade)
+    else {
+        shared.metrics.reject(Rejection::BadRequest);
+        return text(
+            StatusCode::BAD_REQUEST,
+            "text/plain",
+            "expected a WebSocket upgrade\n",
+        );
+    };
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(|v| v.as_bytes())
+        != Some(b"13")
+    {
+        shared.metrics.reject(Rejection::BadRequest);
+        let mut resp = text(
+            StatusCode::UPGRADE_REQUIRED,
+            "text/plain",
+            "WebSocket version 13 only\n",
+        );
+        resp.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        return resp;
+    }
+    let accept = derive_accept_key(key.as_bytes());
+    let intent = parse_intent(
+        req.uri().query(),
+        shared
+            .config
+            .limits
+            .max_mailboxes_per_room
+            .saturating_sub(1),
+    );
+    let Ok(permit) = shared.ws_permits.clone().try_acquire_owned() else {
+        shared.metrics.reject(Rejection::TooManyConnections);
+        tracing::debug!(%peer, "refused a WebSocket: too many open");
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "too many connections, try again later\n",
+        );
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let s = shared.clone();
+    shared.tracker.spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let ws = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(s.ws_config),
+                )
+                .await;
+                s.metrics.connections.fetch_add(1, Ordering::Relaxed);
+                s.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
+                conn::run(s.clone(), ws, peer, intent).await;
+                s.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+            }
+            Err(e) => tracing::debug!(%peer, "WebSocket upgrade failed: {e}"),
+        }
+        drop(permit);
+    });
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    resp
+}
+
+/// Expiry: empty rooms after their grace, idle mailboxes, rooms past their lifetime; also
+/// forgets rate-limit entries of clients that are back to a full allowance.
+async fn sweeper(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(shared.config.sweep_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_prune = Instant::now();
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = Instant::now();
+        let sweep = {
+            let mut st = shared.state();
+            if now.duration_since(last_prune) >= Duration::from_secs(60) {
+                st.creates.prune(now);
+                st.joins.prune(now);
+                last_prune = now;
+            }
+            st.registry.sweep(now)
+        };
+        let m = &shared.metrics;
+        m.rooms_expired.fetch_add(
+            (sweep.rooms_expired + sweep.rooms_ended) as u64,
+            Ordering::Relaxed,
+        );
+        for e in sweep.evicted {
+            let kick = match e.reason {
+                EvictReason::Idle => {
+                    m.reject(Rejection::IdleTimeout);
+                    conn::Kick::IDLE
+                }
+                EvictReason::RoomLifetime => {
+                    m.reject(Rejection::RoomLifetime);
+                    conn::Kick::LIFETIME
+                }
+            };
+            tracing::debug!(room = %e.room.name, mailbox = e.id, "closing: {}", kick.reason);
+            e.handle.kick(kick);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intents() {
+        assert!(matches!(
+            parse_intent(None, 15),
+            Ok(Intent::Create(CreateOptions {
+                keep_alive: false,
+                max_joiners: None
+            }))
+        ));
+        assert!(matches!(
+            parse_intent(Some("keepAlive=true&maxPeers=1"), 15),
+            Ok(Intent::Create(CreateOptions {
+                keep_alive: true,
+                max_joiners: Some(1)
+            }))
+        ));
+        assert!(matches!(
+            parse_intent(Some("keepAlive=false"), 15),
+            Ok(Intent::Create(CreateOptions {
+                keep_alive: false,
+                ..
+            }))
+        ));
+        assert!(
+            matches!(parse_intent(Some("roomID=12%33"), 15), Ok(Intent::Join(n)) if n == "123")
+        );
+        assert!(parse_intent(Some("maxPeers=0"), 15).is_err());
+        assert!(parse_intent(Some("maxPeers=x"), 15).is_err());
+    }
+}
