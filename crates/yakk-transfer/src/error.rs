@@ -1,0 +1,192 @@
+//! The errors of a transfer, worded for the person who runs the command.
+//!
+//! Every name that appears in a message has been escaped with [`crate::names::escape`] first,
+//! so a hostile sender cannot put terminal escapes in front of the user through an error.
+
+use std::io;
+
+/// Result of this crate.
+pub type Result<T, E = TransferError> = std::result::Result<T, E>;
+
+/// Everything that can stop a transfer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransferError {
+    /// A local file or folder could not be read or written for another reason.
+    #[error("{context}: {source}")]
+    Io {
+        /// What we were doing, with the (escaped) path.
+        context: String,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// Reading from or writing to the peer failed.
+    #[error("connection to the peer lost: {0}; run the same command again to resume")]
+    Connection(#[source] io::Error),
+    /// The peer closed the stream in the middle of the exchange.
+    #[error(
+        "the peer closed the connection before the transfer finished; run the same command again to resume"
+    )]
+    PeerClosed,
+    /// The peer broke the protocol (bad frame, bound exceeded, unexpected message).
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The peer speaks a version of the transfer protocol we do not.
+    #[error(
+        "the peer speaks transfer protocol version {0}, this yakk speaks version 1: update yakk on both sides"
+    )]
+    UnsupportedVersion(u16),
+    /// A name in the offer could escape the target folder or is otherwise unusable.
+    #[error("unsafe name in the offer: {name}: {reason}")]
+    UnsafeName {
+        /// The escaped name.
+        name: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// A file we would write already exists and differs from the offered one.
+    #[error("file exists: {0} (use --overwrite)")]
+    FileExists(String),
+    /// A file we would write exists as a folder.
+    #[error("{0} exists as a folder: move it away or receive into another folder (-o)")]
+    ExistsAsFolder(String),
+    /// A folder we would create (or write into) exists as a file.
+    #[error("{0} exists and is not a folder: move it away or receive into another folder (-o)")]
+    NotAFolder(String),
+    /// A path we would write through is a symbolic link.
+    #[error(
+        "refusing to write through the symbolic link {0}: move it away or receive into another folder (-o)"
+    )]
+    Symlink(String),
+    /// The disk filled up while writing.
+    #[error(
+        "disk full while writing {0}: partial data kept, free some space and run the same command again to resume"
+    )]
+    DiskFull(String),
+    /// We may not write there.
+    #[error(
+        "permission denied while writing {0}: partial data kept, fix the permissions or choose another folder (-o), then run the same command again to resume"
+    )]
+    PermissionDenied(String),
+    /// The sender sent more or fewer bytes than it declared.
+    #[error(
+        "the sender sent {what} data than it declared for {name} ({declared} bytes): transfer stopped"
+    )]
+    SizeMismatch {
+        /// The escaped name.
+        name: String,
+        /// "more" or "less".
+        what: &'static str,
+        /// The declared size.
+        declared: u64,
+    },
+    /// The data received does not hash to the offered value.
+    #[error("{0} arrived damaged (hash mismatch): it was discarded; run the same command again")]
+    HashMismatch(String),
+    /// The local person declined the offer.
+    #[error("transfer declined: nothing was written")]
+    Declined,
+    /// The receiver declined our offer.
+    #[error("the receiver declined the transfer: {0}")]
+    PeerRefused(String),
+    /// The peer stopped the transfer and said why.
+    #[error("the peer stopped the transfer: {0}")]
+    PeerError(String),
+    /// A file to send changed on disk since it was scanned.
+    #[error("{0} changed since yakk filesend started: run yakk filesend again")]
+    SourceChanged(String),
+    /// A path given to send does not exist or cannot be used.
+    #[error("cannot send {path}: {reason}")]
+    BadSource {
+        /// The escaped path.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// Standard input can be sent once only.
+    #[error("standard input was already sent to an earlier receiver: start yakk filesend again")]
+    StdinConsumed,
+    /// The yakk/1 exchange carries one file only.
+    #[error(
+        "legacy mode (--legacy, yakk/1) carries a single file only: {0}; send one file (for example an archive) or drop --legacy"
+    )]
+    LegacySingleFile(String),
+    /// `--stdout` needs an offer of exactly one file.
+    #[error(
+        "--stdout needs an offer of exactly one file, the sender offers {0}: receive into a folder instead (-o)"
+    )]
+    StdoutSingleFile(String),
+    /// The yakk/1 HTTP exchange went wrong.
+    #[error("legacy (yakk/1) file exchange: {0}")]
+    Http(String),
+}
+
+impl TransferError {
+    /// An error of the stream to the peer: an early end is reported as [`Self::PeerClosed`].
+    pub(crate) fn conn(e: io::Error) -> Self {
+        match e.kind() {
+            io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted => Self::PeerClosed,
+            _ => Self::Connection(e),
+        }
+    }
+
+    /// Classify an error while writing `name` (escaped) on the local disk.
+    pub(crate) fn write(e: io::Error, name: &str) -> Self {
+        match e.kind() {
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+                Self::DiskFull(name.to_owned())
+            }
+            io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => {
+                Self::PermissionDenied(name.to_owned())
+            }
+            io::ErrorKind::IsADirectory => Self::ExistsAsFolder(name.to_owned()),
+            io::ErrorKind::NotADirectory => Self::NotAFolder(name.to_owned()),
+            _ => Self::Io {
+                context: format!("writing {name}"),
+                source: e,
+            },
+        }
+    }
+
+    /// A local I/O error with context.
+    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
+        Self::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_errors_are_classified() {
+        let full = io::Error::from(io::ErrorKind::StorageFull);
+        let e = TransferError::write(full, "big.iso");
+        assert!(matches!(e, TransferError::DiskFull(_)));
+        assert!(e.to_string().contains("partial data kept"));
+        let denied = io::Error::from(io::ErrorKind::PermissionDenied);
+        assert!(matches!(
+            TransferError::write(denied, "x"),
+            TransferError::PermissionDenied(_)
+        ));
+        #[cfg(unix)]
+        {
+            let enospc = io::Error::from_raw_os_error(libc::ENOSPC);
+            assert!(matches!(
+                TransferError::write(enospc, "x"),
+                TransferError::DiskFull(_)
+            ));
+        }
+        assert_eq!(
+            TransferError::FileExists("photo.jpg".into()).to_string(),
+            "file exists: photo.jpg (use --overwrite)"
+        );
+    }
+}

@@ -1,0 +1,619 @@
+//! yakk/1 file exchange: the reference program's HTTP/1.1 `GET /yakkfilesendreceive`.
+//!
+//! The owner serves one file; the joiner requests it through a data channel and saves the body.
+//! The response names the file in `Content-Disposition: attachment; filename=<name>`. yakk/1
+//! carries one file, has no hash and no resume: the fetcher checks the length when the sender
+//! declares one, writes to a partial file and renames it at the end, and discards the partial
+//! file on failure.
+//!
+//! Serving: the request head (at most 16 KiB) must be `GET /yakkfilesendreceive` (a query string
+//! is ignored); the answer carries `Content-Length` for a file and `Transfer-Encoding: chunked`
+//! for standard input, then `Connection: close`. The name is written bare, as the reference
+//! does, unless it contains a space, `;`, `"`, `\` or a comma, in which case it is a quoted string.
+//!
+//! Fetching accepts a body delimited by `Content-Length`, by chunked encoding, or by the end of
+//! the stream; the name may be bare or quoted, and must be a single safe component.
+
+use std::time::Instant;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+
+use crate::error::{Result, TransferError};
+use crate::manifest::{EntryKind, Manifest};
+use crate::names::{self, escape};
+use crate::receive::{
+    self, Destination, OfferEntrySummary, OfferSummary, ReceiveOptions, ReceiveSummary, Sink,
+};
+use crate::report::{Direction, DoneInfo, Progress, Reporter, StartInfo};
+use crate::send::{CHUNK, SendSummary};
+
+/// The request path of the yakk/1 file exchange.
+pub const LEGACY_PATH: &str = "/yakkfilesendreceive";
+const MAX_HEAD: usize = 16 << 10;
+const MAX_HEADERS: usize = 64;
+
+fn http(msg: impl Into<String>) -> TransferError {
+    TransferError::Http(msg.into())
+}
+
+/// Read up to the end of an HTTP head; returns the head and whatever body bytes followed it.
+async fn read_head<R: AsyncRead + Unpin>(r: &mut R) -> Result<(Vec<u8>, Vec<u8>)> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let rest = buf.split_off(end + 4);
+            return Ok((buf, rest));
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(http("HTTP head longer than 16 KiB"));
+        }
+        let n = r.read(&mut chunk).await.map_err(TransferError::conn)?;
+        if n == 0 {
+            return Err(TransferError::PeerClosed);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Format the `filename=` parameter.
+fn disposition(name: &str) -> String {
+    if name
+        .chars()
+        .any(|c| c.is_whitespace() || matches!(c, ';' | '"' | '\\' | ','))
+    {
+        let q: String = name
+            .chars()
+            .flat_map(|c| match c {
+                '"' | '\\' => vec!['\\', c],
+                c => vec![c],
+            })
+            .collect();
+        format!("attachment; filename=\"{q}\"")
+    } else {
+        format!("attachment; filename={name}")
+    }
+}
+
+/// Find the `filename` parameter in a Content-Disposition value (bare or quoted).
+fn parse_filename(v: &str) -> Option<String> {
+    let mut rest = v;
+    while let Some(i) = rest.to_ascii_lowercase().find("filename") {
+        let after = rest[i + 8..].trim_start();
+        let before_ok = i == 0 || matches!(rest.as_bytes()[i - 1], b' ' | b';' | b'\t');
+        if before_ok && let Some(val) = after.strip_prefix('=') {
+            let val = val.trim_start();
+            if let Some(q) = val.strip_prefix('"') {
+                let mut out = String::new();
+                let mut it = q.chars();
+                while let Some(c) = it.next() {
+                    match c {
+                        '\\' => out.push(it.next()?),
+                        '"' => return Some(out),
+                        c => out.push(c),
+                    }
+                }
+                return None;
+            }
+            return Some(val.split(';').next().unwrap_or("").trim().to_owned());
+        }
+        rest = &rest[i + 8..];
+    }
+    None
+}
+
+/// Serve a single-file `manifest` to one yakk/1 receiver over `stream`.
+pub async fn serve_http_v1<S>(
+    stream: S,
+    manifest: &Manifest,
+    reporter: &dyn Reporter,
+) -> Result<SendSummary>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let entry = match manifest.entries() {
+        [e] if e.kind != EntryKind::Dir => e,
+        [e] => {
+            return Err(TransferError::LegacySingleFile(format!(
+                "{} is a folder",
+                escape(&e.name)
+            )));
+        }
+        es => {
+            return Err(TransferError::LegacySingleFile(format!(
+                "{} entries given",
+                es.len()
+            )));
+        }
+    };
+    let (rd, wr) = tokio::io::split(stream);
+    let mut rd = BufReader::new(rd);
+    let mut wr = BufWriter::with_capacity(256 << 10, wr);
+    let (head, _) = read_head(&mut rd).await?;
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let ok = matches!(req.parse(&head), Ok(httparse::Status::Complete(_)));
+    let path = req.path.unwrap_or("").split('?').next().unwrap_or("");
+    if !ok || req.method != Some("GET") || path != LEGACY_PATH {
+        let what = format!(
+            "unexpected request {} {}",
+            escape(req.method.unwrap_or("?")),
+            escape(req.path.unwrap_or("?"))
+        );
+        let status = if ok {
+            "404 Not Found"
+        } else {
+            "400 Bad Request"
+        };
+        let _ = wr
+            .write_all(
+                format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await;
+        let _ = wr.shutdown().await;
+        return Err(http(what));
+    }
+
+    let started = Instant::now();
+    let mut summary = SendSummary::default();
+    let name = entry.name.as_str();
+    match &entry.kind {
+        EntryKind::File { size, .. } => {
+            let size = *size;
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Disposition: {}\r\nContent-Type: application/octet-stream\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n",
+                disposition(name)
+            );
+            wr.write_all(head.as_bytes())
+                .await
+                .map_err(TransferError::conn)?;
+            reporter.start(&StartInfo {
+                direction: Direction::Send,
+                files: 1,
+                total_bytes: Some(size),
+                resumed_bytes: 0,
+            });
+            reporter.file_start(name, Some(size), 0);
+            let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+            let (spare_tx, spare_rx) = std::sync::mpsc::channel();
+            let job = crate::send::ReadJob {
+                path: entry.source.clone().expect("files have a source"),
+                name: name.to_owned(),
+                offset: 0,
+                size,
+                modified: entry.modified,
+            };
+            tokio::task::spawn_blocking(move || crate::send::read_files(vec![job], tx, spare_rx));
+            loop {
+                match rx.recv().await {
+                    Some(crate::send::Chunk::Data(buf)) => {
+                        wr.write_all(&buf).await.map_err(TransferError::conn)?;
+                        summary.bytes_sent += buf.len() as u64;
+                        let _ = spare_tx.send(buf);
+                        reporter.progress(&Progress {
+                            name,
+                            file_bytes: summary.bytes_sent,
+                            file_size: Some(size),
+                            bytes: summary.bytes_sent,
+                            total_bytes: Some(size),
+                        });
+                    }
+                    Some(crate::send::Chunk::End) => break,
+                    Some(crate::send::Chunk::Failed(e)) => return Err(e),
+                    None => return Err(http("file reader stopped")),
+                }
+            }
+        }
+        EntryKind::Stream => {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Disposition: {}\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+                disposition(name)
+            );
+            wr.write_all(head.as_bytes())
+                .await
+                .map_err(TransferError::conn)?;
+            reporter.start(&StartInfo {
+                direction: Direction::Send,
+                files: 1,
+                total_bytes: None,
+                resumed_bytes: 0,
+            });
+            reporter.file_start(name, None, 0);
+            let mut src = manifest.take_stream()?;
+            let mut buf = vec![0u8; CHUNK];
+            loop {
+                let n = src
+                    .read(&mut buf)
+                    .await
+                    .map_err(|e| TransferError::io("reading standard input", e))?;
+                if n == 0 {
+                    break;
+                }
+                wr.write_all(format!("{n:x}\r\n").as_bytes())
+                    .await
+                    .map_err(TransferError::conn)?;
+                wr.write_all(&buf[..n]).await.map_err(TransferError::conn)?;
+                wr.write_all(b"\r\n").await.map_err(TransferError::conn)?;
+                summary.bytes_sent += n as u64;
+                reporter.progress(&Progress {
+                    name,
+                    file_bytes: summary.bytes_sent,
+                    file_size: None,
+                    bytes: summary.bytes_sent,
+                    total_bytes: None,
+                });
+            }
+            wr.write_all(b"0\r\n\r\n")
+                .await
+                .map_err(TransferError::conn)?;
+        }
+        EntryKind::Dir => unreachable!("checked above"),
+    }
+    wr.flush().await.map_err(TransferError::conn)?;
+    let _ = wr.shutdown().await;
+    summary.files_sent = 1;
+    reporter.file_done(name, summary.bytes_sent);
+    reporter.done(&DoneInfo {
+        direction: Direction::Send,
+        files: 1,
+        bytes_transferred: summary.bytes_sent,
+        resumed_bytes: 0,
+        elapsed: started.elapsed(),
+    });
+    Ok(summary)
+}
+
+/// How the response body ends.
+enum Body {
+    Length(u64),
+    Chunked,
+    Close,
+}
+
+/// A reader of the response body that yields decoded bytes.
+struct BodyReader<R> {
+    r: R,
+    pending: Vec<u8>,
+    pos: usize,
+    end: usize,
+    body: Body,
+    /// Bytes left in the current chunk (chunked) or in the body (length).
+    left: u64,
+    finished: bool,
+}
+
+impl<R: AsyncRead + Unpin> BodyReader<R> {
+    async fn fill(&mut self) -> Result<bool> {
+        if self.pos < self.end {
+            return Ok(true);
+        }
+        // Sized once; `end` marks what is valid, so no buffer is cleared again per read.
+        if self.pending.len() < CHUNK {
+            self.pending.resize(CHUNK, 0);
+        }
+        self.pos = 0;
+        self.end = self
+            .r
+            .read(&mut self.pending)
+            .await
+            .map_err(TransferError::conn)?;
+        Ok(self.end > 0)
+    }
+
+    async fn line(&mut self) -> Result<String> {
+        let mut line = Vec::new();
+        loop {
+            if !self.fill().await? {
+                return Err(TransferError::PeerClosed);
+            }
+            let b = self.pending[self.pos];
+            self.pos += 1;
+            if b == b'\n' {
+                break;
+            }
+            line.push(b);
+            if line.len() > 4096 {
+                return Err(http("chunk header longer than 4 KiB"));
+            }
+        }
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        String::from_utf8(line).map_err(|_| http("bad chunk header"))
+    }
+
+    /// The next piece of the body into `out` (cleared); false at the end.
+    async fn next(&mut self, out: &mut Vec<u8>) -> Result<bool> {
+        out.clear();
+        if self.finished {
+            return Ok(false);
+        }
+        if let Body::Chunked = self.body
+            && self.left == 0
+        {
+            let line = self.line().await?;
+            let hexlen = line.split(';').next().unwrap_or("").trim();
+            if hexlen.is_empty() || hexlen.len() > 15 {
+                return Err(http("bad chunk size"));
+            }
+            self.left = u64::from_str_radix(hexlen, 16).map_err(|_| http("bad chunk size"))?;
+            if self.left == 0 {
+                // Trailers until the empty line.
+                for _ in 0..MAX_HEADERS {
+                    if self.line().await?.is_empty() {
+                        self.finished = true;
+                        return Ok(false);
+                    }
+                }
+                return Err(http("too many trailers"));
+            }
+        }
+        if let Body::Length(_) = self.body
+            && self.left == 0
+        {
+            self.finished = true;
+            return Ok(false);
+        }
+        if !self.fill().await? {
+            return match self.body {
+                Body::Close => {
+                    self.finished = true;
+                    Ok(false)
+                }
+                _ => Err(TransferError::PeerClosed),
+            };
+        }
+        let avail = self.end - self.pos;
+        let take = match self.body {
+            Body::Close => avail,
+            _ => (avail as u64).min(self.left) as usize,
+        };
+        out.extend_from_slice(&self.pending[self.pos..self.pos + take]);
+        self.pos += take;
+        if !matches!(self.body, Body::Close) {
+            self.left -= take as u64;
+        }
+        if let Body::Chunked = self.body
+            && self.left == 0
+        {
+            let l = self.line().await?;
+            if !l.is_empty() {
+                return Err(http("missing CRLF after a chunk"));
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// Fetch the single file a yakk/1 sender serves on `stream`.
+pub async fn fetch_http_v1<S>(
+    stream: S,
+    opts: ReceiveOptions,
+    reporter: &dyn Reporter,
+) -> Result<ReceiveSummary>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (rd, mut wr) = tokio::io::split(stream);
+    let req = format!(
+        "GET {LEGACY_PATH} HTTP/1.1\r\nHost: yakk\r\nUser-Agent: yakk/{}\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    wr.write_all(req.as_bytes())
+        .await
+        .map_err(TransferError::conn)?;
+    wr.flush().await.map_err(TransferError::conn)?;
+    let mut rd = rd;
+    let (head, rest) = read_head(&mut rd).await?;
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    match resp.parse(&head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return Err(http("the sender's answer is not valid HTTP")),
+    }
+    if resp.code != Some(200) {
+        return Err(http(format!(
+            "the sender answered {} {}",
+            resp.code.unwrap_or(0),
+            escape(resp.reason.unwrap_or(""))
+        )));
+    }
+    let mut name = None;
+    let mut length = None;
+    let mut chunked = false;
+    for h in resp.headers.iter() {
+        let v = std::str::from_utf8(h.value).map_err(|_| http("header value is not UTF-8"))?;
+        if h.name.eq_ignore_ascii_case("content-disposition") {
+            name = parse_filename(v);
+        } else if h.name.eq_ignore_ascii_case("content-length") {
+            length = Some(
+                v.trim()
+                    .parse::<u64>()
+                    .map_err(|_| http("bad Content-Length"))?,
+            );
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            if !v.trim().eq_ignore_ascii_case("chunked") {
+                return Err(http(format!("unsupported Transfer-Encoding {}", escape(v))));
+            }
+            chunked = true;
+        } else if h.name.eq_ignore_ascii_case("content-encoding")
+            && !v.trim().eq_ignore_ascii_case("identity")
+        {
+            return Err(http(format!("unsupported Content-Encoding {}", escape(v))));
+        }
+    }
+    let name =
+        name.ok_or_else(|| http("the sender's answer names no file (Content-Disposition)"))?;
+    names::check_component(&name).map_err(|reason| TransferError::UnsafeName {
+        name: escape(&name),
+        reason,
+    })?;
+    if receive::is_partial_name(&name) {
+        return Err(TransferError::UnsafeName {
+            name: escape(&name),
+            reason: "reserved for yakk's partial files",
+        });
+    }
+    let body = match (chunked, length) {
+        (true, _) => Body::Chunked,
+        (false, Some(n)) => Body::Length(n),
+        (false, None) => Body::Close,
+    };
+    let size = if let Body::Length(n) = body {
+        Some(n)
+    } else {
+        None
+    };
+
+    let summary_for_user = OfferSummary {
+        entries: vec![OfferEntrySummary {
+            name: escape(&name),
+            size,
+            is_dir: false,
+        }],
+        files: 1,
+        folders: 0,
+        total_bytes: size.unwrap_or(0),
+        resumed_bytes: 0,
+        size_unknown: size.is_none(),
+    };
+    let target = match &opts.destination {
+        Destination::Dir(out) => {
+            let stem = format!("legacy-{}", &blake3::hash(name.as_bytes()).to_hex()[..32]);
+            Some(receive::plan_file(out, &name, None, None, opts.overwrite, &stem, false)?.0)
+        }
+        Destination::Writer(_) => None,
+    };
+    if let Some(confirm) = opts.confirm {
+        let yes = tokio::task::spawn_blocking(move || confirm(&summary_for_user))
+            .await
+            .map_err(|e| TransferError::io("asking for confirmation", std::io::Error::other(e)))?;
+        if !yes {
+            let _ = wr.shutdown().await;
+            return Err(TransferError::Declined);
+        }
+    }
+    let mut summary = ReceiveSummary::default();
+    let (mut sink, target) = match (opts.destination, target) {
+        (Destination::Dir(out), Some(t)) => {
+            receive::make_dirs(&out, &[])?;
+            summary.paths.push(t.final_path.clone());
+            (Sink::disk(), t)
+        }
+        (Destination::Writer(w), _) => (
+            Sink::writer(w),
+            receive::FileTarget {
+                shown: escape(&name),
+                final_path: Default::default(),
+                partial: Default::default(),
+                offset: 0,
+                keep_partial: false,
+                expected: None,
+            },
+        ),
+        (Destination::Dir(_), None) => unreachable!("planned above"),
+    };
+    let started = Instant::now();
+    reporter.start(&StartInfo {
+        direction: Direction::Receive,
+        files: 1,
+        total_bytes: size,
+        resumed_bytes: 0,
+    });
+    reporter.file_start(&name, size, 0);
+    let shown = escape(&name);
+    let mut body = BodyReader {
+        r: rd,
+        end: rest.len(),
+        pending: rest,
+        pos: 0,
+        left: size.unwrap_or(0),
+        body,
+        finished: false,
+    };
+    let result = async {
+        sink.begin(target).await?;
+        let mut n = 0u64;
+        loop {
+            let mut buf = sink.buffer(0);
+            if !body.next(&mut buf).await? {
+                break;
+            }
+            n += buf.len() as u64;
+            sink.data(buf).await?;
+            reporter.progress(&Progress {
+                name: &name,
+                file_bytes: n,
+                file_size: size,
+                bytes: n,
+                total_bytes: size,
+            });
+        }
+        if let Some(s) = size
+            && n != s
+        {
+            return Err(TransferError::SizeMismatch {
+                name: shown.clone(),
+                what: "less",
+                declared: s,
+            });
+        }
+        sink.end(None).await?;
+        sink.finish().await?;
+        Ok(n)
+    }
+    .await;
+    let n = match result {
+        Ok(n) => n,
+        Err(e) => {
+            let disk = sink.finish().await.err();
+            return Err(match (e, disk) {
+                (TransferError::PeerClosed, Some(d)) => d,
+                (e, _) => e,
+            });
+        }
+    };
+    let _ = wr.shutdown().await;
+    summary.files_received = 1;
+    summary.bytes_received = n;
+    reporter.file_done(&name, n);
+    reporter.done(&DoneInfo {
+        direction: Direction::Receive,
+        files: 1,
+        bytes_transferred: n,
+        resumed_bytes: 0,
+        elapsed: started.elapsed(),
+    });
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filenames_round_trip() {
+        for n in [
+            "a.txt",
+            "日本語.pdf",
+            "with space.txt",
+            "semi;colon",
+            "q\"uote",
+            "b\\s",
+        ] {
+            let d = disposition(n);
+            assert_eq!(parse_filename(&d).as_deref(), Some(n), "{d}");
+        }
+        assert_eq!(disposition("a.txt"), "attachment; filename=a.txt");
+        assert_eq!(
+            parse_filename("attachment; filename=\"x y\"; size=3").as_deref(),
+            Some("x y")
+        );
+        assert_eq!(parse_filename("attachment").as_deref(), None);
+        assert_eq!(
+            parse_filename("attachment; FILENAME = a.bin ").as_deref(),
+            Some("a.bin")
+        );
+    }
+}

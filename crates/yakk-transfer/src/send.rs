@@ -1,0 +1,306 @@
+//! The sending side of yakk/2: answer a receiver's hello with the offer, then stream the data.
+//!
+//! Files are read on a blocking thread in 1 MiB chunks that flow through a bounded channel
+//! (4 chunks) to the async writer, so disk reads overlap network writes and memory stays
+//! bounded. There is no round trip per chunk or per file: after the accept, the sender writes
+//! until the last file and only then waits for the receiver's verdict. While it writes it also
+//! watches the stream for an ERROR from the receiver (disk full, hash mismatch), so it stops
+//! with the receiver's reason rather than a broken pipe.
+
+use std::fs;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::PathBuf;
+use std::sync::mpsc as std_mpsc;
+use std::time::{Instant, SystemTime};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::sync::mpsc;
+
+use crate::error::{Result, TransferError};
+use crate::manifest::{EntryKind, Manifest};
+use crate::names::escape;
+use crate::report::{Direction, DoneInfo, Progress, Reporter, StartInfo};
+use crate::wire::{self, Frame};
+
+/// Size of the chunks read from disk and sent in DATA frames.
+pub(crate) const CHUNK: usize = wire::MAX_DATA as usize;
+
+/// What one [`send`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SendSummary {
+    /// Files whose data (or end) was sent in this run.
+    pub files_sent: u64,
+    /// File bytes sent in this run (frame headers not counted).
+    pub bytes_sent: u64,
+    /// Bytes the receiver already held and that were not sent again.
+    pub resumed_bytes: u64,
+    /// Files that needed no data (complete at the receiver already, or empty).
+    pub files_skipped: u64,
+}
+
+/// One file to read, from `offset` to `size`.
+pub(crate) struct ReadJob {
+    pub path: PathBuf,
+    pub name: String,
+    pub offset: u64,
+    pub size: u64,
+    pub modified: Option<SystemTime>,
+}
+
+pub(crate) enum Chunk {
+    Data(Vec<u8>),
+    End,
+    Failed(TransferError),
+}
+
+/// Read `jobs` in order on the calling (blocking) thread, feeding `tx`.
+pub(crate) fn read_files(
+    jobs: Vec<ReadJob>,
+    tx: mpsc::Sender<Chunk>,
+    spare: std_mpsc::Receiver<Vec<u8>>,
+) {
+    for job in jobs {
+        if let Err(e) = read_one(&job, &tx, &spare) {
+            let _ = tx.blocking_send(Chunk::Failed(e));
+            return;
+        }
+        if tx.blocking_send(Chunk::End).is_err() {
+            return;
+        }
+    }
+}
+
+fn read_one(
+    job: &ReadJob,
+    tx: &mpsc::Sender<Chunk>,
+    spare: &std_mpsc::Receiver<Vec<u8>>,
+) -> Result<()> {
+    let shown = escape(&job.path.to_string_lossy());
+    let changed = || TransferError::SourceChanged(shown.clone());
+    let mut f =
+        fs::File::open(&job.path).map_err(|e| TransferError::io(format!("opening {shown}"), e))?;
+    let meta = f
+        .metadata()
+        .map_err(|e| TransferError::io(format!("reading {shown}"), e))?;
+    if meta.len() != job.size || meta.modified().ok() != job.modified {
+        return Err(changed());
+    }
+    f.seek(SeekFrom::Start(job.offset))
+        .map_err(|e| TransferError::io(format!("reading {shown}"), e))?;
+    let mut left = job.size - job.offset;
+    while left > 0 {
+        let mut buf = spare.try_recv().unwrap_or_default();
+        let want = (left as usize).min(CHUNK);
+        buf.resize(want, 0);
+        let mut got = 0;
+        while got < want {
+            let n = f
+                .read(&mut buf[got..])
+                .map_err(|e| TransferError::io(format!("reading {shown}"), e))?;
+            if n == 0 {
+                return Err(changed());
+            }
+            got += n;
+        }
+        left -= want as u64;
+        if tx.blocking_send(Chunk::Data(buf)).is_err() {
+            // The sending task is gone (transfer stopped): nothing more to do.
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Serve `manifest` to one receiver over `stream` (yakk/2).
+///
+/// Call it again with the same manifest for the next receiver: a receiver that already holds
+/// part of the files gets only the rest.
+pub async fn send<S>(stream: S, manifest: &Manifest, reporter: &dyn Reporter) -> Result<SendSummary>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (rd, wr) = tokio::io::split(stream);
+    let mut rd = BufReader::with_capacity(16 << 10, rd);
+    let mut wr = BufWriter::with_capacity(256 << 10, wr);
+
+    let (_, hello) = wire::read_frame(&mut rd, &[Frame::Hello]).await?;
+    let version = wire::decode_hello(&hello)?;
+    if version != wire::VERSION {
+        let msg = format!("unsupported transfer protocol version {version}");
+        let _ = wire::write_frame(&mut wr, Frame::Error, &wire::encode_text(&msg)).await;
+        let _ = wr.flush().await;
+        return Err(TransferError::UnsupportedVersion(version));
+    }
+    let offer = manifest.offer();
+    wire::write_frame(&mut wr, Frame::Offer, &wire::encode_offer(&offer)).await?;
+    wr.flush().await.map_err(TransferError::conn)?;
+
+    let (t, p) = wire::read_frame(&mut rd, &[Frame::Accept, Frame::Refuse]).await?;
+    if t == Frame::Refuse {
+        return Err(TransferError::PeerRefused(wire::decode_text(&p)));
+    }
+    let offsets = wire::decode_accept(&p, &offer)?;
+
+    let mut summary = SendSummary::default();
+    let mut jobs = Vec::new();
+    let mut stream_name = None;
+    for (e, &off) in manifest.entries().iter().zip(&offsets) {
+        match &e.kind {
+            EntryKind::Dir => {}
+            EntryKind::File { size, .. } => {
+                summary.resumed_bytes += off;
+                if off == *size {
+                    summary.files_skipped += 1;
+                } else {
+                    jobs.push(ReadJob {
+                        path: e.source.clone().expect("files have a source"),
+                        name: e.name.clone(),
+                        offset: off,
+                        size: *size,
+                        modified: e.modified,
+                    });
+                }
+            }
+            EntryKind::Stream => stream_name = Some(e.name.clone()),
+        }
+    }
+    let total = manifest.total_bytes();
+    let started = Instant::now();
+    reporter.start(&StartInfo {
+        direction: Direction::Send,
+        files: manifest.file_count() as u64,
+        total_bytes: stream_name.is_none().then_some(total),
+        resumed_bytes: summary.resumed_bytes,
+    });
+
+    // The receiver speaks only at the end (ACK) or to give up (ERROR): keep one read pending
+    // through the whole data phase and stop early if it answers first.
+    let watch = wire::read_frame(&mut rd, &[Frame::Ack]);
+    tokio::pin!(watch);
+    let data = async {
+        match stream_name {
+            Some(name) => send_stream(&mut wr, manifest, &name, reporter, &mut summary).await,
+            None => send_files(&mut wr, jobs, total, reporter, &mut summary).await,
+        }
+    };
+    let outcome = tokio::select! {
+        r = data => r,
+        early = &mut watch => Err(match early {
+            Ok(_) => TransferError::Protocol("receiver acknowledged before the end".into()),
+            Err(e) => e,
+        }),
+    };
+    if let Err(e) = outcome {
+        if !matches!(
+            e,
+            TransferError::PeerError(_) | TransferError::PeerClosed | TransferError::Connection(_)
+        ) {
+            let _ =
+                wire::write_frame(&mut wr, Frame::Error, &wire::encode_text(&e.to_string())).await;
+            let _ = wr.flush().await;
+        }
+        return Err(e);
+    }
+    wire::write_frame(&mut wr, Frame::Done, &[]).await?;
+    wr.flush().await.map_err(TransferError::conn)?;
+    watch.await?;
+    let _ = wr.shutdown().await;
+    reporter.done(&DoneInfo {
+        direction: Direction::Send,
+        files: manifest.file_count() as u64,
+        bytes_transferred: summary.bytes_sent,
+        resumed_bytes: summary.resumed_bytes,
+        elapsed: started.elapsed(),
+    });
+    Ok(summary)
+}
+
+async fn send_files<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    jobs: Vec<ReadJob>,
+    total: u64,
+    reporter: &dyn Reporter,
+    summary: &mut SendSummary,
+) -> Result<()> {
+    let meta: Vec<(String, u64, u64)> = jobs
+        .iter()
+        .map(|j| (j.name.clone(), j.offset, j.size))
+        .collect();
+    let (tx, mut rx) = mpsc::channel(4);
+    let (spare_tx, spare_rx) = std_mpsc::channel();
+    let reader = tokio::task::spawn_blocking(move || read_files(jobs, tx, spare_rx));
+    let mut done = summary.resumed_bytes;
+    for (name, offset, size) in meta {
+        reporter.file_start(&name, Some(size), offset);
+        let mut file_bytes = offset;
+        loop {
+            match rx.recv().await {
+                Some(Chunk::Data(buf)) => {
+                    wire::write_frame(wr, Frame::Data, &buf).await?;
+                    file_bytes += buf.len() as u64;
+                    done += buf.len() as u64;
+                    summary.bytes_sent += buf.len() as u64;
+                    let _ = spare_tx.send(buf);
+                    reporter.progress(&Progress {
+                        name: &name,
+                        file_bytes,
+                        file_size: Some(size),
+                        bytes: done,
+                        total_bytes: Some(total),
+                    });
+                }
+                Some(Chunk::End) => break,
+                Some(Chunk::Failed(e)) => return Err(e),
+                None => {
+                    return Err(match reader.await {
+                        Err(e) => TransferError::io("reading files", std::io::Error::other(e)),
+                        Ok(()) => TransferError::Protocol("file reader stopped".into()),
+                    });
+                }
+            }
+        }
+        wire::write_frame(wr, Frame::FileEnd, &[]).await?;
+        summary.files_sent += 1;
+        reporter.file_done(&name, size);
+    }
+    Ok(())
+}
+
+async fn send_stream<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    manifest: &Manifest,
+    name: &str,
+    reporter: &dyn Reporter,
+    summary: &mut SendSummary,
+) -> Result<()> {
+    let mut src = manifest.take_stream()?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut n = 0u64;
+    reporter.file_start(name, None, 0);
+    loop {
+        let k = src
+            .read(&mut buf)
+            .await
+            .map_err(|e| TransferError::io("reading standard input", e))?;
+        if k == 0 {
+            break;
+        }
+        hasher.update(&buf[..k]);
+        wire::write_frame(wr, Frame::Data, &buf[..k]).await?;
+        n += k as u64;
+        reporter.progress(&Progress {
+            name,
+            file_bytes: n,
+            file_size: None,
+            bytes: n,
+            total_bytes: None,
+        });
+    }
+    let end = wire::encode_stream_end(n, hasher.finalize().as_bytes());
+    wire::write_frame(wr, Frame::FileEnd, &end).await?;
+    summary.bytes_sent = n;
+    summary.files_sent = 1;
+    reporter.file_done(name, n);
+    Ok(())
+}
