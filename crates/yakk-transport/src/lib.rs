@@ -1,1 +1,232 @@
-//! Placeholder: filled in by its issue.
+//! yakk's data plane: a WebRTC peer connection that hands out byte streams.
+//!
+//! This is the only crate in yakk that names WebRTC types. Everything above it sees SDP as
+//! strings, ICE candidates as [`IceCandidate`] (the JSON shape the reference program sends),
+//! connection news as [`PeerEvent`]s, and data channels as [`Stream`]s (`AsyncRead` +
+//! `AsyncWrite`).
+//!
+//! # Use
+//!
+//! ```text
+//! let (peer, mut events) = Peer::new(cfg).await?;
+//! // offerer                                   // answerer
+//! let offer = peer.create_offer().await?;      let answer = peer.accept_offer(&offer).await?;
+//! peer.accept_answer(&answer).await?;
+//! // both: forward PeerEvent::LocalCandidate to the other side, feed theirs to
+//! // add_remote_candidate (before or after the description: they are queued).
+//! let s = peer.open_stream("DataConn1").await?;     // one side
+//! let (label, s) = peer.accept_stream().await?;     // the other side
+//! ```
+//!
+//! # Data plane rules
+//!
+//! * Every channel is reliable and ordered. Writes are cut into messages of at most
+//!   [`TransportConfig::max_message`] bytes (4096 toward the reference program, yakk/1;
+//!   65536 between yakk/2 peers). Small writes queued behind a busy channel are coalesced
+//!   up to that size.
+//! * Backpressure runs end to end: `poll_write` waits while the channel's send buffer
+//!   (bounded) is full, and a reader that stops reading stops draining the channel, which
+//!   closes the SCTP receive window toward the sender. Memory is bounded per stream
+//!   whatever the amount sent.
+//! * Half-close (yakk/2, [`TransportConfig::half_close`]): `poll_shutdown` sends an
+//!   **empty string-type message** (SCTP PPID 56, "WebRTC String Empty") as the end-of-stream
+//!   marker. Data always travels as binary messages, so the marker cannot be confused with
+//!   data. The peer's reader then sees EOF while the other direction keeps flowing; the
+//!   channel is closed once both directions have ended, or when either `Stream` is dropped.
+//!   Without half-close (yakk/1, the reference program), `poll_shutdown` closes the channel,
+//!   and string messages are treated as data.
+//! * When the peer connection fails, disconnects or is closed, every stream ends (reads see
+//!   EOF, writes fail with `BrokenPipe`) and a [`PeerEvent::Disconnected`] is sent.
+//! * ICE: trickle both ways. Local candidates are sent as [`PeerEvent::LocalCandidate`] as
+//!   they are gathered (never dropped); remote candidates may be added before the remote
+//!   description is set (they are queued). With [`TransportConfig::ice_ips`] set, host
+//!   candidates are gathered only on those addresses (loopback allowed). No STUN/TURN server
+//!   is contacted unless configured.
+//!
+//! # Backends
+//!
+//! * yakk's own driver over the sans-IO `rtc` crate (`driver.rs`), used when no ICE server
+//!   is configured: it drains every output after every input, so a channel opens in a few
+//!   milliseconds instead of 200–600 ms, and it owns its sockets (buffers, batching).
+//! * The `webrtc` crate's async layer (`async_layer.rs`), used when STUN/TURN servers are
+//!   configured, because it gathers server-reflexive and relay candidates.
+//!
+//! `YAKK_TRANSPORT_BACKEND=webrtc` (or `=driver`) in the environment forces one of them.
+//!
+//! # Limits worth knowing
+//!
+//! * With the driver, a stream whose reader stops reading stalls reception on the whole
+//!   connection once its queue is full (head-of-line blocking across streams), because
+//!   SCTP flow control is per association. Other streams resume as soon as it reads again.
+//! * A peer that vanishes without a goodbye is noticed by ICE consent after about 4 s.
+#![forbid(unsafe_code)]
+
+mod async_layer;
+mod driver;
+mod netbuf;
+mod peer;
+mod stream;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use peer::Peer;
+pub use stream::Stream;
+
+/// How a [`Peer`] connects and how its streams cut data into messages.
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    /// STUN/TURN servers. Empty: host candidates only, no server is contacted.
+    pub ice_servers: Vec<yakk_wire::IceServer>,
+    /// Gather host candidates only on these local addresses; empty means all interfaces
+    /// (loopback excluded). Loopback addresses listed here are used as candidates.
+    pub ice_ips: Vec<IpAddr>,
+    /// Largest data-channel message sent: 4096 toward the reference program (yakk/1),
+    /// 65536 between yakk/2 peers.
+    pub max_message: usize,
+    /// Carry TCP half-close with an end-of-stream marker (yakk/2). Off for yakk/1.
+    pub half_close: bool,
+    /// SO_RCVBUF/SO_SNDBUF for the ICE UDP sockets, in bytes (Linux caps it at
+    /// `net.core.rmem_max`/`wmem_max`). 0 leaves the system default.
+    pub udp_buffer: usize,
+}
+
+impl TransportConfig {
+    /// Settings toward the reference program: 4096-byte messages, no half-close marker.
+    pub fn yakk1() -> Self {
+        TransportConfig {
+            max_message: YAKK1_MAX_MESSAGE,
+            half_close: false,
+            ..Self::yakk2()
+        }
+    }
+
+    /// Settings between yakk/2 peers: 64 KiB messages, half-close carried.
+    pub fn yakk2() -> Self {
+        TransportConfig {
+            ice_servers: Vec::new(),
+            ice_ips: Vec::new(),
+            max_message: YAKK2_MAX_MESSAGE,
+            half_close: true,
+            udp_buffer: 4 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        Self::yakk2()
+    }
+}
+
+/// The largest message the reference program accepts (it reads into a 4096-byte buffer).
+pub const YAKK1_MAX_MESSAGE: usize = 4096;
+/// Message size between yakk/2 peers.
+pub const YAKK2_MAX_MESSAGE: usize = 65536;
+
+/// One ICE candidate, in the JSON shape of the browser's `RTCIceCandidateInit` (what the
+/// reference program sends through the signalling server).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceCandidate {
+    /// The `candidate:...` attribute line.
+    pub candidate: String,
+    #[serde(rename = "sdpMid", default)]
+    pub sdp_mid: Option<String>,
+    #[serde(rename = "sdpMLineIndex", default)]
+    pub sdp_mline_index: Option<u16>,
+    #[serde(rename = "usernameFragment", default)]
+    pub username_fragment: Option<String>,
+}
+
+/// News from a [`Peer`], delivered on the receiver returned by [`Peer::new`]. Keep draining it:
+/// candidates must be forwarded to the other side.
+#[derive(Debug, Clone)]
+pub enum PeerEvent {
+    /// A local candidate was gathered: send it to the other side.
+    LocalCandidate(IceCandidate),
+    /// The connection is up (ICE, DTLS and SCTP), over this path.
+    Connected(PathInfo),
+    /// The connection failed, was closed, or the peer went away; every stream has ended.
+    Disconnected(String),
+}
+
+/// The candidate pair the connection runs over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathInfo {
+    /// The kind of the local candidate of the selected pair.
+    pub kind: PathKind,
+    /// Local address, `ip:port`.
+    pub local: String,
+    /// Remote address, `ip:port`.
+    pub remote: String,
+    /// Round-trip time of the pair, when measured.
+    pub rtt: Option<Duration>,
+}
+
+/// How a path reaches the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathKind {
+    /// Directly, from a local interface address.
+    Host,
+    /// Through a NAT mapping learnt from a STUN server.
+    Srflx,
+    /// Through a NAT mapping learnt from the peer's checks.
+    Prflx,
+    /// Through a TURN relay.
+    Relay,
+}
+
+/// What went wrong in the transport.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("could not set up the WebRTC peer connection: {0}")]
+    Setup(String),
+    #[error("the peer's session description is not usable ({0}); is the other side a yakk peer?")]
+    BadDescription(String),
+    #[error("the peer's ICE candidate is not usable ({0})")]
+    BadCandidate(String),
+    #[error("signalling out of order: {0}")]
+    Signalling(String),
+    #[error("could not open data channel {label:?}: {reason}")]
+    OpenChannel { label: String, reason: String },
+    #[error("the peer connection is closed ({0}); start a new session")]
+    Closed(String),
+    #[error("invalid transport configuration: {0}")]
+    Config(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidate_json_has_the_browser_field_names() {
+        let c = IceCandidate {
+            candidate: "candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host".into(),
+            sdp_mid: Some("0".into()),
+            sdp_mline_index: Some(0),
+            username_fragment: None,
+        };
+        let json = serde_json::to_value(&c).unwrap();
+        assert_eq!(json["candidate"], c.candidate.as_str());
+        assert_eq!(json["sdpMid"], "0");
+        assert_eq!(json["sdpMLineIndex"], 0);
+        assert!(json["usernameFragment"].is_null());
+        // What the reference sends may leave fields out.
+        let back: IceCandidate = serde_json::from_str(r#"{"candidate":"candidate:x"}"#).unwrap();
+        assert_eq!(back.sdp_mid, None);
+        assert_eq!(back.sdp_mline_index, None);
+    }
+
+    #[test]
+    fn presets() {
+        let one = TransportConfig::yakk1();
+        assert_eq!(one.max_message, 4096);
+        assert!(!one.half_close);
+        let two = TransportConfig::default();
+        assert_eq!(two.max_message, 65536);
+        assert!(two.half_close);
+    }
+}

@@ -1,0 +1,631 @@
+//! The fallback backend: one WebRTC peer connection driven by the `webrtc` crate's async layer.
+//!
+//! Used when STUN/TURN servers are configured (the `webrtc` crate gathers server-reflexive and
+//! relay candidates; yakk's own driver does not yet). Channel open takes 200–600 ms here
+//! because of timer-driven flushing inside the crate.
+//!
+//! Owns the translation between yakk's types and WebRTC's: SDP and candidates in and out,
+//! connection state to [`PeerEvent`]s, and each data channel to a [`Stream`] through two pump
+//! tasks (one per direction, so a blocked send never stops the channel from being drained,
+//! which would deadlock two peers sending to each other at once).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit};
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
+    RTCIceCandidateInit, RTCIceCandidateType, RTCIceServer, RTCPeerConnectionIceEvent,
+    RTCPeerConnectionState, RTCSessionDescription, RTCStatsReportEntry, SettingEngineBuilder,
+    StatsSelector,
+};
+
+use crate::driver::same_id;
+use crate::netbuf::BufferedRuntime;
+use crate::stream::{Outbound, Stream, StreamEnds};
+use crate::{IceCandidate, PathInfo, PathKind, PeerEvent, TransportConfig, TransportError};
+
+use crate::driver::COMMAND_LABEL;
+/// Bytes a channel may have queued in the stack before `send` waits (backpressure).
+const SEND_BUFFER_LIMIT: usize = 1024 * 1024;
+/// Data channels opened by the peer, waiting for `accept_stream`.
+const ACCEPT_QUEUE: usize = 64;
+/// Events waiting for the application.
+const EVENT_QUEUE: usize = 64;
+/// ICE consent: silence after which the connection counts as disconnected, then failed.
+const ICE_DISCONNECTED: Duration = Duration::from_secs(4);
+const ICE_FAILED: Duration = Duration::from_secs(6);
+const ICE_KEEPALIVE: Duration = Duration::from_secs(1);
+
+pub(crate) struct AsyncPeer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pc: Arc<dyn PeerConnection>,
+    max_message: usize,
+    half_close: bool,
+    /// Remote candidates received before the remote description; `None` once it is set.
+    early_candidates: tokio::sync::Mutex<Option<Vec<RTCIceCandidateInit>>>,
+    accepted: tokio::sync::Mutex<mpsc::Receiver<(String, Stream)>>,
+    /// Cancelled when the connection is gone: every pump stops.
+    dead: CancellationToken,
+    /// The "command" channel, kept open for the connection's lifetime.
+    command: Mutex<Option<Arc<dyn DataChannel>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.dead.cancel();
+        // The stack's driver outlives its handle unless told to stop: close explicitly, so
+        // dropping the last `Peer` really ends the connection (and the peer learns of it).
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let pc = self.pc.clone();
+            rt.spawn(async move {
+                let _ = pc.close().await;
+            });
+        }
+    }
+}
+
+/// What the stack's callbacks report to the peer's own task.
+enum Internal {
+    Candidate(RTCIceCandidateInit),
+    State(RTCPeerConnectionState),
+    Channel(Arc<dyn DataChannel>),
+}
+
+/// Callbacks must return at once: they run on the stack's driver.
+struct Handler {
+    tx: mpsc::UnboundedSender<Internal>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        match event.candidate.to_json() {
+            Ok(init) => {
+                let _ = self.tx.send(Internal::Candidate(init));
+            }
+            Err(e) => tracing::warn!("local ICE candidate not serialisable: {e}"),
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.tx.send(Internal::State(state));
+    }
+
+    async fn on_data_channel(&self, dc: Arc<dyn DataChannel>) {
+        let _ = self.tx.send(Internal::Channel(dc));
+    }
+}
+
+fn setup_err(e: impl std::fmt::Display) -> TransportError {
+    TransportError::Setup(e.to_string())
+}
+
+impl AsyncPeer {
+    /// Create a peer connection; gathering starts with the first description. Returns the
+    /// peer and its event stream (drain it: it carries the local candidates).
+    pub(crate) async fn new(
+        cfg: &TransportConfig,
+    ) -> Result<(AsyncPeer, mpsc::Receiver<PeerEvent>), TransportError> {
+        let ice_servers = cfg
+            .ice_servers
+            .iter()
+            .map(|s| RTCIceServer {
+                urls: s.urls.clone(),
+                username: s.username.clone().unwrap_or_default(),
+                credential: s.credential.clone().unwrap_or_default(),
+            })
+            .collect::<Vec<_>>();
+        let udp_addrs: Vec<String> = if cfg.ice_ips.is_empty() {
+            vec!["0.0.0.0:0".to_string()]
+        } else {
+            cfg.ice_ips
+                .iter()
+                .map(|ip| std::net::SocketAddr::new(*ip, 0).to_string())
+                .collect()
+        };
+        let allow_loopback = cfg.ice_ips.iter().any(|ip| ip.is_loopback());
+        let settings = SettingEngineBuilder::new()
+            .with_sctp_max_message_size(
+                rtc::peer_connection::configuration::setting_engine::SctpMaxMessageSize::Bounded(
+                    (cfg.max_message.max(crate::YAKK2_MAX_MESSAGE)) as u32,
+                ),
+            )
+            .with_include_loopback_candidate(allow_loopback)
+            .with_ice_timeouts(
+                Some(ICE_DISCONNECTED),
+                Some(ICE_FAILED),
+                Some(ICE_KEEPALIVE),
+            )
+            .build();
+        let (itx, irx) = mpsc::unbounded_channel();
+        let pc = PeerConnectionBuilder::new()
+            .with_configuration(
+                RTCConfigurationBuilder::new()
+                    .with_ice_servers(ice_servers)
+                    .build(),
+            )
+            .with_setting_engine(settings)
+            .with_runtime(Arc::new(BufferedRuntime::new(cfg.udp_buffer)))
+            .with_handler(Arc::new(Handler { tx: itx }))
+            .with_udp_addrs(udp_addrs)
+            .with_data_channel_send_buffer_limit(SEND_BUFFER_LIMIT)
+            .build()
+            .await
+            .map_err(setup_err)?;
+        let (accept_tx, accept_rx) = mpsc::channel(ACCEPT_QUEUE);
+        let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
+        let inner = Arc::new(Inner {
+            pc: Arc::new(pc),
+            max_message: cfg.max_message,
+            half_close: cfg.half_close,
+            early_candidates: tokio::sync::Mutex::new(Some(Vec::new())),
+            accepted: tokio::sync::Mutex::new(accept_rx),
+            dead: CancellationToken::new(),
+            command: Mutex::new(None),
+        });
+        tokio::spawn(run_events(
+            Arc::downgrade(&inner),
+            inner.dead.clone(),
+            irx,
+            event_tx,
+            accept_tx,
+        ));
+        Ok((AsyncPeer { inner }, event_rx))
+    }
+
+    /// Offerer: open the "command" channel and return the offer SDP. Candidates follow as
+    /// events.
+    pub(crate) async fn create_offer(&self) -> Result<String, TransportError> {
+        let pc = &self.inner.pc;
+        let dc = pc
+            .create_data_channel(COMMAND_LABEL, Some(reliable()))
+            .await
+            .map_err(|e| TransportError::OpenChannel {
+                label: COMMAND_LABEL.into(),
+                reason: e.to_string(),
+            })?;
+        spawn_drain(dc.clone(), self.inner.dead.clone());
+        *self.inner.command.lock().unwrap_or_else(|p| p.into_inner()) = Some(dc);
+        let offer = pc.create_offer(None).await.map_err(setup_err)?;
+        let sdp = offer.sdp.clone();
+        pc.set_local_description(offer)
+            .await
+            .map_err(|e| TransportError::Signalling(format!("local offer rejected: {e}")))?;
+        Ok(sdp)
+    }
+
+    /// Answerer: apply the peer's offer and return the answer SDP.
+    pub(crate) async fn accept_offer(&self, sdp: &str) -> Result<String, TransportError> {
+        let pc = &self.inner.pc;
+        let offer = RTCSessionDescription::offer(sdp.to_string())
+            .map_err(|e| TransportError::BadDescription(e.to_string()))?;
+        pc.set_remote_description(offer)
+            .await
+            .map_err(|e| TransportError::BadDescription(e.to_string()))?;
+        self.flush_early_candidates().await?;
+        let answer = pc.create_answer(None).await.map_err(setup_err)?;
+        let sdp = answer.sdp.clone();
+        pc.set_local_description(answer)
+            .await
+            .map_err(|e| TransportError::Signalling(format!("local answer rejected: {e}")))?;
+        Ok(sdp)
+    }
+
+    /// Offerer: apply the peer's answer.
+    pub(crate) async fn accept_answer(&self, sdp: &str) -> Result<(), TransportError> {
+        let answer = RTCSessionDescription::answer(sdp.to_string())
+            .map_err(|e| TransportError::BadDescription(e.to_string()))?;
+        self.inner
+            .pc
+            .set_remote_description(answer)
+            .await
+            .map_err(|e| TransportError::BadDescription(e.to_string()))?;
+        self.flush_early_candidates().await
+    }
+
+    /// Add a candidate from the peer; queued until the remote description is set.
+    pub(crate) async fn add_remote_candidate(&self, c: IceCandidate) -> Result<(), TransportError> {
+        let init = RTCIceCandidateInit {
+            candidate: c.candidate,
+            sdp_mid: c.sdp_mid,
+            sdp_mline_index: c.sdp_mline_index,
+            username_fragment: c.username_fragment,
+            ..Default::default()
+        };
+        let mut early = self.inner.early_candidates.lock().await;
+        if let Some(queue) = early.as_mut() {
+            if queue.len() >= MAX_EARLY_CANDIDATES {
+                return Err(TransportError::BadCandidate(format!(
+                    "more than {MAX_EARLY_CANDIDATES} candidates before the description"
+                )));
+            }
+            queue.push(init);
+            return Ok(());
+        }
+        drop(early);
+        add_candidate(&*self.inner.pc, init).await
+    }
+
+    async fn flush_early_candidates(&self) -> Result<(), TransportError> {
+        let queued = self.inner.early_candidates.lock().await.take();
+        for init in queued.unwrap_or_default() {
+            // One bad candidate must not stop the good ones.
+            if let Err(e) = add_candidate(&*self.inner.pc, init).await {
+                tracing::warn!("{e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Open a reliable, ordered channel with this label; resolves once it is open.
+    pub(crate) async fn open_stream(&self, label: &str) -> Result<Stream, TransportError> {
+        let err = |reason: String| TransportError::OpenChannel {
+            label: label.to_string(),
+            reason,
+        };
+        if self.inner.dead.is_cancelled() {
+            return Err(TransportError::Closed("the connection has ended".into()));
+        }
+        let dc = self
+            .inner
+            .pc
+            .create_data_channel(label, Some(reliable()))
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        loop {
+            let ev = tokio::select! {
+                ev = dc.poll() => ev,
+                _ = self.inner.dead.cancelled() => {
+                    return Err(TransportError::Closed("the connection ended while opening a channel".into()));
+                }
+            };
+            match ev {
+                Some(DataChannelEvent::OnOpen) => break,
+                Some(DataChannelEvent::OnClose) | None => {
+                    return Err(err("the peer refused or closed the channel".into()));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(attach(&self.inner, dc))
+    }
+
+    /// The next channel the peer opened (other than "command"), with its label. `None` once
+    /// the connection has ended.
+    pub(crate) async fn accept_stream(&self) -> Option<(String, Stream)> {
+        let mut rx = self.inner.accepted.lock().await;
+        tokio::select! {
+            s = rx.recv() => s,
+            _ = self.inner.dead.cancelled() => None,
+        }
+    }
+
+    /// Close the connection; every stream ends.
+    pub(crate) async fn close(&self) {
+        let _ = self.inner.pc.close().await;
+        self.inner.dead.cancel();
+    }
+}
+
+/// Candidates accepted before the remote description, against a flooding peer.
+const MAX_EARLY_CANDIDATES: usize = 256;
+
+async fn add_candidate(
+    pc: &dyn PeerConnection,
+    init: RTCIceCandidateInit,
+) -> Result<(), TransportError> {
+    let text = init.candidate.clone();
+    pc.add_ice_candidate(init)
+        .await
+        .map_err(|e| TransportError::BadCandidate(format!("{text:?}: {e}")))
+}
+
+fn reliable() -> RTCDataChannelInit {
+    RTCDataChannelInit {
+        ordered: true,
+        max_packet_life_time: None,
+        max_retransmits: None,
+        ..Default::default()
+    }
+}
+
+/// Drain a channel nobody reads (the "command" channel) so the stack never blocks on it.
+fn spawn_drain(dc: Arc<dyn DataChannel>, dead: CancellationToken) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                ev = dc.poll() => if ev.is_none() { break },
+                _ = dead.cancelled() => break,
+            }
+        }
+    });
+}
+
+/// The peer's own task: turns the stack's callbacks into events, streams and shutdown.
+async fn run_events(
+    inner: Weak<Inner>,
+    dead: CancellationToken,
+    mut rx: mpsc::UnboundedReceiver<Internal>,
+    events: mpsc::Sender<PeerEvent>,
+    accept: mpsc::Sender<(String, Stream)>,
+) {
+    let mut connected = false;
+    let mut reason: Option<String> = None;
+    loop {
+        let msg = tokio::select! {
+            m = rx.recv() => m,
+            _ = dead.cancelled() => None,
+        };
+        let Some(msg) = msg else { break };
+        match msg {
+            Internal::Candidate(init) => {
+                let c = IceCandidate {
+                    candidate: init.candidate,
+                    sdp_mid: init.sdp_mid,
+                    sdp_mline_index: init.sdp_mline_index,
+                    username_fragment: init.username_fragment,
+                };
+                let _ = events.send(PeerEvent::LocalCandidate(c)).await;
+            }
+            Internal::State(state) => match state {
+                RTCPeerConnectionState::Connected if !connected => {
+                    connected = true;
+                    let Some(inner) = inner.upgrade() else { break };
+                    let path = path_info(&*inner.pc).await;
+                    drop(inner);
+                    let _ = events.send(PeerEvent::Connected(path)).await;
+                }
+                RTCPeerConnectionState::Disconnected => {
+                    reason = Some("the peer stopped answering (ICE disconnected)".into());
+                    break;
+                }
+                RTCPeerConnectionState::Failed => {
+                    reason = Some("the connection to the peer failed".into());
+                    break;
+                }
+                RTCPeerConnectionState::Closed => {
+                    reason = Some("the connection was closed".into());
+                    break;
+                }
+                _ => {}
+            },
+            Internal::Channel(dc) => {
+                let Some(strong) = inner.upgrade() else { break };
+                let accept = accept.clone();
+                tokio::spawn(async move {
+                    let label = dc.label().await.unwrap_or_default();
+                    if label == COMMAND_LABEL {
+                        spawn_drain(dc.clone(), strong.dead.clone());
+                        *strong.command.lock().unwrap_or_else(|p| p.into_inner()) = Some(dc);
+                        return;
+                    }
+                    let stream = attach(&strong, dc);
+                    let dead = strong.dead.clone();
+                    drop(strong);
+                    tokio::select! {
+                        _ = accept.send((label, stream)) => {}
+                        _ = dead.cancelled() => {}
+                    }
+                });
+            }
+        }
+    }
+    dead.cancel();
+    let why = reason.unwrap_or_else(|| "the connection was closed".into());
+    let _ = events.try_send(PeerEvent::Disconnected(why));
+}
+
+/// The selected candidate pair, from the stats report.
+async fn path_info(pc: &dyn PeerConnection) -> PathInfo {
+    let report = pc.get_stats(Instant::now(), StatsSelector::None).await;
+    let mut pair_id = None;
+    for e in report.iter() {
+        if let RTCStatsReportEntry::Transport(t) = e
+            && !t.selected_candidate_pair_id.is_empty()
+        {
+            pair_id = Some(t.selected_candidate_pair_id.clone());
+        }
+    }
+    let pair = report.iter().find_map(|e| match e {
+        RTCStatsReportEntry::IceCandidatePair(p)
+            if pair_id.as_deref() == Some(p.stats.id.as_str())
+                || (pair_id.is_none() && p.nominated) =>
+        {
+            Some(p)
+        }
+        _ => None,
+    });
+    let mut info = PathInfo {
+        kind: PathKind::Host,
+        local: String::new(),
+        remote: String::new(),
+        rtt: None,
+    };
+    let Some(pair) = pair else { return info };
+    if pair.current_round_trip_time > 0.0 {
+        info.rtt = Some(Duration::from_secs_f64(pair.current_round_trip_time));
+    }
+    for e in report.iter() {
+        match e {
+            RTCStatsReportEntry::LocalCandidate(c)
+                if same_id(
+                    &c.stats.id,
+                    "RTCLocalIceCandidate_",
+                    &pair.local_candidate_id,
+                ) =>
+            {
+                info.local = format!("{}:{}", c.address.clone().unwrap_or_default(), c.port);
+                info.kind = match c.candidate_type {
+                    RTCIceCandidateType::Srflx => PathKind::Srflx,
+                    RTCIceCandidateType::Prflx => PathKind::Prflx,
+                    RTCIceCandidateType::Relay => PathKind::Relay,
+                    _ => PathKind::Host,
+                };
+            }
+            RTCStatsReportEntry::RemoteCandidate(c)
+                if same_id(
+                    &c.stats.id,
+                    "RTCRemoteIceCandidate_",
+                    &pair.remote_candidate_id,
+                ) =>
+            {
+                info.remote = format!("{}:{}", c.address.clone().unwrap_or_default(), c.port);
+            }
+            _ => {}
+        }
+    }
+    info
+}
+
+const CLOSE_WAIT_STEP: Duration = Duration::from_millis(5);
+const CLOSE_WAIT_POLLS: usize = 12_000; // one minute
+
+/// Per-channel state shared by its two pumps.
+struct ChannelState {
+    dc: Arc<dyn DataChannel>,
+    half_close: bool,
+    /// We sent the end-of-stream marker.
+    local_done: AtomicBool,
+    /// The peer sent the end-of-stream marker.
+    remote_done: AtomicBool,
+    /// Cancelled when the channel is finished (closed by either side or the connection died).
+    ended: CancellationToken,
+}
+
+impl ChannelState {
+    /// Close once what was sent has been delivered: closing resets the SCTP stream, which
+    /// would drop data still in flight. Bounded: a peer that stops reading for good does not
+    /// keep the channel forever.
+    async fn close(&self) {
+        for _ in 0..CLOSE_WAIT_POLLS {
+            if self.ended.is_cancelled() || self.dc.outstanding_bytes().await.unwrap_or(0) == 0 {
+                break;
+            }
+            tokio::time::sleep(CLOSE_WAIT_STEP).await;
+        }
+        let _ = self.dc.close().await;
+        self.ended.cancel();
+    }
+}
+
+/// Wire an open data channel to a new `Stream`.
+fn attach(inner: &Inner, dc: Arc<dyn DataChannel>) -> Stream {
+    let (stream, ends) = Stream::pair(inner.max_message);
+    let StreamEnds { to_app, from_app } = ends;
+    let state = Arc::new(ChannelState {
+        dc,
+        half_close: inner.half_close,
+        local_done: AtomicBool::new(false),
+        remote_done: AtomicBool::new(false),
+        ended: inner.dead.child_token(),
+    });
+    tokio::spawn(read_pump(state.clone(), to_app));
+    tokio::spawn(write_pump(state, from_app, inner.max_message));
+    stream
+}
+
+/// Channel → application. Ends on close, on the peer's marker (EOF) or with the connection.
+async fn read_pump(st: Arc<ChannelState>, to_app: mpsc::Sender<bytes::Bytes>) {
+    let mut to_app = Some(to_app);
+    loop {
+        let ev = tokio::select! {
+            ev = st.dc.poll() => ev,
+            _ = st.ended.cancelled() => break,
+        };
+        match ev {
+            None | Some(DataChannelEvent::OnClose) => break,
+            Some(DataChannelEvent::OnMessage(m)) => {
+                if m.is_string && st.half_close {
+                    to_app = None; // EOF for the reader
+                    st.remote_done.store(true, Ordering::SeqCst);
+                    if st.local_done.load(Ordering::SeqCst) {
+                        st.close().await;
+                        break;
+                    }
+                    continue;
+                }
+                let Some(tx) = &to_app else { continue };
+                if m.data.is_empty() {
+                    continue;
+                }
+                tokio::select! {
+                    r = tx.send(m.data.freeze()) => if r.is_err() {
+                        // The application dropped the stream: keep draining until closed.
+                        to_app = None;
+                    },
+                    _ = st.ended.cancelled() => break,
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    st.ended.cancel();
+}
+
+/// Application → channel. Coalesces small queued writes up to `max_message`.
+async fn write_pump(st: Arc<ChannelState>, mut from_app: mpsc::Receiver<Outbound>, max: usize) {
+    let mut carry: Option<Outbound> = None;
+    loop {
+        let item = match carry.take() {
+            Some(item) => Some(item),
+            None => tokio::select! {
+                item = from_app.recv() => item,
+                _ = st.ended.cancelled() => break,
+            },
+        };
+        match item {
+            None => {
+                // The stream was dropped: everything it wrote is queued; close.
+                st.close().await;
+                break;
+            }
+            Some(Outbound::Data(mut msg)) => {
+                while msg.len() < max {
+                    match from_app.try_recv() {
+                        Ok(Outbound::Data(next)) if msg.len() + next.len() <= max => {
+                            msg.extend_from_slice(&next);
+                        }
+                        Ok(other) => {
+                            carry = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let sent = tokio::select! {
+                    r = st.dc.send(msg) => r.is_ok(),
+                    _ = st.ended.cancelled() => false,
+                };
+                if !sent {
+                    break;
+                }
+            }
+            Some(Outbound::Finish) => {
+                if !st.half_close {
+                    st.close().await;
+                    break;
+                }
+                let sent = tokio::select! {
+                    r = st.dc.send_text("") => r.is_ok(),
+                    _ = st.ended.cancelled() => false,
+                };
+                if !sent {
+                    break;
+                }
+                st.local_done.store(true, Ordering::SeqCst);
+                if st.remote_done.load(Ordering::SeqCst) {
+                    st.close().await;
+                    break;
+                }
+            }
+        }
+    }
+    // Dropping `from_app` makes further writes fail with BrokenPipe.
+}

@@ -1,0 +1,135 @@
+//! [`Peer`]: the public face of a peer connection, over one of two backends.
+//!
+//! * `driver` (default): yakk's own driver over the sans-IO `rtc` crate; host candidates on
+//!   the configured or all interface addresses; fast channel open and bulk throughput.
+//! * `async_layer`: the `webrtc` crate's async layer; used when STUN/TURN servers are
+//!   configured, because it gathers server-reflexive and relay candidates.
+//!
+//! The environment variable `YAKK_TRANSPORT_BACKEND=webrtc` forces the second (for
+//! comparisons and as an escape hatch); `=driver` forces the first.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::async_layer::AsyncPeer;
+use crate::driver::DriverPeer;
+use crate::{IceCandidate, PeerEvent, Stream, TransportConfig, TransportError};
+
+/// A WebRTC peer connection that hands out byte streams. Cheap to clone; all clones are the
+/// same connection. The connection closes when the last clone is dropped or on [`Peer::close`].
+#[derive(Clone)]
+pub struct Peer {
+    backend: Arc<Backend>,
+}
+
+enum Backend {
+    Driver(DriverPeer),
+    Async(AsyncPeer),
+}
+
+/// Largest accepted `max_message`.
+const MAX_MESSAGE_LIMIT: usize = 256 * 1024;
+
+impl Peer {
+    /// Create a peer connection. Returns the peer and its event stream; keep draining the
+    /// events (they carry the local candidates, which must reach the other side).
+    pub async fn new(
+        cfg: TransportConfig,
+    ) -> Result<(Peer, mpsc::Receiver<PeerEvent>), TransportError> {
+        if cfg.max_message == 0 || cfg.max_message > MAX_MESSAGE_LIMIT {
+            return Err(TransportError::Config(format!(
+                "max_message must be between 1 and {MAX_MESSAGE_LIMIT} bytes, not {}",
+                cfg.max_message
+            )));
+        }
+        let forced = std::env::var("YAKK_TRANSPORT_BACKEND").unwrap_or_default();
+        let use_async = match forced.as_str() {
+            "webrtc" => true,
+            "driver" => false,
+            _ => !cfg.ice_servers.is_empty(),
+        };
+        let (backend, events) = if use_async {
+            let (p, ev) = AsyncPeer::new(&cfg).await?;
+            (Backend::Async(p), ev)
+        } else {
+            let (p, ev) = DriverPeer::new(&cfg).await?;
+            (Backend::Driver(p), ev)
+        };
+        Ok((
+            Peer {
+                backend: Arc::new(backend),
+            },
+            events,
+        ))
+    }
+
+    /// Offerer: open the "command" channel (as the reference program does; it starts SCTP
+    /// negotiation and is never handed out) and return the offer SDP. Local candidates follow
+    /// as [`PeerEvent::LocalCandidate`].
+    pub async fn create_offer(&self) -> Result<String, TransportError> {
+        match &*self.backend {
+            Backend::Driver(p) => p.create_offer().await,
+            Backend::Async(p) => p.create_offer().await,
+        }
+    }
+
+    /// Answerer: apply the peer's offer SDP and return the answer SDP.
+    pub async fn accept_offer(&self, sdp: &str) -> Result<String, TransportError> {
+        match &*self.backend {
+            Backend::Driver(p) => p.accept_offer(sdp).await,
+            Backend::Async(p) => p.accept_offer(sdp).await,
+        }
+    }
+
+    /// Offerer: apply the peer's answer SDP.
+    pub async fn accept_answer(&self, sdp: &str) -> Result<(), TransportError> {
+        match &*self.backend {
+            Backend::Driver(p) => p.accept_answer(sdp).await,
+            Backend::Async(p) => p.accept_answer(sdp).await,
+        }
+    }
+
+    /// Add a candidate from the peer. Candidates that arrive before the remote description
+    /// are queued and applied with it.
+    pub async fn add_remote_candidate(&self, c: IceCandidate) -> Result<(), TransportError> {
+        match &*self.backend {
+            Backend::Driver(p) => p.add_remote_candidate(c).await,
+            Backend::Async(p) => p.add_remote_candidate(c).await,
+        }
+    }
+
+    /// Open a reliable, ordered channel with this label; resolves once it is open. Put a
+    /// timeout around it: a peer that never answers leaves it pending until the connection
+    /// ends.
+    pub async fn open_stream(&self, label: &str) -> Result<Stream, TransportError> {
+        match &*self.backend {
+            Backend::Driver(p) => p.open_stream(label).await,
+            Backend::Async(p) => p.open_stream(label).await,
+        }
+    }
+
+    /// The next channel the peer opened (never "command"), with its label; `None` once the
+    /// connection has ended.
+    pub async fn accept_stream(&self) -> Option<(String, Stream)> {
+        match &*self.backend {
+            Backend::Driver(p) => p.accept_stream().await,
+            Backend::Async(p) => p.accept_stream().await,
+        }
+    }
+
+    /// Close the connection; every stream ends and a [`PeerEvent::Disconnected`] follows.
+    pub async fn close(&self) {
+        match &*self.backend {
+            Backend::Driver(p) => p.close().await,
+            Backend::Async(p) => p.close().await,
+        }
+    }
+}
+
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync + 'static>() {}
+    const fn assert_send<T: Send + 'static>() {}
+    assert_send_sync::<Peer>();
+    assert_send::<Stream>();
+};

@@ -1,0 +1,153 @@
+//! [`Stream`]: the application's end of one data channel, as a byte stream.
+//!
+//! A `Stream` knows nothing of WebRTC: it talks to the channel's pump tasks (in `peer`)
+//! through two bounded queues, one per direction. The queues are what bound memory and carry
+//! backpressure: `poll_write` waits for a free slot, and while the application does not read,
+//! the pump stops draining the channel.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::mpsc;
+use tokio_util::sync::PollSender;
+
+/// What the application hands to the channel's writer pump.
+#[derive(Debug)]
+pub(crate) enum Outbound {
+    /// One message's worth of bytes (at most `max_message`).
+    Data(BytesMut),
+    /// The application shut down its writing half.
+    Finish,
+}
+
+/// The pump's side of a stream.
+pub(crate) struct StreamEnds {
+    /// Received data toward the application; dropping it gives the application EOF.
+    pub to_app: mpsc::Sender<Bytes>,
+    /// Data and shutdown from the application; `None` once the `Stream` is dropped.
+    pub from_app: mpsc::Receiver<Outbound>,
+}
+
+/// Messages queued from the application toward the channel.
+const OUT_DEPTH: usize = 4;
+/// Messages queued from the channel toward the application (at most 16 × `max_message`
+/// bytes per stream); deep enough that the driver rarely finds it full while the reader keeps
+/// up, since a full queue pauses reception on the connection.
+const IN_DEPTH: usize = 16;
+
+/// A reliable, ordered byte stream over one data channel.
+///
+/// Reads return EOF when the peer shuts down its writing half (half-close), closes the
+/// channel, or the connection ends. Writes fail with `BrokenPipe` once the channel or the
+/// connection is gone. Dropping the stream closes the channel.
+pub struct Stream {
+    inbound: mpsc::Receiver<Bytes>,
+    pending: Bytes,
+    outbound: PollSender<Outbound>,
+    max_message: usize,
+    shut_down: bool,
+}
+
+impl Stream {
+    pub(crate) fn pair(max_message: usize) -> (Stream, StreamEnds) {
+        let (to_app, inbound) = mpsc::channel(IN_DEPTH);
+        let (out_tx, from_app) = mpsc::channel(OUT_DEPTH);
+        (
+            Stream {
+                inbound,
+                pending: Bytes::new(),
+                outbound: PollSender::new(out_tx),
+                max_message: max_message.max(1),
+                shut_down: false,
+            },
+            StreamEnds { to_app, from_app },
+        )
+    }
+}
+
+fn broken_pipe() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "data channel closed")
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        while this.pending.is_empty() {
+            match ready!(this.inbound.poll_recv(cx)) {
+                Some(bytes) => this.pending = bytes,
+                None => return Poll::Ready(Ok(())), // EOF
+            }
+        }
+        let n = this.pending.len().min(buf.remaining());
+        buf.put_slice(&this.pending.split_to(n));
+        // Take whatever else is already queued, so one read empties several messages.
+        while this.pending.is_empty() && buf.remaining() > 0 {
+            match this.inbound.try_recv() {
+                Ok(bytes) => {
+                    let n = bytes.len().min(buf.remaining());
+                    this.pending = bytes;
+                    buf.put_slice(&this.pending.split_to(n));
+                }
+                Err(_) => break,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        if this.shut_down {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "stream already shut down for writing",
+            )));
+        }
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        if ready!(this.outbound.poll_reserve(cx)).is_err() {
+            return Poll::Ready(Err(broken_pipe()));
+        }
+        let n = buf.len().min(this.max_message);
+        match this
+            .outbound
+            .send_item(Outbound::Data(BytesMut::from(&buf[..n])))
+        {
+            Ok(()) => Poll::Ready(Ok(n)),
+            Err(_) => Poll::Ready(Err(broken_pipe())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Everything written is already queued toward the channel.
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.shut_down {
+            return Poll::Ready(Ok(()));
+        }
+        if ready!(this.outbound.poll_reserve(cx)).is_err() {
+            // The channel is gone already: nothing left to shut down.
+            this.shut_down = true;
+            return Poll::Ready(Ok(()));
+        }
+        this.shut_down = true;
+        let _ = this.outbound.send_item(Outbound::Finish);
+        Poll::Ready(Ok(()))
+    }
+}

@@ -1,0 +1,350 @@
+//! End-to-end tests of the transport: two peers, real UDP over 127.0.0.1.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{connect, loopback, pattern};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::timeout;
+use yakk_transport::{PathKind, PeerEvent, Stream, TransportConfig};
+
+fn yakk2() -> TransportConfig {
+    loopback(TransportConfig::yakk2())
+}
+
+fn yakk1() -> TransportConfig {
+    loopback(TransportConfig::yakk1())
+}
+
+const T: Duration = Duration::from_secs(60);
+
+async fn open_pair(p: &common::Pair, label: &str) -> (Stream, Stream) {
+    let (opened, accepted) = tokio::join!(p.a.open_stream(label), p.b.accept_stream());
+    let (got_label, b) = accepted.expect("accepted stream");
+    assert_eq!(got_label, label);
+    (opened.expect("open stream"), b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_and_echo() {
+    timeout(T, async {
+        let p = connect(yakk2(), yakk2()).await;
+        assert_eq!(p.a_path.kind, PathKind::Host);
+        assert!(p.a_path.local.starts_with("127.0.0.1:"), "{:?}", p.a_path);
+        assert!(p.b_path.local.starts_with("127.0.0.1:"), "{:?}", p.b_path);
+        let (mut a, b) = open_pair(&p, "DataConn1").await;
+        let echo = tokio::spawn(async move {
+            let (mut r, mut w) = tokio::io::split(b);
+            tokio::io::copy(&mut r, &mut w).await.unwrap();
+            w.shutdown().await.unwrap();
+        });
+        let msg = b"hello through a data channel".repeat(1000);
+        a.write_all(&msg).await.unwrap();
+        a.shutdown().await.unwrap();
+        let mut back = Vec::new();
+        a.read_to_end(&mut back).await.unwrap();
+        assert_eq!(back, msg);
+        echo.await.unwrap();
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_yakk1_closes_on_shutdown() {
+    timeout(T, async {
+        let p = connect(yakk1(), yakk1()).await;
+        let (mut a, mut b) = open_pair(&p, "DataConn1").await;
+        let msg = pattern(1, 100_000);
+        a.write_all(&msg).await.unwrap();
+        // yakk/1 has no half-close: shutdown closes the channel once the data is out.
+        a.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        b.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got.len(), msg.len());
+        assert!(got == msg);
+        // The channel is closed: the other way is gone too.
+        let mut buf = [0u8; 16];
+        assert_eq!(a.read(&mut buf).await.unwrap(), 0);
+    })
+    .await
+    .expect("test timed out");
+}
+
+async fn send_hashed(mut w: impl AsyncWriteExt + Unpin, seed: u64, total: usize) -> [u8; 32] {
+    let mut h = Sha256::new();
+    let block = pattern(seed, 1 << 20);
+    let mut sent = 0;
+    while sent < total {
+        let n = block.len().min(total - sent);
+        w.write_all(&block[..n]).await.unwrap();
+        h.update(&block[..n]);
+        sent += n;
+    }
+    w.shutdown().await.unwrap();
+    h.finalize().into()
+}
+
+async fn recv_hashed(mut r: impl AsyncReadExt + Unpin) -> ([u8; 32], usize) {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0;
+    loop {
+        let n = r.read(&mut buf).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        total += n;
+    }
+    (h.finalize().into(), total)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_mib_both_ways_at_once() {
+    const N: usize = 64 << 20;
+    timeout(Duration::from_secs(240), async {
+        let p = connect(yakk2(), yakk2()).await;
+        let (a, b) = open_pair(&p, "bulk").await;
+        let (ar, aw) = tokio::io::split(a);
+        let (br, bw) = tokio::io::split(b);
+        let (sa, sb, (ra, na), (rb, nb)) = tokio::join!(
+            tokio::spawn(send_hashed(aw, 7, N)),
+            tokio::spawn(send_hashed(bw, 8, N)),
+            async { tokio::spawn(recv_hashed(br)).await.unwrap() },
+            async { tokio::spawn(recv_hashed(ar)).await.unwrap() },
+        );
+        assert_eq!(na, N);
+        assert_eq!(nb, N);
+        assert_eq!(sa.unwrap(), ra, "a -> b corrupted");
+        assert_eq!(sb.unwrap(), rb, "b -> a corrupted");
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_close_keeps_the_other_direction() {
+    timeout(T, async {
+        let p = connect(yakk2(), yakk2()).await;
+        let (a, b) = open_pair(&p, "DataConn1").await;
+        let server = tokio::spawn(async move {
+            let mut b = b;
+            let mut req = Vec::new();
+            b.read_to_end(&mut req).await.unwrap(); // EOF from a's shutdown
+            assert_eq!(req, b"GET /yakkfilesendreceive");
+            let reply = pattern(3, 3 << 20);
+            b.write_all(&reply).await.unwrap();
+            b.shutdown().await.unwrap();
+            reply
+        });
+        let mut a = a;
+        a.write_all(b"GET /yakkfilesendreceive").await.unwrap();
+        a.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        a.read_to_end(&mut got).await.unwrap();
+        let reply = server.await.unwrap();
+        assert_eq!(got.len(), reply.len());
+        assert!(got == reply);
+        // Writing after shutdown is refused.
+        assert!(a.write_all(b"more").await.is_err());
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_streams_at_once() {
+    let streams: u64 = std::env::var("YAKK_TEST_STREAMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    const LEN: usize = 96 * 1024;
+    timeout(Duration::from_secs(120), async {
+        let p = connect(yakk2(), yakk2()).await;
+        let b = p.b.clone();
+        let server = tokio::spawn(async move {
+            let mut tasks = Vec::new();
+            for _ in 0..streams {
+                let (label, mut s) = b.accept_stream().await.expect("accept");
+                tasks.push(tokio::spawn(async move {
+                    let seed: u64 = label.trim_start_matches("s").parse().unwrap();
+                    let mut got = Vec::new();
+                    s.read_to_end(&mut got).await.unwrap();
+                    assert!(got == pattern(seed, LEN), "stream {seed} corrupted");
+                    let digest = Sha256::digest(&got);
+                    s.write_all(&digest).await.unwrap();
+                    s.shutdown().await.unwrap();
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+        });
+        let mut clients = Vec::new();
+        for i in 0..streams {
+            let a = p.a.clone();
+            clients.push(tokio::spawn(async move {
+                let mut s = a.open_stream(&format!("s{i}")).await.unwrap();
+                let data = pattern(i, LEN);
+                s.write_all(&data).await.unwrap();
+                s.shutdown().await.unwrap();
+                let mut digest = Vec::new();
+                s.read_to_end(&mut digest).await.unwrap();
+                assert_eq!(digest, Sha256::digest(&data).to_vec(), "stream {i} digest");
+            }));
+        }
+        for c in clients {
+            c.await.unwrap();
+        }
+        server.await.unwrap();
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_reader_bounds_the_sender() {
+    timeout(T, async {
+        let p = connect(yakk2(), yakk2()).await;
+        let (mut a, mut b) = open_pair(&p, "stall").await;
+        let block = vec![0x5Au8; 64 * 1024];
+        let mut accepted = 0usize;
+        // Write until the writer has been stuck for a second: the reader is not reading.
+        for _ in 0..100_000 {
+            match timeout(Duration::from_secs(1), a.write_all(&block)).await {
+                Ok(r) => {
+                    r.unwrap();
+                    accepted += block.len();
+                }
+                Err(_) => break,
+            }
+        }
+        // Queues: the stream's, the channel send buffer, SCTP's window, the stack's
+        // per-channel event queue and the reader's. Whatever the sender tries, no more.
+        assert!(
+            accepted < 40 << 20,
+            "sender accepted {accepted} bytes with a stalled reader"
+        );
+        // Resume reading: everything accepted arrives, and more can be sent.
+        let reader = tokio::spawn(async move {
+            let mut total = 0usize;
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = b.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break total;
+                }
+                total += n;
+            }
+        });
+        a.write_all(&block).await.unwrap();
+        a.shutdown().await.unwrap();
+        let total = reader.await.unwrap();
+        assert_eq!(total, accepted + block.len());
+        eprintln!("accepted while stalled: {} KiB", accepted / 1024);
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_peer_ends_streams_and_reports() {
+    timeout(T, async {
+        let mut p = connect(yakk2(), yakk2()).await;
+        let (mut a, mut b) = open_pair(&p, "victim").await;
+        a.write_all(&pattern(9, 200_000)).await.unwrap();
+        let mut buf = vec![0u8; 200_000];
+        b.read_exact(&mut buf).await.unwrap();
+        // Peer a goes away mid-stream, without a goodbye from the application.
+        let a_peer = p.a.clone();
+        drop(p.a);
+        drop(a_peer);
+        drop(a);
+        let t0 = std::time::Instant::now();
+        let ended = timeout(Duration::from_secs(8), async {
+            loop {
+                match b.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(ended.is_ok(), "b's read did not end after a went away");
+        let ev = timeout(Duration::from_secs(8), async {
+            loop {
+                match p.b_events.recv().await {
+                    Some(PeerEvent::Disconnected(why)) => break Some(why),
+                    Some(_) => continue,
+                    None => break None,
+                }
+            }
+        })
+        .await
+        .expect("no Disconnected event");
+        assert!(ev.is_some(), "event stream ended without Disconnected");
+        eprintln!("b noticed within {:?}: {ev:?}", t0.elapsed());
+        assert!(b.write_all(b"x").await.is_err() || b.write_all(b"x").await.is_err());
+        assert!(p.b.accept_stream().await.is_none());
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_peer_ends_streams_promptly() {
+    timeout(T, async {
+        let mut p = connect(yakk2(), yakk2()).await;
+        let (_a, mut b) = open_pair(&p, "victim").await;
+        let t0 = std::time::Instant::now();
+        p.a.close().await;
+        let mut buf = [0u8; 64];
+        let r = timeout(Duration::from_secs(8), b.read(&mut buf)).await;
+        assert!(matches!(r, Ok(Ok(0)) | Ok(Err(_))), "{r:?}");
+        let mut saw = false;
+        while let Ok(Some(ev)) = timeout(Duration::from_secs(8), p.b_events.recv()).await {
+            if matches!(ev, PeerEvent::Disconnected(_)) {
+                saw = true;
+                break;
+            }
+        }
+        assert!(saw, "no Disconnected event on b");
+        eprintln!("b noticed the close within {:?}", t0.elapsed());
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn yakk1_messages_never_exceed_4096() {
+    timeout(T, async {
+        // Sender speaks yakk/1; the receiver accepts up to 64 KiB, so it would see bigger
+        // messages if the sender cut them bigger. A read never spans two messages.
+        let p = connect(yakk1(), yakk2()).await;
+        let (mut a, mut b) = open_pair(&p, "DataConn1").await;
+        let data = pattern(5, 2 << 20);
+        let sender = tokio::spawn(async move {
+            a.write_all(&data).await.unwrap();
+            a.shutdown().await.unwrap();
+            a
+        });
+        let mut buf = vec![0u8; 256 * 1024];
+        let (mut total, mut largest) = (0usize, 0usize);
+        loop {
+            let n = b.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            total += n;
+            largest = largest.max(n);
+        }
+        let _a = sender.await.unwrap();
+        assert_eq!(total, 2 << 20);
+        assert_eq!(largest, 4096, "largest message seen");
+    })
+    .await
+    .expect("test timed out");
+}
