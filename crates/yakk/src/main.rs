@@ -1,1 +1,87 @@
-fn main() {}
+//! `yakk`: anything over WebRTC. The binary only parses the command line, sets up logging and
+//! hands over to the layer that does the work; errors become one line and a documented exit code.
+#![forbid(unsafe_code)]
+
+mod cli;
+mod code;
+mod exit;
+mod files;
+mod forward;
+mod output;
+mod peer;
+
+use clap::{CommandFactory, Parser};
+use serde_json::json;
+
+use cli::{Cli, Command};
+use exit::ExitCode;
+use output::Out;
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(verbose > 1)
+        .try_init();
+}
+
+fn json_mode(cmd: &Command) -> bool {
+    match cmd {
+        Command::Server(a) => a.common.json,
+        Command::Client(a) => a.common.json,
+        Command::Filesend(a) => a.common.json,
+        Command::Filereceive(a) => a.common.json,
+        _ => false,
+    }
+}
+
+async fn run(cmd: Command, out: Out) -> anyhow::Result<()> {
+    match cmd {
+        Command::Server(a) => forward::server(a, out).await,
+        Command::Client(a) => forward::client(a, out).await,
+        Command::Filesend(a) => files::send(a, out).await,
+        Command::Filereceive(a) => files::receive(a, out).await,
+        Command::Signal(a) => yakk_signal::run(a).await,
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "yakk", &mut std::io::stdout());
+            Ok(())
+        }
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let out = Out {
+        json: json_mode(&cli.command),
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("yakk: cannot start the async runtime: {e}");
+            std::process::exit(ExitCode::Error as i32);
+        }
+    };
+    let result = rt.block_on(run(cli.command, out));
+    // Do not wait for background tasks (peer connections, pumps) to wind down.
+    rt.shutdown_timeout(std::time::Duration::from_millis(200));
+    if let Err(e) = result {
+        let (code, message) = exit::classify(&e);
+        out.event(
+            "error",
+            json!({"message": message, "exit_code": code as i32}),
+            Some(&format!("yakk: {message}")),
+        );
+        std::process::exit(code as i32);
+    }
+}

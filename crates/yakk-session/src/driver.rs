@@ -1,0 +1,270 @@
+//! The async drivers: they feed envelopes from the signalling server and events from the peer
+//! connection into a [`Handshake`], and carry out its actions, until the peer connection is up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use yakk_transport::{Peer, PeerEvent, TransportConfig};
+use yakk_wire::{Envelope, IceServer};
+
+use crate::handshake::{Action, Handshake, HandshakeError, Params, Role, Version};
+use crate::rendezvous::{self, Membership};
+use crate::{Connection, SessionConfig, SessionError};
+
+/// How long the PAKE and the exchange of descriptions may take once the peer is known.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn transport_config(cfg: &SessionConfig, advertised: &[IceServer], v: Version) -> TransportConfig {
+    let mut ice_servers = cfg.ice_servers.clone();
+    ice_servers.extend(advertised.iter().cloned());
+    TransportConfig {
+        ice_servers,
+        ice_ips: cfg.ice_ips.clone(),
+        max_message: match v {
+            Version::V1 => 4096,
+            Version::V2 => 64 * 1024,
+        },
+        half_close: v == Version::V2,
+        udp_buffer: 4 * 1024 * 1024,
+    }
+}
+
+// The transport keeps its own copy of the candidate shape so that it depends on nothing above it.
+fn to_transport(c: yakk_wire::IceCandidate) -> yakk_transport::IceCandidate {
+    yakk_transport::IceCandidate {
+        candidate: c.candidate,
+        sdp_mid: c.sdp_mid,
+        sdp_mline_index: c.sdp_mline_index,
+        username_fragment: c.username_fragment,
+    }
+}
+
+fn from_transport(c: yakk_transport::IceCandidate) -> yakk_wire::IceCandidate {
+    yakk_wire::IceCandidate {
+        candidate: c.candidate,
+        sdp_mid: c.sdp_mid,
+        sdp_mline_index: c.sdp_mline_index,
+        username_fragment: c.username_fragment,
+    }
+}
+
+/// Runs one handshake to a connected peer. `incoming` carries only this peer's envelopes.
+async fn run(
+    mut hs: Handshake,
+    first_actions: Vec<Action>,
+    mut incoming: mpsc::Receiver<Envelope>,
+    outgoing: mpsc::Sender<Envelope>,
+    cfg: Arc<SessionConfig>,
+    advertised: Arc<Vec<IceServer>>,
+    role: Role,
+) -> Result<Connection, SessionError> {
+    let mut peer: Option<(Peer, mpsc::Receiver<PeerEvent>)> = None;
+    let mut pending = std::collections::VecDeque::from(first_actions);
+    let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT + cfg.connect_timeout;
+    loop {
+        while let Some(action) = pending.pop_front() {
+            match action {
+                Action::Send(env) => {
+                    if outgoing.send(env).await.is_err() {
+                        return Err(SessionError::SignalClosed("while negotiating".into()));
+                    }
+                }
+                Action::KeyConfirmed(v) => {
+                    tracing::info!(version = %v, "key confirmed");
+                    let (p, ev) = Peer::new(transport_config(&cfg, &advertised, v)).await?;
+                    if role == Role::Joiner {
+                        let offer = p.create_offer().await?;
+                        pending.extend(hs.on_local_description(offer));
+                    }
+                    peer = Some((p, ev));
+                }
+                Action::AcceptOffer(sdp) => {
+                    let (p, _) = peer
+                        .as_ref()
+                        .ok_or(SessionError::Internal("offer before keys"))?;
+                    let answer = p.accept_offer(&sdp).await?;
+                    pending.extend(hs.on_local_description(answer));
+                }
+                Action::AcceptAnswer(sdp) => {
+                    let (p, _) = peer
+                        .as_ref()
+                        .ok_or(SessionError::Internal("answer before keys"))?;
+                    p.accept_answer(&sdp).await?;
+                }
+                Action::AddCandidate(c) => {
+                    let (p, _) = peer
+                        .as_ref()
+                        .ok_or(SessionError::Internal("candidate before keys"))?;
+                    if let Err(e) = p.add_remote_candidate(to_transport(c)).await {
+                        tracing::debug!("ignoring a candidate the stack refused: {e}");
+                    }
+                }
+            }
+        }
+        let peer_event = async {
+            match peer.as_mut() {
+                Some((_, ev)) => ev.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            env = incoming.recv() => {
+                let env = env.ok_or_else(|| SessionError::SignalClosed("while negotiating".into()))?;
+                pending.extend(hs.on_message(&env)?);
+            }
+            ev = peer_event => match ev {
+                Some(PeerEvent::LocalCandidate(c)) => pending.extend(hs.on_local_candidate(from_transport(c))),
+                Some(PeerEvent::Connected(path)) => {
+                    for a in hs.on_connected() {
+                        if let Action::Send(env) = a {
+                            let _ = outgoing.send(env).await;
+                        }
+                    }
+                    let (p, events) = peer.take().expect("connected implies a peer");
+                    let version = hs.version().expect("connected implies a version");
+                    return Ok(Connection::new(p, events, version, path));
+                }
+                Some(PeerEvent::Disconnected(why)) => return Err(SessionError::PeerGone(why)),
+                None => return Err(SessionError::PeerGone("the peer connection ended".into())),
+            },
+            _ = tokio::time::sleep_until(deadline) => {
+                return Err(if hs.is_confirmed() {
+                    SessionError::NoPath
+                } else {
+                    SessionError::HandshakeTimeout
+                });
+            }
+        }
+    }
+}
+
+fn params(cfg: &SessionConfig, m: &Membership, role: Role, peer_id: i64) -> Params {
+    Params {
+        role,
+        room: m.room.clone(),
+        my_id: m.my_id,
+        peer_id,
+        password: cfg.password.clone(),
+        allow_legacy: cfg.allow_legacy,
+        legacy_only: cfg.legacy_only,
+    }
+}
+
+/// Joins `room` and returns the connection to its owner.
+pub async fn join(cfg: SessionConfig, room: &str) -> Result<Connection, SessionError> {
+    let mut m = rendezvous::join_room(&cfg.signal, room).await?;
+    let owner = m.owner_id;
+    let (hs, first) = Handshake::joiner(params(&cfg, &m, Role::Joiner, owner));
+    // Only the owner's messages reach the handshake.
+    let (tx, rx) = mpsc::channel(64);
+    let mut server_rx = std::mem::replace(&mut m.incoming, mpsc::channel(1).1);
+    tokio::spawn(async move {
+        while let Some(env) = server_rx.recv().await {
+            if env.sender == owner && tx.send(env).await.is_err() {
+                break;
+            }
+        }
+    });
+    let advertised = Arc::new(m.ice_servers.clone());
+    let out = m.outgoing.clone();
+    let conn = run(hs, first, rx, out, Arc::new(cfg), advertised, Role::Joiner).await?;
+    // Keep the membership alive as long as the connection: the owner may still be sending
+    // candidates. Dropping `m` closes the WebSocket.
+    conn.hold(Box::new(m));
+    Ok(conn)
+}
+
+/// What an owner's room reports.
+pub enum OwnerEvent {
+    /// A joiner completed the handshake and the peer connection is up.
+    Connected(Connection),
+    /// A joiner's handshake failed.
+    Failed { peer: i64, error: SessionError },
+}
+
+/// An open room, accepting joiners until dropped.
+pub struct Owner {
+    pub room: String,
+    pub ice_servers: Vec<IceServer>,
+    events: mpsc::Receiver<OwnerEvent>,
+    _stop: watch::Sender<()>,
+}
+
+impl Owner {
+    /// Creates a room on the configured server.
+    pub async fn create(cfg: SessionConfig) -> Result<Owner, SessionError> {
+        let m = rendezvous::create_room(&cfg.signal, cfg.keep_alive, cfg.max_peers).await?;
+        let (ev_tx, ev_rx) = mpsc::channel(16);
+        let (stop_tx, stop_rx) = watch::channel(());
+        let room = m.room.clone();
+        let ice = m.ice_servers.clone();
+        tokio::spawn(route(m, Arc::new(cfg), ev_tx, stop_rx));
+        Ok(Owner {
+            room,
+            ice_servers: ice,
+            events: ev_rx,
+            _stop: stop_tx,
+        })
+    }
+
+    /// The next joiner event; `None` when the room is gone (signalling connection lost).
+    pub async fn next(&mut self) -> Option<OwnerEvent> {
+        self.events.recv().await
+    }
+}
+
+/// The owner's router: one handshake task per joiner, keyed by the sender id the server vouches for.
+async fn route(
+    mut m: Membership,
+    cfg: Arc<SessionConfig>,
+    events: mpsc::Sender<OwnerEvent>,
+    mut stop: watch::Receiver<()>,
+) {
+    let mut joiners: std::collections::HashMap<i64, mpsc::Sender<Envelope>> = Default::default();
+    let advertised = Arc::new(m.ice_servers.clone());
+    loop {
+        let env = tokio::select! {
+            env = m.incoming.recv() => match env { Some(e) => e, None => break },
+            _ = stop.changed() => break,
+        };
+        let sender = env.sender;
+        if sender == m.my_id || sender < 0 {
+            continue;
+        }
+        let tx = joiners.entry(sender).or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(64);
+            let hs = Handshake::owner(params(&cfg, &m, Role::Owner, sender));
+            let (out, cfg, adv, events) = (
+                m.outgoing.clone(),
+                cfg.clone(),
+                advertised.clone(),
+                events.clone(),
+            );
+            tracing::info!(joiner = sender, "a joiner arrived");
+            tokio::spawn(async move {
+                let ev = match run(hs, vec![], rx, out, cfg, adv, Role::Owner).await {
+                    Ok(conn) => OwnerEvent::Connected(conn),
+                    Err(error) => OwnerEvent::Failed {
+                        peer: sender,
+                        error,
+                    },
+                };
+                let _ = events.send(ev).await;
+            });
+            tx
+        });
+        // A finished handshake drops its receiver; later messages are ignored.
+        let _ = tx.try_send(env);
+    }
+}
+
+impl From<HandshakeError> for SessionError {
+    fn from(e: HandshakeError) -> Self {
+        match e {
+            HandshakeError::WrongPassword => SessionError::WrongPassword,
+            HandshakeError::LegacyRefused => SessionError::LegacyRefused,
+            other => SessionError::Handshake(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,750 @@
+//! The handshake state machines of owner and joiner, free of I/O: an envelope or a local event
+//! goes in, envelopes to send and instructions for the peer connection come out.
+//!
+//! Flow (PROTOCOL.md §2, docs/yakk2.md): the joiner announces the versions it speaks in
+//! `YAKKMSG_REQUESTOFFER` and, for yakk/2, sends its first J-PAKE message at once. Both sides run
+//! the PAKE concurrently; when the peer's key confirmation verifies, the joiner makes the offer,
+//! the owner answers, and both trickle ICE candidates — all sealed under the session key.
+//! yakk/1 is spoken only when the user allowed it; a yakk/2 peer never falls back silently.
+
+use serde::{Deserialize, Serialize};
+use yakk_wire::{Envelope, IceCandidate, msg};
+use zeroize::Zeroizing;
+
+use crate::pake::{Keys, Pake, PakeFailure};
+use crate::sealed::{self, Header, SealError, SealedChannel};
+
+/// Message names of yakk/2. A reference peer ignores them.
+pub mod msg2 {
+    pub const PAKE1: &str = "YAKK2_PAKE1";
+    pub const PAKE2: &str = "YAKK2_PAKE2";
+    pub const CONFIRM: &str = "YAKK2_CONFIRM";
+    pub const SEALED: &str = "YAKK2_SEALED";
+}
+
+/// The versions string a joiner announces.
+pub const VERSION_2: &str = "yakk/2";
+pub const VERSION_1: &str = "yakk/1";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Owner,
+    Joiner,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Version {
+    #[serde(rename = "yakk/1")]
+    V1,
+    #[serde(rename = "yakk/2")]
+    V2,
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Version::V1 => VERSION_1,
+            Version::V2 => VERSION_2,
+        })
+    }
+}
+
+/// What the handshake asks its driver to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Send this envelope to the signalling server.
+    Send(Envelope),
+    /// The key is confirmed; the peer connection may be built now (joiner: make an offer).
+    KeyConfirmed(Version),
+    /// Owner: apply this offer and produce an answer.
+    AcceptOffer(String),
+    /// Joiner: apply this answer.
+    AcceptAnswer(String),
+    /// Add the peer's ICE candidate.
+    AddCandidate(IceCandidate),
+}
+
+/// Why a handshake ended.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error(
+        "the key confirmation failed: the password is wrong, or someone else joined the room first"
+    )]
+    WrongPassword,
+    #[error(
+        "the peer speaks only yakk/1 (the original YAKK program), whose key exchange is weaker; run again with --legacy to allow it"
+    )]
+    LegacyRefused,
+    #[error("the peer sent an invalid key-exchange message: {0}")]
+    Pake(String),
+    #[error(
+        "a sealed signalling message was refused: {0} (the signalling server or someone in the room tampered with it)"
+    )]
+    Sealed(#[from] SealError),
+    #[error("the peer sent an unexpected {0} message")]
+    Unexpected(String),
+    #[error("the peer sent a malformed {0} message")]
+    Malformed(String),
+}
+
+impl From<PakeFailure> for HandshakeError {
+    fn from(f: PakeFailure) -> Self {
+        match f {
+            PakeFailure::Confirmation => HandshakeError::WrongPassword,
+            PakeFailure::Invalid(e) => HandshakeError::Pake(e),
+        }
+    }
+}
+
+/// Fixed facts of one handshake.
+#[derive(Clone)]
+pub struct Params {
+    pub role: Role,
+    pub room: String,
+    pub my_id: i64,
+    pub peer_id: i64,
+    pub password: Zeroizing<String>,
+    pub allow_legacy: bool,
+    /// Speak only yakk/1, exactly as the reference program does (for interoperability tests).
+    pub legacy_only: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct RequestOffer {
+    versions: Vec<String>,
+}
+
+/// The plaintext of a yakk/2 sealed message.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum Sealed2 {
+    Offer { sdp: String },
+    Answer { sdp: String },
+    Candidate { candidate: IceCandidate },
+}
+
+/// The plaintext of a yakk/1 offer or answer.
+#[derive(Debug, Serialize, Deserialize)]
+struct Description1 {
+    #[serde(rename = "type")]
+    kind: String,
+    sdp: String,
+}
+
+enum Crypto {
+    V1([u8; 32]),
+    V2(Box<SealedChannel>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Owner: waiting for the joiner's first message.
+    AwaitPeer,
+    AwaitRound1,
+    AwaitRound2,
+    AwaitConfirm,
+    /// Key confirmed; exchanging descriptions and candidates.
+    Negotiating,
+}
+
+pub struct Handshake {
+    p: Params,
+    stage: Stage,
+    version: Option<Version>,
+    pake: Option<Pake>,
+    crypto: Option<Crypto>,
+    /// Whether our own description went out (candidates wait for it).
+    description_sent: bool,
+    queued_candidates: Vec<IceCandidate>,
+}
+
+impl Handshake {
+    /// A joiner: announces its versions and, for yakk/2, starts the PAKE at once.
+    pub fn joiner(p: Params) -> (Self, Vec<Action>) {
+        if p.legacy_only {
+            // As the reference: an empty request, then round 1 at once.
+            let (pake, round1) = Pake::v1(p.password.as_bytes());
+            let mut h = Handshake::blank(p);
+            h.pake = Some(pake);
+            h.version = Some(Version::V1);
+            h.stage = Stage::AwaitRound1;
+            let actions = vec![
+                Action::Send(h.plain(msg::REQUEST_OFFER, String::new())),
+                Action::Send(h.plain(msg::JPAKE_ROUND1, round1)),
+            ];
+            return (h, actions);
+        }
+        let mut versions = vec![VERSION_2.to_string()];
+        if p.allow_legacy {
+            versions.push(VERSION_1.to_string());
+        }
+        let req = serde_json::to_string(&RequestOffer { versions }).expect("serialises");
+        let (pake, round1) = Pake::v2(Role::Joiner, p.password.as_bytes(), &p.room);
+        let mut h = Handshake::blank(p);
+        h.pake = Some(pake);
+        h.version = Some(Version::V2);
+        h.stage = Stage::AwaitRound1;
+        let actions = vec![
+            Action::Send(h.plain(msg::REQUEST_OFFER, req)),
+            Action::Send(h.plain(msg2::PAKE1, round1)),
+        ];
+        (h, actions)
+    }
+
+    /// An owner, for one joiner whose first message has not been seen yet.
+    pub fn owner(p: Params) -> Self {
+        Handshake::blank(p)
+    }
+
+    fn blank(p: Params) -> Self {
+        Handshake {
+            p,
+            stage: Stage::AwaitPeer,
+            version: None,
+            pake: None,
+            crypto: None,
+            description_sent: false,
+            queued_candidates: Vec::new(),
+        }
+    }
+
+    pub fn version(&self) -> Option<Version> {
+        self.version
+    }
+
+    pub fn is_confirmed(&self) -> bool {
+        self.stage == Stage::Negotiating
+    }
+
+    fn plain(&self, msg_type: &str, payload: String) -> Envelope {
+        Envelope::new(msg_type, payload, self.p.my_id, self.p.peer_id)
+    }
+
+    /// Handles one envelope from the peer (the driver has checked it comes from `peer_id`).
+    pub fn on_message(&mut self, env: &Envelope) -> Result<Vec<Action>, HandshakeError> {
+        let t = env.msg_type.as_str();
+        match (self.stage, t) {
+            (Stage::AwaitPeer, msg::REQUEST_OFFER) => self.on_request_offer(&env.payload),
+            (Stage::AwaitPeer, msg::JPAKE_ROUND1) if self.p.role == Role::Owner => {
+                // A reference joiner may send its round 1 right behind REQUESTOFFER; treat it as
+                // the announcement of yakk/1.
+                let mut out = self.on_request_offer("")?;
+                out.extend(self.on_message(env)?);
+                Ok(out)
+            }
+            (Stage::AwaitRound1, msg::JPAKE_ROUND1) if self.version == Some(Version::V2) => {
+                // The owner answered with yakk/1: it is the reference program.
+                if !self.p.allow_legacy {
+                    return Err(HandshakeError::LegacyRefused);
+                }
+                let (pake, round1) = Pake::v1(self.p.password.as_bytes());
+                self.pake = Some(pake);
+                self.version = Some(Version::V1);
+                let mut out = vec![Action::Send(self.plain(msg::JPAKE_ROUND1, round1))];
+                out.extend(self.on_round1(&env.payload)?);
+                Ok(out)
+            }
+            (Stage::AwaitRound1, msg::JPAKE_ROUND1) | (Stage::AwaitRound1, msg2::PAKE1)
+                if self.is_pake_msg(t, 1) =>
+            {
+                self.on_round1(&env.payload)
+            }
+            (Stage::AwaitRound2, _) if self.is_pake_msg(t, 2) => {
+                let pake = self.pake.as_mut().expect("pake runs in this stage");
+                let confirm = pake.on_round2(&env.payload)?;
+                self.stage = Stage::AwaitConfirm;
+                let name = if self.version == Some(Version::V1) {
+                    msg::JPAKE_KEY_CONFIRMATION
+                } else {
+                    msg2::CONFIRM
+                };
+                Ok(vec![Action::Send(self.plain(name, confirm))])
+            }
+            (Stage::AwaitConfirm, _) if self.is_pake_msg(t, 3) => {
+                let pake = self.pake.take().expect("pake runs in this stage");
+                let keys = pake.on_confirm(&env.payload)?;
+                self.crypto = Some(match keys {
+                    Keys::V1(k) => Crypto::V1(k),
+                    Keys::V2 { send, recv } => {
+                        Crypto::V2(Box::new(SealedChannel::new(&send, &recv)))
+                    }
+                });
+                self.stage = Stage::Negotiating;
+                Ok(vec![Action::KeyConfirmed(
+                    self.version.expect("version known once the PAKE ran"),
+                )])
+            }
+            (Stage::Negotiating, msg2::SEALED) if self.version == Some(Version::V2) => {
+                let plain = self.open(env)?;
+                let m: Sealed2 = serde_json::from_slice(&plain)
+                    .map_err(|_| HandshakeError::Malformed("sealed".into()))?;
+                Ok(match (self.p.role, m) {
+                    (Role::Owner, Sealed2::Offer { sdp }) => vec![Action::AcceptOffer(sdp)],
+                    (Role::Joiner, Sealed2::Answer { sdp }) => vec![Action::AcceptAnswer(sdp)],
+                    (_, Sealed2::Candidate { candidate }) => vec![Action::AddCandidate(candidate)],
+                    _ => return Err(HandshakeError::Unexpected("sealed description".into())),
+                })
+            }
+            (Stage::Negotiating, msg::OFFER | msg::ANSWER | msg::NEW_ICE_CANDIDATE)
+                if self.version == Some(Version::V1) =>
+            {
+                let plain = self.open(env)?;
+                let want_offer = self.p.role == Role::Owner;
+                match t {
+                    msg::NEW_ICE_CANDIDATE => {
+                        let c: IceCandidate = serde_json::from_slice(&plain)
+                            .map_err(|_| HandshakeError::Malformed(t.into()))?;
+                        Ok(vec![Action::AddCandidate(c)])
+                    }
+                    msg::OFFER if want_offer => {
+                        let d: Description1 = serde_json::from_slice(&plain)
+                            .map_err(|_| HandshakeError::Malformed(t.into()))?;
+                        Ok(vec![Action::AcceptOffer(d.sdp)])
+                    }
+                    msg::ANSWER if !want_offer => {
+                        let d: Description1 = serde_json::from_slice(&plain)
+                            .map_err(|_| HandshakeError::Malformed(t.into()))?;
+                        Ok(vec![Action::AcceptAnswer(d.sdp)])
+                    }
+                    _ => Err(HandshakeError::Unexpected(t.into())),
+                }
+            }
+            // Harmless: the reference repeats CONNECTED and REQUESTOFFER; unknown names are
+            // ignored so that later versions can add messages.
+            (_, msg::CONNECTED | msg::REQUEST_OFFER) => Ok(vec![]),
+            // Speaking yakk/1, we are the reference: it ignores yakk/2 names (a joiner that
+            // allows both versions sends its yakk/2 round 1 before it learns ours is yakk/1).
+            (_, t) if self.version == Some(Version::V1) && t.starts_with("YAKK2_") => Ok(vec![]),
+            (_, t) if is_known(t) => Err(HandshakeError::Unexpected(t.into())),
+            _ => Ok(vec![]),
+        }
+    }
+
+    fn is_pake_msg(&self, t: &str, round: u8) -> bool {
+        let names = match self.version {
+            Some(Version::V1) => [
+                msg::JPAKE_ROUND1,
+                msg::JPAKE_ROUND2,
+                msg::JPAKE_KEY_CONFIRMATION,
+            ],
+            Some(Version::V2) => [msg2::PAKE1, msg2::PAKE2, msg2::CONFIRM],
+            None => return false,
+        };
+        names[usize::from(round - 1)] == t
+    }
+
+    fn on_request_offer(&mut self, payload: &str) -> Result<Vec<Action>, HandshakeError> {
+        let versions = if payload.trim().is_empty() {
+            vec![]
+        } else {
+            serde_json::from_str::<RequestOffer>(payload)
+                .map_err(|_| HandshakeError::Malformed(msg::REQUEST_OFFER.into()))?
+                .versions
+        };
+        if versions.iter().any(|v| v == VERSION_2) && !self.p.legacy_only {
+            let (pake, round1) = Pake::v2(Role::Owner, self.p.password.as_bytes(), &self.p.room);
+            self.pake = Some(pake);
+            self.version = Some(Version::V2);
+            self.stage = Stage::AwaitRound1;
+            Ok(vec![Action::Send(self.plain(msg2::PAKE1, round1))])
+        } else if self.p.allow_legacy || self.p.legacy_only {
+            let (pake, round1) = Pake::v1(self.p.password.as_bytes());
+            self.pake = Some(pake);
+            self.version = Some(Version::V1);
+            self.stage = Stage::AwaitRound1;
+            Ok(vec![Action::Send(self.plain(msg::JPAKE_ROUND1, round1))])
+        } else {
+            Err(HandshakeError::LegacyRefused)
+        }
+    }
+
+    fn on_round1(&mut self, payload: &str) -> Result<Vec<Action>, HandshakeError> {
+        let pake = self.pake.as_mut().expect("pake runs in this stage");
+        let round2 = pake.on_round1(payload)?;
+        self.stage = Stage::AwaitRound2;
+        let name = if self.version == Some(Version::V1) {
+            msg::JPAKE_ROUND2
+        } else {
+            msg2::PAKE2
+        };
+        Ok(vec![Action::Send(self.plain(name, round2))])
+    }
+
+    fn open(&mut self, env: &Envelope) -> Result<Vec<u8>, HandshakeError> {
+        let header = Header {
+            msg_type: &env.msg_type,
+            room: &self.p.room,
+            sender: self.p.peer_id,
+            recipient: self.p.my_id,
+        };
+        match self.crypto.as_mut().expect("keys exist while negotiating") {
+            Crypto::V1(k) => Ok(sealed::open_v1(k, &env.payload)?),
+            Crypto::V2(ch) => Ok(ch.open(header, &env.payload)?),
+        }
+    }
+
+    fn seal_v2(&mut self, m: &Sealed2) -> Envelope {
+        let plain = serde_json::to_vec(m).expect("serialises");
+        let (me, peer) = (self.p.my_id, self.p.peer_id);
+        let room = self.p.room.clone();
+        let header = Header {
+            msg_type: msg2::SEALED,
+            room: &room,
+            sender: me,
+            recipient: peer,
+        };
+        let Some(Crypto::V2(ch)) = self.crypto.as_mut() else {
+            unreachable!("seal_v2 is called only with yakk/2 keys")
+        };
+        let payload = ch.seal(header, &plain);
+        Envelope::new(msg2::SEALED, payload, me, peer)
+    }
+
+    fn seal_v1(&self, msg_type: &str, plain: &[u8]) -> Envelope {
+        let Some(Crypto::V1(k)) = &self.crypto else {
+            unreachable!("seal_v1 is called only with yakk/1 keys")
+        };
+        self.plain(msg_type, sealed::seal_v1(k, plain))
+    }
+
+    fn candidate_envelope(&mut self, c: IceCandidate) -> Envelope {
+        match self.version {
+            Some(Version::V2) => self.seal_v2(&Sealed2::Candidate { candidate: c }),
+            _ => {
+                let plain = serde_json::to_vec(&c).expect("serialises");
+                self.seal_v1(msg::NEW_ICE_CANDIDATE, &plain)
+            }
+        }
+    }
+
+    /// Our offer (joiner) or answer (owner) is ready: seal and send it, then the candidates that
+    /// were gathered meanwhile.
+    pub fn on_local_description(&mut self, sdp: String) -> Vec<Action> {
+        assert!(
+            self.is_confirmed(),
+            "descriptions are made only after key confirmation"
+        );
+        let offer = self.p.role == Role::Joiner;
+        let env = match self.version {
+            Some(Version::V2) => self.seal_v2(&if offer {
+                Sealed2::Offer { sdp }
+            } else {
+                Sealed2::Answer { sdp }
+            }),
+            _ => {
+                let kind = if offer { "offer" } else { "answer" };
+                let plain = serde_json::to_vec(&Description1 {
+                    kind: kind.into(),
+                    sdp,
+                })
+                .expect("serialises");
+                self.seal_v1(if offer { msg::OFFER } else { msg::ANSWER }, &plain)
+            }
+        };
+        self.description_sent = true;
+        let mut out = vec![Action::Send(env)];
+        for c in std::mem::take(&mut self.queued_candidates) {
+            out.push(Action::Send(self.candidate_envelope(c)));
+        }
+        out
+    }
+
+    /// A local ICE candidate was gathered.
+    pub fn on_local_candidate(&mut self, c: IceCandidate) -> Vec<Action> {
+        if !self.description_sent {
+            self.queued_candidates.push(c);
+            return vec![];
+        }
+        vec![Action::Send(self.candidate_envelope(c))]
+    }
+
+    /// ICE connected: the reference expects `YAKKMSG_CONNECTED`.
+    pub fn on_connected(&self) -> Vec<Action> {
+        match self.version {
+            Some(Version::V1) => vec![Action::Send(self.plain(msg::CONNECTED, String::new()))],
+            _ => vec![],
+        }
+    }
+}
+
+fn is_known(t: &str) -> bool {
+    [
+        msg::JPAKE_ROUND1,
+        msg::JPAKE_ROUND2,
+        msg::JPAKE_KEY_CONFIRMATION,
+        msg::OFFER,
+        msg::ANSWER,
+        msg::NEW_ICE_CANDIDATE,
+        msg2::PAKE1,
+        msg2::PAKE2,
+        msg2::CONFIRM,
+        msg2::SEALED,
+    ]
+    .contains(&t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(role: Role, pw: &str) -> Params {
+        let (my_id, peer_id) = match role {
+            Role::Owner => (0, 1),
+            Role::Joiner => (1, 0),
+        };
+        Params {
+            role,
+            room: "417".into(),
+            my_id,
+            peer_id,
+            password: Zeroizing::new(pw.into()),
+            allow_legacy: false,
+            legacy_only: false,
+        }
+    }
+
+    /// Both sides' non-send actions, or the first error and which side raised it.
+    type Outcome = Result<(Vec<Action>, Vec<Action>), (Role, HandshakeError)>;
+
+    /// Delivers every envelope to the other side (as the server would, in order) until quiet.
+    /// `tamper` may rewrite envelopes in flight.
+    fn relay(
+        joiner: &mut Handshake,
+        owner: &mut Handshake,
+        from_joiner: Vec<Action>,
+        from_owner: Vec<Action>,
+        tamper: &mut dyn FnMut(&mut Envelope),
+    ) -> Outcome {
+        let (mut j_other, mut o_other) = (vec![], vec![]);
+        let mut to_owner = std::collections::VecDeque::new();
+        let mut to_joiner = std::collections::VecDeque::new();
+        let split = |acts: Vec<Action>,
+                     q: &mut std::collections::VecDeque<Envelope>,
+                     other: &mut Vec<Action>| {
+            for a in acts {
+                match a {
+                    Action::Send(e) => q.push_back(e),
+                    a => other.push(a),
+                }
+            }
+        };
+        split(from_joiner, &mut to_owner, &mut j_other);
+        split(from_owner, &mut to_joiner, &mut o_other);
+        while !to_owner.is_empty() || !to_joiner.is_empty() {
+            if let Some(mut e) = to_owner.pop_front() {
+                tamper(&mut e);
+                let acts = owner.on_message(&e).map_err(|x| (Role::Owner, x))?;
+                split(acts, &mut to_joiner, &mut o_other);
+            }
+            if let Some(mut e) = to_joiner.pop_front() {
+                tamper(&mut e);
+                let acts = joiner.on_message(&e).map_err(|x| (Role::Joiner, x))?;
+                split(acts, &mut to_owner, &mut j_other);
+            }
+        }
+        Ok((j_other, o_other))
+    }
+
+    fn candidate(n: u16) -> IceCandidate {
+        IceCandidate {
+            candidate: format!("candidate:{n} 1 udp 2130706431 127.0.0.1 {n} typ host"),
+            sdp_mid: Some("0".into()),
+            sdp_mline_index: Some(0),
+            username_fragment: None,
+        }
+    }
+
+    /// Runs a full exchange; returns what each side was asked to do after key confirmation.
+    fn full_exchange(jp: Params, op: Params) -> Outcome {
+        let (mut j, first) = Handshake::joiner(jp);
+        let mut o = Handshake::owner(op);
+        let (ja, oa) = relay(&mut j, &mut o, first, vec![], &mut |_| {})?;
+        assert!(matches!(ja.as_slice(), [Action::KeyConfirmed(_)]), "{ja:?}");
+        assert!(matches!(oa.as_slice(), [Action::KeyConfirmed(_)]), "{oa:?}");
+        // A candidate gathered before the offer waits for it.
+        assert!(j.on_local_candidate(candidate(1)).is_empty());
+        let offer = j.on_local_description("v=0 offer".into());
+        assert_eq!(offer.len(), 2, "offer then the queued candidate");
+        let (_, oa) = relay(&mut j, &mut o, offer, vec![], &mut |_| {})?;
+        assert_eq!(
+            oa,
+            vec![
+                Action::AcceptOffer("v=0 offer".into()),
+                Action::AddCandidate(candidate(1))
+            ]
+        );
+        let mut answer = o.on_local_description("v=0 answer".into());
+        answer.extend(o.on_local_candidate(candidate(2)));
+        let (ja, _) = relay(&mut j, &mut o, vec![], answer, &mut |_| {})?;
+        assert_eq!(
+            ja,
+            vec![
+                Action::AcceptAnswer("v=0 answer".into()),
+                Action::AddCandidate(candidate(2))
+            ]
+        );
+        assert_eq!(j.version(), o.version());
+        Ok((vec![], vec![]))
+    }
+
+    #[test]
+    fn yakk2_full_exchange() {
+        full_exchange(
+            params(Role::Joiner, "pw-one"),
+            params(Role::Owner, "pw-one"),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn yakk2_is_chosen_when_both_allow_legacy() {
+        let mut jp = params(Role::Joiner, "pw");
+        let mut op = params(Role::Owner, "pw");
+        jp.allow_legacy = true;
+        op.allow_legacy = true;
+        let (mut j, first) = Handshake::joiner(jp);
+        let mut o = Handshake::owner(op);
+        relay(&mut j, &mut o, first, vec![], &mut |_| {}).unwrap();
+        assert_eq!(
+            (j.version(), o.version()),
+            (Some(Version::V2), Some(Version::V2))
+        );
+    }
+
+    #[test]
+    fn yakk1_with_a_reference_style_owner_when_allowed() {
+        let mut jp = params(Role::Joiner, "test");
+        jp.allow_legacy = true;
+        let mut op = params(Role::Owner, "test");
+        op.legacy_only = true;
+        full_exchange(jp, op).unwrap();
+    }
+
+    #[test]
+    fn yakk1_with_a_reference_style_joiner_when_allowed() {
+        let mut jp = params(Role::Joiner, "test");
+        jp.legacy_only = true;
+        let mut op = params(Role::Owner, "test");
+        op.allow_legacy = true;
+        let (mut j, first) = Handshake::joiner(jp);
+        assert_eq!(first.len(), 2);
+        let mut o = Handshake::owner(op);
+        relay(&mut j, &mut o, first, vec![], &mut |_| {}).unwrap();
+        assert_eq!(
+            (j.version(), o.version()),
+            (Some(Version::V1), Some(Version::V1))
+        );
+        // yakk/1 descriptions travel as the reference's message names.
+        let offer = j.on_local_description("sdp".into());
+        let Action::Send(e) = &offer[0] else { panic!() };
+        assert_eq!(e.msg_type, msg::OFFER);
+    }
+
+    #[test]
+    fn legacy_refused_by_default_on_both_sides() {
+        let mut jp = params(Role::Joiner, "test");
+        jp.legacy_only = true;
+        let (mut j, first) = Handshake::joiner(jp);
+        let mut o = Handshake::owner(params(Role::Owner, "test"));
+        let err = relay(&mut j, &mut o, first, vec![], &mut |_| {}).unwrap_err();
+        assert!(
+            matches!(err, (Role::Owner, HandshakeError::LegacyRefused)),
+            "{err:?}"
+        );
+
+        let mut op = params(Role::Owner, "test");
+        op.legacy_only = true;
+        let (mut j, first) = Handshake::joiner(params(Role::Joiner, "test"));
+        let mut o = Handshake::owner(op);
+        let err = relay(&mut j, &mut o, first, vec![], &mut |_| {}).unwrap_err();
+        assert!(
+            matches!(err, (Role::Joiner, HandshakeError::LegacyRefused)),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn wrong_password_fails_confirmation() {
+        for legacy in [false, true] {
+            let mut jp = params(Role::Joiner, "right");
+            let mut op = params(Role::Owner, "wrong");
+            jp.legacy_only = legacy;
+            op.allow_legacy = legacy;
+            let (mut j, first) = Handshake::joiner(jp);
+            let mut o = Handshake::owner(op);
+            let err = relay(&mut j, &mut o, first, vec![], &mut |_| {}).unwrap_err();
+            assert!(matches!(err.1, HandshakeError::WrongPassword), "{err:?}");
+            assert!(!j.is_confirmed() && !o.is_confirmed());
+        }
+    }
+
+    #[test]
+    fn tampered_or_substituted_offer_is_refused() {
+        for legacy in [false, true] {
+            for substitute in [false, true] {
+                let mut jp = params(Role::Joiner, "pw");
+                let mut op = params(Role::Owner, "pw");
+                jp.legacy_only = legacy;
+                op.allow_legacy = legacy;
+                let (mut j, first) = Handshake::joiner(jp);
+                let mut o = Handshake::owner(op);
+                relay(&mut j, &mut o, first, vec![], &mut |_| {}).unwrap();
+                let offer = j.on_local_description("v=0 genuine".into());
+                let mut tamper = |e: &mut Envelope| {
+                    if substitute {
+                        // A server with its own key seals its own offer.
+                        e.payload = if legacy {
+                            sealed::seal_v1(&[9u8; 32], br#"{"type":"offer","sdp":"evil"}"#)
+                        } else {
+                            SealedChannel::new(&[9u8; 32], &[9u8; 32]).seal(
+                                Header {
+                                    msg_type: msg2::SEALED,
+                                    room: "417",
+                                    sender: 1,
+                                    recipient: 0,
+                                },
+                                br#"{"type":"offer","sdp":"evil"}"#,
+                            )
+                        };
+                    } else {
+                        use base64::Engine;
+                        let b64 = base64::engine::general_purpose::STANDARD;
+                        let mut raw = b64.decode(&e.payload).unwrap();
+                        let mid = raw.len() / 2;
+                        raw[mid] ^= 1;
+                        e.payload = b64.encode(raw);
+                    }
+                };
+                let err = relay(&mut j, &mut o, offer, vec![], &mut tamper).unwrap_err();
+                assert!(
+                    matches!(
+                        err,
+                        (
+                            Role::Owner,
+                            HandshakeError::Sealed(SealError::Authentication)
+                        )
+                    ),
+                    "legacy={legacy} substitute={substitute}: {err:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn pake_messages_out_of_place_are_refused() {
+        let (mut j, _) = Handshake::joiner(params(Role::Joiner, "pw"));
+        let sealed = Envelope::new(msg2::SEALED, "AAAA", 0, 1);
+        assert!(matches!(
+            j.on_message(&sealed),
+            Err(HandshakeError::Unexpected(_))
+        ));
+        let garbage = Envelope::new(msg2::PAKE1, "not base64!", 0, 1);
+        assert!(matches!(
+            j.on_message(&garbage),
+            Err(HandshakeError::Pake(_))
+        ));
+        // Unknown message names are ignored, so later versions can add some.
+        let future = Envelope::new("YAKK3_HELLO", "", 0, 1);
+        assert!(j.on_message(&future).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,101 @@
+//! Adapter between the handshake and the `yakk-pake` crate: one interface over both protocol
+//! versions, speaking in envelope payload strings.
+
+use yakk_pake::{v1, v2};
+
+use crate::handshake::Role;
+
+/// The outcome of a confirmed exchange.
+pub enum Keys {
+    /// yakk/1: one AES-256-GCM key for both directions.
+    V1([u8; 32]),
+    /// yakk/2: one key per direction, seen from our role.
+    V2 { send: [u8; 32], recv: [u8; 32] },
+}
+
+pub enum PakeFailure {
+    /// The peer's key confirmation did not match: wrong password (or a man in the middle).
+    Confirmation,
+    /// The peer's message was malformed or failed validation.
+    Invalid(String),
+}
+
+pub enum Pake {
+    V1(Box<v1::Party>),
+    V2(Box<v2::Party>),
+}
+
+impl Pake {
+    pub fn v1(password: &[u8]) -> (Pake, String) {
+        let party = v1::Party::new(password);
+        let round1 = party.round1().to_payload();
+        (Pake::V1(Box::new(party)), round1)
+    }
+
+    pub fn v2(role: Role, password: &[u8], room: &str) -> (Pake, String) {
+        let role = match role {
+            Role::Owner => v2::Role::Owner,
+            Role::Joiner => v2::Role::Joiner,
+        };
+        let party = v2::Party::new(role, password, room);
+        let round1 = party.round1().to_payload();
+        (Pake::V2(Box::new(party)), round1)
+    }
+
+    pub fn on_round1(&mut self, payload: &str) -> Result<String, PakeFailure> {
+        match self {
+            Pake::V1(p) => {
+                let m = v1::Round1::from_payload(payload).map_err(invalid)?;
+                Ok(p.receive_round1(&m).map_err(invalid)?.to_payload())
+            }
+            Pake::V2(p) => {
+                let m = v2::Round1::from_payload(payload).map_err(invalid)?;
+                Ok(p.receive_round1(&m).map_err(invalid)?.to_payload())
+            }
+        }
+    }
+
+    pub fn on_round2(&mut self, payload: &str) -> Result<String, PakeFailure> {
+        match self {
+            Pake::V1(p) => {
+                let m = v1::Round2::from_payload(payload).map_err(invalid)?;
+                Ok(p.receive_round2(&m).map_err(invalid)?.to_payload())
+            }
+            Pake::V2(p) => {
+                let m = v2::Round2::from_payload(payload).map_err(invalid)?;
+                Ok(p.receive_round2(&m).map_err(invalid)?.to_payload())
+            }
+        }
+    }
+
+    pub fn on_confirm(self, payload: &str) -> Result<Keys, PakeFailure> {
+        match self {
+            Pake::V1(p) => {
+                let m = v1::KeyConfirm::from_payload(payload).map_err(invalid)?;
+                p.verify_confirmation(&m).map_err(confirm)?;
+                let key = *p.session_key().ok_or(PakeFailure::Confirmation)?;
+                Ok(Keys::V1(key))
+            }
+            Pake::V2(p) => {
+                let m = v2::KeyConfirm::from_payload(payload).map_err(invalid)?;
+                let mut p = p;
+                let keys = p.verify_confirmation(&m).map_err(confirm)?;
+                Ok(Keys::V2 {
+                    send: *keys.signal_send_key(),
+                    recv: *keys.signal_recv_key(),
+                })
+            }
+        }
+    }
+}
+
+fn invalid(e: yakk_pake::PakeError) -> PakeFailure {
+    PakeFailure::Invalid(e.to_string())
+}
+
+fn confirm(e: yakk_pake::PakeError) -> PakeFailure {
+    match e {
+        yakk_pake::PakeError::ConfirmationMismatch => PakeFailure::Confirmation,
+        other => invalid(other),
+    }
+}

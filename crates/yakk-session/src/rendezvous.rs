@@ -1,0 +1,211 @@
+//! The WebSocket to the signalling server: creating or joining a room, then sending and receiving
+//! envelopes. Knows the server's replies (PROTOCOL.md §1) but nothing of what peers say.
+
+use futures::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use yakk_wire::{Envelope, IceServer, msg};
+
+use crate::SessionError;
+
+/// Largest envelope we accept from the server (the server's own limit is 64 KiB).
+const MAX_FRAME: usize = 64 * 1024;
+
+/// Turns what a user typed into the WebSocket URL of the server's `/ws/` endpoint:
+/// `host:port` means `ws://host:port` (as in the reference), `http(s)://` maps to `ws(s)://`.
+pub fn ws_base_url(signal: &str) -> Result<String, SessionError> {
+    let s = signal.trim().trim_end_matches('/');
+    let (scheme, rest) = match s.split_once("://") {
+        Some(("ws" | "http", rest)) => ("ws", rest),
+        Some(("wss" | "https", rest)) => ("wss", rest),
+        Some((other, _)) => {
+            return Err(SessionError::BadSignalUrl(format!(
+                "{signal}: unsupported scheme {other}:// (use ws:// or wss://)"
+            )));
+        }
+        None => ("ws", s),
+    };
+    let rest = rest.strip_suffix("/ws").unwrap_or(rest);
+    if rest.is_empty() || rest.contains(char::is_whitespace) {
+        return Err(SessionError::BadSignalUrl(format!(
+            "{signal}: no host given"
+        )));
+    }
+    Ok(format!("{scheme}://{rest}/ws/"))
+}
+
+/// A room membership: our mailbox id, and the channels to and from the server.
+pub struct Membership {
+    pub room: String,
+    pub my_id: i64,
+    /// The owner's mailbox id (for a joiner); the owner's own id for the owner.
+    pub owner_id: i64,
+    pub ice_servers: Vec<IceServer>,
+    pub outgoing: mpsc::Sender<Envelope>,
+    pub incoming: mpsc::Receiver<Envelope>,
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(url: &str) -> Result<Ws, SessionError> {
+    let (ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .map_err(|e| SessionError::SignalUnreachable(format!("{}: {e}", redact_query(url))))?;
+    Ok(ws)
+}
+
+fn redact_query(url: &str) -> &str {
+    url.split('?').next().unwrap_or(url)
+}
+
+async fn next_envelope(ws: &mut Ws) -> Result<Envelope, SessionError> {
+    loop {
+        let frame = ws
+            .next()
+            .await
+            .ok_or_else(|| SessionError::SignalClosed("before it answered".into()))?
+            .map_err(|e| SessionError::SignalClosed(e.to_string()))?;
+        let bytes: Vec<u8> = match frame {
+            Message::Text(t) => t.as_bytes().to_vec(),
+            Message::Binary(b) => b.to_vec(),
+            Message::Close(c) => {
+                let why = c.map(|c| c.reason.to_string()).unwrap_or_default();
+                return Err(SessionError::SignalClosed(why));
+            }
+            _ => continue,
+        };
+        return Envelope::parse(&bytes, MAX_FRAME)
+            .map_err(|e| SessionError::SignalProtocol(e.to_string()));
+    }
+}
+
+/// Creates a room. `max_peers` asks the server to admit at most that many joiners.
+pub async fn create_room(
+    signal: &str,
+    keep_alive: bool,
+    max_peers: Option<u32>,
+) -> Result<Membership, SessionError> {
+    let mut url = format!("{}?keepAlive={keep_alive}", ws_base_url(signal)?);
+    if let Some(n) = max_peers {
+        url.push_str(&format!("&maxPeers={n}"));
+    }
+    let mut ws = connect(&url).await?;
+    let reply = next_envelope(&mut ws).await?;
+    if reply.msg_type != msg::ROOM_CREATED {
+        return Err(server_refusal(&reply));
+    }
+    Ok(spawn_pumps(
+        ws,
+        reply.payload.clone(),
+        reply.recipient,
+        reply.recipient,
+        reply.ice_servers.unwrap_or_default(),
+    ))
+}
+
+/// Joins room `room`.
+pub async fn join_room(signal: &str, room: &str) -> Result<Membership, SessionError> {
+    if room.is_empty() || !room.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        return Err(SessionError::NoSuchRoom(room.to_string()));
+    }
+    let url = format!("{}?roomID={room}", ws_base_url(signal)?);
+    let mut ws = connect(&url).await?;
+    let reply = next_envelope(&mut ws).await?;
+    if reply.msg_type == msg::ERROR && reply.payload == "No such room" {
+        return Err(SessionError::NoSuchRoom(room.to_string()));
+    }
+    if reply.msg_type != msg::ROOM_JOINED {
+        return Err(server_refusal(&reply));
+    }
+    Ok(spawn_pumps(
+        ws,
+        room.to_string(),
+        reply.recipient,
+        reply.sender,
+        reply.ice_servers.unwrap_or_default(),
+    ))
+}
+
+fn server_refusal(reply: &Envelope) -> SessionError {
+    if reply.msg_type == msg::ERROR {
+        SessionError::SignalRefused(reply.payload.chars().take(200).collect())
+    } else {
+        SessionError::SignalProtocol(format!("unexpected first reply {}", reply.msg_type))
+    }
+}
+
+/// Moves the socket into two tasks: one writes queued envelopes, one reads and parses.
+fn spawn_pumps(
+    ws: Ws,
+    room: String,
+    my_id: i64,
+    owner_id: i64,
+    ice_servers: Vec<IceServer>,
+) -> Membership {
+    let (mut sink, mut stream) = ws.split();
+    let (out_tx, mut out_rx) = mpsc::channel::<Envelope>(64);
+    let (in_tx, in_rx) = mpsc::channel::<Envelope>(64);
+    tokio::spawn(async move {
+        while let Some(env) = out_rx.recv().await {
+            if sink.send(Message::text(env.to_json())).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    tokio::spawn(async move {
+        while let Some(frame) = stream.next().await {
+            let bytes: Vec<u8> = match frame {
+                Ok(Message::Text(t)) => t.as_bytes().to_vec(),
+                Ok(Message::Binary(b)) => b.to_vec(),
+                Ok(Message::Close(c)) => {
+                    let why = c.map(|c| c.reason.to_string()).unwrap_or_default();
+                    tracing::debug!(reason = %why, "signalling server closed the connection");
+                    break;
+                }
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::debug!(error = %e, "signalling connection ended");
+                    break;
+                }
+            };
+            match Envelope::parse(&bytes, MAX_FRAME) {
+                Ok(env) => {
+                    if in_tx.send(env).await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("ignoring a malformed message from the signalling server: {e}")
+                }
+            }
+        }
+    });
+    Membership {
+        room,
+        my_id,
+        owner_id,
+        ice_servers,
+        outgoing: out_tx,
+        incoming: in_rx,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ws_base_url;
+
+    #[test]
+    fn signal_urls_normalise() {
+        assert_eq!(
+            ws_base_url("localhost:6006").unwrap(),
+            "ws://localhost:6006/ws/"
+        );
+        assert_eq!(ws_base_url("ws://h:1/").unwrap(), "ws://h:1/ws/");
+        assert_eq!(ws_base_url("https://h/ws").unwrap(), "wss://h/ws/");
+        assert_eq!(ws_base_url("wss://h:443").unwrap(), "wss://h:443/ws/");
+        assert!(ws_base_url("ftp://h").is_err());
+        assert!(ws_base_url("").is_err());
+    }
+}

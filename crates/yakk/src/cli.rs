@@ -1,0 +1,166 @@
+//! Command-line definitions: every subcommand and flag, with its help text.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "yakk",
+    version,
+    about = "Anything over WebRTC: share a TCP port or send files between two computers, peer to peer, end-to-end encrypted",
+    long_about = "Anything over WebRTC: share a TCP port or send files between two computers that cannot reach each \
+other directly, peer to peer and end-to-end encrypted.\n\nOne side opens a room and gets a short code; the other side \
+types the code. A password-authenticated key exchange (J-PAKE) turns the code's password into a strong key, so the \
+signalling server in between can neither read nor tamper with anything.",
+    after_help = "Examples:\n  yakk server -p 22                 share local port 22; prints a code\n  yakk client -p 2222 CODE          reach it on localhost:2222\n  yakk filesend photo.jpg docs/     send files and folders; prints a code\n  yakk filereceive CODE             receive them\n  yakk signal                       run a signalling server on port 6006"
+)]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Share a local TCP port: open a room and forward every joiner's connections to HOST:PORT
+    #[command(visible_alias = "share")]
+    Server(ServerArgs),
+    /// Reach a shared port: listen on a local port and carry each connection to the room's owner
+    #[command(visible_alias = "connect")]
+    Client(ClientArgs),
+    /// Send files, folders or standard input: open a room and wait for the receiver
+    #[command(visible_alias = "send")]
+    Filesend(FilesendArgs),
+    /// Receive what a sender offers
+    #[command(visible_alias = "receive")]
+    Filereceive(FilereceiveArgs),
+    /// Run a signalling server
+    Signal(yakk_signal::SignalArgs),
+    /// Print a shell completion script
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Options shared by every peer command.
+#[derive(Args, Debug, Clone)]
+pub struct Common {
+    /// Signalling server (host:port means ws://host:port; wss:// works). Without it, the room
+    /// owner runs one inside its own process and puts its address in the code
+    #[arg(short, long, env = "YAKK_SIGNAL", value_name = "URL")]
+    pub signal: Option<String>,
+    /// The password, instead of a generated one (owner) or the one in the code (joiner)
+    #[arg(
+        long = "pw",
+        env = "YAKK_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true
+    )]
+    pub password: Option<String>,
+    /// Allow peers that speak only yakk/1, the original YAKK program's protocol (weaker key exchange)
+    #[arg(long)]
+    pub legacy: bool,
+    /// Speak only yakk/1, exactly as the original program does (for interoperability testing)
+    #[arg(long, hide = true)]
+    pub legacy_only: bool,
+    /// Extra STUN server (stun:host:port); repeatable
+    #[arg(long, value_name = "URL")]
+    pub stun: Vec<String>,
+    /// Extra TURN server (turn:host:port?transport=udp); repeatable; needs --turn-user and --turn-pass
+    #[arg(long, value_name = "URL")]
+    pub turn: Vec<String>,
+    /// User name for --turn
+    #[arg(long, value_name = "USER", requires = "turn")]
+    pub turn_user: Option<String>,
+    /// Credential for --turn
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        requires = "turn",
+        env = "YAKK_TURN_PASSWORD",
+        hide_env_values = true
+    )]
+    pub turn_pass: Option<String>,
+    /// Use only these local addresses for direct (host) candidates; repeatable
+    #[arg(
+        long = "ice-ip",
+        env = "YAKK_ICE_IPS",
+        value_delimiter = ',',
+        value_name = "IP"
+    )]
+    pub ice_ips: Vec<IpAddr>,
+    /// Print one JSON object per line on stdout for each event, instead of text
+    #[arg(long)]
+    pub json: bool,
+    /// Words in a generated password (owner)
+    #[arg(long, default_value_t = 2, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=8))]
+    pub code_length: u8,
+}
+
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// The local port to share
+    #[arg(short, long)]
+    pub port: u16,
+    /// The host the shared port is on
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Joiners admitted at the same time or in turn (default: unlimited)
+    #[arg(long, value_name = "N")]
+    pub max_peers: Option<u32>,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Args, Debug)]
+pub struct ClientArgs {
+    /// The local port to listen on
+    #[arg(short, long)]
+    pub port: u16,
+    /// The local address to listen on
+    #[arg(long, default_value = "127.0.0.1", value_name = "ADDR")]
+    pub bind: IpAddr,
+    /// The code from the owner (or, with --pw, just the room); prompted for when absent
+    #[arg(env = "YAKK_CODE", hide_env_values = true)]
+    pub code: Option<String>,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Args, Debug)]
+pub struct FilesendArgs {
+    /// Files and folders to send; - for standard input
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Receivers served in turn before exiting (default 1)
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub max_peers: u32,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Args, Debug)]
+pub struct FilereceiveArgs {
+    /// The code from the sender; prompted for when absent
+    #[arg(env = "YAKK_CODE", hide_env_values = true)]
+    pub code: Option<String>,
+    /// Folder to save into
+    #[arg(short, long, default_value = ".", value_name = "DIR")]
+    pub output: PathBuf,
+    /// Accept the offer without asking
+    #[arg(short, long)]
+    pub yes: bool,
+    /// Write the data to standard output instead of files (a single file only)
+    #[arg(long)]
+    pub stdout: bool,
+    /// Replace files that already exist
+    #[arg(long)]
+    pub overwrite: bool,
+    #[command(flatten)]
+    pub common: Common,
+}

@@ -1,0 +1,192 @@
+//! `yakk filesend` and `yakk filereceive`: the owner offers files, the joiner fetches them over
+//! one stream (yakk/2 transfer protocol, or HTTP for yakk/1 peers).
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+
+use serde_json::json;
+use yakk_session::{Owner, OwnerEvent, Version};
+use yakk_transfer::{
+    Destination, JsonReporter, Manifest, ReceiveOptions, Reporter, TerminalReporter, TransferError,
+};
+
+use crate::cli::{FilereceiveArgs, FilesendArgs};
+use crate::exit::{ExitCode, Failure};
+use crate::forward::connected_event;
+use crate::output::Out;
+use crate::peer;
+
+fn transfer_failure(e: TransferError) -> Failure {
+    let code = match &e {
+        TransferError::Declined | TransferError::PeerRefused(_) => ExitCode::Refused,
+        TransferError::Connection(_) | TransferError::PeerClosed => ExitCode::PeerGone,
+        _ => ExitCode::Error,
+    };
+    Failure::new(code, e.to_string())
+}
+
+fn reporter(out: Out, data_on_stdout: bool) -> Box<dyn Reporter + Send + Sync> {
+    if out.json && !data_on_stdout {
+        Box::new(JsonReporter::stdout())
+    } else if out.json {
+        Box::new(JsonReporter::new(
+            std::io::stderr(),
+            std::time::Duration::from_millis(500),
+        ))
+    } else {
+        Box::new(TerminalReporter::new())
+    }
+}
+
+pub async fn send(args: FilesendArgs, out: Out) -> anyhow::Result<()> {
+    let mut setup = peer::owner_setup(&args.common).await?;
+    setup.config.max_peers = Some(args.max_peers.max(1));
+    let paths = args.paths.clone();
+    let scan = tokio::task::spawn_blocking(move || Manifest::scan(&paths));
+    let mut owner = Owner::create(setup.config.clone())
+        .await
+        .map_err(Failure::from)?;
+    peer::announce(out, &setup, &owner.room, "filereceive");
+    let manifest = scan
+        .await
+        .map_err(|_| Failure::new(ExitCode::Error, "scanning the files failed"))?
+        .map_err(transfer_failure)?;
+    for skipped in manifest.skipped() {
+        out.event(
+            "warning",
+            json!({"message": "skipped", "path": skipped.display().to_string()}),
+            Some(&format!(
+                "Skipping {} (links and partial downloads are not sent)",
+                yakk_transfer::names::escape(&skipped.display().to_string())
+            )),
+        );
+    }
+    out.say(&format!(
+        "Offering {} file(s), {} bytes. Waiting for the receiver…",
+        manifest.file_count(),
+        manifest.total_bytes()
+    ));
+    let manifest = Arc::new(manifest);
+    let mut served = 0u32;
+    while served < args.max_peers.max(1) {
+        let ev = tokio::select! {
+            ev = owner.next() => ev,
+            _ = tokio::signal::ctrl_c() => return Err(Failure::new(ExitCode::Error, "interrupted").into()),
+        };
+        let conn = match ev {
+            None => {
+                return Err(Failure::new(
+                    ExitCode::SignalUnreachable,
+                    "lost the connection to the signalling server; the room is gone",
+                )
+                .into());
+            }
+            Some(OwnerEvent::Failed { error, .. }) => {
+                let f = Failure::from(error);
+                if f.code == ExitCode::WrongPassword {
+                    return Err(Failure::new(
+                        ExitCode::WrongPassword,
+                        "someone tried a wrong password, so this code is burned: run filesend again for a new code",
+                    )
+                    .into());
+                }
+                out.event(
+                    "warning",
+                    json!({"message": f.message}),
+                    Some(&format!("A receiver failed: {}", f.message)),
+                );
+                continue;
+            }
+            Some(OwnerEvent::Connected(c)) => c,
+        };
+        connected_event(out, &conn, "receiver");
+        let stream = tokio::select! {
+            s = conn.accept_stream() => s,
+            why = conn.closed() => return Err(Failure::new(ExitCode::PeerGone, format!("the receiver went away: {why}")).into()),
+        };
+        let Some((_, stream)) = stream else {
+            return Err(Failure::new(ExitCode::PeerGone, "the receiver went away").into());
+        };
+        let rep = reporter(out, false);
+        let result = match conn.version() {
+            Version::V1 => yakk_transfer::serve_http_v1(stream, &manifest, rep.as_ref()).await,
+            Version::V2 => yakk_transfer::send(stream, &manifest, rep.as_ref()).await,
+        };
+        let summary = result.map_err(transfer_failure)?;
+        served += 1;
+        out.say(&format!(
+            "Sent {} file(s), {} bytes{}.",
+            summary.files_sent,
+            summary.bytes_sent,
+            if summary.resumed_bytes > 0 {
+                format!(" ({} bytes were already there)", summary.resumed_bytes)
+            } else {
+                String::new()
+            }
+        ));
+        conn.close().await;
+    }
+    Ok(())
+}
+
+pub async fn receive(args: FilereceiveArgs, out: Out) -> anyhow::Result<()> {
+    if !args.yes && !std::io::stdin().is_terminal() {
+        return Err(Failure::usage(
+            "no terminal to ask whether to accept the offer: pass --yes to accept it without asking",
+        )
+        .into());
+    }
+    let (config, room) = peer::joiner_config(&args.common, args.code.as_deref())?;
+    let conn = tokio::select! {
+        c = yakk_session::join(config, &room) => c.map_err(Failure::from)?,
+        _ = tokio::signal::ctrl_c() => return Err(Failure::new(ExitCode::Error, "interrupted").into()),
+    };
+    if !args.stdout {
+        connected_event(out, &conn, "sender");
+    }
+    let stream = conn.open_stream("DataConn1").await.map_err(Failure::from)?;
+    let destination = if args.stdout {
+        Destination::Writer(Box::new(tokio::io::stdout()))
+    } else {
+        Destination::Dir(args.output.clone())
+    };
+    let confirm: Option<yakk_transfer::Confirm> = if args.yes {
+        None
+    } else {
+        Some(Box::new(|offer: &yakk_transfer::OfferSummary| {
+            eprintln!("{offer}");
+            eprint!("Accept? [y/N] ");
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).is_ok()
+                && matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes")
+        }))
+    };
+    let opts = ReceiveOptions {
+        destination,
+        overwrite: args.overwrite,
+        confirm,
+    };
+    let rep = reporter(out, args.stdout);
+    let result = match conn.version() {
+        Version::V1 => yakk_transfer::fetch_http_v1(stream, opts, rep.as_ref()).await,
+        Version::V2 => yakk_transfer::receive(stream, opts, rep.as_ref()).await,
+    };
+    let summary = result.map_err(transfer_failure)?;
+    if !out.json {
+        eprintln!(
+            "Received {} file(s), {} bytes{}.",
+            summary.files_received,
+            summary.bytes_received,
+            if summary.resumed_bytes > 0 {
+                format!(
+                    " (resumed: {} bytes were already here)",
+                    summary.resumed_bytes
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+    conn.close().await;
+    Ok(())
+}

@@ -1,0 +1,146 @@
+//! `yakk server` and `yakk client`: port forwarding between a room's owner and its joiners.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use serde_json::json;
+use yakk_forward::Stats;
+use yakk_session::{Connection, Owner, OwnerEvent, PathKind};
+
+use crate::cli::{ClientArgs, ServerArgs};
+use crate::exit::{ExitCode, Failure};
+use crate::output::Out;
+use crate::peer;
+
+/// The ICE candidate type name of a path, as in SDP.
+fn path_name(k: PathKind) -> &'static str {
+    match k {
+        PathKind::Host => "host",
+        PathKind::Srflx => "srflx",
+        PathKind::Prflx => "prflx",
+        PathKind::Relay => "relay",
+    }
+}
+
+pub fn connected_event(out: Out, conn: &Connection, who: &str) {
+    let path = conn.path();
+    let rtt = path.rtt.map(|d| d.as_secs_f64() * 1e3);
+    out.event(
+        "connected",
+        json!({
+            "peer": who,
+            "protocol": conn.version().to_string(),
+            "path": path_name(path.kind),
+            "local": path.local,
+            "remote": path.remote,
+            "rtt_ms": rtt,
+        }),
+        Some(&format!(
+            "Connected to {who} ({}, {} path{})",
+            conn.version(),
+            path_name(path.kind),
+            rtt.map(|r| format!(", rtt {r:.1} ms")).unwrap_or_default()
+        )),
+    );
+}
+
+pub async fn server(args: ServerArgs, out: Out) -> anyhow::Result<()> {
+    let mut setup = peer::owner_setup(&args.common).await?;
+    setup.config.max_peers = args.max_peers;
+    let target = format!("{}:{}", args.host, args.port);
+    let mut owner = Owner::create(setup.config.clone())
+        .await
+        .map_err(Failure::from)?;
+    peer::announce(
+        out,
+        &setup,
+        &owner.room,
+        &format!("client -p {}", args.port),
+    );
+    out.say(&format!("Sharing {target}. Press Ctrl-C to stop."));
+    let stats = Arc::new(Stats::default());
+    let mut joiners = 0u64;
+    loop {
+        let ev = tokio::select! {
+            ev = owner.next() => ev,
+            _ = tokio::signal::ctrl_c() => {
+                out.event("stopped", json!({}), Some("Stopped."));
+                return Ok(());
+            }
+        };
+        match ev {
+            None => {
+                return Err(Failure::new(
+                    ExitCode::SignalUnreachable,
+                    "lost the connection to the signalling server; the room is gone",
+                )
+                .into());
+            }
+            Some(OwnerEvent::Failed { peer, error }) => {
+                let f = Failure::from(error);
+                if f.code == ExitCode::WrongPassword {
+                    out.event(
+                        "warning",
+                        json!({"joiner": peer, "message": "someone tried a wrong password"}),
+                        Some("Someone tried to join with a wrong password."),
+                    );
+                } else {
+                    out.event(
+                        "warning",
+                        json!({"joiner": peer, "message": f.message}),
+                        Some(&format!("A joiner failed: {}", f.message)),
+                    );
+                }
+            }
+            Some(OwnerEvent::Connected(conn)) => {
+                joiners += 1;
+                let who = format!("joiner {joiners}");
+                connected_event(out, &conn, &who);
+                let conn = Arc::new(conn);
+                let (target, stats) = (target.clone(), stats.clone());
+                tokio::spawn(async move {
+                    let why = yakk_forward::serve_owner(conn, target, stats).await;
+                    out.event(
+                        "disconnected",
+                        json!({"peer": who, "reason": why}),
+                        Some(&format!("{who} went away: {why}")),
+                    );
+                });
+            }
+        }
+    }
+}
+
+pub async fn client(args: ClientArgs, out: Out) -> anyhow::Result<()> {
+    let (config, room) = peer::joiner_config(&args.common, args.code.as_deref())?;
+    // Bind first: a port in use is the user's to fix before anyone connects.
+    let addr = SocketAddr::new(args.bind, args.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Failure::usage(format!("cannot listen on {addr}: {e}")))?;
+    let local = listener.local_addr().context("listener address")?;
+    let conn = tokio::select! {
+        c = yakk_session::join(config, &room) => c.map_err(Failure::from)?,
+        _ = tokio::signal::ctrl_c() => return Err(Failure::new(ExitCode::Error, "interrupted").into()),
+    };
+    connected_event(out, &conn, "owner");
+    out.event(
+        "listening",
+        json!({"address": local.to_string()}),
+        Some(&format!(
+            "Forwarding {local} to the owner. Press Ctrl-C to stop."
+        )),
+    );
+    let conn = Arc::new(conn);
+    let stats = Arc::new(Stats::default());
+    tokio::select! {
+        why = yakk_forward::serve_joiner(conn, listener, stats) => {
+            Err(Failure::new(ExitCode::PeerGone, format!("the owner went away: {why}")).into())
+        }
+        _ = tokio::signal::ctrl_c() => {
+            out.event("stopped", json!({}), Some("Stopped."));
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! Shared by the peer commands: turning flags and codes into a session configuration, running the
+//! embedded signalling server when none is configured, and announcing the code.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use anyhow::Context;
+use serde_json::json;
+use yakk_session::{IceServer, SessionConfig};
+use zeroize::Zeroizing;
+
+use crate::cli::Common;
+use crate::code::{self, Code};
+use crate::exit::Failure;
+use crate::output::Out;
+
+/// ICE servers given on the command line.
+fn ice_servers(c: &Common) -> Vec<IceServer> {
+    let mut v = Vec::new();
+    if !c.stun.is_empty() {
+        v.push(IceServer {
+            urls: c.stun.clone(),
+            username: None,
+            credential: None,
+        });
+    }
+    if !c.turn.is_empty() {
+        v.push(IceServer {
+            urls: c.turn.clone(),
+            username: c.turn_user.clone(),
+            credential: c.turn_pass.clone(),
+        });
+    }
+    v
+}
+
+fn base_config(c: &Common, signal: String, password: String) -> SessionConfig {
+    let mut cfg = SessionConfig::new(signal, password);
+    cfg.allow_legacy = c.legacy || c.legacy_only;
+    cfg.legacy_only = c.legacy_only;
+    cfg.ice_servers = ice_servers(c);
+    cfg.ice_ips = c.ice_ips.clone();
+    cfg
+}
+
+/// A room owner's setup: the configuration, the code to print, and the embedded server (kept
+/// alive by the caller) when no server was configured.
+pub struct OwnerSetup {
+    pub config: SessionConfig,
+    /// The server part of the code, when the joiner cannot know it.
+    pub code_server: Option<String>,
+    /// Held only to keep the embedded server running as long as the setup lives.
+    pub _embedded: Option<yakk_signal::ServerHandle>,
+}
+
+pub async fn owner_setup(c: &Common) -> anyhow::Result<OwnerSetup> {
+    let password = match &c.password {
+        Some(p) if p.is_empty() => return Err(Failure::usage("--pw must not be empty").into()),
+        Some(p) => p.clone(),
+        None => code::generate_password(usize::from(c.code_length)),
+    };
+    let (signal, code_server, embedded) = match &c.signal {
+        Some(s) => (s.clone(), None, None),
+        None => {
+            let listener =
+                tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
+                    .await
+                    .context("cannot open a port for the embedded signalling server")?;
+            let port = listener.local_addr()?.port();
+            let handle = yakk_signal::spawn(yakk_signal::Config::default(), listener).await?;
+            let reach = reachable_ip(&c.ice_ips);
+            let addr = SocketAddr::new(reach, port).to_string();
+            (format!("127.0.0.1:{port}"), Some(addr), Some(handle))
+        }
+    };
+    Ok(OwnerSetup {
+        config: base_config(c, signal, password),
+        code_server,
+        _embedded: embedded,
+    })
+}
+
+/// The address a joiner can reach this machine at: the first --ice-ip, else the first
+/// non-loopback IPv4 address of an interface, else loopback.
+fn reachable_ip(ice_ips: &[IpAddr]) -> IpAddr {
+    if let Some(ip) = ice_ips.first() {
+        return *ip;
+    }
+    if_addrs::get_if_addrs()
+        .ok()
+        .and_then(|ifs| {
+            ifs.into_iter()
+                .map(|i| i.ip())
+                .find(|ip| ip.is_ipv4() && !ip.is_loopback())
+        })
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+/// Prints the code and the command the joiner should run.
+pub fn announce(out: Out, setup: &OwnerSetup, room: &str, joiner_cmd: &str) {
+    let code = Code {
+        room: room.to_string(),
+        password: Some(setup.config.password.to_string()),
+        server: setup.code_server.clone(),
+    }
+    .to_code_string();
+    let code = Zeroizing::new(code);
+    out.event(
+        "code",
+        json!({"code": code.as_str(), "room": room, "command": format!("yakk {joiner_cmd} {}", code.as_str())}),
+        Some(&format!(
+            "Code: {}\nOn the other computer run:\n    yakk {joiner_cmd} {}\n",
+            code.as_str(),
+            code.as_str()
+        )),
+    );
+}
+
+/// A joiner's configuration from the code (or room + --pw), prompting on a terminal if needed.
+pub fn joiner_config(
+    c: &Common,
+    code_arg: Option<&str>,
+) -> anyhow::Result<(SessionConfig, String)> {
+    let typed = match code_arg {
+        Some(s) => Zeroizing::new(s.to_string()),
+        None => prompt("Code: ")?,
+    };
+    let code = Code::parse(&typed).map_err(Failure::usage)?;
+    let password = match (&c.password, &code.password) {
+        (Some(pw), _) => pw.clone(),
+        (None, Some(pw)) => pw.clone(),
+        (None, None) => prompt("Password: ")?.to_string(),
+    };
+    let signal = match (&code.server, &c.signal) {
+        (Some(s), _) => s.clone(),
+        (None, Some(s)) => s.clone(),
+        (None, None) => {
+            return Err(Failure::usage(
+                "this code names no signalling server: pass --signal URL (or YAKK_SIGNAL), or ask for the full code",
+            )
+            .into());
+        }
+    };
+    Ok((base_config(c, signal, password), code.room))
+}
+
+fn prompt(what: &str) -> anyhow::Result<Zeroizing<String>> {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        return Err(Failure::usage(format!(
+            "missing {}: give it as an argument (no terminal to ask on)",
+            what.trim_end_matches(": ").to_lowercase()
+        ))
+        .into());
+    }
+    let v = rpassword::prompt_password(what).context("cannot read from the terminal")?;
+    Ok(Zeroizing::new(v.trim().to_string()))
+}

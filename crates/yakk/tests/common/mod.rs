@@ -1,0 +1,181 @@
+//! Helpers for the end-to-end tests: run the real `yakk` binary, read its `--json` events, and
+//! small TCP servers to forward to. Everything listens on 127.0.0.1 only.
+#![allow(dead_code)]
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_yakk");
+
+/// A running `yakk` process; killed when dropped.
+pub struct Yakk {
+    pub child: Child,
+    events: mpsc::UnboundedReceiver<Value>,
+    pub stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Yakk {
+    /// Starts `yakk ARGS...` with `--json` expected among the args for event parsing.
+    pub fn start(args: &[&str]) -> Yakk {
+        Self::start_env(args, &[])
+    }
+
+    pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Yakk {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env_remove("YAKK_SIGNAL")
+            .env_remove("YAKK_PASSWORD")
+            .env_remove("YAKK_CODE")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn yakk");
+        let (tx, rx) = mpsc::unbounded_channel();
+        let stdout = child.stdout.take().unwrap();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let v: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|_| panic!("stdout line is not JSON: {line:?}"));
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr_buf = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let buf = stderr_buf.clone();
+        let stderr = child.stderr.take().unwrap();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut b = buf.lock().unwrap();
+                b.push_str(&line);
+                b.push('\n');
+            }
+        });
+        Yakk {
+            child,
+            events: rx,
+            stderr: stderr_buf,
+        }
+    }
+
+    /// The next event named `name` (earlier ones are skipped), within `secs`.
+    pub async fn event(&mut self, name: &str, secs: u64) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(v)) if v["event"] == name => return v,
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!(
+                    "yakk exited before event {name:?}; stderr:\n{}",
+                    self.stderr.lock().unwrap()
+                ),
+                Err(_) => panic!(
+                    "no event {name:?} within {secs} s; stderr:\n{}",
+                    self.stderr.lock().unwrap()
+                ),
+            }
+        }
+    }
+
+    /// Waits for the process to exit within `secs`; returns its exit code.
+    pub async fn exit_code(&mut self, secs: u64) -> i32 {
+        match tokio::time::timeout(Duration::from_secs(secs), self.child.wait()).await {
+            Ok(Ok(st)) => st.code().unwrap_or(-1),
+            _ => panic!(
+                "yakk did not exit within {secs} s; stderr:\n{}",
+                self.stderr.lock().unwrap()
+            ),
+        }
+    }
+
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+/// An echo server on 127.0.0.1: echoes each connection until EOF, then shuts down its side.
+pub async fn echo_server() -> (u16, tokio::task::JoinHandle<()>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let h = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    (port, h)
+}
+
+/// Starts an owner sharing `port` and a joiner listening on a free local port; returns both and
+/// the joiner's local address once the tunnel is up.
+pub async fn tunnel(
+    port: u16,
+    owner_extra: &[&str],
+    joiner_extra: &[&str],
+) -> (Yakk, Yakk, String) {
+    let p = port.to_string();
+    let mut args = vec!["server", "-p", &p, "--json", "--ice-ip", "127.0.0.1"];
+    args.extend_from_slice(owner_extra);
+    let mut owner = Yakk::start(&args);
+    let code_ev = owner.event("code", 20).await;
+    let code = code_ev["code"].as_str().unwrap().to_string();
+    let mut jargs = vec!["client", "-p", "0", "--json", "--ice-ip", "127.0.0.1"];
+    jargs.extend_from_slice(joiner_extra);
+    jargs.push(&code);
+    let mut joiner = Yakk::start(&jargs);
+    joiner.event("connected", 30).await;
+    let listening = joiner.event("listening", 10).await;
+    let addr = listening["address"].as_str().unwrap().to_string();
+    (owner, joiner, addr)
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407)
+        | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Writes `data` to a new connection to `addr`, shuts down writing, and returns all bytes read
+/// back until EOF.
+pub async fn round_trip(addr: &str, data: &[u8]) -> Vec<u8> {
+    let s = TcpStream::connect(addr).await.unwrap();
+    let (mut r, mut w) = s.into_split();
+    let data = data.to_vec();
+    let writer = tokio::spawn(async move {
+        w.write_all(&data).await.unwrap();
+        w.shutdown().await.unwrap();
+    });
+    let mut back = Vec::new();
+    r.read_to_end(&mut back).await.unwrap();
+    writer.await.unwrap();
+    back
+}

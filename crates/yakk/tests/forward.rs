@@ -1,0 +1,254 @@
+//! End to end: `yakk server` and `yakk client` as real processes, real TCP sockets and real
+//! WebRTC over 127.0.0.1, with the embedded signalling server.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn echo_through_the_tunnel() {
+    let (port, _srv) = echo_server().await;
+    let (_owner, joiner, addr) = tunnel(port, &[], &[]).await;
+    let back = round_trip(&addr, b"hello through yakk\n").await;
+    assert_eq!(back, b"hello through yakk\n");
+    drop(joiner);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connected_event_says_protocol_and_path() {
+    let (port, _srv) = echo_server().await;
+    let p = port.to_string();
+    let mut owner = Yakk::start(&["server", "-p", &p, "--json", "--ice-ip", "127.0.0.1"]);
+    let code = owner.event("code", 20).await["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut joiner = Yakk::start(&[
+        "client",
+        "-p",
+        "0",
+        "--json",
+        "--ice-ip",
+        "127.0.0.1",
+        &code,
+    ]);
+    let ev = joiner.event("connected", 30).await;
+    assert_eq!(ev["protocol"], "yakk/2");
+    assert_eq!(ev["path"], "host");
+    let ev = owner.event("connected", 30).await;
+    assert_eq!(ev["protocol"], "yakk/2");
+}
+
+/// 32 MiB each way at the same time, checked by hash, through one forwarded connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn bulk_both_directions_intact() {
+    const N: usize = 32 << 20;
+    // A server that sends its own stream while hashing what it receives.
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let (s, _) = l.accept().await.unwrap();
+        let (mut r, mut w) = s.into_split();
+        let send = tokio::spawn(async move {
+            w.write_all(&pattern(N, 2)).await.unwrap();
+            w.shutdown().await.unwrap();
+        });
+        let mut got = Vec::new();
+        r.read_to_end(&mut got).await.unwrap();
+        send.await.unwrap();
+        Sha256::digest(&got)
+    });
+    let (_owner, _joiner, addr) = tunnel(port, &[], &[]).await;
+    let back = tokio::time::timeout(Duration::from_secs(120), round_trip(&addr, &pattern(N, 1)))
+        .await
+        .expect("bulk transfer finished in time");
+    assert_eq!(back.len(), N);
+    assert_eq!(Sha256::digest(&back), Sha256::digest(pattern(N, 2)));
+    assert_eq!(server.await.unwrap(), Sha256::digest(pattern(N, 1)));
+}
+
+/// The client shuts down its write side; the reply still arrives in full.
+#[tokio::test(flavor = "multi_thread")]
+async fn half_close_carries_the_reply() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut req = Vec::new();
+        s.read_to_end(&mut req).await.unwrap(); // waits for the client's half-close
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let reply = format!("got {} bytes", req.len()).repeat(1000);
+        s.write_all(reply.as_bytes()).await.unwrap();
+        s.shutdown().await.unwrap();
+    });
+    let (_owner, _joiner, addr) = tunnel(port, &[], &[]).await;
+    let back = round_trip(&addr, &vec![7u8; 100_000]).await;
+    assert_eq!(back, "got 100000 bytes".repeat(1000).as_bytes());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_hundred_concurrent_connections() {
+    let (port, _srv) = echo_server().await;
+    let (_owner, _joiner, addr) = tunnel(port, &[], &[]).await;
+    let mut tasks = Vec::new();
+    for i in 0..200u64 {
+        let addr = addr.clone();
+        tasks.push(tokio::spawn(async move {
+            let data = pattern(20_000 + i as usize * 37, i);
+            let back = round_trip(&addr, &data).await;
+            assert_eq!(back, data, "connection {i}");
+        }));
+    }
+    let all = futures::future::join_all(tasks);
+    for r in tokio::time::timeout(Duration::from_secs(90), all)
+        .await
+        .expect("all 200 finished")
+    {
+        r.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn owner_killed_mid_stream_closes_everything() {
+    // A server that never answers: the connection stays open until the tunnel dies.
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            held.push(s);
+        }
+    });
+    let (mut owner, mut joiner, addr) = tunnel(port, &[], &[]).await;
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    s.write_all(b"ping").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    owner.child.start_kill().unwrap();
+    let mut buf = [0u8; 16];
+    let r = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf))
+        .await
+        .expect("the forwarded connection closes after the owner dies");
+    assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+    assert_eq!(joiner.exit_code(30).await, 4, "exit code 4 = peer gone");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_password_fails_on_both_sides() {
+    let (port, _srv) = echo_server().await;
+    let p = port.to_string();
+    let mut owner = Yakk::start(&["server", "-p", &p, "--json", "--ice-ip", "127.0.0.1"]);
+    let code = owner.event("code", 20).await["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (room_pw, server) = code.split_once('@').unwrap();
+    let room = room_pw.split_once('-').unwrap().0;
+    let bad = format!("{room}-not-the-password@{server}");
+    let mut joiner = Yakk::start(&["client", "-p", "0", "--json", "--ice-ip", "127.0.0.1", &bad]);
+    let err = joiner.event("error", 30).await;
+    assert!(
+        err["message"].as_str().unwrap().contains("wrong password"),
+        "{err}"
+    );
+    assert_eq!(joiner.exit_code(10).await, 3);
+    let warn = owner.event("warning", 10).await;
+    assert!(
+        warn["message"].as_str().unwrap().contains("wrong password"),
+        "{warn}"
+    );
+    assert!(
+        !joiner.stderr_text().contains("not-the-password"),
+        "password leaked to stderr"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_room_is_a_clear_error() {
+    let (port, _srv) = echo_server().await;
+    let p = port.to_string();
+    let mut owner = Yakk::start(&["server", "-p", &p, "--json", "--ice-ip", "127.0.0.1"]);
+    let code = owner.event("code", 20).await["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let server = code.split_once('@').unwrap().1;
+    let bad = format!("99999-some-words@{server}");
+    let mut joiner = Yakk::start(&["client", "-p", "0", "--json", &bad]);
+    let err = joiner.event("error", 20).await;
+    assert!(
+        err["message"].as_str().unwrap().contains("no such room"),
+        "{err}"
+    );
+    assert_eq!(joiner.exit_code(10).await, 5);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn port_in_use_is_a_usage_error() {
+    let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let mut joiner = Yakk::start(&["client", "-p", &port, "--json", "123-a-b@127.0.0.1:1"]);
+    let err = joiner.event("error", 20).await;
+    assert!(
+        err["message"].as_str().unwrap().contains("cannot listen"),
+        "{err}"
+    );
+    assert_eq!(joiner.exit_code(10).await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn legacy_protocol_between_our_own_peers() {
+    let (port, _srv) = echo_server().await;
+    let (mut owner, mut joiner, addr) = tunnel(port, &["--legacy-only"], &["--legacy"]).await;
+    assert_eq!(owner.event("connected", 10).await["protocol"], "yakk/1");
+    // yakk/1 has no half-close (closing a channel closes both ways), so read the echo back
+    // before closing, as a reference peer's user would.
+    let data = pattern(300_000, 9);
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    s.write_all(&data).await.unwrap();
+    let mut back = vec![0u8; data.len()];
+    tokio::time::timeout(Duration::from_secs(30), s.read_exact(&mut back))
+        .await
+        .expect("echo in time")
+        .unwrap();
+    assert_eq!(back, data);
+    drop(joiner.child.start_kill());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn legacy_peer_refused_without_the_flag() {
+    let (port, _srv) = echo_server().await;
+    let p = port.to_string();
+    let mut owner = Yakk::start(&[
+        "server",
+        "-p",
+        &p,
+        "--json",
+        "--ice-ip",
+        "127.0.0.1",
+        "--legacy-only",
+    ]);
+    let code = owner.event("code", 20).await["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut joiner = Yakk::start(&[
+        "client",
+        "-p",
+        "0",
+        "--json",
+        "--ice-ip",
+        "127.0.0.1",
+        &code,
+    ]);
+    let err = joiner.event("error", 20).await;
+    assert!(
+        err["message"].as_str().unwrap().contains("--legacy"),
+        "{err}"
+    );
+    assert_eq!(joiner.exit_code(10).await, 8);
+}
