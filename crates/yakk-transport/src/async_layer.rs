@@ -29,8 +29,9 @@ use crate::stream::{Outbound, Stream, StreamEnds};
 use crate::{IceCandidate, PathInfo, PathKind, PeerEvent, TransportConfig, TransportError};
 
 use crate::driver::COMMAND_LABEL;
-/// Bytes a channel may have queued in the stack before `send` waits (backpressure).
-const SEND_BUFFER_LIMIT: usize = 1024 * 1024;
+/// Bytes a channel may have queued in the stack before `send` waits (backpressure); like the
+/// driver's `SEND_CREDIT`, it caps one connection's data in flight per round trip.
+const SEND_BUFFER_LIMIT: usize = 3 * 1024 * 1024;
 /// Data channels opened by the peer, waiting for `accept_stream`.
 const ACCEPT_QUEUE: usize = 64;
 /// Events waiting for the application.
@@ -137,6 +138,7 @@ impl AsyncPeer {
                     (cfg.max_message.max(crate::YAKK2_MAX_MESSAGE)) as u32,
                 ),
             )
+            .with_sctp_max_receive_buffer_size(crate::driver::SCTP_RECEIVE_WINDOW)
             .with_include_loopback_candidate(allow_loopback)
             .with_ice_timeouts(
                 Some(ICE_DISCONNECTED),

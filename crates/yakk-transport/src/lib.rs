@@ -45,20 +45,26 @@
 //!
 //! # Backends
 //!
-//! * yakk's own driver over the sans-IO `rtc` crate (`driver.rs`), used when no ICE server
-//!   is configured: it drains every output after every input, so a channel opens in a few
-//!   milliseconds instead of 200–600 ms, and it owns its sockets (buffers, batching).
-//! * The `webrtc` crate's async layer (`async_layer.rs`), used when STUN/TURN servers are
-//!   configured, because it gathers server-reflexive and relay candidates.
-//!
-//! `YAKK_TRANSPORT_BACKEND=webrtc` (or `=driver`) in the environment forces one of them.
+//! * The `webrtc` crate's async layer (`async_layer.rs`), the default: best bulk throughput
+//!   today and STUN/TURN support, but 400–800 ms from offer to first open channel (timer-driven
+//!   flushing inside the crate, see the bake-off).
+//! * yakk's own driver over the sans-IO `rtc` crate (`driver.rs`), selected with
+//!   `YAKK_TRANSPORT_BACKEND=driver` when no ICE server is configured: it drains every output
+//!   after every input, so the first channel opens 2–8 ms after the offer; its bulk
+//!   throughput is not yet on par (BENCHMARKS.md). `YAKK_DRIVER_DEBUG=1` makes it print its
+//!   state every 2 s.
 //!
 //! # Limits worth knowing
 //!
 //! * With the driver, a stream whose reader stops reading stalls reception on the whole
-//!   connection once its queue is full (head-of-line blocking across streams), because
-//!   SCTP flow control is per association. Other streams resume as soon as it reads again.
-//! * A peer that vanishes without a goodbye is noticed by ICE consent after about 4 s.
+//!   connection once its queue is full (head-of-line blocking across streams). Other streams
+//!   resume as soon as it reads again.
+//! * A peer that closes or drops its `Peer` is noticed at once (SCTP ABORT with the driver;
+//!   the async layer relies on ICE consent, ~4 s). A peer that vanishes silently is noticed by
+//!   ICE consent after about 4 s.
+//! * rtc 0.21.1: opening a channel right after another one closed can fail with
+//!   "the peer refused or closed the channel" (a stream-id reuse race, seen with both
+//!   backends in the benchmark). Retry the open if it happens.
 #![forbid(unsafe_code)]
 
 mod async_layer;

@@ -1,12 +1,14 @@
 //! [`Peer`]: the public face of a peer connection, over one of two backends.
 //!
-//! * `driver` (default): yakk's own driver over the sans-IO `rtc` crate; host candidates on
-//!   the configured or all interface addresses; fast channel open and bulk throughput.
-//! * `async_layer`: the `webrtc` crate's async layer; used when STUN/TURN servers are
-//!   configured, because it gathers server-reflexive and relay candidates.
+//! * `async_layer` (default): the `webrtc` crate's async layer. Best bulk throughput today,
+//!   STUN/TURN support, per-stream flow control; but a connection takes 400–800 ms to open.
+//! * `driver`: yakk's own driver over the sans-IO `rtc` crate; a connection opens in 2–8 ms,
+//!   but bulk throughput is still 1/2–1/3 of the async layer's and a stalled reader pauses
+//!   the whole connection (see BENCHMARKS.md). Host candidates only, so it is never used
+//!   when ICE servers are configured.
 //!
-//! The environment variable `YAKK_TRANSPORT_BACKEND=webrtc` forces the second (for
-//! comparisons and as an escape hatch); `=driver` forces the first.
+//! `YAKK_TRANSPORT_BACKEND=driver` selects the driver (when no ICE server is configured);
+//! `=webrtc` or unset selects the async layer.
 
 use std::sync::Arc;
 
@@ -44,11 +46,7 @@ impl Peer {
             )));
         }
         let forced = std::env::var("YAKK_TRANSPORT_BACKEND").unwrap_or_default();
-        let use_async = match forced.as_str() {
-            "webrtc" => true,
-            "driver" => false,
-            _ => !cfg.ice_servers.is_empty(),
-        };
+        let use_async = forced != "driver" || !cfg.ice_servers.is_empty();
         let (backend, events) = if use_async {
             let (p, ev) = AsyncPeer::new(&cfg).await?;
             (Backend::Async(p), ev)

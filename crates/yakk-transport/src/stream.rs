@@ -49,6 +49,8 @@ pub struct Stream {
     outbound: PollSender<Outbound>,
     max_message: usize,
     shut_down: bool,
+    /// Size of the largest message received (for tests that check the peer's message cap).
+    largest_in: usize,
 }
 
 impl Stream {
@@ -62,9 +64,18 @@ impl Stream {
                 outbound: PollSender::new(out_tx),
                 max_message: max_message.max(1),
                 shut_down: false,
+                largest_in: 0,
             },
             StreamEnds { to_app, from_app },
         )
+    }
+}
+
+impl Stream {
+    /// The size of the largest data-channel message received so far. A diagnostic: it shows
+    /// the message size the peer sends (at most 4096 from a yakk/1 sender).
+    pub fn largest_message_received(&self) -> usize {
+        self.largest_in
     }
 }
 
@@ -81,7 +92,10 @@ impl AsyncRead for Stream {
         let this = &mut *self;
         while this.pending.is_empty() {
             match ready!(this.inbound.poll_recv(cx)) {
-                Some(bytes) => this.pending = bytes,
+                Some(bytes) => {
+                    this.largest_in = this.largest_in.max(bytes.len());
+                    this.pending = bytes;
+                }
                 None => return Poll::Ready(Ok(())), // EOF
             }
         }
@@ -91,6 +105,7 @@ impl AsyncRead for Stream {
         while this.pending.is_empty() && buf.remaining() > 0 {
             match this.inbound.try_recv() {
                 Ok(bytes) => {
+                    this.largest_in = this.largest_in.max(bytes.len());
                     let n = bytes.len().min(buf.remaining());
                     this.pending = bytes;
                     buf.put_slice(&this.pending.split_to(n));
