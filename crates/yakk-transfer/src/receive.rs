@@ -675,9 +675,12 @@ where
     let out = out.as_deref();
     let mut sink = match opts.destination {
         Destination::Dir(ref out) => {
-            let made = dirs.iter().try_for_each(|d| {
-                let parts: Vec<&str> = d.split('/').collect();
-                make_dirs(out, &parts)
+            // The destination itself first: an offer of plain files has no folder entries.
+            let made = make_dirs(out, &[]).and_then(|()| {
+                dirs.iter().try_for_each(|d| {
+                    let parts: Vec<&str> = d.split('/').collect();
+                    make_dirs(out, &parts)
+                })
             });
             if let Err(e) = made {
                 refuse(&mut wr, Frame::Error, &e.to_string()).await;

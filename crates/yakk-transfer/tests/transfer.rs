@@ -236,6 +236,23 @@ async fn resume_after_sender_task_killed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_file_into_a_folder_that_does_not_exist_yet() {
+    bounded(30, async {
+        let src = tempfile::tempdir().unwrap();
+        let dst = tempfile::tempdir().unwrap();
+        fs::write(src.path().join("one.txt"), "only me").unwrap();
+        let m = Manifest::scan(&[src.path().join("one.txt")]).unwrap();
+        let out = dst.path().join("new/nested");
+        let (a, b) = tcp_pair().await;
+        let (s, r) = transfer(a, b, &m, ReceiveOptions::into_dir(&out)).await;
+        s.unwrap();
+        r.unwrap();
+        assert_eq!(fs::read(out.join("one.txt")).unwrap(), b"only me");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusal_writes_nothing_and_confirm_sees_escaped_names() {
     bounded(30, async {
         let src = tempfile::tempdir().unwrap();
