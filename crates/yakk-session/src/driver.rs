@@ -49,9 +49,35 @@ fn from_transport(c: yakk_transport::IceCandidate) -> yakk_wire::IceCandidate {
     }
 }
 
-/// Runs one handshake to a connected peer. `incoming` carries only this peer's envelopes.
+/// Runs one handshake to a connected peer. `incoming` carries only this peer's envelopes. On
+/// failure, also says whether the peer got to test a password guess.
 async fn run(
     mut hs: Handshake,
+    first_actions: Vec<Action>,
+    incoming: mpsc::Receiver<Envelope>,
+    outgoing: mpsc::Sender<Envelope>,
+    cfg: Arc<SessionConfig>,
+    advertised: Arc<Vec<IceServer>>,
+    role: Role,
+) -> Result<Connection, (SessionError, bool)> {
+    let r = drive(
+        &mut hs,
+        first_actions,
+        incoming,
+        outgoing,
+        cfg,
+        advertised,
+        role,
+    )
+    .await;
+    r.map_err(|e| {
+        let spent = hs.guess_spent() || matches!(e, SessionError::WrongPassword);
+        (e, spent)
+    })
+}
+
+async fn drive(
+    hs: &mut Handshake,
     first_actions: Vec<Action>,
     mut incoming: mpsc::Receiver<Envelope>,
     outgoing: mpsc::Sender<Envelope>,
@@ -61,7 +87,8 @@ async fn run(
 ) -> Result<Connection, SessionError> {
     let mut peer: Option<(Peer, mpsc::Receiver<PeerEvent>)> = None;
     let mut pending = std::collections::VecDeque::from(first_actions);
-    let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT + cfg.connect_timeout;
+    // Until the key is confirmed the peer has HANDSHAKE_TIMEOUT; then ICE has connect_timeout.
+    let mut deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
     loop {
         while let Some(action) = pending.pop_front() {
             match action {
@@ -72,6 +99,7 @@ async fn run(
                 }
                 Action::KeyConfirmed(v) => {
                     tracing::info!(version = %v, "key confirmed");
+                    deadline = tokio::time::Instant::now() + cfg.connect_timeout;
                     let (p, ev) = Peer::new(transport_config(&cfg, &advertised, v)).await?;
                     if role == Role::Joiner {
                         let offer = p.create_offer().await?;
@@ -116,6 +144,15 @@ async fn run(
             ev = peer_event => match ev {
                 Some(PeerEvent::LocalCandidate(c)) => pending.extend(hs.on_local_candidate(from_transport(c))),
                 Some(PeerEvent::Connected(path)) => {
+                    tracing::info!(
+                        "connected over a {} path ({} -> {}), rtt {}",
+                        format!("{:?}", path.kind).to_lowercase(),
+                        path.local,
+                        path.remote,
+                        path.rtt
+                            .map(|d| format!("{:.1} ms", d.as_secs_f64() * 1e3))
+                            .unwrap_or_else(|| "not measured yet".into())
+                    );
                     for a in hs.on_connected() {
                         if let Action::Send(env) = a {
                             let _ = outgoing.send(env).await;
@@ -125,8 +162,12 @@ async fn run(
                     let version = hs.version().expect("connected implies a version");
                     return Ok(Connection::new(p, events, version, path));
                 }
-                Some(PeerEvent::Disconnected(why)) => return Err(SessionError::PeerGone(why)),
-                None => return Err(SessionError::PeerGone("the peer connection ended".into())),
+                // Failing before ever connecting means ICE found no path.
+                Some(PeerEvent::Disconnected(why)) => {
+                    tracing::info!("the peer connection failed before connecting: {why}");
+                    return Err(SessionError::NoPath);
+                }
+                None => return Err(SessionError::NoPath),
             },
             _ = tokio::time::sleep_until(deadline) => {
                 return Err(if hs.is_confirmed() {
@@ -168,7 +209,9 @@ pub async fn join(cfg: SessionConfig, room: &str) -> Result<Connection, SessionE
     });
     let advertised = Arc::new(m.ice_servers.clone());
     let out = m.outgoing.clone();
-    let conn = run(hs, first, rx, out, Arc::new(cfg), advertised, Role::Joiner).await?;
+    let conn = run(hs, first, rx, out, Arc::new(cfg), advertised, Role::Joiner)
+        .await
+        .map_err(|(e, _)| e)?;
     // Keep the membership alive as long as the connection: the owner may still be sending
     // candidates. Dropping `m` closes the WebSocket.
     conn.hold(Box::new(m));
@@ -179,8 +222,13 @@ pub async fn join(cfg: SessionConfig, room: &str) -> Result<Connection, SessionE
 pub enum OwnerEvent {
     /// A joiner completed the handshake and the peer connection is up.
     Connected(Connection),
-    /// A joiner's handshake failed.
-    Failed { peer: i64, error: SessionError },
+    /// A joiner's handshake failed. `guess_spent`: the joiner could test one password guess
+    /// (a wrong password, or a handshake abandoned after our key confirmation went out).
+    Failed {
+        peer: i64,
+        error: SessionError,
+        guess_spent: bool,
+    },
 }
 
 /// An open room, accepting joiners until dropped.
@@ -245,9 +293,10 @@ async fn route(
             tokio::spawn(async move {
                 let ev = match run(hs, vec![], rx, out, cfg, adv, Role::Owner).await {
                     Ok(conn) => OwnerEvent::Connected(conn),
-                    Err(error) => OwnerEvent::Failed {
+                    Err((error, guess_spent)) => OwnerEvent::Failed {
                         peer: sender,
                         error,
+                        guess_spent,
                     },
                 };
                 let _ = events.send(ev).await;

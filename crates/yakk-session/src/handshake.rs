@@ -212,6 +212,12 @@ impl Handshake {
         self.version
     }
 
+    /// Whether the peer has had our key confirmation without sending a valid one back: it can
+    /// then test one password guess offline, so an abandoned handshake counts as a guess.
+    pub fn guess_spent(&self) -> bool {
+        self.stage == Stage::AwaitConfirm
+    }
+
     pub fn is_confirmed(&self) -> bool {
         self.stage == Stage::Negotiating
     }
@@ -676,6 +682,38 @@ mod tests {
             assert!(matches!(err.1, HandshakeError::WrongPassword), "{err:?}");
             assert!(!j.is_confirmed() && !o.is_confirmed());
         }
+    }
+
+    #[test]
+    fn a_guess_is_spent_once_our_confirmation_is_out() {
+        let (mut j, first) = Handshake::joiner(params(Role::Joiner, "pw"));
+        let mut o = Handshake::owner(params(Role::Owner, "pw"));
+        assert!(!o.guess_spent());
+        // Deliver the joiner's request and round 1, then its round 2, but never its confirmation.
+        let mut to_joiner = vec![];
+        for a in first {
+            if let Action::Send(e) = a {
+                to_joiner.extend(o.on_message(&e).unwrap());
+            }
+        }
+        assert!(!o.guess_spent(), "no guess before the peer's round 2");
+        let mut to_owner = vec![];
+        for a in to_joiner {
+            if let Action::Send(e) = a {
+                to_owner.extend(j.on_message(&e).unwrap());
+            }
+        }
+        for a in to_owner {
+            if let Action::Send(e) = a
+                && e.msg_type == msg2::PAKE2
+            {
+                o.on_message(&e).unwrap();
+            }
+        }
+        assert!(
+            o.guess_spent(),
+            "the joiner holds our confirmation: one guess spent"
+        );
     }
 
     #[test]
