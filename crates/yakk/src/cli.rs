@@ -102,6 +102,17 @@ pub struct Common {
     pub code_length: u8,
 }
 
+/// Options of the room owner.
+#[derive(Args, Debug, Clone)]
+pub struct OwnerOpts {
+    /// Failed password attempts tolerated before the code is burned (default 0: one guess per code)
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub allow_retries: u32,
+    /// Also print the code as a QR code
+    #[arg(long)]
+    pub qr: bool,
+}
+
 #[derive(Args, Debug)]
 pub struct ServerArgs {
     /// The local port to share
@@ -113,6 +124,8 @@ pub struct ServerArgs {
     /// Joiners admitted at the same time or in turn (default: unlimited)
     #[arg(long, value_name = "N")]
     pub max_peers: Option<u32>,
+    #[command(flatten)]
+    pub owner: OwnerOpts,
     #[command(flatten)]
     pub common: Common,
 }
@@ -137,9 +150,11 @@ pub struct FilesendArgs {
     /// Files and folders to send; - for standard input
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
-    /// Receivers served in turn before exiting (default 1)
-    #[arg(long, default_value_t = 1, value_name = "N")]
+    /// Receivers served in turn before exiting
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_peers: u32,
+    #[command(flatten)]
+    pub owner: OwnerOpts,
     #[command(flatten)]
     pub common: Common,
 }

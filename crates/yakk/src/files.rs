@@ -41,12 +41,26 @@ fn reporter(out: Out, data_on_stdout: bool) -> Box<dyn Reporter + Send + Sync> {
 pub async fn send(args: FilesendArgs, out: Out) -> anyhow::Result<()> {
     let mut setup = peer::owner_setup(&args.common).await?;
     setup.config.max_peers = Some(args.max_peers.max(1));
+    // Refuse missing paths before a code is handed out.
+    for p in &args.paths {
+        if p.as_os_str() == "-" {
+            continue;
+        }
+        if let Err(e) = std::fs::symlink_metadata(p) {
+            return Err(Failure::usage(format!(
+                "cannot send {}: {e}",
+                yakk_transfer::names::escape(&p.display().to_string())
+            ))
+            .into());
+        }
+    }
     let paths = args.paths.clone();
     let scan = tokio::task::spawn_blocking(move || Manifest::scan(&paths));
     let mut owner = Owner::create(setup.config.clone())
         .await
         .map_err(Failure::from)?;
-    peer::announce(out, &setup, &owner.room, "filereceive");
+    peer::announce(out, &setup, &owner.room, "filereceive", args.owner.qr);
+    let mut budget = peer::GuessBudget::new(args.owner.allow_retries);
     let manifest = scan
         .await
         .map_err(|_| Failure::new(ExitCode::Error, "scanning the files failed"))?
@@ -81,20 +95,22 @@ pub async fn send(args: FilesendArgs, out: Out) -> anyhow::Result<()> {
                 )
                 .into());
             }
-            Some(OwnerEvent::Failed { error, .. }) => {
+            Some(OwnerEvent::Failed {
+                error, guess_spent, ..
+            }) => {
                 let f = Failure::from(error);
-                if f.code == ExitCode::WrongPassword {
-                    return Err(Failure::new(
-                        ExitCode::WrongPassword,
-                        "someone tried a wrong password, so this code is burned: run filesend again for a new code",
-                    )
-                    .into());
-                }
                 out.event(
                     "warning",
                     json!({"message": f.message}),
                     Some(&format!("A receiver failed: {}", f.message)),
                 );
+                if budget.record(guess_spent) {
+                    return Err(Failure::new(
+                        ExitCode::WrongPassword,
+                        "someone tried a wrong password, so the code was burned: run filesend again for a new code",
+                    )
+                    .into());
+                }
                 continue;
             }
             Some(OwnerEvent::Connected(c)) => c,

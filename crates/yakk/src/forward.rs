@@ -49,7 +49,7 @@ pub async fn server(args: ServerArgs, out: Out) -> anyhow::Result<()> {
     let mut setup = peer::owner_setup(&args.common).await?;
     setup.config.max_peers = args.max_peers;
     let target = format!("{}:{}", args.host, args.port);
-    let mut owner = Owner::create(setup.config.clone())
+    let owner = Owner::create(setup.config.clone())
         .await
         .map_err(Failure::from)?;
     peer::announce(
@@ -57,18 +57,27 @@ pub async fn server(args: ServerArgs, out: Out) -> anyhow::Result<()> {
         &setup,
         &owner.room,
         &format!("client -p {}", args.port),
+        args.owner.qr,
     );
     out.say(&format!("Sharing {target}. Press Ctrl-C to stop."));
     let stats = Arc::new(Stats::default());
+    let mut budget = peer::GuessBudget::new(args.owner.allow_retries);
+    let mut tunnels = tokio::task::JoinSet::new();
     let mut joiners = 0u64;
+    // `None` once the code is burned: no new joiners, existing tunnels keep running.
+    let mut owner = Some(owner);
     loop {
         let ev = tokio::select! {
-            ev = owner.next() => ev,
+            ev = async { owner.as_mut().expect("guarded").next().await }, if owner.is_some() => ev,
+            Some(_) = tunnels.join_next(), if !tunnels.is_empty() => continue,
             _ = tokio::signal::ctrl_c() => {
                 out.event("stopped", json!({}), Some("Stopped."));
                 return Ok(());
             }
         };
+        if owner.is_none() && tunnels.is_empty() {
+            break;
+        }
         match ev {
             None => {
                 return Err(Failure::new(
@@ -77,20 +86,32 @@ pub async fn server(args: ServerArgs, out: Out) -> anyhow::Result<()> {
                 )
                 .into());
             }
-            Some(OwnerEvent::Failed { peer, error }) => {
+            Some(OwnerEvent::Failed {
+                peer,
+                error,
+                guess_spent,
+            }) => {
                 let f = Failure::from(error);
-                if f.code == ExitCode::WrongPassword {
-                    out.event(
-                        "warning",
-                        json!({"joiner": peer, "message": "someone tried a wrong password"}),
-                        Some("Someone tried to join with a wrong password."),
-                    );
+                let msg = if f.code == ExitCode::WrongPassword {
+                    "someone tried a wrong password".to_string()
                 } else {
+                    f.message
+                };
+                out.event(
+                    "warning",
+                    json!({"joiner": peer, "message": msg}),
+                    Some(&format!("A joiner failed: {msg}")),
+                );
+                if budget.record(guess_spent) {
+                    owner = None; // closes the room
                     out.event(
-                        "warning",
-                        json!({"joiner": peer, "message": f.message}),
-                        Some(&format!("A joiner failed: {}", f.message)),
+                        "burned",
+                        json!({"message": "the code is burned after a failed password attempt"}),
+                        Some("The code is burned: nobody else can join with it. Run yakk server again for a new code."),
                     );
+                    if tunnels.is_empty() {
+                        break;
+                    }
                 }
             }
             Some(OwnerEvent::Connected(conn)) => {
@@ -99,7 +120,7 @@ pub async fn server(args: ServerArgs, out: Out) -> anyhow::Result<()> {
                 connected_event(out, &conn, &who);
                 let conn = Arc::new(conn);
                 let (target, stats) = (target.clone(), stats.clone());
-                tokio::spawn(async move {
+                tunnels.spawn(async move {
                     let why = yakk_forward::serve_owner(conn, target, stats).await;
                     out.event(
                         "disconnected",
@@ -110,6 +131,11 @@ pub async fn server(args: ServerArgs, out: Out) -> anyhow::Result<()> {
             }
         }
     }
+    Err(Failure::new(
+        ExitCode::WrongPassword,
+        "someone tried a wrong password, so the code was burned: run yakk server again for a new code",
+    )
+    .into())
 }
 
 pub async fn client(args: ClientArgs, out: Out) -> anyhow::Result<()> {

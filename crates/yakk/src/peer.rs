@@ -95,8 +95,8 @@ fn reachable_ip(ice_ips: &[IpAddr]) -> IpAddr {
         .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
 }
 
-/// Prints the code and the command the joiner should run.
-pub fn announce(out: Out, setup: &OwnerSetup, room: &str, joiner_cmd: &str) {
+/// Prints the code and the command the joiner should run (and a QR code of the code with `qr`).
+pub fn announce(out: Out, setup: &OwnerSetup, room: &str, joiner_cmd: &str, qr: bool) {
     let code = Code {
         room: room.to_string(),
         password: Some(setup.config.password.to_string()),
@@ -113,6 +113,40 @@ pub fn announce(out: Out, setup: &OwnerSetup, room: &str, joiner_cmd: &str) {
             code.as_str()
         )),
     );
+    if qr && !out.json {
+        match qrcode::QrCode::new(code.as_bytes()) {
+            Ok(q) => eprintln!(
+                "{}",
+                q.render::<qrcode::render::unicode::Dense1x2>()
+                    .quiet_zone(true)
+                    .build()
+            ),
+            Err(e) => tracing::warn!("cannot draw the QR code: {e}"),
+        }
+    }
+}
+
+/// What the owner does after a failed joiner: returns true when the code is burned.
+pub struct GuessBudget {
+    allowed: u32,
+    spent: u32,
+}
+
+impl GuessBudget {
+    pub fn new(allow_retries: u32) -> Self {
+        GuessBudget {
+            allowed: allow_retries,
+            spent: 0,
+        }
+    }
+
+    /// Records a joiner failure; true when the code must be burned now.
+    pub fn record(&mut self, guess_spent: bool) -> bool {
+        if guess_spent {
+            self.spent += 1;
+        }
+        self.spent > self.allowed
+    }
 }
 
 /// A joiner's configuration from the code (or room + --pw), prompting on a terminal if needed.

@@ -1,0 +1,215 @@
+//! End to end: `yakk filesend` and `yakk filereceive` as real processes over real WebRTC on
+//! 127.0.0.1, with the embedded signalling server.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use sha2::{Digest, Sha256};
+
+fn write_big(path: &Path, mib: usize, seed: u64) {
+    use std::io::Write;
+    let block = pattern(1 << 20, seed);
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    for i in 0..mib {
+        let mut b = block.clone();
+        b[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        f.write_all(&b).unwrap();
+    }
+}
+
+fn sha(path: &Path) -> Vec<u8> {
+    Sha256::digest(std::fs::read(path).unwrap()).to_vec()
+}
+
+async fn sender(args: &[&str]) -> (Yakk, String) {
+    let mut all = vec!["filesend", "--json", "--ice-ip", "127.0.0.1"];
+    all.extend_from_slice(args);
+    let mut s = Yakk::start(&all);
+    let code = s.event("code", 30).await["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (s, code)
+}
+
+fn receiver(code: &str, out: &Path, extra: &[&str]) -> Yakk {
+    let o = out.to_str().unwrap();
+    let mut all = vec![
+        "filereceive",
+        "--json",
+        "--yes",
+        "--ice-ip",
+        "127.0.0.1",
+        "-o",
+        o,
+    ];
+    all.extend_from_slice(extra);
+    all.push(code);
+    Yakk::start(&all)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_100_mib_file_arrives_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("big.bin");
+    write_big(&src, 100, 1);
+    let out = dir.path().join("out");
+    let (mut s, code) = sender(&[src.to_str().unwrap()]).await;
+    let mut r = receiver(&code, &out, &[]);
+    let done = r.event("done", 120).await;
+    assert_eq!(done["bytes"], 100u64 << 20);
+    assert_eq!(r.exit_code(20).await, 0, "{}", r.stderr_text());
+    assert_eq!(s.exit_code(20).await, 0, "{}", s.stderr_text());
+    assert_eq!(sha(&out.join("big.bin")), sha(&src));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_folder_tree_keeps_its_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("a/b/c")).unwrap();
+    std::fs::create_dir_all(tree.join("empty/inner-empty")).unwrap();
+    std::fs::create_dir_all(tree.join("日本語")).unwrap();
+    std::fs::write(tree.join("a/b/c/deep.txt"), b"deep").unwrap();
+    std::fs::write(tree.join("a/zero"), b"").unwrap();
+    std::fs::write(tree.join("日本語/ファイル.txt"), "こんにちは".as_bytes()).unwrap();
+    std::fs::write(tree.join("Ünïcödé ✓.md"), b"# hi").unwrap();
+    let out = dir.path().join("out");
+    let (mut s, code) = sender(&[tree.to_str().unwrap()]).await;
+    let mut r = receiver(&code, &out, &[]);
+    assert_eq!(r.exit_code(60).await, 0, "{}", r.stderr_text());
+    assert_eq!(s.exit_code(20).await, 0);
+    let got = out.join("tree");
+    assert_eq!(std::fs::read(got.join("a/b/c/deep.txt")).unwrap(), b"deep");
+    assert_eq!(std::fs::metadata(got.join("a/zero")).unwrap().len(), 0);
+    assert!(got.join("empty/inner-empty").is_dir());
+    assert_eq!(
+        std::fs::read_to_string(got.join("日本語/ファイル.txt")).unwrap(),
+        "こんにちは"
+    );
+    assert_eq!(std::fs::read(got.join("Ünïcödé ✓.md")).unwrap(), b"# hi");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn resume_after_the_sender_is_killed() {
+    const MIB: usize = 400;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("resume.bin");
+    write_big(&src, MIB, 7);
+    let out = dir.path().join("out");
+    let (mut s, code) = sender(&[src.to_str().unwrap()]).await;
+    let mut r = receiver(&code, &out, &[]);
+    let p = r.event("progress", 60).await;
+    let seen = p["bytes"].as_u64().unwrap();
+    s.child.start_kill().unwrap();
+    s.exit_code(10).await;
+    assert_ne!(r.exit_code(30).await, 0, "the first receive must fail");
+    assert!(
+        !out.join("resume.bin").exists(),
+        "no final file from a broken transfer"
+    );
+
+    let (mut s2, code2) = sender(&[src.to_str().unwrap()]).await;
+    let mut r2 = receiver(&code2, &out, &[]);
+    let done = r2.event("done", 120).await;
+    assert_eq!(r2.exit_code(20).await, 0, "{}", r2.stderr_text());
+    s2.exit_code(20).await;
+    let resumed = done["resumed_bytes"].as_u64().unwrap();
+    let sent_again = done["bytes"].as_u64().unwrap();
+    assert!(
+        resumed >= seen.min(1),
+        "resumed {resumed} bytes, saw {seen} before the kill"
+    );
+    assert_eq!(
+        resumed + sent_again,
+        (MIB as u64) << 20,
+        "nothing is sent twice"
+    );
+    assert_eq!(sha(&out.join("resume.bin")), sha(&src));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stdout_carries_only_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("note.txt");
+    let body = pattern(3 << 20, 3);
+    std::fs::write(&src, &body).unwrap();
+    let (mut s, code) = sender(&[src.to_str().unwrap()]).await;
+    let out = std::process::Command::new(BIN)
+        .args([
+            "filereceive",
+            "--yes",
+            "--stdout",
+            "--ice-ip",
+            "127.0.0.1",
+            &code,
+        ])
+        .env_remove("YAKK_SIGNAL")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, body);
+    assert_eq!(s.exit_code(20).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn legacy_transfer_both_directions() {
+    for (send_flag, recv_flag) in [("--legacy-only", "--legacy"), ("--legacy", "--legacy-only")] {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("legacy.bin");
+        std::fs::write(&src, pattern(2 << 20, 5)).unwrap();
+        let out = dir.path().join("out");
+        let (mut s, code) = sender(&[send_flag, src.to_str().unwrap()]).await;
+        let mut r = receiver(&code, &out, &[recv_flag]);
+        let ev = r.event("connected", 30).await;
+        assert_eq!(ev["protocol"], "yakk/1", "{send_flag} {recv_flag}");
+        assert_eq!(r.exit_code(60).await, 0, "{}", r.stderr_text());
+        assert_eq!(s.exit_code(20).await, 0, "{}", s.stderr_text());
+        assert_eq!(sha(&out.join("legacy.bin")), sha(&src));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn existing_file_is_not_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("same-name.txt");
+    std::fs::write(&src, b"new content").unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("same-name.txt"), b"precious").unwrap();
+    let (_s, code) = sender(&[src.to_str().unwrap()]).await;
+    let mut r = receiver(&code, &out, &[]);
+    let err = r.event("error", 60).await;
+    assert!(
+        err["message"].as_str().unwrap().contains("--overwrite"),
+        "{err}"
+    );
+    assert_ne!(r.exit_code(10).await, 0);
+    assert_eq!(
+        std::fs::read(out.join("same-name.txt")).unwrap(),
+        b"precious"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_password_burns_the_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("secret.txt");
+    std::fs::write(&src, b"secret").unwrap();
+    let (mut s, code) = sender(&[src.to_str().unwrap()]).await;
+    let (room_pw, server) = code.split_once('@').unwrap();
+    let room = room_pw.split_once('-').unwrap().0;
+    let wrong = format!("{room}-guess-word@{server}");
+    let mut r = receiver(&wrong, dir.path(), &[]);
+    assert_eq!(r.exit_code(30).await, 3, "{}", r.stderr_text());
+    let err = s.event("error", 30).await;
+    assert!(err["message"].as_str().unwrap().contains("burned"), "{err}");
+    assert_eq!(s.exit_code(10).await, 3);
+}
