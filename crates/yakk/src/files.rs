@@ -25,6 +25,22 @@ fn transfer_failure(e: TransferError) -> Failure {
     Failure::new(code, e.to_string())
 }
 
+/// After the protocol's last word: shut down our side and wait (briefly) for the peer to close
+/// its side, so that the last messages are delivered before the peer connection is torn down.
+async fn linger(stream: &mut yakk_session::Stream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while let Ok(n) = stream.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 fn reporter(out: Out, data_on_stdout: bool) -> Box<dyn Reporter + Send + Sync> {
     if out.json && !data_on_stdout {
         Box::new(JsonReporter::stdout())
@@ -120,14 +136,17 @@ pub async fn send(args: FilesendArgs, out: Out) -> anyhow::Result<()> {
             s = conn.accept_stream() => s,
             why = conn.closed() => return Err(Failure::new(ExitCode::PeerGone, format!("the receiver went away: {why}")).into()),
         };
-        let Some((_, stream)) = stream else {
+        let Some((_, mut stream)) = stream else {
             return Err(Failure::new(ExitCode::PeerGone, "the receiver went away").into());
         };
         let rep = reporter(out, false);
         let result = match conn.version() {
-            Version::V1 => yakk_transfer::serve_http_v1(stream, &manifest, rep.as_ref()).await,
-            Version::V2 => yakk_transfer::send(stream, &manifest, rep.as_ref()).await,
+            Version::V1 => yakk_transfer::serve_http_v1(&mut stream, &manifest, rep.as_ref()).await,
+            Version::V2 => yakk_transfer::send(&mut stream, &manifest, rep.as_ref()).await,
         };
+        if result.is_ok() {
+            linger(&mut stream).await;
+        }
         let summary = result.map_err(transfer_failure)?;
         served += 1;
         out.say(&format!(
@@ -160,7 +179,7 @@ pub async fn receive(args: FilereceiveArgs, out: Out) -> anyhow::Result<()> {
     if !args.stdout {
         connected_event(out, &conn, "sender");
     }
-    let stream = conn.open_stream("DataConn1").await.map_err(Failure::from)?;
+    let mut stream = conn.open_stream("DataConn1").await.map_err(Failure::from)?;
     let destination = if args.stdout {
         Destination::Writer(Box::new(tokio::io::stdout()))
     } else {
@@ -184,9 +203,12 @@ pub async fn receive(args: FilereceiveArgs, out: Out) -> anyhow::Result<()> {
     };
     let rep = reporter(out, args.stdout);
     let result = match conn.version() {
-        Version::V1 => yakk_transfer::fetch_http_v1(stream, opts, rep.as_ref()).await,
-        Version::V2 => yakk_transfer::receive(stream, opts, rep.as_ref()).await,
+        Version::V1 => yakk_transfer::fetch_http_v1(&mut stream, opts, rep.as_ref()).await,
+        Version::V2 => yakk_transfer::receive(&mut stream, opts, rep.as_ref()).await,
     };
+    if result.is_ok() {
+        linger(&mut stream).await;
+    }
     let summary = result.map_err(transfer_failure)?;
     if !out.json {
         eprintln!(

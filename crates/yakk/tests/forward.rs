@@ -165,6 +165,51 @@ async fn wrong_password_fails_on_both_sides() {
         !joiner.stderr_text().contains("not-the-password"),
         "password leaked to stderr"
     );
+    // One guess per code: the owner burns it and, with no tunnel open, exits.
+    owner.event("burned", 10).await;
+    assert_eq!(owner.exit_code(10).await, 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn allow_retries_keeps_the_code_alive() {
+    let (port, _srv) = echo_server().await;
+    let p = port.to_string();
+    let mut owner = Yakk::start(&[
+        "server",
+        "-p",
+        &p,
+        "--json",
+        "--ice-ip",
+        "127.0.0.1",
+        "--allow-retries",
+        "1",
+    ]);
+    let code = owner.event("code", 20).await["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (room_pw, server) = code.split_once('@').unwrap();
+    let room = room_pw.split_once('-').unwrap().0;
+    let bad = format!("{room}-wrong-guess@{server}");
+    let mut j1 = Yakk::start(&["client", "-p", "0", "--json", "--ice-ip", "127.0.0.1", &bad]);
+    assert_eq!(j1.exit_code(30).await, 3);
+    owner.event("warning", 10).await;
+    // The one allowed retry: the right code still connects.
+    let mut j2 = Yakk::start(&[
+        "client",
+        "-p",
+        "0",
+        "--json",
+        "--ice-ip",
+        "127.0.0.1",
+        &code,
+    ]);
+    j2.event("connected", 30).await;
+    let addr = j2.event("listening", 10).await["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(round_trip(&addr, b"still here").await, b"still here");
 }
 
 #[tokio::test(flavor = "multi_thread")]
