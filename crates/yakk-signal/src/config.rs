@@ -102,6 +102,11 @@ pub struct SignalArgs {
     #[arg(long, value_name = "BYTES", default_value_t = 256 * 1024)]
     pub mailbox_queue_bytes: usize,
 
+    /// Also answer STUN Binding requests on this UDP address (e.g. 0.0.0.0:3478), so peers
+    /// learn their public address from this server alone; advertise it with --stun.
+    #[arg(long, value_name = "ADDR")]
+    pub stun_listen: Option<SocketAddr>,
+
     /// STUN server URL to advertise to peers, e.g. stun:stun.example.org:3478 (repeatable).
     #[arg(long = "stun", value_name = "URL")]
     pub stun: Vec<String>,
@@ -170,6 +175,7 @@ impl fmt::Debug for SignalArgs {
             .field("ping_interval", &self.ping_interval)
             .field("ping_timeout", &self.ping_timeout)
             .field("mailbox_queue_bytes", &self.mailbox_queue_bytes)
+            .field("stun_listen", &self.stun_listen)
             .field("stun", &self.stun)
             .field("turn", &self.turn)
             .field("turn_user", &self.turn_user)

@@ -10,7 +10,7 @@
 //!
 //! Layout: [`registry`] (pure room state, driven by a clock the caller passes),
 //! [`ratelimit`] (pure per-client token buckets), [`ice`] (ICE servers and TURN credentials),
-//! [`metrics`] (counters and `/metrics`), `server` (HTTP, TLS, upgrade, sweep, shutdown) and
+//! [`metrics`] (counters and `/metrics`), [`stun`] (an optional STUN Binding responder), `server` (HTTP, TLS, upgrade, sweep, shutdown) and
 //! `conn` (one WebSocket's task).
 //!
 //! Choices worth knowing:
@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod ratelimit;
 pub mod registry;
 mod server;
+pub mod stun;
 
 pub use config::{Config, ConfigError, SignalArgs, tls_config, tls_config_from_files};
 pub use conn::errors;
@@ -50,7 +51,19 @@ pub async fn run(args: SignalArgs) -> anyhow::Result<()> {
             source,
         })?;
     let server = spawn(config, listener).await?;
+    let stun = match args.stun_listen {
+        Some(addr) => {
+            let socket = tokio::net::UdpSocket::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for STUN on udp {addr}"))?;
+            Some(tokio::spawn(stun::serve(socket)))
+        }
+        None => None,
+    };
     wait_for_signal().await?;
+    if let Some(t) = stun {
+        t.abort();
+    }
     server.shutdown().await;
     Ok(())
 }

@@ -10,7 +10,6 @@
 
 mod lab;
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use lab::{ALL, ECHO_PORT, JOIN_PORT, Lab, Nat};
@@ -22,12 +21,9 @@ use tokio::net::{TcpListener, TcpStream};
 /// Bytes carried through the tunnel in each pairing (each way, through an echo).
 const BULK: usize = 64 << 20;
 
-/// Labs share names, ports and the CPU: one at a time.
-static ONE_LAB: Mutex<()> = Mutex::new(());
-
-fn lock() -> std::sync::MutexGuard<'static, ()> {
-    ONE_LAB.lock().unwrap_or_else(|p| p.into_inner())
-}
+/// Labs share names, ports and the CPU: one at a time (an async lock: it is held across awaits,
+/// and each test has its own runtime).
+static ONE_LAB: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// What one pairing gave.
 #[derive(Debug, Clone)]
@@ -121,7 +117,15 @@ async fn run_pairing(lab: &mut Lab, a: Nat, b: Nat) -> Result<Outcome, String> {
     let oev = owner.event("connected", Duration::from_secs(10)).await?;
     joiner.event("listening", Duration::from_secs(5)).await?;
     for (who, p) in [("joiner", &joiner), ("owner", &owner)] {
-        let log = p.stderr_text();
+        // stderr is read by its own task: give it a moment to catch up with stdout.
+        let mut log = p.stderr_text();
+        for _ in 0..40 {
+            if log.contains("connected over") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            log = p.stderr_text();
+        }
         if !log.contains("connected over") || !log.contains("path") {
             return Err(format!("{who}'s -v output does not say the path:\n{log}"));
         }
@@ -316,7 +320,7 @@ async fn direct_pairings_connect_without_the_relay() {
     if lab::skip("direct_pairings_connect_without_the_relay") {
         return;
     }
-    let _one = lock();
+    let _one = ONE_LAB.lock().await;
     let (rows, failures) = run_pairings(&pairings(Some(false)), Duration::from_secs(180)).await;
     eprintln!("{}", table(&rows));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -331,7 +335,7 @@ async fn relay_pairings_connect_through_turn() {
     if lab::skip("relay_pairings_connect_through_turn") {
         return;
     }
-    let _one = lock();
+    let _one = ONE_LAB.lock().await;
     let (rows, failures) = run_pairings(&pairings(Some(true)), Duration::from_secs(90)).await;
     eprintln!("{}", table(&rows));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -345,7 +349,7 @@ async fn report() {
     if lab::skip("report") {
         return;
     }
-    let _one = lock();
+    let _one = ONE_LAB.lock().await;
     let (rows, failures) = run_pairings(&pairings(None), Duration::from_secs(300)).await;
     eprintln!("{}", table(&rows));
     write_report(&rows);
@@ -359,7 +363,7 @@ async fn no_relay_and_no_direct_path_fails_clearly_in_time() {
     if lab::skip("no_relay_and_no_direct_path_fails_clearly_in_time") {
         return;
     }
-    let _one = lock();
+    let _one = ONE_LAB.lock().await;
     let r = tokio::time::timeout(Duration::from_secs(60), async {
         let mut lab = Lab::new().await?;
         lab.pairing(Nat::Symmetric, Nat::Symmetric)?;
