@@ -26,6 +26,7 @@ import time
 import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
 LOADGEN = os.path.join(HERE, "loadgen.py")
 NS_A, NS_B = "ykbA", "ykbB"
 IP_A, IP_B = "10.201.0.1", "10.201.0.2"
@@ -1023,11 +1024,11 @@ def targets(cfg, res):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smoke run: small sizes, seconds")
-    ap.add_argument("--yakk", default=os.environ.get("YAKK_BIN", "/work/target-release/release/yakk"))
-    ap.add_argument("--dumbpipe", default=shutil.which("dumbpipe") or "/work/dumbpipe-root/bin/dumbpipe")
+    ap.add_argument("--yakk", default=os.environ.get("YAKK_BIN", os.path.join(REPO, "target/release/yakk")))
+    ap.add_argument("--dumbpipe", default=shutil.which("dumbpipe") or os.path.join(HERE, "out/tools/bin/dumbpipe"))
     ap.add_argument("--out", default=os.path.join(HERE, "out"))
     ap.add_argument("--netem", default=os.environ.get(
-        "YKB_NETEM", "/work/target-netem/release/ykb-netem"),
+        "YKB_NETEM", os.path.join(HERE, "netem/target/release/ykb-netem")),
         help="the user-space link emulator (bench/netem), used when the kernel has no netem")
     ap.add_argument("--only", default="forward,files,wan", help="comma-separated parts to run")
     ap.add_argument("--tools", default="direct,yakk,yakk-driver,ssh,ssh-aes,socat,dumbpipe")
@@ -1058,7 +1059,7 @@ def main():
     tools = cfg.tools.split(",")
     if not os.access(cfg.yakk, os.X_OK):
         sys.exit(f"no yakk binary at {cfg.yakk}: build it with "
-                 "`CARGO_TARGET_DIR=/work/target-release cargo build --release -p yakk` or pass --yakk")
+                 "`cargo build --release -p yakk` or pass --yakk")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     os.makedirs(cfg.out, exist_ok=True)

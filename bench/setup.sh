@@ -9,11 +9,11 @@ apt-get update
 apt-get install -y --no-install-recommends \
   openssh-server openssh-client socat iproute2 iputils-ping python3 \
   magic-wormhole python3-magic-wormhole-mailbox-server magic-wormhole-transit-relay
-CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-release} cargo build --release --locked -p yakk
+cargo build --release --locked -p yakk
 # The user-space link emulator, for kernels without sch_netem (run.py uses tc netem if it works).
-CARGO_TARGET_DIR=/work/target-netem cargo build --release --manifest-path bench/netem/Cargo.toml
+cargo build --release --manifest-path bench/netem/Cargo.toml
 if [[ "${1:-}" != "--no-dumbpipe" ]]; then
-  CARGO_TARGET_DIR=/work/target-dumbpipe cargo install --locked dumbpipe --root /work/dumbpipe-root \
+  cargo install --locked dumbpipe --root bench/out/tools \
     || echo "dumbpipe did not build; the benchmark will skip it" >&2
 fi
 echo "ready: python3 bench/run.py --quick   (or without --quick for the full run)"
