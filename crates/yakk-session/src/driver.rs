@@ -30,25 +30,6 @@ fn transport_config(cfg: &SessionConfig, advertised: &[IceServer], v: Version) -
     }
 }
 
-// The transport keeps its own copy of the candidate shape so that it depends on nothing above it.
-fn to_transport(c: yakk_wire::IceCandidate) -> yakk_transport::IceCandidate {
-    yakk_transport::IceCandidate {
-        candidate: c.candidate,
-        sdp_mid: c.sdp_mid,
-        sdp_mline_index: c.sdp_mline_index,
-        username_fragment: c.username_fragment,
-    }
-}
-
-fn from_transport(c: yakk_transport::IceCandidate) -> yakk_wire::IceCandidate {
-    yakk_wire::IceCandidate {
-        candidate: c.candidate,
-        sdp_mid: c.sdp_mid,
-        sdp_mline_index: c.sdp_mline_index,
-        username_fragment: c.username_fragment,
-    }
-}
-
 /// Runs one handshake to a connected peer. `incoming` carries only this peer's envelopes. On
 /// failure, also says whether the peer got to test a password guess.
 async fn run(
@@ -124,7 +105,7 @@ async fn drive(
                     let (p, _) = peer
                         .as_ref()
                         .ok_or(SessionError::Internal("candidate before keys"))?;
-                    if let Err(e) = p.add_remote_candidate(to_transport(c)).await {
+                    if let Err(e) = p.add_remote_candidate(c).await {
                         tracing::debug!("ignoring a candidate the stack refused: {e}");
                     }
                 }
@@ -142,7 +123,7 @@ async fn drive(
                 pending.extend(hs.on_message(&env)?);
             }
             ev = peer_event => match ev {
-                Some(PeerEvent::LocalCandidate(c)) => pending.extend(hs.on_local_candidate(from_transport(c))),
+                Some(PeerEvent::LocalCandidate(c)) => pending.extend(hs.on_local_candidate(c)),
                 Some(PeerEvent::Connected(path)) => {
                     tracing::info!(
                         "connected over a {} path ({} -> {}), rtt {}",

@@ -76,8 +76,6 @@ mod stream;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 pub use peer::Peer;
 pub use stream::Stream;
 
@@ -132,19 +130,8 @@ pub const YAKK1_MAX_MESSAGE: usize = 4096;
 /// Message size between yakk/2 peers.
 pub const YAKK2_MAX_MESSAGE: usize = 65536;
 
-/// One ICE candidate, in the JSON shape of the browser's `RTCIceCandidateInit` (what the
-/// reference program sends through the signalling server).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IceCandidate {
-    /// The `candidate:...` attribute line.
-    pub candidate: String,
-    #[serde(rename = "sdpMid", default)]
-    pub sdp_mid: Option<String>,
-    #[serde(rename = "sdpMLineIndex", default)]
-    pub sdp_mline_index: Option<u16>,
-    #[serde(rename = "usernameFragment", default)]
-    pub username_fragment: Option<String>,
-}
+/// One ICE candidate: the wire shape shared with the signalling layer.
+pub use yakk_wire::IceCandidate;
 
 /// News from a [`Peer`], delivered on the receiver returned by [`Peer::new`]. Keep draining it:
 /// candidates must be forwarded to the other side.
