@@ -18,15 +18,14 @@ use tokio_util::sync::CancellationToken;
 use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
-    RTCIceCandidateInit, RTCIceCandidateType, RTCIceServer, RTCPeerConnectionIceEvent,
-    RTCPeerConnectionState, RTCSessionDescription, RTCStatsReportEntry, SettingEngineBuilder,
-    StatsSelector,
+    RTCIceCandidateInit, RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
+    RTCSessionDescription, SettingEngineBuilder, StatsSelector,
 };
 
-use crate::driver::same_id;
 use crate::netbuf::BufferedRuntime;
+use crate::stats::selected_path;
 use crate::stream::{Outbound, Stream, StreamEnds};
-use crate::{IceCandidate, PathInfo, PathKind, PeerEvent, TransportConfig, TransportError};
+use crate::{IceCandidate, PathInfo, PeerEvent, TransportConfig, TransportError};
 
 use crate::driver::COMMAND_LABEL;
 /// Bytes a channel may have queued in the stack before `send` waits (backpressure); like the
@@ -426,64 +425,7 @@ async fn run_events(
 
 /// The selected candidate pair, from the stats report.
 async fn path_info(pc: &dyn PeerConnection) -> PathInfo {
-    let report = pc.get_stats(Instant::now(), StatsSelector::None).await;
-    let mut pair_id = None;
-    for e in report.iter() {
-        if let RTCStatsReportEntry::Transport(t) = e
-            && !t.selected_candidate_pair_id.is_empty()
-        {
-            pair_id = Some(t.selected_candidate_pair_id.clone());
-        }
-    }
-    let pair = report.iter().find_map(|e| match e {
-        RTCStatsReportEntry::IceCandidatePair(p)
-            if pair_id.as_deref() == Some(p.stats.id.as_str())
-                || (pair_id.is_none() && p.nominated) =>
-        {
-            Some(p)
-        }
-        _ => None,
-    });
-    let mut info = PathInfo {
-        kind: PathKind::Host,
-        local: String::new(),
-        remote: String::new(),
-        rtt: None,
-    };
-    let Some(pair) = pair else { return info };
-    if pair.current_round_trip_time > 0.0 {
-        info.rtt = Some(Duration::from_secs_f64(pair.current_round_trip_time));
-    }
-    for e in report.iter() {
-        match e {
-            RTCStatsReportEntry::LocalCandidate(c)
-                if same_id(
-                    &c.stats.id,
-                    "RTCLocalIceCandidate_",
-                    &pair.local_candidate_id,
-                ) =>
-            {
-                info.local = format!("{}:{}", c.address.clone().unwrap_or_default(), c.port);
-                info.kind = match c.candidate_type {
-                    RTCIceCandidateType::Srflx => PathKind::Srflx,
-                    RTCIceCandidateType::Prflx => PathKind::Prflx,
-                    RTCIceCandidateType::Relay => PathKind::Relay,
-                    _ => PathKind::Host,
-                };
-            }
-            RTCStatsReportEntry::RemoteCandidate(c)
-                if same_id(
-                    &c.stats.id,
-                    "RTCRemoteIceCandidate_",
-                    &pair.remote_candidate_id,
-                ) =>
-            {
-                info.remote = format!("{}:{}", c.address.clone().unwrap_or_default(), c.port);
-            }
-            _ => {}
-        }
-    }
-    info
+    selected_path(&pc.get_stats(Instant::now(), StatsSelector::None).await)
 }
 
 const CLOSE_WAIT_STEP: Duration = Duration::from_millis(5);

@@ -35,20 +35,20 @@ use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::RTCSctpTransportState;
 use rtc::peer_connection::transport::{
-    CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit, RTCIceCandidateType,
+    CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
 };
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use rtc::statistics::StatsSelector;
-use rtc::statistics::report::RTCStatsReportEntry;
 use tokio::io::ReadBuf;
 use tokio::net::UdpSocket;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::stats::selected_path;
 use crate::stream::{Outbound, Stream, StreamEnds};
-use crate::{IceCandidate, PathInfo, PathKind, PeerEvent, TransportConfig, TransportError};
+use crate::{IceCandidate, PathInfo, PeerEvent, TransportConfig, TransportError};
 
 /// The label of the channel the offerer opens first (as the reference program does).
 pub(crate) const COMMAND_LABEL: &str = "command";
@@ -972,62 +972,7 @@ impl Driver {
 
     fn path_info(&mut self) -> PathInfo {
         let report = self.pc.get_stats(Instant::now(), StatsSelector::None);
-        let mut pair_id = None;
-        for e in report.iter() {
-            if let RTCStatsReportEntry::Transport(t) = e
-                && !t.selected_candidate_pair_id.is_empty()
-            {
-                pair_id = Some(t.selected_candidate_pair_id.clone());
-            }
-        }
-        let mut info = PathInfo {
-            kind: PathKind::Host,
-            local: String::new(),
-            remote: String::new(),
-            rtt: None,
-        };
-        let pair = report.iter().find_map(|e| match e {
-            RTCStatsReportEntry::IceCandidatePair(p)
-                if pair_id.as_deref() == Some(p.stats.id.as_str())
-                    || (pair_id.is_none() && p.nominated) =>
-            {
-                Some(p)
-            }
-            _ => None,
-        });
-        let Some(pair) = pair else { return info };
-        if pair.current_round_trip_time > 0.0 {
-            info.rtt = Some(Duration::from_secs_f64(pair.current_round_trip_time));
-        }
-        for e in report.iter() {
-            match e {
-                RTCStatsReportEntry::LocalCandidate(c)
-                    if same_id(
-                        &c.stats.id,
-                        "RTCLocalIceCandidate_",
-                        &pair.local_candidate_id,
-                    ) =>
-                {
-                    info.local = format!("{}:{}", c.address.clone().unwrap_or_default(), c.port);
-                    info.kind = match c.candidate_type {
-                        RTCIceCandidateType::Srflx => PathKind::Srflx,
-                        RTCIceCandidateType::Prflx => PathKind::Prflx,
-                        RTCIceCandidateType::Relay => PathKind::Relay,
-                        _ => PathKind::Host,
-                    };
-                }
-                RTCStatsReportEntry::RemoteCandidate(c)
-                    if same_id(
-                        &c.stats.id,
-                        "RTCRemoteIceCandidate_",
-                        &pair.remote_candidate_id,
-                    ) =>
-                {
-                    info.remote = format!("{}:{}", c.address.clone().unwrap_or_default(), c.port);
-                }
-                _ => {}
-            }
-        }
+        let mut info = selected_path(&report);
         if info.remote.is_empty()
             && let Some(from) = self.last_from
         {
@@ -1151,9 +1096,4 @@ async fn write_task(
             }
         }
     }
-}
-
-/// Candidate stats are keyed "RTC{Local,Remote}IceCandidate_<id>"; pairs name the bare id.
-pub(crate) fn same_id(stats_id: &str, prefix: &str, id: &str) -> bool {
-    stats_id == id || stats_id.strip_prefix(prefix) == Some(id)
 }

@@ -71,6 +71,7 @@ mod async_layer;
 mod driver;
 mod netbuf;
 mod peer;
+mod stats;
 mod stream;
 
 use std::net::IpAddr;

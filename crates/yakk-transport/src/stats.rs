@@ -1,0 +1,75 @@
+//! Reading the selected candidate pair (path kind, addresses, round-trip time) out of a stats
+//! report: shared by both backends, which get the same report type from `rtc`.
+
+use std::time::Duration;
+
+use rtc::peer_connection::transport::RTCIceCandidateType;
+use rtc::statistics::report::{RTCStatsReport, RTCStatsReportEntry};
+
+use crate::{PathInfo, PathKind};
+
+/// The selected candidate pair, or the nominated one when no transport names a selection.
+pub(crate) fn selected_path(report: &RTCStatsReport) -> PathInfo {
+    let mut pair_id = None;
+    for e in report.iter() {
+        if let RTCStatsReportEntry::Transport(t) = e
+            && !t.selected_candidate_pair_id.is_empty()
+        {
+            pair_id = Some(t.selected_candidate_pair_id.clone());
+        }
+    }
+    let pair = report.iter().find_map(|e| match e {
+        RTCStatsReportEntry::IceCandidatePair(p)
+            if pair_id.as_deref() == Some(p.stats.id.as_str())
+                || (pair_id.is_none() && p.nominated) =>
+        {
+            Some(p)
+        }
+        _ => None,
+    });
+    let mut info = PathInfo {
+        kind: PathKind::Host,
+        local: String::new(),
+        remote: String::new(),
+        rtt: None,
+    };
+    let Some(pair) = pair else { return info };
+    if pair.current_round_trip_time > 0.0 {
+        info.rtt = Some(Duration::from_secs_f64(pair.current_round_trip_time));
+    }
+    for e in report.iter() {
+        match e {
+            RTCStatsReportEntry::LocalCandidate(c)
+                if same_id(
+                    &c.stats.id,
+                    "RTCLocalIceCandidate_",
+                    &pair.local_candidate_id,
+                ) =>
+            {
+                info.local = format!("{}:{}", c.address.clone().unwrap_or_default(), c.port);
+                info.kind = match c.candidate_type {
+                    RTCIceCandidateType::Srflx => PathKind::Srflx,
+                    RTCIceCandidateType::Prflx => PathKind::Prflx,
+                    RTCIceCandidateType::Relay => PathKind::Relay,
+                    _ => PathKind::Host,
+                };
+            }
+            RTCStatsReportEntry::RemoteCandidate(c)
+                if same_id(
+                    &c.stats.id,
+                    "RTCRemoteIceCandidate_",
+                    &pair.remote_candidate_id,
+                ) =>
+            {
+                info.remote = format!("{}:{}", c.address.clone().unwrap_or_default(), c.port);
+            }
+            _ => {}
+        }
+    }
+    info
+}
+
+/// Candidate stats are keyed "RTC{Local,Remote}IceCandidate_<id>"; pairs name the bare id.
+pub(crate) fn same_id(stats_id: &str, prefix: &str, id: &str) -> bool {
+    stats_id == id || stats_id.strip_prefix(prefix) == Some(id)
+}
