@@ -120,6 +120,11 @@ impl DriverPeer {
             ))
             .with_sctp_max_receive_buffer_size(SCTP_RECEIVE_WINDOW)
             .with_include_loopback_candidate(true)
+            // A pair whose remote side was learnt from the peer's own check (its candidate
+            // had not arrived through signalling yet) is a direct path like any other: do
+            // not hold its nomination back (the default waits 1 s from the start, which
+            // made every other setup take 1.1 s instead of 0.1 s on loopback).
+            .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
             .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
             .with_ice_timeouts(
                 Some(ICE_DISCONNECTED),
