@@ -8,14 +8,19 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use futures::FutureExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use yakk_session::Connection;
 
-/// Bytes read and written at a time. Matches the largest message between yakk/2 peers; the
-/// transport splits further for yakk/1 peers.
+/// Bytes read and written at a time while data flows. Matches the largest message between
+/// yakk/2 peers; the transport splits further for yakk/1 peers.
 const CHUNK: usize = 64 * 1024;
+/// The buffer a direction waits with while idle. Only a read that fills it brings out a
+/// `CHUNK` buffer, for as long as more is ready at once: a thousand idle connections cost
+/// a thousand small buffers, not 128 KiB each.
+const IDLE_READ: usize = 2 * 1024;
 
 /// Counters of a forwarding session.
 #[derive(Debug, Default)]
@@ -32,7 +37,46 @@ where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
-    tokio::io::copy_bidirectional_with_sizes(a, b, CHUNK, CHUNK).await
+    let (mut a_read, mut a_write) = tokio::io::split(a);
+    let (mut b_read, mut b_write) = tokio::io::split(b);
+    tokio::try_join!(
+        one_way(&mut a_read, &mut b_write),
+        one_way(&mut b_read, &mut a_write)
+    )
+}
+
+/// Copies `r` to `w` until EOF, then shuts `w` down. Waits for data with a small buffer and
+/// takes a large one only while a burst lasts.
+async fn one_way<R, W>(r: &mut R, w: &mut W) -> std::io::Result<u64>
+where
+    R: AsyncRead + Unpin + ?Sized,
+    W: AsyncWrite + Unpin + ?Sized,
+{
+    let mut small = [0u8; IDLE_READ];
+    let mut total = 0u64;
+    loop {
+        let n = r.read(&mut small).await?;
+        if n == 0 {
+            w.shutdown().await?;
+            return Ok(total);
+        }
+        w.write_all(&small[..n]).await?;
+        total += n as u64;
+        if n == IDLE_READ {
+            let mut big = vec![0u8; CHUNK];
+            // Whatever is ready now, without waiting: a pending read consumes nothing.
+            while let Some(got) = r.read(&mut big).now_or_never() {
+                let n = got?;
+                if n == 0 {
+                    w.shutdown().await?;
+                    return Ok(total);
+                }
+                w.write_all(&big[..n]).await?;
+                total += n as u64;
+            }
+        }
+        w.flush().await?;
+    }
 }
 
 /// Owner side: every stream the peer opens is connected to `target` until the peer goes away.
@@ -126,5 +170,40 @@ pub async fn serve_joiner(
             }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::duplex;
+
+    /// Data both ways, bursts larger and smaller than the idle buffer, and EOF on each side
+    /// arriving as a shutdown on the other.
+    #[tokio::test]
+    async fn splice_carries_both_ways_and_half_closes() {
+        let (mut a_user, mut a) = duplex(8 * 1024);
+        let (mut b, mut b_user) = duplex(8 * 1024);
+        let copier = tokio::spawn(async move { splice(&mut a, &mut b).await });
+        let up: Vec<u8> = (0..300_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        let down: Vec<u8> = (0..5_000u32).map(|i| (i * 13) as u8).collect();
+        let up2 = up.clone();
+        let writer = tokio::spawn(async move {
+            a_user.write_all(&up2[..100]).await.unwrap();
+            a_user.write_all(&up2[100..]).await.unwrap();
+            a_user.shutdown().await.unwrap();
+            let mut back = Vec::new();
+            a_user.read_to_end(&mut back).await.unwrap();
+            back
+        });
+        let mut got = Vec::new();
+        b_user.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, up, "a to b");
+        // a's EOF reached b; b still answers, then closes.
+        b_user.write_all(&down).await.unwrap();
+        b_user.shutdown().await.unwrap();
+        assert_eq!(writer.await.unwrap(), down, "b to a");
+        let (ab, ba) = copier.await.unwrap().unwrap();
+        assert_eq!((ab, ba), (up.len() as u64, down.len() as u64));
     }
 }
