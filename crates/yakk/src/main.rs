@@ -18,11 +18,29 @@ use exit::ExitCode;
 use output::Out;
 
 fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
+    // The WebRTC stack logs routine events of connection setup as warnings (checks that
+    // arrive before the answer, a check round with no pairs yet): users see only its errors,
+    // and its warnings from -v on.
+    const STACK: &[&str] = &[
+        "webrtc",
+        "rtc",
+        "rtc_ice",
+        "rtc_dtls",
+        "rtc_sctp",
+        "rtc_datachannel",
+        "rtc_turn",
+        "rtc_stun",
+        "rtc_mdns",
+    ];
+    let (ours, stack) = match verbose {
+        0 => ("warn", "error"),
+        1 => ("info", "warn"),
+        _ => ("debug", "debug"),
     };
+    let mut default = ours.to_string();
+    for krate in STACK {
+        default.push_str(&format!(",{krate}={stack}"));
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
