@@ -120,7 +120,16 @@ async fn drive(
         tokio::select! {
             env = incoming.recv() => {
                 let env = env.ok_or_else(|| SessionError::SignalClosed("while negotiating".into()))?;
-                pending.extend(hs.on_message(&env)?);
+                match hs.on_message(&env) {
+                    Ok(actions) => pending.extend(actions),
+                    Err(e) => {
+                        // Tell the peer, or it would wait for its timeout and blame the network.
+                        if let Some(notice) = hs.abort_notice(&e) {
+                            let _ = outgoing.send(notice).await;
+                        }
+                        return Err(e.into());
+                    }
+                }
             }
             ev = peer_event => match ev {
                 Some(PeerEvent::LocalCandidate(c)) => pending.extend(hs.on_local_candidate(c)),

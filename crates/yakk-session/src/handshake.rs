@@ -20,6 +20,9 @@ pub mod msg2 {
     pub const PAKE2: &str = "YAKK2_PAKE2";
     pub const CONFIRM: &str = "YAKK2_CONFIRM";
     pub const SEALED: &str = "YAKK2_SEALED";
+    /// Plain notice that the sender gave up the handshake, with the reason's code: the side
+    /// that finds a tampered message is the only one that knows, and the other would wait.
+    pub const ABORT: &str = "YAKK2_ABORT";
 }
 
 /// The versions string a joiner announces.
@@ -85,6 +88,28 @@ pub enum HandshakeError {
     Unexpected(String),
     #[error("the peer sent a malformed {0} message")]
     Malformed(String),
+    /// The peer sent `YAKK2_ABORT`. Unauthenticated, like the signalling itself: whoever can
+    /// forge it could as well drop every message, so it only says why the wait ends.
+    #[error("the {who} ended the handshake: {why}")]
+    PeerAborted { who: &'static str, why: String },
+}
+
+/// Reason codes of `YAKK2_ABORT`, and what they tell the side that receives one.
+const ABORT_REASONS: &[(&str, &str)] = &[
+    (
+        "sealed",
+        "a sealed message from this side failed authentication there (the signalling server or someone in the room tampered with it)",
+    ),
+    ("pake", "it found our key-exchange message invalid"),
+    (
+        "protocol",
+        "it received a malformed or out-of-place message (the signalling server may have altered it)",
+    ),
+];
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Abort {
+    reason: String,
 }
 
 impl From<PakeFailure> for HandshakeError {
@@ -315,6 +340,21 @@ impl Handshake {
                     _ => Err(HandshakeError::Unexpected(t.into())),
                 }
             }
+            (_, msg2::ABORT) if self.version == Some(Version::V2) => {
+                let code = serde_json::from_str::<Abort>(&env.payload)
+                    .map(|a| a.reason)
+                    .unwrap_or_default();
+                let why = ABORT_REASONS
+                    .iter()
+                    .find(|(c, _)| *c == code)
+                    .map(|(_, text)| text.to_string())
+                    .unwrap_or_else(|| "no reason given".into());
+                let who = match self.p.role {
+                    Role::Owner => "joiner",
+                    Role::Joiner => "owner",
+                };
+                Err(HandshakeError::PeerAborted { who, why })
+            }
             // Harmless: the reference repeats CONNECTED and REQUESTOFFER; unknown names are
             // ignored so that later versions can add messages.
             (_, msg::CONNECTED | msg::REQUEST_OFFER) => Ok(vec![]),
@@ -324,6 +364,26 @@ impl Handshake {
             (_, t) if is_known(t) => Err(HandshakeError::Unexpected(t.into())),
             _ => Ok(vec![]),
         }
+    }
+
+    /// The notice to send the peer when this handshake fails with `e`, if it should hear of
+    /// it: only yakk/2 peers, and only for failures the peer cannot see itself (a wrong
+    /// password fails on both sides anyway).
+    pub fn abort_notice(&self, e: &HandshakeError) -> Option<Envelope> {
+        if self.version != Some(Version::V2) {
+            return None;
+        }
+        let reason = match e {
+            HandshakeError::Sealed(_) => "sealed",
+            HandshakeError::Pake(_) => "pake",
+            HandshakeError::Malformed(_) | HandshakeError::Unexpected(_) => "protocol",
+            _ => return None,
+        };
+        let payload = serde_json::to_string(&Abort {
+            reason: reason.into(),
+        })
+        .expect("serialises");
+        Some(self.plain(msg2::ABORT, payload))
     }
 
     fn is_pake_msg(&self, t: &str, round: u8) -> bool {
@@ -485,6 +545,7 @@ fn is_known(t: &str) -> bool {
         msg2::PAKE2,
         msg2::CONFIRM,
         msg2::SEALED,
+        msg2::ABORT,
     ]
     .contains(&t)
 }
@@ -766,6 +827,37 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_side_that_finds_tampering_tells_the_other() {
+        let (mut j, first) = Handshake::joiner(params(Role::Joiner, "pw"));
+        let mut o = Handshake::owner(params(Role::Owner, "pw"));
+        relay(&mut j, &mut o, first, vec![], &mut |_| {}).unwrap();
+        let mut offer = match j.on_local_description("v=0 genuine".into()).remove(0) {
+            Action::Send(e) => e,
+            other => panic!("expected the sealed offer, got {other:?}"),
+        };
+        offer.payload.insert(4, 'A');
+        let err = o.on_message(&offer).unwrap_err();
+        let notice = o.abort_notice(&err).expect("a sealed failure is announced");
+        assert_eq!(notice.msg_type, msg2::ABORT);
+        assert!(!notice.payload.contains("genuine"));
+        match j.on_message(&notice) {
+            Err(HandshakeError::PeerAborted { who: "owner", why }) => {
+                assert!(why.contains("tampered"), "{why}")
+            }
+            other => panic!("the joiner must stop with the owner's reason: {other:?}"),
+        }
+        // Not for failures the peer sees itself, nor toward a yakk/1 peer.
+        assert!(o.abort_notice(&HandshakeError::WrongPassword).is_none());
+        let mut jp = params(Role::Joiner, "pw");
+        jp.legacy_only = true;
+        let (j1, _) = Handshake::joiner(jp);
+        assert!(
+            j1.abort_notice(&HandshakeError::Sealed(SealError::Authentication))
+                .is_none()
+        );
     }
 
     #[test]
