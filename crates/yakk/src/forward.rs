@@ -64,9 +64,14 @@ pub async fn server(args: ServerArgs, out: Out) -> anyhow::Result<()> {
     let mut budget = peer::GuessBudget::new(args.owner.allow_retries);
     let mut tunnels = tokio::task::JoinSet::new();
     let mut joiners = 0u64;
-    // `None` once the code is burned: no new joiners, existing tunnels keep running.
+    // `None` once the room is closed (code burned, or the signalling server gone): no new
+    // joiners, existing tunnels keep running; `closed` says why, for the exit once they end.
     let mut owner = Some(owner);
+    let mut closed: Option<Failure> = None;
     loop {
+        if owner.is_none() && tunnels.is_empty() {
+            break;
+        }
         let ev = tokio::select! {
             ev = async { owner.as_mut().expect("guarded").next().await }, if owner.is_some() => ev,
             Some(_) = tunnels.join_next(), if !tunnels.is_empty() => continue,
@@ -75,16 +80,23 @@ pub async fn server(args: ServerArgs, out: Out) -> anyhow::Result<()> {
                 return Ok(());
             }
         };
-        if owner.is_none() && tunnels.is_empty() {
-            break;
-        }
         match ev {
             None => {
-                return Err(Failure::new(
+                let lost = Failure::new(
                     ExitCode::SignalUnreachable,
                     "lost the connection to the signalling server; the room is gone",
-                )
-                .into());
+                );
+                if tunnels.is_empty() {
+                    return Err(lost.into());
+                }
+                // Tunnels no longer need the server: they keep working until they end.
+                owner = None;
+                out.event(
+                    "warning",
+                    json!({"message": "lost the connection to the signalling server: no new joiners can come; connected ones keep working"}),
+                    Some("Lost the connection to the signalling server: no new joiners can come; connected ones keep working."),
+                );
+                closed = Some(lost);
             }
             Some(OwnerEvent::Failed {
                 peer,
@@ -104,14 +116,15 @@ pub async fn server(args: ServerArgs, out: Out) -> anyhow::Result<()> {
                 );
                 if budget.record(guess_spent) {
                     owner = None; // closes the room
+                    closed = Some(Failure::new(
+                        ExitCode::WrongPassword,
+                        "someone tried a wrong password, so the code was burned: run yakk server again for a new code",
+                    ));
                     out.event(
                         "burned",
                         json!({"message": "the code is burned after a failed password attempt"}),
                         Some("The code is burned: nobody else can join with it. Run yakk server again for a new code."),
                     );
-                    if tunnels.is_empty() {
-                        break;
-                    }
                 }
             }
             Some(OwnerEvent::Connected(conn)) => {
@@ -131,11 +144,9 @@ pub async fn server(args: ServerArgs, out: Out) -> anyhow::Result<()> {
             }
         }
     }
-    Err(Failure::new(
-        ExitCode::WrongPassword,
-        "someone tried a wrong password, so the code was burned: run yakk server again for a new code",
-    )
-    .into())
+    Err(closed
+        .unwrap_or_else(|| Failure::new(ExitCode::Error, "the room is closed"))
+        .into())
 }
 
 pub async fn client(args: ClientArgs, out: Out) -> anyhow::Result<()> {
