@@ -120,7 +120,15 @@ impl Party {
         let digest = Zeroizing::new(<[u8; 32]>::from(Sha256::digest(password)));
         let s = ec::scalar_reduce_be(digest.as_slice());
         let g = ProjectivePoint::GENERATOR;
-        let [g1, g2] = ec::to_affine_all(&[ec::mul(&g, &x1), ec::mul(&g, &x2)]);
+        let v1 = Zeroizing::new(ec::random_nonzero_scalar());
+        let v2 = Zeroizing::new(ec::random_nonzero_scalar());
+        // G1, G2 and both proofs' T, made affine with one field inversion.
+        let [g1, g2, t1, t2] = ec::to_affine_all(&[
+            ec::mul(&g, &x1),
+            ec::mul(&g, &x2),
+            ec::mul(&g, &v1),
+            ec::mul(&g, &v2),
+        ]);
         let (x1_gx, x1_gy) = wire::encode_point(&g1);
         let (x2_gx, x2_gy) = wire::encode_point(&g2);
         let round1 = Round1 {
@@ -128,8 +136,8 @@ impl Party {
             x1_gy,
             x2_gx,
             x2_gy,
-            x1_zkp: prove(&g, &x1, &g1),
-            x2_zkp: prove(&g, &x2, &g2),
+            x1_zkp: prove_with_nonce(&AffinePoint::GENERATOR, &t1, &v1, &x1, &g1),
+            x2_zkp: prove_with_nonce(&AffinePoint::GENERATOR, &t2, &v2, &x2, &g2),
         };
         Party {
             s,
@@ -172,12 +180,15 @@ impl Party {
             });
         }
         let xs = Zeroizing::new(self.x2 * self.s);
-        let a = (gen_a * *xs).to_affine();
+        let v = Zeroizing::new(ec::random_nonzero_scalar());
+        // A = xs·Gen and the proof's T = v·Gen share one base: one comb for both.
+        let [a, t] = ec::mul_pair(&gen_a, &xs, &v);
+        let [a, t, gen_a_affine] = ec::to_affine_all(&[a, t, gen_a]);
         let (ax, ay) = wire::encode_point(&a);
         let round2 = Round2 {
             ax,
             ay,
-            xs_zkp: prove(&gen_a, &xs, &a),
+            xs_zkp: prove_with_nonce(&gen_a_affine, &t, &v, &xs, &a),
         };
         self.state = State::AwaitRound2 { g3, g4 };
         Ok(round2)
@@ -306,6 +317,10 @@ fn parse_round1(msg: &Round1) -> Result<(AffinePoint, AffinePoint), PakeError> {
 }
 
 fn verify_round1_proofs(msg: &Round1, g3: &AffinePoint, g4: &AffinePoint) -> Result<(), PakeError> {
+    if round1_proofs_hold(msg, g3, g4) {
+        return Ok(());
+    }
+    // Something is wrong: the separate checks, in order, say what.
     let g = ProjectivePoint::GENERATOR;
     verify(
         &g,
@@ -319,6 +334,28 @@ fn verify_round1_proofs(msg: &Round1, g3: &AffinePoint, g4: &AffinePoint) -> Res
         &wire::parse_proof(&msg.x2_zkp, &wire::X2_ZKP)?,
         &wire::X2_ZKP,
     )
+}
+
+/// Fast path of [`verify_round1_proofs`]: both proofs parse, both challenges match, and
+/// both equations hold by one batched check. `false` decides nothing by itself.
+fn round1_proofs_hold(msg: &Round1, g3: &AffinePoint, g4: &AffinePoint) -> bool {
+    let claim = |y: &AffinePoint, proof: &Proof, names: &ProofNames| {
+        let proof = wire::parse_proof(proof, names).ok()?;
+        let c = challenge(&AffinePoint::GENERATOR, &proof.t, y);
+        (c == proof.c).then(|| ec::GeneratorClaim {
+            r: proof.r,
+            c: ec::scalar_reduce_be(&c),
+            y: *y,
+            t: proof.t,
+        })
+    };
+    match (
+        claim(g3, &msg.x1_zkp, &wire::X1_ZKP),
+        claim(g4, &msg.x2_zkp, &wire::X2_ZKP),
+    ) {
+        (Some(a), Some(b)) => ec::both_hold_public(&a, &b),
+        _ => false,
+    }
 }
 
 fn verify_round2_proof(
@@ -346,12 +383,17 @@ fn challenge(base: &AffinePoint, t: &AffinePoint, y: &AffinePoint) -> [u8; 32] {
     h.finalize().into()
 }
 
-fn prove(base: &ProjectivePoint, x: &Scalar, y: &AffinePoint) -> Proof {
-    let v = Zeroizing::new(ec::random_nonzero_scalar());
-    let [t, base_affine] = ec::to_affine_all(&[ec::mul(base, &v), *base]);
-    let c = challenge(&base_affine, &t, y);
+/// The proof of x for y = x·base, with nonce v and its commitment t = v·base.
+fn prove_with_nonce(
+    base: &AffinePoint,
+    t: &AffinePoint,
+    v: &Scalar,
+    x: &Scalar,
+    y: &AffinePoint,
+) -> Proof {
+    let c = challenge(base, t, y);
     let r = *v - ec::scalar_reduce_be(&c) * x;
-    let (tx, ty) = wire::encode_point(&t);
+    let (tx, ty) = wire::encode_point(t);
     Proof {
         tx,
         ty,
@@ -366,13 +408,13 @@ fn verify(
     proof: &ParsedProof,
     names: &ProofNames,
 ) -> Result<(), PakeError> {
-    let c = challenge(&ec::base_affine(base), &proof.t, y);
+    let base = ec::base_affine(base);
+    let c = challenge(&base, &proof.t, y);
     if c != proof.c {
         return Err(PakeError::InvalidProof { field: names.proof });
     }
     let c = ec::scalar_reduce_be(&c);
-    let check = ec::mul_add_public(base, &proof.r, &ProjectivePoint::from(*y), &c);
-    if check == ProjectivePoint::from(proof.t) {
+    if ec::proof_holds(&base, &proof.r, y, &c, &proof.t) {
         Ok(())
     } else {
         Err(PakeError::InvalidProof { field: names.proof })

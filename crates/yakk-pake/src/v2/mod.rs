@@ -154,18 +154,19 @@ fn secret_scalar(bytes: &[u8; 32], field: &'static str) -> Result<Zeroizing<Scal
         .ok_or(PakeError::InvalidSecret { field })
 }
 
-fn prove(
-    base: &ProjectivePoint,
+/// The proof of x for x_pub = x·base, given the nonce and its commitment v = nonce·base.
+fn prove_with_commitment(
+    base: &AffinePoint,
     x: &Scalar,
     x_pub: &AffinePoint,
     nonce: &Scalar,
+    v: &AffinePoint,
     signer: Role,
     room: &[u8],
 ) -> SchnorrProof {
-    let [v, base_affine] = ec::to_affine_all(&[ec::mul(base, nonce), *base]);
-    let c = schedule::challenge(&base_affine, &v, x_pub, signer, room);
+    let c = schedule::challenge(base, v, x_pub, signer, room);
     SchnorrProof {
-        v,
+        v: *v,
         r: *nonce - c * x,
     }
 }
@@ -178,9 +179,9 @@ fn verify(
     room: &[u8],
     field: &'static str,
 ) -> Result<(), PakeError> {
-    let c = schedule::challenge(&ec::base_affine(base), &proof.v, x_pub, signer, room);
-    let check = ec::mul_add_public(base, &proof.r, &ProjectivePoint::from(*x_pub), &c);
-    if check == ProjectivePoint::from(proof.v) {
+    let base = ec::base_affine(base);
+    let c = schedule::challenge(&base, &proof.v, x_pub, signer, room);
+    if ec::proof_holds(&base, &proof.r, x_pub, &c, &proof.v) {
         Ok(())
     } else {
         Err(PakeError::InvalidProof { field })
@@ -227,12 +228,19 @@ impl Party {
         let v3 = secret_scalar(&secrets.nonce_round2, "nonce_round2")?;
         let room = room.as_bytes().to_vec();
         let g = ProjectivePoint::GENERATOR;
-        let [g1, g2] = ec::to_affine_all(&[ec::mul(&g, &x1), ec::mul(&g, &x2)]);
+        // G1, G2 and both proofs' V, made affine with one field inversion.
+        let [g1, g2, c1, c2] = ec::to_affine_all(&[
+            ec::mul(&g, &x1),
+            ec::mul(&g, &x2),
+            ec::mul(&g, &v1),
+            ec::mul(&g, &v2),
+        ]);
+        let g = AffinePoint::GENERATOR;
         let round1 = Round1 {
             g1,
-            zkp1: prove(&g, &x1, &g1, &v1, role, &room),
+            zkp1: prove_with_commitment(&g, &x1, &g1, &v1, &c1, role, &room),
             g2,
-            zkp2: prove(&g, &x2, &g2, &v2, role, &room),
+            zkp2: prove_with_commitment(&g, &x2, &g2, &v2, &c2, role, &room),
         };
         Ok(Party {
             role,
@@ -270,34 +278,54 @@ impl Party {
         if ours.contains(&peer.g1) || ours.contains(&peer.g2) {
             return Err(PakeError::Reflected);
         }
-        let g = ProjectivePoint::GENERATOR;
         let them = self.role.peer();
-        verify(
-            &g,
-            &peer.g1,
-            &peer.zkp1,
-            them,
-            &self.room,
-            "round 1 proof for G1",
-        )?;
-        verify(
-            &g,
-            &peer.g2,
-            &peer.zkp2,
-            them,
-            &self.room,
-            "round 1 proof for G2",
-        )?;
+        let claim = |x_pub: &AffinePoint, proof: &SchnorrProof| ec::GeneratorClaim {
+            r: proof.r,
+            c: schedule::challenge(&AffinePoint::GENERATOR, &proof.v, x_pub, them, &self.room),
+            y: *x_pub,
+            t: proof.v,
+        };
+        let batch = (claim(&peer.g1, &peer.zkp1), claim(&peer.g2, &peer.zkp2));
+        if !ec::both_hold_public(&batch.0, &batch.1) {
+            // At least one proof is false: the separate checks, in order, say which.
+            let g = ProjectivePoint::GENERATOR;
+            verify(
+                &g,
+                &peer.g1,
+                &peer.zkp1,
+                them,
+                &self.room,
+                "round 1 proof for G1",
+            )?;
+            verify(
+                &g,
+                &peer.g2,
+                &peer.zkp2,
+                them,
+                &self.room,
+                "round 1 proof for G2",
+            )?;
+        }
 
         let base = non_identity(
             ProjectivePoint::from(self.round1.g1) + peer.g1 + peer.g2,
             "round 2 generator G1+G3+G4",
         )?;
         let xs = Zeroizing::new(self.x2 * self.s);
-        let a = ec::mul(&base, &xs).to_affine();
+        // A = xs·base and the proof's V = nonce·base share one base: one comb for both.
+        let [a, v] = ec::mul_pair(&base, &xs, &self.nonce_round2);
+        let [a, v, base] = ec::to_affine_all(&[a, v, base]);
         let ours2 = Round2 {
             a,
-            zkp: prove(&base, &xs, &a, &self.nonce_round2, self.role, &self.room),
+            zkp: prove_with_commitment(
+                &base,
+                &xs,
+                &a,
+                &self.nonce_round2,
+                &v,
+                self.role,
+                &self.room,
+            ),
         };
         self.state = State::AwaitRound2 {
             peer1: Box::new(peer.clone()),
