@@ -408,10 +408,12 @@ class Dumbpipe(Tunnel):
         ticket = None
         end = time.monotonic() + 30
         while ticket is None and time.monotonic() < end:
-            # The ticket is printed on stderr (with instructions); find the token.
-            for tok in lst.tail(20000).split():
-                if len(tok) > 40 and tok.isalnum():
-                    ticket = tok
+            # The ticket is printed on stderr in the instruction "dumbpipe connect-tcp
+            # TICKET" (after other long tokens such as the secret key): take the one there.
+            toks = lst.tail(20000).split()
+            for i, tok in enumerate(toks[:-1]):
+                if tok == "connect-tcp" and len(toks[i + 1]) > 40 and toks[i + 1].isalnum():
+                    ticket = toks[i + 1]
             if lst.poll():
                 raise RuntimeError(f"dumbpipe listen exited: {lst.tail()}")
             time.sleep(0.05)

@@ -71,6 +71,10 @@ struct Inner {
     clock: Arc<SetupClock>,
     /// The connection's send budget (`PEER_SEND_BUDGET`), shared by its channels.
     budget: Arc<Semaphore>,
+    /// Becomes true once the SCTP association is up: the "command" channel opened (offerer)
+    /// or the peer opened a channel. A channel created before that can lose its DCEP OPEN
+    /// ("sending payload data in non-Established state"), and its open never completes.
+    sctp_up: tokio::sync::watch::Sender<bool>,
 }
 
 impl Drop for Inner {
@@ -197,6 +201,7 @@ impl AsyncPeer {
             command: Mutex::new(None),
             clock,
             budget: Arc::new(Semaphore::new(PEER_SEND_BUDGET)),
+            sctp_up: tokio::sync::watch::Sender::new(false),
         });
         tokio::spawn(run_events(
             Arc::downgrade(&inner),
@@ -219,7 +224,11 @@ impl AsyncPeer {
                 label: COMMAND_LABEL.into(),
                 reason: e.to_string(),
             })?;
-        spawn_drain(dc.clone(), self.inner.dead.clone());
+        spawn_drain(
+            dc.clone(),
+            self.inner.dead.clone(),
+            self.inner.sctp_up.clone(),
+        );
         *self.inner.command.lock().unwrap_or_else(|p| p.into_inner()) = Some(dc);
         let offer = pc.create_offer(None).await.map_err(setup_err)?;
         let sdp = offer.sdp.clone();
@@ -301,6 +310,15 @@ impl AsyncPeer {
         if self.inner.dead.is_cancelled() {
             return Err(TransportError::Closed("the connection has ended".into()));
         }
+        let mut up = self.inner.sctp_up.subscribe();
+        tokio::select! {
+            r = up.wait_for(|up| *up) => if r.is_err() {
+                return Err(TransportError::Closed("the connection has ended".into()));
+            },
+            _ = self.inner.dead.cancelled() => {
+                return Err(TransportError::Closed("the connection ended while opening a channel".into()));
+            }
+        }
         let dc = self
             .inner
             .pc
@@ -364,12 +382,23 @@ fn reliable() -> RTCDataChannelInit {
     }
 }
 
-/// Drain a channel nobody reads (the "command" channel) so the stack never blocks on it.
-fn spawn_drain(dc: Arc<dyn DataChannel>, dead: CancellationToken) {
+/// Drain a channel nobody reads (the "command" channel) so the stack never blocks on it;
+/// its opening says the association is up.
+fn spawn_drain(
+    dc: Arc<dyn DataChannel>,
+    dead: CancellationToken,
+    sctp_up: tokio::sync::watch::Sender<bool>,
+) {
     tokio::spawn(async move {
         loop {
             tokio::select! {
-                ev = dc.poll() => if ev.is_none() { break },
+                ev = dc.poll() => match ev {
+                    None => break,
+                    Some(DataChannelEvent::OnOpen) => {
+                        sctp_up.send_replace(true);
+                    }
+                    Some(_) => {}
+                },
                 _ = dead.cancelled() => break,
             }
         }
@@ -427,11 +456,13 @@ async fn run_events(
             },
             Internal::Channel(dc) => {
                 let Some(strong) = inner.upgrade() else { break };
+                // The peer opened a channel: the association is up.
+                strong.sctp_up.send_replace(true);
                 let accept = accept.clone();
                 tokio::spawn(async move {
                     let label = dc.label().await.unwrap_or_default();
                     if label == COMMAND_LABEL {
-                        spawn_drain(dc.clone(), strong.dead.clone());
+                        spawn_drain(dc.clone(), strong.dead.clone(), strong.sctp_up.clone());
                         *strong.command.lock().unwrap_or_else(|p| p.into_inner()) = Some(dc);
                         return;
                     }
