@@ -1044,6 +1044,8 @@ def main():
                     help="environment for the yakk processes (repeatable)")
     ap.add_argument("--wan-yakk", default="default,driver",
                     help="yakk variants on the WAN: default (its default backend) and/or driver")
+    ap.add_argument("--check", action="store_true",
+                    help="exit 1 unless every yakk cell that ran produced its figures (CI smoke)")
     ap.add_argument("--publish", action="store_true",
                     help="also copy the report to bench/REPORT.md and its charts to bench/img/")
     cfg = ap.parse_args()
@@ -1142,6 +1144,31 @@ def main():
         with open(os.path.join(HERE, "REPORT.md"), "w") as f:
             f.write(text)
     print(text)
+    if cfg.check:
+        bad = check_yakk_cells(res)
+        if bad:
+            sys.exit("bench --check: " + "; ".join(bad))
+
+
+def check_yakk_cells(res):
+    """What went wrong in the yakk cells: a cell without its figures, or a failed transfer."""
+    bad = []
+    for r in res.get("forward", []):
+        if not r["tool"].startswith("yakk"):
+            continue
+        if r.get("error"):
+            bad.append(f"{r['tool']}: {r['error']}")
+            continue
+        for key in ("setup_ms", "rtt_p50_ms", "one_mbps", "sixteen_mbps"):
+            if r.get(key) is None:
+                bad.append(f"{r['tool']}: no {key}: {r.get('one_error') or r.get('sixteen_error') or ''}")
+        many = r.get("many")
+        if many and many.get("ok") != many.get("conns"):
+            bad.append(f"{r['tool']}: {many.get('ok')}/{many.get('conns')} concurrent connections")
+    for r in res.get("files", []):
+        if r["tool"].startswith("yakk") and not r.get("ok"):
+            bad.append(f"{r['tool']}: {r.get('error')}")
+    return bad
 
 
 if __name__ == "__main__":
