@@ -482,6 +482,11 @@ impl Lab {
             "--simple-log".into(),
             "--no-stdout-log".into(),
         ];
+        let mut turn_args = turn_args;
+        if debug_logs() {
+            // Every Allocate, CreatePermission and ChannelBind, and per-session peer usage.
+            turn_args.push("--verbose".into());
+        }
         let turn_args: Vec<&str> = turn_args.iter().map(String::as_str).collect();
         let turn = spawn_in(&p, "coturn", &turn_args, &[])?;
         self.servers.push(turn);
@@ -730,8 +735,19 @@ impl Drop for Lab {
         self.servers.clear();
         self.clear_sides();
         destroy_ns(&self.public);
+        if debug_logs() {
+            let kept = std::env::temp_dir().join(format!("{}-turn.log", self.id));
+            if std::fs::copy(self.tmp.join("turn.log"), &kept).is_ok() {
+                eprintln!("lab: coturn's log kept at {}", kept.display());
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.tmp);
     }
+}
+
+/// `YKL_DEBUG` set: coturn logs verbosely and its log outlives the lab.
+fn debug_logs() -> bool {
+    std::env::var_os("YKL_DEBUG").is_some()
 }
 
 /// Starts `argv` inside namespace `ns`: stdout lines are collected (for events), stderr kept.
