@@ -329,8 +329,6 @@ async fn direct_pairings_connect_without_the_relay() {
 /// Both symmetric, or symmetric against port-restricted: only the TURN relay (coturn, with
 /// time-limited credentials from `yakk signal --turn-secret`) connects them.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "the relay path does not come up yet: the transport's webrtc 0.21 TURN client gets \
-            ChannelBind 400 from coturn and its checks over the relay never succeed (lab/README.md)"]
 async fn relay_pairings_connect_through_turn() {
     if lab::skip("relay_pairings_connect_through_turn") {
         return;

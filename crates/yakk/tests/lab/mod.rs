@@ -453,6 +453,16 @@ impl Lab {
             "lo",
         ])?;
         sysctl(&p, "net.ipv4.ip_forward", "1")?;
+        // Like the Internet, the public side has a way out for any address, where packets to
+        // private addresses silently vanish. Without one, sending to a peer's private (host)
+        // candidate fails at once with "network unreachable", and coturn tears down the whole
+        // allocation on that error: every relayed pairing then failed.
+        // (A veth whose other end stays down: it takes everything and drops it, no error.)
+        ip(&[
+            "-n", &p, "link", "add", "void", "type", "veth", "peer", "name", "void-end",
+        ])?;
+        ip(&["-n", &p, "link", "set", "void", "up"])?;
+        ip(&["-n", &p, "route", "add", "default", "dev", "void"])?;
         Ok(())
     }
 
