@@ -34,6 +34,8 @@ pub(crate) fn selected_path(report: &RTCStatsReport) -> PathInfo {
         rtt: None,
     };
     let Some(pair) = pair else { return info };
+    let mut local_kind = PathKind::Host;
+    let mut remote_kind = PathKind::Host;
     if pair.current_round_trip_time > 0.0 {
         info.rtt = Some(Duration::from_secs_f64(pair.current_round_trip_time));
     }
@@ -47,12 +49,7 @@ pub(crate) fn selected_path(report: &RTCStatsReport) -> PathInfo {
                 ) =>
             {
                 info.local = format!("{}:{}", c.address.clone().unwrap_or_default(), c.port);
-                info.kind = match c.candidate_type {
-                    RTCIceCandidateType::Srflx => PathKind::Srflx,
-                    RTCIceCandidateType::Prflx => PathKind::Prflx,
-                    RTCIceCandidateType::Relay => PathKind::Relay,
-                    _ => PathKind::Host,
-                };
+                local_kind = kind_of(c.candidate_type);
             }
             RTCStatsReportEntry::RemoteCandidate(c)
                 if same_id(
@@ -62,14 +59,58 @@ pub(crate) fn selected_path(report: &RTCStatsReport) -> PathInfo {
                 ) =>
             {
                 info.remote = format!("{}:{}", c.address.clone().unwrap_or_default(), c.port);
+                remote_kind = kind_of(c.candidate_type);
             }
             _ => {}
         }
     }
+    info.kind = path_kind(local_kind, remote_kind);
     info
+}
+
+fn kind_of(t: RTCIceCandidateType) -> PathKind {
+    match t {
+        RTCIceCandidateType::Srflx => PathKind::Srflx,
+        RTCIceCandidateType::Prflx => PathKind::Prflx,
+        RTCIceCandidateType::Relay => PathKind::Relay,
+        _ => PathKind::Host,
+    }
+}
+
+/// The path of a pair is its least direct end: relayed if either side's candidate is a
+/// relay (one side reaching the other's TURN allocation directly is still a relayed path),
+/// then through a NAT mapping (server- or peer-reflexive), else host to host.
+pub(crate) fn path_kind(local: PathKind, remote: PathKind) -> PathKind {
+    let rank = |k: PathKind| match k {
+        PathKind::Host => 0,
+        PathKind::Prflx => 1,
+        PathKind::Srflx => 2,
+        PathKind::Relay => 3,
+    };
+    if rank(remote) > rank(local) {
+        remote
+    } else {
+        local
+    }
 }
 
 /// Candidate stats are keyed "RTC{Local,Remote}IceCandidate_<id>"; pairs name the bare id.
 pub(crate) fn same_id(stats_id: &str, prefix: &str, id: &str) -> bool {
     stats_id == id || stats_id.strip_prefix(prefix) == Some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pair_is_as_indirect_as_its_least_direct_end() {
+        use PathKind::*;
+        assert_eq!(path_kind(Host, Host), Host);
+        assert_eq!(path_kind(Host, Relay), Relay);
+        assert_eq!(path_kind(Relay, Host), Relay);
+        assert_eq!(path_kind(Srflx, Prflx), Srflx);
+        assert_eq!(path_kind(Host, Prflx), Prflx);
+        assert_eq!(path_kind(Relay, Srflx), Relay);
+    }
 }

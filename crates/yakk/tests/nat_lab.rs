@@ -38,8 +38,10 @@ struct Outcome {
 }
 
 impl Outcome {
-    fn relayed(&self) -> bool {
-        self.owner_path == "relay" || self.joiner_path == "relay"
+    /// Both sides must agree: a pair is relayed if either end is a relay candidate.
+    fn relayed(&self) -> Option<bool> {
+        let (o, j) = (self.owner_path == "relay", self.joiner_path == "relay");
+        (o == j).then_some(o)
     }
 }
 
@@ -269,7 +271,7 @@ async fn run_pairings(pairings: &[(Nat, Nat)], budget: Duration) -> (Vec<Row>, V
                     if o.rtt_ms.is_none() {
                         failures.push(format!("{} ↔ {}: no RTT reported", a.name(), b.name()));
                     }
-                    if o.relayed() != Nat::needs_relay(a, b) {
+                    if o.relayed() != Some(Nat::needs_relay(a, b)) {
                         failures.push(format!(
                             "{} ↔ {}: path {} / {}, expected {}",
                             a.name(),
