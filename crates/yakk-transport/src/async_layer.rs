@@ -24,7 +24,7 @@ use webrtc::peer_connection::{
 
 use crate::netbuf::{BufferedRuntime, SetupClock};
 use crate::stats::selected_path;
-use crate::stream::{Outbound, Stream, StreamEnds};
+use crate::stream::{Outbound, Stream, StreamEnds, coalesce};
 use crate::{IceCandidate, PathInfo, PeerEvent, TransportConfig, TransportError};
 
 use crate::driver::COMMAND_LABEL;
@@ -654,18 +654,7 @@ async fn write_pump(
                 break;
             }
             Some(Outbound::Data(mut msg)) => {
-                while msg.len() < max {
-                    match from_app.try_recv() {
-                        Ok(Outbound::Data(next)) if msg.len() + next.len() <= max => {
-                            msg.extend_from_slice(&next);
-                        }
-                        Ok(other) => {
-                            carry = Some(other);
-                            break;
-                        }
-                        Err(_) => break,
-                    }
-                }
+                carry = coalesce(&mut msg, &mut from_app, max);
                 if !held.take(&st, msg.len()).await {
                     break;
                 }

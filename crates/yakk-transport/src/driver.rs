@@ -47,7 +47,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::stats::selected_path;
-use crate::stream::{Outbound, Stream, StreamEnds};
+use crate::stream::{Outbound, Stream, StreamEnds, coalesce};
 use crate::{IceCandidate, PathInfo, PeerEvent, TransportConfig, TransportError};
 
 /// The label of the channel the offerer opens first (as the reference program does).
@@ -1070,18 +1070,7 @@ async fn write_task(
                 return;
             }
             Some(Outbound::Data(mut msg)) => {
-                while msg.len() < max {
-                    match from_app.try_recv() {
-                        Ok(Outbound::Data(next)) if msg.len() + next.len() <= max => {
-                            msg.extend_from_slice(&next);
-                        }
-                        Ok(other) => {
-                            carry = Some(other);
-                            break;
-                        }
-                        Err(_) => break,
-                    }
-                }
+                carry = coalesce(&mut msg, &mut from_app, max);
                 let n = msg.len().min(SEND_CREDIT) as u32;
                 tokio::select! {
                     p = credit.acquire_many(n) => match p {

@@ -23,6 +23,26 @@ pub(crate) enum Outbound {
     Finish,
 }
 
+/// Appends data writes already queued behind `msg`, while the result stays within `max`
+/// bytes (fewer, larger messages). Returns the first queued item it did not take, which the
+/// caller handles next.
+pub(crate) fn coalesce(
+    msg: &mut BytesMut,
+    from_app: &mut mpsc::Receiver<Outbound>,
+    max: usize,
+) -> Option<Outbound> {
+    while msg.len() < max {
+        match from_app.try_recv() {
+            Ok(Outbound::Data(next)) if msg.len() + next.len() <= max => {
+                msg.extend_from_slice(&next);
+            }
+            Ok(other) => return Some(other),
+            Err(_) => break,
+        }
+    }
+    None
+}
+
 /// The pump's side of a stream.
 pub(crate) struct StreamEnds {
     /// Received data toward the application; dropping it gives the application EOF.
