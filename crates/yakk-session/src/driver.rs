@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, watch};
 use yakk_transport::{Peer, PeerEvent, TransportConfig};
 use yakk_wire::{Envelope, IceServer};
 
-use crate::handshake::{Action, Handshake, HandshakeError, Params, Role, Version};
+use crate::handshake::{Action, FEATURE_WINDOW, Handshake, HandshakeError, Params, Role, Version};
 use crate::rendezvous::{self, Membership};
 use crate::{Connection, SessionConfig, SessionError};
 
@@ -82,6 +82,9 @@ async fn drive(
                     tracing::info!(version = %v, "key confirmed");
                     deadline = tokio::time::Instant::now() + cfg.connect_timeout;
                     let (p, ev) = Peer::new(transport_config(&cfg, &advertised, v)).await?;
+                    if p.supports_flow_control() {
+                        hs.announce(FEATURE_WINDOW);
+                    }
                     if role == Role::Joiner {
                         let offer = p.create_offer().await?;
                         pending.extend(hs.on_local_description(offer));
@@ -92,6 +95,9 @@ async fn drive(
                     let (p, _) = peer
                         .as_ref()
                         .ok_or(SessionError::Internal("offer before keys"))?;
+                    let flow = hs.agreed(FEATURE_WINDOW);
+                    tracing::debug!(flow, "per-stream flow control");
+                    p.set_flow_control(flow);
                     let answer = p.accept_offer(&sdp).await?;
                     pending.extend(hs.on_local_description(answer));
                 }
@@ -99,6 +105,9 @@ async fn drive(
                     let (p, _) = peer
                         .as_ref()
                         .ok_or(SessionError::Internal("answer before keys"))?;
+                    let flow = hs.agreed(FEATURE_WINDOW);
+                    tracing::debug!(flow, "per-stream flow control");
+                    p.set_flow_control(flow);
                     p.accept_answer(&sdp).await?;
                 }
                 Action::AddCandidate(c) => {

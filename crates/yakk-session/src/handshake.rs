@@ -143,10 +143,24 @@ struct RequestOffer {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 enum Sealed2 {
-    Offer { sdp: String },
-    Answer { sdp: String },
-    Candidate { candidate: IceCandidate },
+    Offer {
+        sdp: String,
+        /// Optional data-plane features the sender speaks (docs/yakk2.md); absent = none.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        features: Vec<String>,
+    },
+    Answer {
+        sdp: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        features: Vec<String>,
+    },
+    Candidate {
+        candidate: IceCandidate,
+    },
 }
+
+/// Feature: per-stream flow control with window grants (docs/yakk2.md).
+pub const FEATURE_WINDOW: &str = "window";
 
 /// The plaintext of a yakk/1 offer or answer.
 #[derive(Debug, Serialize, Deserialize)]
@@ -181,6 +195,10 @@ pub struct Handshake {
     /// Whether our own description went out (candidates wait for it).
     description_sent: bool,
     queued_candidates: Vec<IceCandidate>,
+    /// Features we announce with our description (yakk/2).
+    features: Vec<String>,
+    /// Features the peer announced with its description.
+    peer_features: Vec<String>,
 }
 
 impl Handshake {
@@ -230,7 +248,23 @@ impl Handshake {
             crypto: None,
             description_sent: false,
             queued_candidates: Vec::new(),
+            features: Vec::new(),
+            peer_features: Vec::new(),
         }
+    }
+
+    /// Announce a data-plane feature with our description (yakk/2 only; call before it).
+    pub fn announce(&mut self, feature: &str) {
+        if !self.features.iter().any(|f| f == feature) {
+            self.features.push(feature.to_string());
+        }
+    }
+
+    /// Whether both sides announced `feature`: known once the peer's description arrived.
+    pub fn agreed(&self, feature: &str) -> bool {
+        self.version == Some(Version::V2)
+            && self.features.iter().any(|f| f == feature)
+            && self.peer_features.iter().any(|f| f == feature)
     }
 
     pub fn version(&self) -> Option<Version> {
@@ -310,8 +344,14 @@ impl Handshake {
                 let m: Sealed2 = serde_json::from_slice(&plain)
                     .map_err(|_| HandshakeError::Malformed("sealed".into()))?;
                 Ok(match (self.p.role, m) {
-                    (Role::Owner, Sealed2::Offer { sdp }) => vec![Action::AcceptOffer(sdp)],
-                    (Role::Joiner, Sealed2::Answer { sdp }) => vec![Action::AcceptAnswer(sdp)],
+                    (Role::Owner, Sealed2::Offer { sdp, features }) => {
+                        self.peer_features = features;
+                        vec![Action::AcceptOffer(sdp)]
+                    }
+                    (Role::Joiner, Sealed2::Answer { sdp, features }) => {
+                        self.peer_features = features;
+                        vec![Action::AcceptAnswer(sdp)]
+                    }
                     (_, Sealed2::Candidate { candidate }) => vec![Action::AddCandidate(candidate)],
                     _ => return Err(HandshakeError::Unexpected("sealed description".into())),
                 })
@@ -492,11 +532,14 @@ impl Handshake {
         );
         let offer = self.p.role == Role::Joiner;
         let env = match self.version {
-            Some(Version::V2) => self.seal_v2(&if offer {
-                Sealed2::Offer { sdp }
-            } else {
-                Sealed2::Answer { sdp }
-            }),
+            Some(Version::V2) => {
+                let features = self.features.clone();
+                self.seal_v2(&if offer {
+                    Sealed2::Offer { sdp, features }
+                } else {
+                    Sealed2::Answer { sdp, features }
+                })
+            }
             _ => {
                 let kind = if offer { "offer" } else { "answer" };
                 let plain = serde_json::to_vec(&Description1 {
@@ -661,6 +704,49 @@ mod tests {
             params(Role::Owner, "pw-one"),
         )
         .unwrap();
+    }
+
+    /// Runs a yakk/2 exchange up to both descriptions, each side announcing `features`.
+    fn negotiate(joiner_features: &[&str], owner_features: &[&str]) -> (Handshake, Handshake) {
+        let (mut j, first) = Handshake::joiner(params(Role::Joiner, "pw"));
+        let mut o = Handshake::owner(params(Role::Owner, "pw"));
+        relay(&mut j, &mut o, first, vec![], &mut |_| {}).unwrap();
+        for f in joiner_features {
+            j.announce(f);
+        }
+        for f in owner_features {
+            o.announce(f);
+        }
+        let offer = j.on_local_description("v=0 offer".into());
+        relay(&mut j, &mut o, offer, vec![], &mut |_| {}).unwrap();
+        let answer = o.on_local_description("v=0 answer".into());
+        relay(&mut j, &mut o, vec![], answer, &mut |_| {}).unwrap();
+        (j, o)
+    }
+
+    #[test]
+    fn features_are_used_only_when_both_sides_announce_them() {
+        let (j, o) = negotiate(&[FEATURE_WINDOW], &[FEATURE_WINDOW]);
+        assert!(j.agreed(FEATURE_WINDOW) && o.agreed(FEATURE_WINDOW));
+        // A peer from before the feature announces nothing: neither side uses it.
+        let (j, o) = negotiate(&[FEATURE_WINDOW], &[]);
+        assert!(!j.agreed(FEATURE_WINDOW) && !o.agreed(FEATURE_WINDOW));
+        let (j, o) = negotiate(&[], &[FEATURE_WINDOW]);
+        assert!(!j.agreed(FEATURE_WINDOW) && !o.agreed(FEATURE_WINDOW));
+        assert!(!j.agreed("other") && !o.agreed("other"));
+    }
+
+    #[test]
+    fn a_description_without_features_still_parses() {
+        // What a yakk/2 peer from before the feature field sends.
+        let old: Sealed2 = serde_json::from_str(r#"{"type":"offer","sdp":"v=0"}"#).unwrap();
+        assert!(matches!(old, Sealed2::Offer { features, .. } if features.is_empty()));
+        let new = serde_json::to_string(&Sealed2::Answer {
+            sdp: "v=0".into(),
+            features: vec![],
+        })
+        .unwrap();
+        assert_eq!(new, r#"{"type":"answer","sdp":"v=0"}"#);
     }
 
     #[test]

@@ -22,6 +22,7 @@ use webrtc::peer_connection::{
     RTCSessionDescription, SettingEngineBuilder, StatsSelector,
 };
 
+use crate::flow::{self, Admit, Flow, Pool};
 use crate::netbuf::{BufferedRuntime, SetupClock};
 use crate::stats::selected_path;
 use crate::stream::{Outbound, Stream, StreamEnds, coalesce};
@@ -38,6 +39,15 @@ const SEND_BUFFER_LIMIT: usize = 3 * 1024 * 1024;
 const PEER_SEND_BUDGET: usize = SEND_BUFFER_LIMIT + 1024 * 1024;
 /// How often a channel holding budget checks what the stack has released.
 const BUDGET_POLL: Duration = Duration::from_millis(2);
+/// Opening a channel: attempts, and the pause before the second one (doubling up to the
+/// maximum): about 1.5 s in all.
+const OPEN_ATTEMPTS: u32 = 8;
+const OPEN_RETRY_FIRST: Duration = Duration::from_millis(10);
+const OPEN_RETRY_MAX: Duration = Duration::from_millis(400);
+/// Pause before opening a channel right after the peer closed one of ours: the stream id just
+/// freed is the one the stack hands out next, and the last steps of its reset may still be
+/// on their way.
+const OPEN_SETTLE: Duration = Duration::from_millis(25);
 /// Data channels opened by the peer, waiting for `accept_stream`.
 const ACCEPT_QUEUE: usize = 64;
 /// Events waiting for the application.
@@ -75,6 +85,13 @@ struct Inner {
     /// or the peer opened a channel. A channel created before that can lose its DCEP OPEN
     /// ("sending payload data in non-Established state"), and its open never completes.
     sctp_up: tokio::sync::watch::Sender<bool>,
+    /// Per-stream flow control with the peer (both sides announced it); read when a
+    /// channel is attached.
+    flow: AtomicBool,
+    /// Window growth shared by this connection's streams.
+    pool: Arc<Pool>,
+    /// When the peer last closed a channel we opened (see `OPEN_SETTLE`).
+    last_peer_close: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Drop for Inner {
@@ -202,6 +219,9 @@ impl AsyncPeer {
             clock,
             budget: Arc::new(Semaphore::new(PEER_SEND_BUDGET)),
             sctp_up: tokio::sync::watch::Sender::new(false),
+            flow: AtomicBool::new(false),
+            pool: Arc::new(Pool::default()),
+            last_peer_close: Arc::new(Mutex::new(None)),
         });
         tokio::spawn(run_events(
             Arc::downgrade(&inner),
@@ -319,28 +339,54 @@ impl AsyncPeer {
                 return Err(TransportError::Closed("the connection ended while opening a channel".into()));
             }
         }
-        let dc = self
+        // The stack frees a closed channel's stream id before its SCTP stream is reset, and
+        // hands out the lowest free id: a channel opened right after another one closed can
+        // get an id whose stream still exists, and fails at once ("there already exists a
+        // stream with identifier"). Once the reset completes (a round trip) the id is usable,
+        // so a failed open is retried a few times, a little later each time.
+        let since_close = self
             .inner
-            .pc
-            .create_data_channel(label, Some(reliable()))
-            .await
-            .map_err(|e| err(e.to_string()))?;
-        loop {
-            let ev = tokio::select! {
-                ev = dc.poll() => ev,
-                _ = self.inner.dead.cancelled() => {
-                    return Err(TransportError::Closed("the connection ended while opening a channel".into()));
+            .last_peer_close
+            .lock()
+            .expect("not poisoned")
+            .map(|t| t.elapsed());
+        if let Some(since) = since_close
+            && since < OPEN_SETTLE
+        {
+            tokio::time::sleep(OPEN_SETTLE - since).await;
+        }
+        let mut delay = OPEN_RETRY_FIRST;
+        for attempt in 1..=OPEN_ATTEMPTS {
+            let dc = self
+                .inner
+                .pc
+                .create_data_channel(label, Some(reliable()))
+                .await
+                .map_err(|e| err(e.to_string()))?;
+            let opened = loop {
+                let ev = tokio::select! {
+                    ev = dc.poll() => ev,
+                    _ = self.inner.dead.cancelled() => {
+                        return Err(TransportError::Closed("the connection ended while opening a channel".into()));
+                    }
+                };
+                match ev {
+                    Some(DataChannelEvent::OnOpen) => break true,
+                    Some(DataChannelEvent::OnClose) | None => break false,
+                    Some(_) => {}
                 }
             };
-            match ev {
-                Some(DataChannelEvent::OnOpen) => break,
-                Some(DataChannelEvent::OnClose) | None => {
-                    return Err(err("the peer refused or closed the channel".into()));
-                }
-                Some(_) => {}
+            if opened {
+                return Ok(attach(&self.inner, dc, true));
             }
+            // Not closed: the failed attempt never got a stream of its own, and closing it
+            // would reset the stream id the next attempt may be given.
+            tracing::debug!("channel {label:?} did not open (attempt {attempt}); retrying");
+            drop(dc);
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(OPEN_RETRY_MAX);
         }
-        Ok(attach(&self.inner, dc))
+        Err(err("the peer refused or closed the channel".into()))
     }
 
     /// The next channel the peer opened (other than "command"), with its label. `None` once
@@ -351,6 +397,11 @@ impl AsyncPeer {
             s = rx.recv() => s,
             _ = self.inner.dead.cancelled() => None,
         }
+    }
+
+    /// Use per-stream flow control (the peer announced it). Set before the first stream.
+    pub(crate) fn set_flow_control(&self, on: bool) {
+        self.inner.flow.store(on, Ordering::SeqCst);
     }
 
     /// Close the connection; every stream ends.
@@ -466,7 +517,7 @@ async fn run_events(
                         *strong.command.lock().unwrap_or_else(|p| p.into_inner()) = Some(dc);
                         return;
                     }
-                    let stream = attach(&strong, dc);
+                    let stream = attach(&strong, dc, false);
                     let dead = strong.dead.clone();
                     drop(strong);
                     tokio::select! {
@@ -487,6 +538,9 @@ async fn path_info(pc: &dyn PeerConnection) -> PathInfo {
     selected_path(&pc.get_stats(Instant::now(), StatsSelector::None).await)
 }
 
+/// How long a side waits for the peer's part of the close handshake once both directions
+/// have ended (see `ChannelState::both_done`).
+const CLOSE_HANDSHAKE_WAIT: Duration = Duration::from_secs(10);
 const CLOSE_WAIT_STEP: Duration = Duration::from_millis(5);
 const CLOSE_WAIT_POLLS: usize = 12_000; // one minute
 
@@ -500,6 +554,18 @@ struct ChannelState {
     remote_done: AtomicBool,
     /// Cancelled when the channel is finished (closed by either side or the connection died).
     ended: CancellationToken,
+    /// Per-stream flow control, when both sides speak it.
+    flow: Option<Arc<Flow>>,
+    /// Set once the channel is closed; held while a grant is sent, so none follows the close.
+    closed: tokio::sync::Mutex<bool>,
+    /// We opened the channel (rather than accepted it from the peer).
+    opener: bool,
+    /// The peer sent its closing marker: it sends nothing more (flow control only).
+    peer_closing: AtomicBool,
+    /// `both_done` ran.
+    finishing: AtomicBool,
+    /// The connection's `last_peer_close`.
+    last_peer_close: Arc<Mutex<Option<Instant>>>,
 }
 
 impl ChannelState {
@@ -513,14 +579,73 @@ impl ChannelState {
             }
             tokio::time::sleep(CLOSE_WAIT_STEP).await;
         }
-        let _ = self.dc.close().await;
+        self.reset().await;
+    }
+
+    /// Both directions have ended: decide who closes. Returns `true` if the channel was
+    /// closed here, `false` if the reader must keep draining until the close comes.
+    ///
+    /// Without flow control both sides close, as before. With it, the side that opened the
+    /// channel sends the closing marker `"c"` (nothing follows it) and waits; the side that
+    /// accepted it closes once it has that marker. Each side closes by itself after
+    /// `CLOSE_HANDSHAKE_WAIT` if the other does not play along.
+    ///
+    /// Why: a message that reaches a channel after it was closed is never collected, and the
+    /// stack then never completes that SCTP stream's reset, so the stream id stays taken.
+    /// Grants can follow an end-of-stream marker (for the direction still open), so "both
+    /// markers seen" is not enough; the closing marker says the sender is silent from then
+    /// on. And the stack frees the id of a channel it closes itself before the SCTP reset
+    /// has completed, while a channel the peer closes frees its id only once its stream is
+    /// gone: so the opener, which picks the ids, never closes, and a channel opened right
+    /// after another one ended does not land on a stream id still being reset.
+    async fn both_done(self: &Arc<Self>) -> bool {
+        if self.finishing.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        if self.flow.is_none() {
+            self.close().await;
+            return true;
+        }
+        if !self.opener && self.peer_closing.load(Ordering::SeqCst) {
+            self.close().await;
+            return true;
+        }
+        if self.opener {
+            let closed = self.closed.lock().await;
+            if !*closed {
+                let _ = self.dc.send_text("c").await;
+            }
+        }
+        let st = self.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(CLOSE_HANDSHAKE_WAIT) => st.close().await,
+                _ = st.ended.cancelled() => {}
+            }
+        });
+        false
+    }
+
+    /// Close now. Nothing is sent on the channel afterwards: a message sent on a closed
+    /// channel can leave its SCTP stream behind, and the next channel given that stream id
+    /// then fails to open.
+    async fn reset(&self) {
+        let mut closed = self.closed.lock().await;
+        if !*closed {
+            *closed = true;
+            let _ = self.dc.close().await;
+        }
         self.ended.cancel();
     }
 }
 
 /// Wire an open data channel to a new `Stream`.
-fn attach(inner: &Inner, dc: Arc<dyn DataChannel>) -> Stream {
-    let (stream, ends) = Stream::pair(inner.max_message);
+fn attach(inner: &Inner, dc: Arc<dyn DataChannel>, opener: bool) -> Stream {
+    let flow = (inner.half_close
+        && inner.flow.load(Ordering::SeqCst)
+        && inner.max_message as u64 <= flow::INITIAL_WINDOW)
+        .then(|| Flow::new(inner.pool.clone()));
+    let (stream, ends) = Stream::pair(inner.max_message, flow.clone());
     let StreamEnds { to_app, from_app } = ends;
     let state = Arc::new(ChannelState {
         dc,
@@ -528,6 +653,12 @@ fn attach(inner: &Inner, dc: Arc<dyn DataChannel>) -> Stream {
         local_done: AtomicBool::new(false),
         remote_done: AtomicBool::new(false),
         ended: inner.dead.child_token(),
+        flow,
+        closed: tokio::sync::Mutex::new(false),
+        opener,
+        peer_closing: AtomicBool::new(false),
+        finishing: AtomicBool::new(false),
+        last_peer_close: inner.last_peer_close.clone(),
     });
     tokio::spawn(read_pump(state.clone(), to_app));
     tokio::spawn(write_pump(
@@ -548,19 +679,67 @@ async fn read_pump(st: Arc<ChannelState>, to_app: mpsc::Sender<bytes::Bytes>) {
             _ = st.ended.cancelled() => break,
         };
         match ev {
-            None | Some(DataChannelEvent::OnClose) => break,
+            None | Some(DataChannelEvent::OnClose) => {
+                if st.opener {
+                    *st.last_peer_close.lock().expect("not poisoned") = Some(Instant::now());
+                }
+                break;
+            }
             Some(DataChannelEvent::OnMessage(m)) => {
+                if m.is_string && st.half_close && !m.data.is_empty() {
+                    // A control message: a window grant, the closing marker, or something
+                    // newer we ignore.
+                    match (&st.flow, flow::parse_grant(&m.data)) {
+                        (Some(f), Some(limit)) => f.on_grant(limit),
+                        (Some(_), None) if &m.data[..] == b"c" => {
+                            st.peer_closing.store(true, Ordering::SeqCst);
+                            if !st.opener
+                                && st.finishing.load(Ordering::SeqCst)
+                                && st.local_done.load(Ordering::SeqCst)
+                                && st.remote_done.load(Ordering::SeqCst)
+                            {
+                                st.close().await;
+                                break;
+                            }
+                        }
+                        _ => tracing::debug!("ignoring a control message on a channel"),
+                    }
+                    continue;
+                }
                 if m.is_string && st.half_close {
                     to_app = None; // EOF for the reader
                     st.remote_done.store(true, Ordering::SeqCst);
-                    if st.local_done.load(Ordering::SeqCst) {
-                        st.close().await;
+                    if st.local_done.load(Ordering::SeqCst) && st.both_done().await {
                         break;
                     }
                     continue;
                 }
+                if let Some(f) = &st.flow
+                    && let Admit::Overrun { received, granted } = f.admit(m.data.len())
+                {
+                    tracing::warn!(
+                        "the peer sent {received} bytes on a stream where it was allowed \
+                         {granted}: resetting the stream"
+                    );
+                    st.reset().await;
+                    break;
+                }
                 let Some(tx) = &to_app else { continue };
                 if m.data.is_empty() {
+                    continue;
+                }
+                if st.flow.is_some() {
+                    // Within the window the queue has room for every message: never wait
+                    // here, or the stack would stop draining the other channels too.
+                    match tx.try_send(m.data.freeze()) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Closed(_)) => to_app = None,
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            tracing::warn!("a stream's inbound queue overflowed: resetting it");
+                            st.reset().await;
+                            break;
+                        }
+                    }
                     continue;
                 }
                 tokio::select! {
@@ -624,8 +803,57 @@ impl Drop for Held {
     }
 }
 
+/// Resolves when this stream owes the peer a grant (never without flow control).
+async fn grant_due(st: &ChannelState) {
+    match &st.flow {
+        Some(f) => f.grant_due.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends the grant that is due, if any: none once the peer has finished sending or the
+/// channel is closed. `false` if the channel is gone.
+async fn send_grant(st: &ChannelState) -> bool {
+    let closed = st.closed.lock().await;
+    if *closed || st.remote_done.load(Ordering::SeqCst) {
+        return !*closed;
+    }
+    let Some(limit) = st.flow.as_ref().and_then(|f| f.next_grant()) else {
+        return true;
+    };
+    let text = flow::grant_text(limit);
+    tokio::select! {
+        r = st.dc.send_text(&text) => r.is_ok(),
+        _ = st.ended.cancelled() => false,
+    }
+}
+
+/// Waits until the peer's window has room, sending our own grants meanwhile (both sides
+/// may be waiting on each other) and giving back the send budget the stack has released
+/// (a stream waiting here must not keep the others' budget). Returns how many of `len`
+/// bytes may go now (at least one), or `None` if the channel ended.
+async fn wait_credit(st: &ChannelState, held: &mut Held, len: usize) -> Option<usize> {
+    let Some(f) = &st.flow else { return Some(len) };
+    loop {
+        let n = f.room(len);
+        if n > 0 {
+            return Some(n);
+        }
+        tokio::select! {
+            _ = f.credit.notified() => {}
+            _ = f.grant_due.notified() => if !send_grant(st).await {
+                return None;
+            },
+            _ = tokio::time::sleep(BUDGET_POLL), if held.bytes > 0 => {
+                held.release(st).await;
+            }
+            _ = st.ended.cancelled() => return None,
+        }
+    }
+}
+
 /// Application → channel. Coalesces small queued writes up to `max_message`, within the
-/// connection's send budget.
+/// connection's send budget and the peer's window.
 async fn write_pump(
     st: Arc<ChannelState>,
     mut from_app: mpsc::Receiver<Outbound>,
@@ -640,6 +868,9 @@ async fn write_pump(
             None => loop {
                 tokio::select! {
                     item = from_app.recv() => break item,
+                    _ = grant_due(&st) => if !send_grant(&st).await {
+                        return;
+                    },
                     _ = tokio::time::sleep(BUDGET_POLL), if held.bytes > 0 => {
                         held.release(&st).await;
                     }
@@ -649,21 +880,33 @@ async fn write_pump(
         };
         match item {
             None => {
-                // The stream was dropped: everything it wrote is queued; close.
-                st.close().await;
+                // The stream was dropped: everything it wrote is queued. Once both
+                // directions ended, closing is `both_done`'s business; else close now.
+                if !st.finishing.load(Ordering::SeqCst) {
+                    st.close().await;
+                }
                 break;
             }
             Some(Outbound::Data(mut msg)) => {
                 carry = coalesce(&mut msg, &mut from_app, max);
-                if !held.take(&st, msg.len()).await {
-                    break;
-                }
-                let sent = tokio::select! {
-                    r = st.dc.send(msg) => r.is_ok(),
-                    _ = st.ended.cancelled() => false,
-                };
-                if !sent {
-                    break;
+                while !msg.is_empty() {
+                    let Some(n) = wait_credit(&st, &mut held, msg.len()).await else {
+                        return;
+                    };
+                    let part = msg.split_to(n);
+                    if !held.take(&st, n).await {
+                        return;
+                    }
+                    let sent = tokio::select! {
+                        r = st.dc.send(part) => r.is_ok(),
+                        _ = st.ended.cancelled() => false,
+                    };
+                    if !sent {
+                        return;
+                    }
+                    if let Some(f) = &st.flow {
+                        f.on_sent(n);
+                    }
                 }
             }
             Some(Outbound::Finish) => {
@@ -680,7 +923,7 @@ async fn write_pump(
                 }
                 st.local_done.store(true, Ordering::SeqCst);
                 if st.remote_done.load(Ordering::SeqCst) {
-                    st.close().await;
+                    st.both_done().await;
                     break;
                 }
             }

@@ -728,7 +728,7 @@ impl Driver {
     }
 
     fn attach(&mut self, id: RTCDataChannelId, label: String) -> Stream {
-        let (stream, StreamEnds { to_app, from_app }) = Stream::pair(self.max_message);
+        let (stream, StreamEnds { to_app, from_app }) = Stream::pair(self.max_message, None);
         let chan = self.chan(label, Some(to_app), false);
         if let Some(cmd) = self.cmd_tx.upgrade() {
             tokio::spawn(write_task(

@@ -24,9 +24,13 @@
 //!   [`TransportConfig::max_message`] bytes (4096 toward the reference program, yakk/1;
 //!   65536 between yakk/2 peers). Small writes queued behind a busy channel are coalesced
 //!   up to that size.
-//! * Backpressure runs end to end: `poll_write` waits while the channel's send buffer
-//!   (bounded) is full, and a reader that stops reading stops draining the channel, which
-//!   closes the SCTP receive window toward the sender. Memory is bounded per stream
+//! * Backpressure runs end to end. With per-stream flow control ([`Peer::set_flow_control`],
+//!   between yakk/2 peers that both announce it; docs/yakk2.md, "Stream flow control") a
+//!   stream's sender never has more unread data at the receiver than the receiver granted
+//!   (64 KiB to 4 MiB per stream), so a reader that stops reading stops only its own stream.
+//!   Without it (yakk/1, older yakk/2 peers, the driver backend), a reader that stops reading
+//!   stops draining the channel, and once its queue is full the stack stops reading the whole
+//!   association: every stream of the connection waits for it. Memory is bounded per stream
 //!   whatever the amount sent.
 //! * Half-close (yakk/2, [`TransportConfig::half_close`]): `poll_shutdown` sends an
 //!   **empty string-type message** (SCTP PPID 56, "WebRTC String Empty") as the end-of-stream
@@ -56,19 +60,23 @@
 //!
 //! # Limits worth knowing
 //!
-//! * With the driver, a stream whose reader stops reading stalls reception on the whole
-//!   connection once its queue is full (head-of-line blocking across streams). Other streams
-//!   resume as soon as it reads again.
+//! * Without flow control (see above), a stream whose reader stops reading stalls reception
+//!   on the whole connection once its queue is full (head-of-line blocking across streams).
+//!   Other streams resume as soon as it reads again.
 //! * A peer that closes or drops its `Peer` is noticed at once (SCTP ABORT with the driver;
 //!   the async layer relies on ICE consent, ~4 s). A peer that vanishes silently is noticed by
 //!   ICE consent after about 4 s.
-//! * rtc 0.21.1: opening a channel right after another one closed can fail with
-//!   "the peer refused or closed the channel" (a stream-id reuse race, seen with both
-//!   backends in the benchmark). Retry the open if it happens.
+//! * rtc 0.21.1 frees a channel's stream id when it closes the channel, before the SCTP stream
+//!   reset completes, so opening a channel right after another one closed can fail ("there
+//!   already exists a stream with identifier"). The async layer retries such an open for
+//!   about 1.5 s; with flow control, the close handshake leaves the closing to the acceptor
+//!   (the opener's ids are then freed only once their streams are gone) and makes sure
+//!   nothing arrives after it. The driver backend does not retry.
 #![forbid(unsafe_code)]
 
 mod async_layer;
 mod driver;
+mod flow;
 mod netbuf;
 mod peer;
 mod stats;

@@ -116,6 +116,22 @@ impl Peer {
         }
     }
 
+    /// Whether this backend speaks per-stream flow control ("window" in docs/yakk2.md):
+    /// announce it to the peer only then.
+    pub fn supports_flow_control(&self) -> bool {
+        matches!(&*self.backend, Backend::Async(_))
+    }
+
+    /// Use per-stream flow control on this connection's streams: only when both sides
+    /// announced it (a peer without it would take the grants for end-of-stream markers), and
+    /// before the first stream is opened or accepted. Needs half-close (yakk/2).
+    pub fn set_flow_control(&self, on: bool) {
+        match &*self.backend {
+            Backend::Driver(_) => {}
+            Backend::Async(p) => p.set_flow_control(on),
+        }
+    }
+
     /// Close the connection; every stream ends and a [`PeerEvent::Disconnected`] follows.
     pub async fn close(&self) {
         match &*self.backend {

@@ -9,10 +9,14 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::mpsc;
 use tokio_util::sync::PollSender;
+
+use crate::flow::{self, Flow};
 
 /// What the application hands to the channel's writer pump.
 #[derive(Debug)]
@@ -71,11 +75,22 @@ pub struct Stream {
     shut_down: bool,
     /// Size of the largest message received (for tests that check the peer's message cap).
     largest_in: usize,
+    /// Flow control with the peer, when both sides speak it: each message taken off
+    /// `inbound` is reported, so the pump can grant the peer more.
+    flow: Option<Arc<Flow>>,
 }
 
 impl Stream {
-    pub(crate) fn pair(max_message: usize) -> (Stream, StreamEnds) {
-        let (to_app, inbound) = mpsc::channel(IN_DEPTH);
+    /// Without flow control the inbound queue is short and the pump waits on it (a reader
+    /// that stops reading stops the pump); with it, the queue holds a whole window and the
+    /// pump never waits (the peer cannot send more than the window).
+    pub(crate) fn pair(max_message: usize, flow: Option<Arc<Flow>>) -> (Stream, StreamEnds) {
+        let depth = if flow.is_some() {
+            flow::QUEUE_LIMIT
+        } else {
+            IN_DEPTH
+        };
+        let (to_app, inbound) = mpsc::channel(depth);
         let (out_tx, from_app) = mpsc::channel(OUT_DEPTH);
         (
             Stream {
@@ -85,6 +100,7 @@ impl Stream {
                 max_message: max_message.max(1),
                 shut_down: false,
                 largest_in: 0,
+                flow,
             },
             StreamEnds { to_app, from_app },
         )
@@ -96,6 +112,14 @@ impl Stream {
     /// the message size the peer sends (at most 4096 from a yakk/1 sender).
     pub fn largest_message_received(&self) -> usize {
         self.largest_in
+    }
+
+    /// A message was taken off the inbound queue.
+    fn took(&mut self, len: usize) {
+        self.largest_in = self.largest_in.max(len);
+        if let Some(f) = &self.flow {
+            f.consumed(len);
+        }
     }
 }
 
@@ -113,7 +137,7 @@ impl AsyncRead for Stream {
         while this.pending.is_empty() {
             match ready!(this.inbound.poll_recv(cx)) {
                 Some(bytes) => {
-                    this.largest_in = this.largest_in.max(bytes.len());
+                    this.took(bytes.len());
                     this.pending = bytes;
                 }
                 None => return Poll::Ready(Ok(())), // EOF
@@ -125,7 +149,7 @@ impl AsyncRead for Stream {
         while this.pending.is_empty() && buf.remaining() > 0 {
             match this.inbound.try_recv() {
                 Ok(bytes) => {
-                    this.largest_in = this.largest_in.max(bytes.len());
+                    this.took(bytes.len());
                     let n = bytes.len().min(buf.remaining());
                     this.pending = bytes;
                     buf.put_slice(&this.pending.split_to(n));

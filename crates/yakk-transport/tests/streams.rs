@@ -126,6 +126,203 @@ async fn sixty_four_mib_both_ways_at_once() {
     .expect("test timed out");
 }
 
+/// Writes of every size, a small one first: the sender must use whatever room the peer's
+/// window leaves, or it waits for room for a whole message while the receiver waits for more
+/// data before granting again (seen with a 2 KiB write followed by 64 KiB ones).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_of_every_size_pass_the_window() {
+    timeout(T, async {
+        let p = connect(yakk2(), yakk2()).await;
+        let (a, b) = open_pair(&p, "sizes").await;
+        let data = pattern(11, 8 << 20);
+        let sender = {
+            let data = data.clone();
+            tokio::spawn(async move {
+                let mut a = a;
+                let sizes = [2048, 65536, 1, 300, 65535, 4096, 100_000, 7];
+                let (mut at, mut i) = (0, 0);
+                while at < data.len() {
+                    let n = sizes[i % sizes.len()].min(data.len() - at);
+                    a.write_all(&data[at..at + n]).await.unwrap();
+                    at += n;
+                    i += 1;
+                }
+                a.shutdown().await.unwrap();
+                a
+            })
+        };
+        let mut b = b;
+        let mut got = Vec::new();
+        // A reader taking small bites, as the forwarder does when idle.
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let n = b.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got.len(), data.len());
+        assert!(got == data, "the stream came through intact");
+        drop(sender.await.unwrap());
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// Toward a yakk/2 peer that does not announce flow control (an earlier yakk): streams work
+/// as before, half-close included, and no grant is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_flow_control_streams_work_as_before() {
+    timeout(T, async {
+        let p = common::connect_without_flow(yakk2(), yakk2()).await;
+        let (a, b) = open_pair(&p, "old").await;
+        let echo = tokio::spawn(async move {
+            let (mut r, mut w) = tokio::io::split(b);
+            tokio::io::copy(&mut r, &mut w).await.unwrap();
+            w.shutdown().await.unwrap();
+        });
+        let data = pattern(31, 3 << 20);
+        let (mut ar, mut aw) = tokio::io::split(a);
+        let to_send = data.clone();
+        let writer = tokio::spawn(async move {
+            aw.write_all(&to_send).await.unwrap();
+            aw.shutdown().await.unwrap();
+        });
+        let mut back = Vec::new();
+        ar.read_to_end(&mut back).await.unwrap();
+        writer.await.unwrap();
+        assert!(back == data);
+        echo.await.unwrap();
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// Channels opened one after another, each echoed and finished before the next, so stream
+/// ids are freed and handed out again all the time. rtc 0.21.1 frees an id before its SCTP
+/// stream reset completes; before the close handshake (docs/yakk2.md) a run like this stalled
+/// within the first five channels. A rare failure is still seen (about one channel in a
+/// thousand on this machine): the test allows two in 200 and stops at the third.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_open_and_close_one_after_another() {
+    const CHANNELS: u64 = 200;
+    const ALLOWED_FAILURES: usize = 2;
+    timeout(Duration::from_secs(120), async {
+        let p = connect(yakk2(), yakk2()).await;
+        let b_side = p.b.clone();
+        let server = tokio::spawn(async move {
+            while let Some((_, s)) = b_side.accept_stream().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = tokio::io::split(s);
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                    let _ = w.shutdown().await;
+                });
+            }
+        });
+        let mut failures = Vec::new();
+        for i in 0..CHANNELS {
+            let data = pattern(100 + i, 100_000);
+            let a = p.a.clone();
+            let to_send = data.clone();
+            let cycle = timeout(Duration::from_secs(3), async move {
+                let s = a
+                    .open_stream("seq")
+                    .await
+                    .map_err(|e| format!("open: {e}"))?;
+                let (mut r, mut w) = tokio::io::split(s);
+                let writer = tokio::spawn(async move {
+                    w.write_all(&to_send).await?;
+                    w.shutdown().await
+                });
+                let mut back = Vec::new();
+                r.read_to_end(&mut back)
+                    .await
+                    .map_err(|e| format!("read: {e}"))?;
+                writer
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| format!("write: {e}"))?;
+                Ok::<_, String>(back)
+            })
+            .await;
+            match cycle {
+                Ok(Ok(back)) if back == data => {}
+                Ok(Ok(back)) => failures.push(format!("{i}: {} bytes back", back.len())),
+                Ok(Err(e)) => failures.push(format!("{i}: {e}")),
+                Err(_) => failures.push(format!("{i}: timed out")),
+            }
+            assert!(
+                failures.len() <= ALLOWED_FAILURES,
+                "too many failed channels: {failures:?}"
+            );
+        }
+        eprintln!("{CHANNELS} channels one after another, failures: {failures:?}");
+        server.abort();
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// A stream whose reader stopped must not hold up the others: with flow control the
+/// stalled stream's sender stops at its window, and the connection keeps draining.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_stream_does_not_stall_the_others() {
+    timeout(T, async {
+        let p = connect(yakk2(), yakk2()).await;
+        let (mut stalled_w, _stalled_r) = open_pair(&p, "stalled").await;
+        let pushed = tokio::spawn(async move {
+            let chunk = vec![5u8; 64 << 10];
+            let mut n = 0usize;
+            // Far more than every buffer on the way holds.
+            while n < (256 << 20) {
+                if stalled_w.write_all(&chunk).await.is_err() {
+                    break;
+                }
+                n += chunk.len();
+            }
+            n
+        });
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut live = Vec::new();
+        for i in 0..3u64 {
+            let (mut a, mut b) = timeout(Duration::from_secs(10), open_pair(&p, "live"))
+                .await
+                .unwrap_or_else(|_| panic!("stream {i} could not be opened"));
+            let data = pattern(20 + i, 1 << 20);
+            let to_send = data.clone();
+            let writer = tokio::spawn(async move { a.write_all(&to_send).await.map(|_| a) });
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; 64 << 10];
+            let read = timeout(Duration::from_secs(20), async {
+                while got.len() < data.len() {
+                    let n = b.read(&mut buf).await.unwrap();
+                    assert!(n > 0, "early EOF");
+                    got.extend_from_slice(&buf[..n]);
+                }
+            })
+            .await;
+            assert!(
+                read.is_ok(),
+                "stream {i} stuck behind the stalled one: {} of {} bytes arrived",
+                got.len(),
+                data.len()
+            );
+            assert!(got == data);
+            // Kept open: closing a channel and opening the next at once can hit the stack's
+            // stream-id reuse race (see the crate docs), which is not what this tests.
+            live.push((writer.await.unwrap().unwrap(), b));
+        }
+        assert!(
+            !pushed.is_finished(),
+            "the stalled stream's writer is held back"
+        );
+        pushed.abort();
+    })
+    .await
+    .expect("test timed out");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_close_keeps_the_other_direction() {
     timeout(T, async {

@@ -297,3 +297,58 @@ async fn legacy_peer_refused_without_the_flag() {
     );
     assert_eq!(joiner.exit_code(10).await, 8);
 }
+
+/// A target that stops reading must not hold up the tunnel's other connections: with one
+/// connection stalled under 64 MiB of unread data, new connections still echo promptly, in
+/// both directions of the stall (joiner to owner and owner to joiner).
+#[tokio::test(flavor = "multi_thread")]
+async fn stalled_connection_does_not_block_the_others() {
+    // The target: the first connection is never read (and keeps sending 64 MiB towards the
+    // joiner, which does not read either); every later connection is echoed.
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (stalled, _) = l.accept().await.unwrap();
+        let (_keep_reading_half, mut w) = stalled.into_split();
+        tokio::spawn(async move {
+            let chunk = vec![7u8; 64 << 10];
+            for _ in 0..1024 {
+                if w.write_all(&chunk).await.is_err() {
+                    break;
+                }
+            }
+        });
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    let (_owner, _joiner, addr) = tunnel(port, &[], &[]).await;
+    let stalled = TcpStream::connect(&addr).await.unwrap();
+    let (_r, mut w) = stalled.into_split();
+    let pusher = tokio::spawn(async move {
+        let chunk = vec![9u8; 64 << 10];
+        let mut sent = 0usize;
+        while sent < (64 << 20) {
+            if w.write_all(&chunk).await.is_err() {
+                break;
+            }
+            sent += chunk.len();
+        }
+        sent
+    });
+    // Give the stall time to fill every buffer on the way.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for i in 0..3 {
+        let data = pattern(256 << 10, 100 + i);
+        let back = tokio::time::timeout(Duration::from_secs(10), round_trip(&addr, &data))
+            .await
+            .unwrap_or_else(|_| panic!("connection {i} stuck behind the stalled one"));
+        assert!(back == data, "connection {i} came back intact");
+    }
+    assert!(!pusher.is_finished(), "the stalled connection is held back");
+    pusher.abort();
+}

@@ -59,14 +59,27 @@ fn forward(
 }
 
 pub async fn connect(cfg_a: TransportConfig, cfg_b: TransportConfig) -> Pair {
-    tokio::time::timeout(Duration::from_secs(20), connect_inner(cfg_a, cfg_b))
+    tokio::time::timeout(Duration::from_secs(20), connect_inner(cfg_a, cfg_b, true))
         .await
         .expect("connection setup timed out")
 }
 
-async fn connect_inner(cfg_a: TransportConfig, cfg_b: TransportConfig) -> Pair {
+/// As [`connect`], with per-stream flow control off (as toward a yakk/2 peer that does not
+/// announce it).
+pub async fn connect_without_flow(cfg_a: TransportConfig, cfg_b: TransportConfig) -> Pair {
+    tokio::time::timeout(Duration::from_secs(20), connect_inner(cfg_a, cfg_b, false))
+        .await
+        .expect("connection setup timed out")
+}
+
+/// Flow control is on between yakk/2 configurations (half-close), as the session layer
+/// negotiates it between two yakk peers.
+async fn connect_inner(cfg_a: TransportConfig, cfg_b: TransportConfig, flow: bool) -> Pair {
+    let flow = flow && cfg_a.half_close && cfg_b.half_close;
     let (a, a_ev) = Peer::new(cfg_a).await.expect("peer a");
     let (b, b_ev) = Peer::new(cfg_b).await.expect("peer b");
+    a.set_flow_control(flow && a.supports_flow_control() && b.supports_flow_control());
+    b.set_flow_control(flow && a.supports_flow_control() && b.supports_flow_control());
     let stop = CancellationToken::new();
     let (a_ok, a_conn) = oneshot::channel();
     let (b_ok, b_conn) = oneshot::channel();
