@@ -264,6 +264,39 @@ async fn channels_open_and_close_one_after_another() {
     .expect("test timed out");
 }
 
+/// A peer that ignores the window (here: one without flow control talking to one with it,
+/// which is what a misbehaving peer looks like) gets the stream reset once it sends past its
+/// credit; the receiver keeps no more than the window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_past_its_window_gets_the_stream_reset() {
+    timeout(T, async {
+        let p = common::connect_without_flow(yakk2(), yakk2()).await;
+        // Only b enforces windows: a sends as if there were none.
+        p.b.set_flow_control(true);
+        let (mut a, mut b) = open_pair(&p, "greedy").await;
+        let data = pattern(41, 8 << 20);
+        // b does not read while a pushes far more than b's initial window.
+        let pushed = timeout(Duration::from_secs(20), a.write_all(&data)).await;
+        assert!(
+            matches!(pushed, Ok(Err(_))),
+            "the sender's writes fail once its stream is reset: {pushed:?}"
+        );
+        let mut got = Vec::new();
+        timeout(Duration::from_secs(10), b.read_to_end(&mut got))
+            .await
+            .expect("the reset stream ends for its reader")
+            .expect("ends cleanly");
+        assert!(
+            got.len() <= 64 * 1024,
+            "the receiver kept only the window: {} bytes",
+            got.len()
+        );
+        assert!(got[..] == data[..got.len()], "what was kept is intact");
+    })
+    .await
+    .expect("test timed out");
+}
+
 /// A stream whose reader stopped must not hold up the others: with flow control the
 /// stalled stream's sender stops at its window, and the connection keeps draining.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
