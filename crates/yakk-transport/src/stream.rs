@@ -1,9 +1,11 @@
 //! [`Stream`]: the application's end of one data channel, as a byte stream.
 //!
-//! A `Stream` knows nothing of WebRTC: it talks to the channel's pump tasks (in `peer`)
-//! through two bounded queues, one per direction. The queues are what bound memory and carry
-//! backpressure: `poll_write` waits for a free slot, and while the application does not read,
-//! the pump stops draining the channel.
+//! A `Stream` knows nothing of WebRTC: it talks to the channel's pump tasks (in the backends)
+//! through two bounded queues, one per direction. The queues bound memory and carry
+//! backpressure: `poll_write` waits for a free slot. Inbound, without flow control the pump
+//! stops draining the channel while the application does not read; with it (`flow`), the
+//! queue holds the stream's whole window and every message taken off it is reported, so the
+//! pump can grant the peer more.
 
 use std::io;
 use std::pin::Pin;
