@@ -693,11 +693,8 @@ async fn read_pump(st: Arc<ChannelState>, to_app: mpsc::Sender<bytes::Bytes>) {
                         (Some(f), Some(limit)) => f.on_grant(limit),
                         (Some(_), None) if &m.data[..] == b"c" => {
                             st.peer_closing.store(true, Ordering::SeqCst);
-                            if !st.opener
-                                && st.finishing.load(Ordering::SeqCst)
-                                && st.local_done.load(Ordering::SeqCst)
-                                && st.remote_done.load(Ordering::SeqCst)
-                            {
+                            // `finishing`: both directions have ended (`both_done` ran).
+                            if !st.opener && st.finishing.load(Ordering::SeqCst) {
                                 st.close().await;
                                 break;
                             }

@@ -11,16 +11,15 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{BIN, echo_server, pattern, round_trip};
+use common::{echo_server, pattern, round_trip};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::time::{Instant, sleep, timeout};
 
 // ---------------------------------------------------------------------------------------------
@@ -36,21 +35,10 @@ struct Proc {
 
 impl Proc {
     fn start(args: &[&str]) -> Proc {
-        let mut cmd = Command::new(BIN);
-        cmd.args(args)
-            .env_remove("YAKK_SIGNAL")
-            .env_remove("YAKK_PASSWORD")
-            .env_remove("YAKK_CODE")
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().expect("spawn yakk");
+        let (child, stdout, stderr) = common::spawn(args, &[]);
         let events = Arc::new(Mutex::new(Vec::new()));
         let stdout_done = Arc::new(AtomicBool::new(false));
         let (ev, done) = (events.clone(), stdout_done.clone());
-        let stdout = child.stdout.take().unwrap();
         tokio::spawn(async move {
             let mut lines = BufReader::new(stdout).lines();
             while let Ok(Some(line)) = lines.next_line().await {
@@ -59,17 +47,6 @@ impl Proc {
                 ev.lock().unwrap().push(v);
             }
             done.store(true, Ordering::SeqCst);
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let buf = stderr.clone();
-        let err = child.stderr.take().unwrap();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(err).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let mut b = buf.lock().unwrap();
-                b.push_str(&line);
-                b.push('\n');
-            }
         });
         Proc {
             child,
@@ -336,18 +313,33 @@ struct Tunnel {
     _echo: tokio::task::JoinHandle<()>,
 }
 
-async fn tunnel_through_standalone_signal() -> Tunnel {
+/// A standalone signalling server, an owner forwarding to `target`, and a joiner listening on
+/// `jport` (0: any port) once connected; returns them and the joiner's address.
+async fn tunnel_to(target: u16, jport: u16) -> (Proc, Proc, Proc, String) {
     let (signal, sport) = start_signal().await;
     let url = format!("ws://127.0.0.1:{sport}");
-    let (echo, _echo) = echo_server().await;
-    let (owner, code) = start_owner(echo, &url).await;
-    let jport = free_port().await;
+    let (owner, code) = start_owner(target, &url).await;
     let joiner = start_joiner(jport, &url, &code);
     joiner.event("connected", 30).await;
     let addr = joiner.event("listening", 10).await["address"]
         .as_str()
         .unwrap()
         .to_string();
+    (signal, owner, joiner, addr)
+}
+
+/// Echoes one accepted connection until EOF, then shuts down its side.
+fn spawn_echo(mut s: TcpStream) {
+    tokio::spawn(async move {
+        let (mut r, mut w) = s.split();
+        let _ = tokio::io::copy(&mut r, &mut w).await;
+        let _ = w.shutdown().await;
+    });
+}
+
+async fn tunnel_through_standalone_signal() -> Tunnel {
+    let (echo, _echo) = echo_server().await;
+    let (signal, owner, joiner, addr) = tunnel_to(echo, free_port().await).await;
     Tunnel {
         signal,
         owner,
@@ -1017,24 +1009,12 @@ async fn slow_consumer_backpressure_and_bounded_memory() {
             }
             let _ = first_tx.send((total, mismatch));
         });
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-                let _ = w.shutdown().await;
-            });
+        while let Ok((s, _)) = l.accept().await {
+            spawn_echo(s);
         }
     });
 
-    let (_signal, sport) = start_signal().await;
-    let url = format!("ws://127.0.0.1:{sport}");
-    let (mut owner, code) = start_owner(target, &url).await;
-    let mut joiner = start_joiner(0, &url, &code);
-    joiner.event("connected", 30).await;
-    let addr = joiner.event("listening", 10).await["address"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (_signal, mut owner, mut joiner, addr) = tunnel_to(target, 0).await;
     owner.event("connected", 10).await;
     let base = (owner.peak_rss(), joiner.peak_rss());
 
@@ -1144,27 +1124,15 @@ async fn many_stalled_connections_bounded_memory() {
     tokio::spawn(async move {
         // The first CONNS connections are held unread; later ones are echoed.
         let mut held = Vec::new();
-        while let Ok((mut s, _)) = l.accept().await {
+        while let Ok((s, _)) = l.accept().await {
             if held.len() < CONNS {
                 held.push(s);
-                continue;
+            } else {
+                spawn_echo(s);
             }
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-                let _ = w.shutdown().await;
-            });
         }
     });
-    let (_signal, sport) = start_signal().await;
-    let url = format!("ws://127.0.0.1:{sport}");
-    let (mut owner, code) = start_owner(target, &url).await;
-    let mut joiner = start_joiner(0, &url, &code);
-    joiner.event("connected", 30).await;
-    let addr = joiner.event("listening", 10).await["address"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (_signal, mut owner, mut joiner, addr) = tunnel_to(target, 0).await;
     let accepted = Arc::new(AtomicU64::new(0));
     let mut writers = Vec::new();
     for _ in 0..CONNS {

@@ -3,21 +3,55 @@
 #![allow(dead_code)]
 
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::process::{Child, Command};
+use tokio::process::{Child, ChildStdout, Command};
 use tokio::sync::mpsc;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_yakk");
+
+/// Starts `yakk ARGS...` with a clean environment (no signalling server, password or code from
+/// the caller's), `env` added, and logging at `warn`; killed when dropped. Returns the child, its
+/// stdout to read, and its stderr as it is collected.
+pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> (Child, ChildStdout, Arc<Mutex<String>>) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_remove("YAKK_SIGNAL")
+        .env_remove("YAKK_PASSWORD")
+        .env_remove("YAKK_CODE")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn yakk");
+    let stdout = child.stdout.take().unwrap();
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let buf = stderr.clone();
+    let err = child.stderr.take().unwrap();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(err).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let mut b = buf.lock().unwrap();
+            b.push_str(&line);
+            b.push('\n');
+        }
+    });
+    (child, stdout, stderr)
+}
 
 /// A running `yakk` process; killed when dropped.
 pub struct Yakk {
     pub child: Child,
     events: mpsc::UnboundedReceiver<Value>,
-    pub stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    pub stderr: Arc<Mutex<String>>,
 }
 
 impl Yakk {
@@ -27,22 +61,8 @@ impl Yakk {
     }
 
     pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Yakk {
-        let mut cmd = Command::new(BIN);
-        cmd.args(args)
-            .env_remove("YAKK_SIGNAL")
-            .env_remove("YAKK_PASSWORD")
-            .env_remove("YAKK_CODE")
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn yakk");
+        let (child, stdout, stderr) = spawn(args, env);
         let (tx, rx) = mpsc::unbounded_channel();
-        let stdout = child.stdout.take().unwrap();
         tokio::spawn(async move {
             let mut lines = BufReader::new(stdout).lines();
             while let Ok(Some(line)) = lines.next_line().await {
@@ -53,21 +73,10 @@ impl Yakk {
                 }
             }
         });
-        let stderr_buf = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let buf = stderr_buf.clone();
-        let stderr = child.stderr.take().unwrap();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let mut b = buf.lock().unwrap();
-                b.push_str(&line);
-                b.push('\n');
-            }
-        });
         Yakk {
             child,
             events: rx,
-            stderr: stderr_buf,
+            stderr,
         }
     }
 
