@@ -3,12 +3,12 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use p256::elliptic_curve::BatchNormalize as _;
-use p256::elliptic_curve::ops::{LinearCombination as _, MulByGeneratorVartime as _};
-use p256::elliptic_curve::sec1::{Coordinates, FromSec1Point as _, ToSec1Point as _};
-use p256::elliptic_curve::{Generate as _, Group as _, PrimeField as _};
-use p256::{AffinePoint, FieldBytes, NonZeroScalar, ProjectivePoint, Scalar, Sec1Point};
+use p256::elliptic_curve::rand_core::OsRng;
+use p256::elliptic_curve::sec1::{Coordinates, FromEncodedPoint as _, ToEncodedPoint as _};
+use p256::elliptic_curve::{Group as _, PrimeField as _};
+use p256::{AffinePoint, EncodedPoint, FieldBytes, NonZeroScalar, ProjectivePoint, Scalar};
 use sha2::digest::Update;
+use std::sync::OnceLock;
 use subtle::{ConditionallySelectable as _, ConstantTimeEq as _};
 use zeroize::Zeroizing;
 
@@ -37,26 +37,214 @@ pub(crate) fn scalar_from_canonical(bytes: &[u8; SCALAR_LEN]) -> Option<Scalar> 
 
 /// A uniformly random scalar in [1, n−1] from the operating system.
 pub(crate) fn random_nonzero_scalar() -> Scalar {
-    *NonZeroScalar::generate()
+    *NonZeroScalar::random(&mut OsRng)
 }
 
-/// x·base in constant time; the base point goes through the precomputed table.
+/// The scalar's 32 big-endian bytes, wiped when dropped.
+fn secret_bytes(k: &Scalar) -> Zeroizing<[u8; SCALAR_LEN]> {
+    Zeroizing::new(k.to_bytes().into())
+}
+
+/// Picks `table[index]` by reading every entry, so the memory access pattern does not
+/// depend on the index.
+fn select(table: &[ProjectivePoint; 16], index: u8) -> ProjectivePoint {
+    let mut entry = ProjectivePoint::IDENTITY;
+    for (j, candidate) in (0u8..).zip(table.iter()) {
+        entry.conditional_assign(candidate, j.ct_eq(&index));
+    }
+    entry
+}
+
+/// An eight-tooth comb for one base point, in two tables of four teeth: `mul` computes
+/// k·base in constant time with 32 doublings and 64 additions.
+///
+/// Tooth t is base·2^(32t). Step i, from 31 down to 0, doubles the sum so far and adds,
+/// from each table, the precomputed sum of its teeth t whose scalar bit 32t + i is set.
+/// Building the tables costs 224 doublings and 22 additions, paid once per base. Every
+/// step does the same operations, and each table entry is picked by a constant-time
+/// scan of all 16.
+struct Comb {
+    tables: [[ProjectivePoint; 16]; 2],
+}
+
+impl Comb {
+    const TEETH: usize = 8;
+    const ROWS: usize = 256 / Self::TEETH;
+
+    fn new(base: &ProjectivePoint) -> Self {
+        let mut teeth = [*base; Self::TEETH];
+        for t in 1..Self::TEETH {
+            let mut p = teeth[t - 1];
+            for _ in 0..Self::ROWS {
+                p = p.double();
+            }
+            teeth[t] = p;
+        }
+        // tables[k][j] = Σ teeth[4k + b] over the bits b set in j.
+        let tables = [0, 1].map(|k| {
+            let mut table = [ProjectivePoint::IDENTITY; 16];
+            for (b, tooth) in teeth[4 * k..4 * k + 4].iter().enumerate() {
+                let half = 1 << b;
+                table[half] = *tooth;
+                for j in 1..half {
+                    table[half + j] = table[j] + tooth;
+                }
+            }
+            table
+        });
+        Self { tables }
+    }
+
+    fn mul(&self, k: &Scalar) -> ProjectivePoint {
+        let bytes = secret_bytes(k);
+        // Big-endian bytes: bit b of the scalar is bit b % 8 of byte 31 − b / 8.
+        let bit = |b: usize| (bytes[SCALAR_LEN - 1 - b / 8] >> (b % 8)) & 1;
+        let mut acc = ProjectivePoint::IDENTITY;
+        for i in (0..Self::ROWS).rev() {
+            acc = acc.double();
+            for (k, table) in self.tables.iter().enumerate() {
+                let index = (0..4).fold(0u8, |index, b| {
+                    index | (bit((4 * k + b) * Self::ROWS + i) << b)
+                });
+                acc += select(table, index);
+            }
+        }
+        acc
+    }
+}
+
+/// The comb of the base point, built on first use.
+fn generator_comb() -> &'static Comb {
+    static COMB: OnceLock<Comb> = OnceLock::new();
+    COMB.get_or_init(|| Comb::new(&ProjectivePoint::GENERATOR))
+}
+
+/// x·base in constant time; the base point goes through a precomputed comb.
 pub(crate) fn mul(base: &ProjectivePoint, x: &Scalar) -> ProjectivePoint {
     if *base == ProjectivePoint::GENERATOR {
-        ProjectivePoint::mul_by_generator(x)
+        generator_comb().mul(x)
     } else {
         *base * x
     }
 }
 
-/// a·p + b·q in constant time (one interleaved ladder instead of two).
+/// The multiples 0·p, 1·p, …, 15·p.
+fn multiples(p: &ProjectivePoint) -> [ProjectivePoint; 16] {
+    let mut table = [ProjectivePoint::IDENTITY; 16];
+    for i in 1..16 {
+        table[i] = if i % 2 == 0 {
+            table[i / 2].double()
+        } else {
+            table[i - 1] + p
+        };
+    }
+    table
+}
+
+/// a·p + b·q in constant time: one run of 4-bit windows over both scalars, sharing the
+/// 252 doublings, with table entries picked by constant-time scans.
 pub(crate) fn lincomb(
     p: &ProjectivePoint,
     a: &Scalar,
     q: &ProjectivePoint,
     b: &Scalar,
 ) -> ProjectivePoint {
-    ProjectivePoint::lincomb(&[(*p, *a), (*q, *b)])
+    let tables = [multiples(p), multiples(q)];
+    let scalars = [secret_bytes(a), secret_bytes(b)];
+    let mut acc = ProjectivePoint::IDENTITY;
+    for (i, byte) in (0..SCALAR_LEN).enumerate() {
+        for shift in [4u8, 0] {
+            if i > 0 || shift == 0 {
+                acc = acc.double().double().double().double();
+            }
+            for (table, bytes) in tables.iter().zip(&scalars) {
+                acc += select(table, (bytes[byte] >> shift) & 0x0f);
+            }
+        }
+    }
+    acc
+}
+
+/// Width-5 non-adjacent form of a public scalar: digits d_i, each 0 or odd with
+/// |d_i| < 16, such that k = Σ d_i·2^i. Variable time: only for public scalars.
+fn wnaf(k: &Scalar) -> [i8; 257] {
+    let bytes: [u8; SCALAR_LEN] = k.to_bytes().into();
+    // Little-endian 64-bit limbs with one spare limb for the carries.
+    let mut limbs = [0u64; 5];
+    for (i, chunk) in bytes.rchunks_exact(8).enumerate() {
+        limbs[i] = u64::from_be_bytes(chunk.try_into().unwrap_or([0; 8]));
+    }
+    let mut digits = [0i8; 257];
+    for digit in digits.iter_mut() {
+        if limbs.iter().all(|&l| l == 0) {
+            break;
+        }
+        if limbs[0] & 1 == 1 {
+            let low = (limbs[0] & 0x1f) as i8;
+            let d = if low >= 16 { low - 32 } else { low };
+            *digit = d;
+            // k −= d, which leaves k divisible by 32.
+            if d > 0 {
+                let mut borrow = u64::from(d.unsigned_abs());
+                for limb in limbs.iter_mut() {
+                    let (v, o) = limb.overflowing_sub(borrow);
+                    *limb = v;
+                    borrow = u64::from(o);
+                }
+            } else {
+                let mut carry = u64::from(d.unsigned_abs());
+                for limb in limbs.iter_mut() {
+                    let (v, o) = limb.overflowing_add(carry);
+                    *limb = v;
+                    carry = u64::from(o);
+                }
+            }
+        }
+        for i in 0..limbs.len() {
+            let next = limbs.get(i + 1).copied().unwrap_or(0);
+            limbs[i] = (limbs[i] >> 1) | (next << 63);
+        }
+    }
+    digits
+}
+
+/// Σ kᵢ·Pᵢ in variable time (width-5 NAF, shared doublings): only where every point and
+/// scalar is public, as when verifying a proof.
+pub(crate) fn lincomb_vartime(terms: &[(ProjectivePoint, Scalar)]) -> ProjectivePoint {
+    // Odd multiples 1·P, 3·P, …, 15·P of each point.
+    let odd: Vec<[ProjectivePoint; 8]> = terms
+        .iter()
+        .map(|(p, _)| {
+            let twice = p.double();
+            let mut table = [*p; 8];
+            for i in 1..8 {
+                table[i] = table[i - 1] + twice;
+            }
+            table
+        })
+        .collect();
+    let digits: Vec<[i8; 257]> = terms.iter().map(|(_, k)| wnaf(k)).collect();
+    let top = digits
+        .iter()
+        .filter_map(|d| d.iter().rposition(|&x| x != 0))
+        .max();
+    let mut acc = ProjectivePoint::IDENTITY;
+    let Some(top) = top else {
+        return acc;
+    };
+    for i in (0..=top).rev() {
+        acc = acc.double();
+        for (table, d) in odd.iter().zip(&digits) {
+            let d = d[i];
+            let entry = &table[usize::from(d.unsigned_abs() / 2)];
+            if d > 0 {
+                acc += entry;
+            } else if d < 0 {
+                acc -= entry;
+            }
+        }
+    }
+    acc
 }
 
 /// Whether r·base + c·y = t, in variable time: only for verifying proofs, where every
@@ -68,60 +256,18 @@ pub(crate) fn proof_holds(
     c: &Scalar,
     t: &AffinePoint,
 ) -> bool {
-    let sum = if *base == AffinePoint::GENERATOR {
-        ProjectivePoint::mul_by_generator_and_mul_add_vartime(r, c, &ProjectivePoint::from(*y))
-    } else {
-        ProjectivePoint::lincomb_vartime(&[
-            (ProjectivePoint::from(*base), *r),
-            (ProjectivePoint::from(*y), *c),
-        ])
-    };
+    let sum = lincomb_vartime(&[
+        (ProjectivePoint::from(*base), *r),
+        (ProjectivePoint::from(*y), *c),
+    ]);
     sum == ProjectivePoint::from(*t)
 }
 
-/// k1·base and k2·base in constant time, sharing the work that depends only on the base.
-///
-/// A four-tooth comb: each scalar is cut into four 64-bit quarters, and step i adds the
-/// precomputed sum of base·2^(64t) over the quarters t whose bit i is set. The 192
-/// doublings that build the table are paid once for both scalars, so the pair costs
-/// 320 doublings instead of 512. Every step does the same operations, and the table
-/// entry is picked by a constant-time scan of all 16 entries.
+/// k1·base and k2·base in constant time, sharing the comb tables, which depend only on
+/// the base: 288 doublings for the pair instead of 512.
 pub(crate) fn mul_pair(base: &ProjectivePoint, k1: &Scalar, k2: &Scalar) -> [ProjectivePoint; 2] {
-    const TEETH: usize = 4;
-    const ROWS: usize = 256 / TEETH;
-    let mut teeth = [*base; TEETH];
-    for t in 1..TEETH {
-        let mut p = teeth[t - 1];
-        for _ in 0..ROWS {
-            p = p.double();
-        }
-        teeth[t] = p;
-    }
-    // table[j] = Σ teeth[t] over the bits t set in j.
-    let mut table = [ProjectivePoint::IDENTITY; 1 << TEETH];
-    for (t, tooth) in teeth.iter().enumerate() {
-        let half = 1 << t;
-        table[half] = *tooth;
-        for j in 1..half {
-            table[half + j] = table[j] + tooth;
-        }
-    }
-    [k1, k2].map(|k| {
-        // Big-endian bytes: bit b of the scalar is bit b % 8 of byte 31 − b / 8.
-        let bytes = Zeroizing::new(<[u8; SCALAR_LEN]>::from(k.to_bytes()));
-        let bit = |b: usize| (bytes[SCALAR_LEN - 1 - b / 8] >> (b % 8)) & 1;
-        let mut acc = ProjectivePoint::IDENTITY;
-        for i in (0..ROWS).rev() {
-            acc = acc.double();
-            let index = (0..TEETH).fold(0u8, |index, t| index | (bit(t * ROWS + i) << t));
-            let mut entry = ProjectivePoint::IDENTITY;
-            for (j, candidate) in (0u8..).zip(table.iter()) {
-                entry.conditional_assign(candidate, j.ct_eq(&index));
-            }
-            acc += entry;
-        }
-        acc
-    })
+    let comb = Comb::new(base);
+    [comb.mul(k1), comb.mul(k2)]
 }
 
 /// One public Schnorr claim over the base point: r·G + c·Y = T.
@@ -139,7 +285,7 @@ pub(crate) struct GeneratorClaim {
 /// treat `false` by running the separate checks, which name the proof that failed.
 pub(crate) fn both_hold_public(a: &GeneratorClaim, b: &GeneratorClaim) -> bool {
     let w = random_nonzero_scalar();
-    let sum = ProjectivePoint::lincomb_vartime(&[
+    let sum = lincomb_vartime(&[
         (ProjectivePoint::GENERATOR, a.r + w * b.r),
         (ProjectivePoint::from(a.y), a.c),
         (ProjectivePoint::from(b.y), w * b.c),
@@ -157,9 +303,9 @@ pub(crate) fn base_affine(base: &ProjectivePoint) -> AffinePoint {
     }
 }
 
-/// Affine forms of several points for the price of one field inversion.
+/// Affine forms of several points.
 pub(crate) fn to_affine_all<const N: usize>(points: &[ProjectivePoint; N]) -> [AffinePoint; N] {
-    ProjectivePoint::batch_normalize(points)
+    points.map(|p| p.to_affine())
 }
 
 pub(crate) fn is_identity(p: &ProjectivePoint) -> bool {
@@ -169,7 +315,7 @@ pub(crate) fn is_identity(p: &ProjectivePoint) -> bool {
 /// The affine x and y coordinates as 32 big-endian bytes each; (0, 0) for the
 /// identity, which is how the reference represents it.
 pub(crate) fn affine_xy(p: &AffinePoint) -> ([u8; SCALAR_LEN], [u8; SCALAR_LEN]) {
-    let encoded = p.to_sec1_point(false);
+    let encoded = p.to_encoded_point(false);
     match encoded.coordinates() {
         Coordinates::Uncompressed { x, y } => ((*x).into(), (*y).into()),
         _ => ([0; SCALAR_LEN], [0; SCALAR_LEN]),
@@ -187,13 +333,14 @@ pub(crate) fn point_from_xy(
         return Err(PakeError::IdentityPoint { field });
     }
     let encoded =
-        Sec1Point::from_affine_coordinates(&FieldBytes::from(*x), &FieldBytes::from(*y), false);
-    Option::from(AffinePoint::from_sec1_point(&encoded)).ok_or(PakeError::PointNotOnCurve { field })
+        EncodedPoint::from_affine_coordinates(&FieldBytes::from(*x), &FieldBytes::from(*y), false);
+    Option::from(AffinePoint::from_encoded_point(&encoded))
+        .ok_or(PakeError::PointNotOnCurve { field })
 }
 
 /// SEC1 compressed encoding of a point that is not the identity.
 pub(crate) fn point_to_compressed(p: &AffinePoint) -> [u8; POINT_LEN] {
-    let encoded = p.to_sec1_point(true);
+    let encoded = p.to_encoded_point(true);
     let mut out = [0u8; POINT_LEN];
     // Only the identity has a shorter encoding, and callers never encode it.
     if encoded.as_bytes().len() == POINT_LEN {
@@ -211,8 +358,10 @@ pub(crate) fn point_from_compressed(
     if bytes[0] != 0x02 && bytes[0] != 0x03 {
         return Err(PakeError::PointNotOnCurve { field });
     }
-    let encoded = Sec1Point::from_bytes(bytes).map_err(|_| PakeError::PointNotOnCurve { field })?;
-    Option::from(AffinePoint::from_sec1_point(&encoded)).ok_or(PakeError::PointNotOnCurve { field })
+    let encoded =
+        EncodedPoint::from_bytes(bytes).map_err(|_| PakeError::PointNotOnCurve { field })?;
+    Option::from(AffinePoint::from_encoded_point(&encoded))
+        .ok_or(PakeError::PointNotOnCurve { field })
 }
 
 /// Decodes standard padded base64, refusing oversized input before decoding it.
@@ -255,13 +404,14 @@ pub(crate) fn push_lp(out: &mut Vec<u8>, data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use p256::elliptic_curve::bigint::U256;
     use p256::elliptic_curve::ops::Reduce;
 
     #[test]
     fn reduce_matches_library_reduction_for_32_bytes() {
         let bytes = [0xffu8; 32];
         let ours = scalar_reduce_be(&bytes);
-        let theirs = <Scalar as Reduce<FieldBytes>>::reduce(&FieldBytes::from(bytes));
+        let theirs = <Scalar as Reduce<U256>>::reduce_bytes(&FieldBytes::from(bytes));
         assert_eq!(ours, theirs);
         assert_eq!(scalar_reduce_be(&[0x07]), Scalar::from(7u64));
         assert_eq!(scalar_reduce_be(&[]), Scalar::ZERO);
@@ -270,14 +420,7 @@ mod tests {
     #[test]
     fn mul_pair_matches_separate_multiplications() {
         let base = ProjectivePoint::GENERATOR * Scalar::from(0x1234_5678u64);
-        let mut scalars = vec![Scalar::ZERO, Scalar::ONE, -Scalar::ONE, Scalar::from(2u64)];
-        // Bits at every quarter boundary of the comb, and random values.
-        for bit in [0u32, 63, 64, 127, 128, 191, 192, 255] {
-            let mut bytes = [0u8; SCALAR_LEN];
-            bytes[SCALAR_LEN - 1 - (bit / 8) as usize] = 1 << (bit % 8);
-            scalars.push(scalar_reduce_be(&bytes));
-        }
-        scalars.extend((0..8).map(|_| random_nonzero_scalar()));
+        let scalars = awkward_scalars();
         for pair in scalars.windows(2) {
             let [p, q] = mul_pair(&base, &pair[0], &pair[1]);
             assert_eq!(p, base * pair[0]);
@@ -287,12 +430,101 @@ mod tests {
         assert!(is_identity(&p) && is_identity(&q));
     }
 
+    /// Scalars at the edges of every window and comb quarter, plus random ones.
+    fn awkward_scalars() -> Vec<Scalar> {
+        let mut scalars = vec![
+            Scalar::ZERO,
+            Scalar::ONE,
+            -Scalar::ONE,
+            Scalar::from(2u64),
+            Scalar::from(15u64),
+            Scalar::from(16u64),
+            Scalar::from(31u64),
+            -Scalar::from(16u64),
+        ];
+        for bit in [
+            0u32, 3, 4, 31, 32, 63, 64, 95, 96, 127, 128, 159, 160, 191, 192, 223, 224, 251, 252,
+            255,
+        ] {
+            let mut bytes = [0u8; SCALAR_LEN];
+            bytes[SCALAR_LEN - 1 - (bit / 8) as usize] = 1 << (bit % 8);
+            scalars.push(scalar_reduce_be(&bytes));
+            scalars.push(scalar_reduce_be(&bytes) - Scalar::ONE);
+        }
+        scalars.extend((0..8).map(|_| random_nonzero_scalar()));
+        scalars
+    }
+
+    #[test]
+    fn generator_comb_matches_plain_multiplication() {
+        for k in awkward_scalars() {
+            assert_eq!(
+                mul(&ProjectivePoint::GENERATOR, &k),
+                ProjectivePoint::GENERATOR * k
+            );
+        }
+    }
+
+    #[test]
+    fn lincomb_matches_separate_multiplications() {
+        let p = ProjectivePoint::GENERATOR * Scalar::from(0xfeed_u64);
+        let q = ProjectivePoint::GENERATOR * random_nonzero_scalar();
+        let scalars = awkward_scalars();
+        for pair in scalars.windows(2) {
+            let (a, b) = (pair[0], pair[1]);
+            assert_eq!(lincomb(&p, &a, &q, &b), p * a + q * b);
+            assert_eq!(lincomb(&p, &a, &p, &b), p * (a + b));
+        }
+        let id = ProjectivePoint::IDENTITY;
+        assert_eq!(lincomb(&id, &scalars[9], &q, &scalars[10]), q * scalars[10]);
+    }
+
+    #[test]
+    fn wnaf_digits_are_odd_small_and_sum_to_the_scalar() {
+        for k in awkward_scalars() {
+            let digits = wnaf(&k);
+            let mut sum = Scalar::ZERO;
+            let mut last_nonzero: Option<usize> = None;
+            for (i, &d) in digits.iter().enumerate().rev() {
+                sum = sum + sum;
+                if d != 0 {
+                    assert!(d % 2 != 0 && d.unsigned_abs() < 16, "digit {d} at {i}");
+                    if let Some(j) = last_nonzero {
+                        assert!(j - i >= 5, "nonzero digits at {j} and {i} too close");
+                    }
+                    last_nonzero = Some(i);
+                    let magnitude = Scalar::from(u64::from(d.unsigned_abs()));
+                    sum += if d > 0 { magnitude } else { -magnitude };
+                }
+            }
+            assert_eq!(sum, k);
+        }
+    }
+
+    #[test]
+    fn lincomb_vartime_matches_separate_multiplications() {
+        let points: Vec<ProjectivePoint> = (1..=4u64)
+            .map(|i| ProjectivePoint::GENERATOR * (random_nonzero_scalar() + Scalar::from(i)))
+            .collect();
+        let scalars = awkward_scalars();
+        for window in scalars.windows(4) {
+            let terms: Vec<(ProjectivePoint, Scalar)> =
+                points.iter().copied().zip(window.iter().copied()).collect();
+            let expected = terms
+                .iter()
+                .fold(ProjectivePoint::IDENTITY, |acc, (p, k)| acc + *p * k);
+            assert_eq!(lincomb_vartime(&terms), expected);
+        }
+        assert!(is_identity(&lincomb_vartime(&[])));
+        assert!(is_identity(&lincomb_vartime(&[(points[0], Scalar::ZERO)])));
+    }
+
     fn claim(x: &Scalar, v: &Scalar, c: &Scalar) -> GeneratorClaim {
         GeneratorClaim {
             r: *v - *c * x,
             c: *c,
-            y: ProjectivePoint::mul_by_generator(x).to_affine(),
-            t: ProjectivePoint::mul_by_generator(v).to_affine(),
+            y: mul(&ProjectivePoint::GENERATOR, x).to_affine(),
+            t: mul(&ProjectivePoint::GENERATOR, v).to_affine(),
         }
     }
 
