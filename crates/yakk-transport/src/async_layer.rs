@@ -48,6 +48,22 @@ const OPEN_RETRY_MAX: Duration = Duration::from_millis(400);
 /// freed is the one the stack hands out next, and the last steps of its reset may still be
 /// on their way.
 const OPEN_SETTLE: Duration = Duration::from_millis(25);
+/// A channel that opened around the time the peer closed one of ours may sit on the stream
+/// id just freed, and the last reset of the old stream (the peer's answer to ours, about a
+/// round trip after the first) can still arrive and close it. That reset leaves the peer
+/// right next to its acknowledgement of our open, so a new channel is held back this long
+/// before the application gets it, when a peer close came this recently before the open
+/// (`OPEN_RISK`): if it is closed in the meantime, nothing was sent on it and the open is
+/// retried.
+/// How long one attempt waits for the peer to acknowledge an open: `OPEN_WAIT` while the
+/// connection has nothing queued (many round trips), up to `OPEN_WAIT_MAX` while data is
+/// queued ahead of the open (up to the send budget, seconds on a slow link). Checked every
+/// `OPEN_WAIT_CHECK`.
+const OPEN_WAIT: Duration = Duration::from_secs(3);
+const OPEN_WAIT_MAX: Duration = Duration::from_secs(15);
+const OPEN_WAIT_CHECK: Duration = Duration::from_millis(500);
+const OPEN_PROBATION: Duration = Duration::from_millis(20);
+const OPEN_RISK: Duration = Duration::from_millis(50);
 /// Data channels opened by the peer, waiting for `accept_stream`.
 const ACCEPT_QUEUE: usize = 64;
 /// Events waiting for the application.
@@ -357,36 +373,95 @@ impl AsyncPeer {
         }
         let mut delay = OPEN_RETRY_FIRST;
         for attempt in 1..=OPEN_ATTEMPTS {
+            if self.inner.dead.is_cancelled() {
+                return Err(TransportError::Closed(
+                    "the connection ended while opening a channel".into(),
+                ));
+            }
+            let started = Instant::now();
             let dc = self
                 .inner
                 .pc
                 .create_data_channel(label, Some(reliable()))
                 .await
                 .map_err(|e| err(e.to_string()))?;
-            let opened = loop {
-                let ev = tokio::select! {
-                    ev = dc.poll() => ev,
-                    _ = self.inner.dead.cancelled() => {
-                        return Err(TransportError::Closed("the connection ended while opening a channel".into()));
+            let outcome = async {
+                let mut check = tokio::time::interval_at(
+                    tokio::time::Instant::now() + OPEN_WAIT_CHECK,
+                    OPEN_WAIT_CHECK,
+                );
+                loop {
+                    let ev = tokio::select! {
+                        ev = dc.poll() => ev,
+                        _ = self.inner.dead.cancelled() => return Ok(None),
+                        _ = check.tick() => {
+                            // Data queued in the stack delays the open: wait longer then.
+                            let waited = started.elapsed();
+                            let idle = self.inner.budget.available_permits() >= PEER_SEND_BUDGET;
+                            if waited >= OPEN_WAIT_MAX || (waited >= OPEN_WAIT && idle) {
+                                return Err(waited);
+                            }
+                            continue;
+                        }
+                    };
+                    match ev {
+                        Some(DataChannelEvent::OnOpen) => return Ok(Some(true)),
+                        Some(DataChannelEvent::OnClose) | None => return Ok(Some(false)),
+                        Some(_) => {}
                     }
-                };
-                match ev {
-                    Some(DataChannelEvent::OnOpen) => break true,
-                    Some(DataChannelEvent::OnClose) | None => break false,
-                    Some(_) => {}
+                }
+            }
+            .await;
+            let opened = match outcome {
+                Ok(Some(opened)) => opened,
+                Ok(None) => {
+                    return Err(TransportError::Closed(
+                        "the connection ended while opening a channel".into(),
+                    ));
+                }
+                Err(_) => {
+                    // The stack lost track of the open (its acknowledgement went astray):
+                    // give it up, so the peer's side of it ends too, and try again.
+                    tracing::debug!(
+                        "channel {label:?} did not open in {OPEN_WAIT:?}; giving it up"
+                    );
+                    let _ = dc.close().await;
+                    false
                 }
             };
             if opened {
-                return Ok(attach(&self.inner, dc, true));
+                let (stream, ended) = attach(&self.inner, dc, true);
+                if !self.peer_closed_since(started.checked_sub(OPEN_RISK).unwrap_or(started)) {
+                    return Ok(stream);
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(OPEN_PROBATION) => return Ok(stream),
+                    _ = ended.cancelled() => {}
+                }
+                // Closed before the application saw it: nothing was sent on it.
+                tracing::debug!(
+                    "channel {label:?} closed right after opening (attempt {attempt}); retrying"
+                );
+                drop(stream);
+            } else {
+                // Not closed: the failed attempt never got a stream of its own, and closing
+                // it would reset the stream id the next attempt may be given.
+                tracing::debug!("channel {label:?} did not open (attempt {attempt}); retrying");
+                drop(dc);
             }
-            // Not closed: the failed attempt never got a stream of its own, and closing it
-            // would reset the stream id the next attempt may be given.
-            tracing::debug!("channel {label:?} did not open (attempt {attempt}); retrying");
-            drop(dc);
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(OPEN_RETRY_MAX);
         }
         Err(err("the peer refused or closed the channel".into()))
+    }
+
+    /// Whether the peer closed one of our channels at or after `t`.
+    fn peer_closed_since(&self, t: Instant) -> bool {
+        self.inner
+            .last_peer_close
+            .lock()
+            .expect("not poisoned")
+            .is_some_and(|closed| closed >= t)
     }
 
     /// The next channel the peer opened (other than "command"), with its label. `None` once
@@ -517,7 +592,7 @@ async fn run_events(
                         *strong.command.lock().unwrap_or_else(|p| p.into_inner()) = Some(dc);
                         return;
                     }
-                    let stream = attach(&strong, dc, false);
+                    let (stream, _) = attach(&strong, dc, false);
                     let dead = strong.dead.clone();
                     drop(strong);
                     tokio::select! {
@@ -639,8 +714,9 @@ impl ChannelState {
     }
 }
 
-/// Wire an open data channel to a new `Stream`.
-fn attach(inner: &Inner, dc: Arc<dyn DataChannel>, opener: bool) -> Stream {
+/// Wire an open data channel to a new `Stream`; the token is cancelled when the channel is
+/// finished.
+fn attach(inner: &Inner, dc: Arc<dyn DataChannel>, opener: bool) -> (Stream, CancellationToken) {
     let flow = (inner.half_close
         && inner.flow.load(Ordering::SeqCst)
         && inner.max_message as u64 <= flow::INITIAL_WINDOW)
@@ -660,6 +736,7 @@ fn attach(inner: &Inner, dc: Arc<dyn DataChannel>, opener: bool) -> Stream {
         finishing: AtomicBool::new(false),
         last_peer_close: inner.last_peer_close.clone(),
     });
+    let ended = state.ended.clone();
     tokio::spawn(read_pump(state.clone(), to_app));
     tokio::spawn(write_pump(
         state,
@@ -667,7 +744,7 @@ fn attach(inner: &Inner, dc: Arc<dyn DataChannel>, opener: bool) -> Stream {
         inner.max_message,
         inner.budget.clone(),
     ));
-    stream
+    (stream, ended)
 }
 
 /// Channel → application. Ends on close, on the peer's marker (EOF) or with the connection.

@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{connect, loopback, pattern};
@@ -199,52 +200,70 @@ async fn without_flow_control_streams_work_as_before() {
     .expect("test timed out");
 }
 
+/// Echoes every stream the peer opens, until the connection ends.
+fn serve_echo(peer: yakk_transport::Peer) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some((_, s)) = peer.accept_stream().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = tokio::io::split(s);
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    })
+}
+
+/// Opens a channel, sends `data`, shuts down its write side and reads until the end;
+/// `phase` becomes "open" once the channel is open.
+async fn echo_cycle(
+    peer: yakk_transport::Peer,
+    label: &str,
+    data: Vec<u8>,
+    phase: Arc<Mutex<&'static str>>,
+) -> Result<Vec<u8>, String> {
+    let s = peer
+        .open_stream(label)
+        .await
+        .map_err(|e| format!("open: {e}"))?;
+    *phase.lock().unwrap() = "open";
+    let (mut r, mut w) = tokio::io::split(s);
+    let writer = tokio::spawn(async move {
+        w.write_all(&data).await?;
+        w.shutdown().await
+    });
+    let mut back = Vec::new();
+    r.read_to_end(&mut back)
+        .await
+        .map_err(|e| format!("read: {e}"))?;
+    writer
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("write: {e}"))?;
+    Ok(back)
+}
+
 /// Channels opened one after another, each echoed and finished before the next, so stream
 /// ids are freed and handed out again all the time. rtc 0.21.1 frees an id before its SCTP
 /// stream reset completes; before the close handshake (docs/yakk2.md) a run like this stalled
-/// within the first five channels. A rare failure is still seen (about one channel in a
-/// thousand on this machine): the test allows two in 200 and stops at the third.
+/// within the first five channels, and before the hold-back of channels opened right after a
+/// peer close about one channel in a thousand failed. None failed in 1000 since; the test
+/// still allows two in 200 (an open the stack loses is only retried after 3 s, beyond this
+/// test's 3 s per channel) and stops at the third.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channels_open_and_close_one_after_another() {
     const CHANNELS: u64 = 200;
     const ALLOWED_FAILURES: usize = 2;
     timeout(Duration::from_secs(120), async {
         let p = connect(yakk2(), yakk2()).await;
-        let b_side = p.b.clone();
-        let server = tokio::spawn(async move {
-            while let Some((_, s)) = b_side.accept_stream().await {
-                tokio::spawn(async move {
-                    let (mut r, mut w) = tokio::io::split(s);
-                    let _ = tokio::io::copy(&mut r, &mut w).await;
-                    let _ = w.shutdown().await;
-                });
-            }
-        });
+        let server = serve_echo(p.b.clone());
         let mut failures = Vec::new();
         for i in 0..CHANNELS {
             let data = pattern(100 + i, 100_000);
-            let a = p.a.clone();
-            let to_send = data.clone();
-            let cycle = timeout(Duration::from_secs(3), async move {
-                let s = a
-                    .open_stream("seq")
-                    .await
-                    .map_err(|e| format!("open: {e}"))?;
-                let (mut r, mut w) = tokio::io::split(s);
-                let writer = tokio::spawn(async move {
-                    w.write_all(&to_send).await?;
-                    w.shutdown().await
-                });
-                let mut back = Vec::new();
-                r.read_to_end(&mut back)
-                    .await
-                    .map_err(|e| format!("read: {e}"))?;
-                writer
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| format!("write: {e}"))?;
-                Ok::<_, String>(back)
-            })
+            let phase = Arc::new(Mutex::new("opening"));
+            let cycle = timeout(
+                Duration::from_secs(3),
+                echo_cycle(p.a.clone(), "seq", data.clone(), phase),
+            )
             .await;
             match cycle {
                 Ok(Ok(back)) if back == data => {}
@@ -259,6 +278,59 @@ async fn channels_open_and_close_one_after_another() {
         }
         eprintln!("{CHANNELS} channels one after another, failures: {failures:?}");
         server.abort();
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// Many short connections at once, as a browser or a parallel client makes them through a
+/// tunnel: channels keep closing while others open, so new channels keep landing on stream
+/// ids the peer has just reset. Every one must carry its data intact.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_of_short_channels_all_succeed() {
+    const ROUNDS: u64 = 3;
+    const CHANNELS: u64 = 200;
+    timeout(Duration::from_secs(180), async {
+        let p = connect(yakk2(), yakk2()).await;
+        let server = serve_echo(p.b.clone());
+        let mut failures = Vec::new();
+        for round in 0..ROUNDS {
+            let mut tasks = Vec::new();
+            for i in 0..CHANNELS {
+                let a = p.a.clone();
+                let data = pattern(round * CHANNELS + i, 20_000 + i as usize * 37);
+                tasks.push(tokio::spawn(async move {
+                    let expected = data.clone();
+                    let phase = Arc::new(Mutex::new("opening"));
+                    let cycle = timeout(
+                        Duration::from_secs(45),
+                        echo_cycle(a, "burst", data, phase.clone()),
+                    )
+                    .await;
+                    match cycle {
+                        Ok(Ok(back)) if back == expected => None,
+                        Ok(Ok(back)) => Some(format!("{round}/{i}: {} bytes back", back.len())),
+                        Ok(Err(e)) => Some(format!("{round}/{i}: {e}")),
+                        Err(_) => Some(format!(
+                            "{round}/{i}: timed out ({})",
+                            phase.lock().unwrap()
+                        )),
+                    }
+                }));
+            }
+            for t in tasks {
+                if let Some(f) = t.await.expect("task") {
+                    failures.push(f);
+                }
+            }
+        }
+        server.abort();
+        assert!(
+            failures.is_empty(),
+            "{} of {} channels failed: {failures:?}",
+            failures.len(),
+            ROUNDS * CHANNELS
+        );
     })
     .await
     .expect("test timed out");
