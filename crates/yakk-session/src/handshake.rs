@@ -963,4 +963,137 @@ mod tests {
         let future = Envelope::new("YAKK3_HELLO", "", 0, 1);
         assert!(j.on_message(&future).unwrap().is_empty());
     }
+
+    /// The session the reference (Go) program recorded (`yakk1-session.json`, password "test"),
+    /// with the session key both of its sides derived.
+    fn reference_session() -> (serde_json::Value, [u8; 32]) {
+        let s: serde_json::Value = serde_json::from_str(include_str!(
+            "../../yakk-pake/tests/vectors/yakk1-session.json"
+        ))
+        .unwrap();
+        let hex = s["session_key_hex"].as_str().unwrap();
+        let key: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        (s.clone(), key.try_into().unwrap())
+    }
+
+    fn recorded(s: &serde_json::Value, side: &str) -> Vec<Envelope> {
+        serde_json::from_value(s[side].clone()).unwrap()
+    }
+
+    /// One side of ours, past the key exchange with the reference's session key, as if the
+    /// PAKE of the recorded session had just run (its secrets are not in the recording).
+    fn past_pake_with_reference(role: Role, key: [u8; 32]) -> Handshake {
+        let mut p = params(role, "test");
+        p.legacy_only = true;
+        let mut h = Handshake::blank(p);
+        h.version = Some(Version::V1);
+        h.crypto = Some(Crypto::V1(key));
+        h.stage = Stage::Negotiating;
+        h
+    }
+
+    #[test]
+    fn the_reference_joiners_sealed_offer_opens_on_our_owner() {
+        let (s, key) = reference_session();
+        let mut owner = past_pake_with_reference(Role::Owner, key);
+        let mut offers = 0;
+        for env in recorded(&s, "joiner_sent") {
+            if env.msg_type != msg::OFFER && env.msg_type != msg::CONNECTED {
+                continue;
+            }
+            let acts = owner.on_message(&env).unwrap();
+            if env.msg_type == msg::OFFER {
+                let [Action::AcceptOffer(sdp)] = acts.as_slice() else {
+                    panic!("{acts:?}")
+                };
+                assert!(sdp.starts_with("v=0\r\n"), "{sdp}");
+                assert!(sdp.contains("webrtc-datachannel"), "{sdp}");
+                assert!(sdp.contains("a=fingerprint:sha-256 "), "{sdp}");
+                offers += 1;
+            } else {
+                assert!(acts.is_empty(), "{acts:?}");
+            }
+        }
+        assert_eq!(offers, 1);
+    }
+
+    #[test]
+    fn the_reference_owners_sealed_answer_and_candidate_open_on_our_joiner() {
+        let (s, key) = reference_session();
+        let mut joiner = past_pake_with_reference(Role::Joiner, key);
+        let mut seen = Vec::new();
+        for env in recorded(&s, "owner_sent") {
+            if !matches!(env.msg_type.as_str(), msg::ANSWER | msg::NEW_ICE_CANDIDATE) {
+                continue;
+            }
+            match single_action(joiner.on_message(&env).unwrap()) {
+                Action::AcceptAnswer(sdp) => {
+                    assert!(sdp.starts_with("v=0\r\n") && sdp.contains("webrtc-datachannel"));
+                    seen.push("answer");
+                }
+                Action::AddCandidate(c) => {
+                    assert!(c.candidate.starts_with("candidate:"), "{c:?}");
+                    assert!(c.sdp_mid.is_some() || c.sdp_mline_index.is_some(), "{c:?}");
+                    seen.push("candidate");
+                }
+                a => panic!("{a:?}"),
+            }
+        }
+        assert_eq!(seen, ["answer", "candidate"]);
+    }
+
+    fn single_action(acts: Vec<Action>) -> Action {
+        let [a] = <[Action; 1]>::try_from(acts).unwrap_or_else(|a| panic!("{a:?}"));
+        a
+    }
+
+    #[test]
+    fn a_recorded_reference_message_altered_or_under_another_key_is_refused() {
+        let (s, key) = reference_session();
+        let offer = recorded(&s, "joiner_sent")
+            .into_iter()
+            .find(|e| e.msg_type == msg::OFFER)
+            .unwrap();
+        // One byte changed anywhere in the sealed payload (here in the middle).
+        let mut raw =
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &offer.payload)
+                .unwrap();
+        let mid = raw.len() / 2;
+        raw[mid] ^= 0x01;
+        let mut altered = offer.clone();
+        altered.payload = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &raw);
+        let mut owner = past_pake_with_reference(Role::Owner, key);
+        assert!(matches!(
+            owner.on_message(&altered),
+            Err(HandshakeError::Sealed(_))
+        ));
+        let mut other = key;
+        other[31] ^= 0x80;
+        let mut owner = past_pake_with_reference(Role::Owner, other);
+        assert!(matches!(
+            owner.on_message(&offer),
+            Err(HandshakeError::Sealed(_))
+        ));
+    }
+
+    #[test]
+    fn our_yakk1_sealing_has_the_references_layout() {
+        // The reference's sealed payload is base64 of nonce, ciphertext and tag, with the
+        // plaintext as long as the JSON it carries: ours must have the same length for the
+        // same plaintext, and open back.
+        let (s, key) = reference_session();
+        for env in recorded(&s, "owner_sent") {
+            if !matches!(env.msg_type.as_str(), msg::ANSWER | msg::NEW_ICE_CANDIDATE) {
+                continue;
+            }
+            let plain = sealed::open_v1(&key, &env.payload).unwrap();
+            let ours = sealed::seal_v1(&key, &plain);
+            assert_eq!(ours.len(), env.payload.len(), "{}", env.msg_type);
+            assert_ne!(ours, env.payload, "a fresh nonce every time");
+            assert_eq!(sealed::open_v1(&key, &ours).unwrap(), plain);
+        }
+    }
 }
