@@ -537,6 +537,9 @@ def wait_idle(p, quiet=0.3, timeout=30):
 
 
 def file_case(cfg, name, start_sender, start_receiver, src):
+    # Write back what earlier steps left dirty (the source file just written, the previous
+    # receiver's file), so that no case shares the disk with another's writeback.
+    os.sync()
     out = tempfile.mkdtemp(prefix="ykb-recv-", dir=cfg.tmp)
     sender, infra = start_sender()
     stop, first = threading.Event(), []
