@@ -14,6 +14,8 @@ use crate::{Connection, SessionConfig, SessionError};
 
 /// How long the PAKE and the exchange of descriptions may take once the peer is known.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a joiner that failed waits for its last signalling messages to go out.
+const FINISH_WAIT: Duration = Duration::from_secs(2);
 
 fn transport_config(cfg: &SessionConfig, advertised: &[IceServer], v: Version) -> TransportConfig {
     let mut ice_servers = cfg.ice_servers.clone();
@@ -208,9 +210,15 @@ pub async fn join(cfg: SessionConfig, room: &str) -> Result<Connection, SessionE
     });
     let advertised = Arc::new(m.ice_servers.clone());
     let out = m.outgoing.clone();
-    let conn = run(hs, first, rx, out, Arc::new(cfg), advertised, Role::Joiner)
-        .await
-        .map_err(|(e, _)| e)?;
+    let conn = match run(hs, first, rx, out, Arc::new(cfg), advertised, Role::Joiner).await {
+        Ok(conn) => conn,
+        Err((e, _)) => {
+            // The caller may exit at once: first make sure our last messages (our key
+            // confirmation, an abort notice) have reached the server.
+            m.finish(FINISH_WAIT).await;
+            return Err(e);
+        }
+    };
     // Keep the membership alive as long as the connection: the owner may still be sending
     // candidates. Dropping `m` closes the WebSocket.
     conn.hold(Box::new(m));

@@ -43,6 +43,23 @@ pub struct Membership {
     pub ice_servers: Vec<IceServer>,
     pub outgoing: mpsc::Sender<Envelope>,
     pub incoming: mpsc::Receiver<Envelope>,
+    /// The task that writes `outgoing` to the socket; it ends once every sender is gone and
+    /// the queue is written.
+    writer: tokio::task::JoinHandle<()>,
+}
+
+impl Membership {
+    /// Writes what is still queued, closes the WebSocket, and waits for that (at most
+    /// `within`). A side that gives up and exits must not lose its last messages: its key
+    /// confirmation, which the peer needs to learn that the password was wrong, or a notice
+    /// of why it stopped. Other clones of `outgoing` must be gone, or this waits `within`.
+    pub async fn finish(self, within: std::time::Duration) {
+        let Membership {
+            outgoing, writer, ..
+        } = self;
+        drop(outgoing);
+        let _ = tokio::time::timeout(within, writer).await;
+    }
 }
 
 type Ws =
@@ -146,7 +163,7 @@ fn spawn_pumps(
     let (mut sink, mut stream) = ws.split();
     let (out_tx, mut out_rx) = mpsc::channel::<Envelope>(64);
     let (in_tx, in_rx) = mpsc::channel::<Envelope>(64);
-    tokio::spawn(async move {
+    let writer = tokio::spawn(async move {
         while let Some(env) = out_rx.recv().await {
             if sink.send(Message::text(env.to_json())).await.is_err() {
                 break;
@@ -189,12 +206,62 @@ fn spawn_pumps(
         ice_servers,
         outgoing: out_tx,
         incoming: in_rx,
+        writer,
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::ws_base_url;
+    use super::*;
+
+    /// A one-room signalling server on a thread: answers the room creation, then collects
+    /// every text message until the client closes.
+    fn collecting_server() -> (String, std::thread::JoinHandle<Vec<String>>) {
+        use tokio_tungstenite::tungstenite;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = std::thread::spawn(move || {
+            let (tcp, _) = listener.accept().unwrap();
+            tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                .unwrap();
+            let mut ws = tungstenite::accept(tcp).unwrap();
+            let created = Envelope::new(msg::ROOM_CREATED, "417", -1, 1);
+            ws.send(Message::text(created.to_json())).unwrap();
+            let mut got = Vec::new();
+            while let Ok(m) = ws.read() {
+                match m {
+                    Message::Text(t) => got.push(t.to_string()),
+                    Message::Close(_) => break,
+                    _ => {}
+                }
+            }
+            got
+        });
+        (addr, server)
+    }
+
+    #[test]
+    fn finish_writes_what_is_queued_before_the_process_goes() {
+        let (addr, server) = collecting_server();
+        // A runtime that is dropped right after, as when yakk exits on an error: a spawned
+        // writer that has not run by then never runs.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let m = create_room(&addr, false, None).await.unwrap();
+            for i in 0..20 {
+                let env = Envelope::new(msg::JPAKE_KEY_CONFIRMATION, format!("m{i}"), 1, 2);
+                m.outgoing.send(env).await.unwrap();
+            }
+            m.finish(std::time::Duration::from_secs(5)).await;
+        });
+        drop(rt);
+        let got = server.join().unwrap();
+        assert_eq!(got.len(), 20, "{got:?}");
+        assert!(got[19].contains("m19"), "in order: {got:?}");
+    }
 
     #[test]
     fn signal_urls_normalise() {
