@@ -663,7 +663,7 @@ where
         .await
         .map_err(|e| TransferError::io("asking for confirmation", std::io::Error::other(e)))?;
         if !yes {
-            refuse(&mut wr, Frame::Refuse, "declined by the receiver").await;
+            refuse(&mut wr, Frame::Refuse, "they answered no to the offer").await;
             return Err(TransferError::Declined);
         }
     }

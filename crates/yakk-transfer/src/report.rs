@@ -218,11 +218,13 @@ impl<W: Write + Send> Reporter for JsonReporter<W> {
     }
 }
 
-/// Bars on standard error: one for the current file, one for the total.
+/// Bars on standard error: one for the current file, one for the total. Nothing is drawn
+/// before the transfer starts, so the offer and its question stay alone on the terminal.
 pub struct TerminalReporter {
-    _multi: MultiProgress,
+    multi: MultiProgress,
     file: ProgressBar,
     total: ProgressBar,
+    shown: std::sync::Once,
 }
 
 impl Default for TerminalReporter {
@@ -239,19 +241,20 @@ impl TerminalReporter {
 
     /// Draw on a chosen target.
     pub fn with_target(target: ProgressDrawTarget) -> Self {
-        let multi = MultiProgress::with_draw_target(target);
         let style = ProgressStyle::with_template(
             "{msg:24!} {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12} eta {eta:<4} {wide_bar}",
         )
         .expect("valid template")
         .progress_chars("=> ");
-        let file = multi.add(ProgressBar::new(0).with_style(style.clone()));
-        let total = multi.add(ProgressBar::new(0).with_style(style));
+        // Detached (hidden) until `start` adds them to the drawing.
+        let file = ProgressBar::hidden().with_style(style.clone());
+        let total = ProgressBar::hidden().with_style(style);
         total.set_message("total");
         Self {
-            _multi: multi,
+            multi: MultiProgress::with_draw_target(target),
             file,
             total,
+            shown: std::sync::Once::new(),
         }
     }
 }
@@ -269,6 +272,10 @@ impl Reporter for TerminalReporter {
         };
         self.total
             .set_message(format!("{verb} {} file(s)", i.files));
+        self.shown.call_once(|| {
+            self.multi.add(self.file.clone());
+            self.multi.add(self.total.clone());
+        });
     }
 
     fn file_start(&self, name: &str, size: Option<u64>, offset: u64) {
@@ -350,6 +357,74 @@ mod tests {
         assert_eq!(kinds, ["start", "file", "progress", "file_done", "done"]);
         assert_eq!(events[4]["bytes"], 10);
         assert_eq!(events[1]["name"], "a\nb");
+    }
+
+    /// A terminal that keeps what is written to it.
+    #[derive(Debug, Clone, Default)]
+    struct Screen(std::sync::Arc<Mutex<String>>);
+
+    impl indicatif::TermLike for Screen {
+        fn width(&self) -> u16 {
+            100
+        }
+        fn move_cursor_up(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_down(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_right(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_left(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn write_line(&self, s: &str) -> std::io::Result<()> {
+            self.write_str(&format!("{s}\n"))
+        }
+        fn write_str(&self, s: &str) -> std::io::Result<()> {
+            self.0.lock().unwrap().push_str(s);
+            Ok(())
+        }
+        fn clear_line(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn flush(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn terminal_bars_appear_only_once_the_transfer_starts() {
+        let screen = Screen::default();
+        let r =
+            TerminalReporter::with_target(ProgressDrawTarget::term_like(Box::new(screen.clone())));
+        // Before the start (while the receiver is asked about the offer): nothing drawn,
+        // even on a redraw of the whole drawing.
+        r.multi.println("offer").unwrap();
+        assert_eq!(screen.0.lock().unwrap().trim(), "offer");
+        r.start(&StartInfo {
+            direction: Direction::Receive,
+            files: 2,
+            total_bytes: Some(10),
+            resumed_bytes: 0,
+        });
+        r.progress(&Progress {
+            name: "a",
+            file_bytes: 4,
+            file_size: Some(10),
+            bytes: 4,
+            total_bytes: Some(10),
+        });
+        r.done(&DoneInfo {
+            direction: Direction::Receive,
+            files: 2,
+            bytes_transferred: 10,
+            resumed_bytes: 0,
+            elapsed: Duration::from_secs(1),
+        });
+        let drawn = screen.0.lock().unwrap().clone();
+        assert!(drawn.contains("received 2 file(s)"), "{drawn:?}");
     }
 
     #[test]
