@@ -213,3 +213,81 @@ async fn a_wrong_password_burns_the_code() {
     assert!(err["message"].as_str().unwrap().contains("burned"), "{err}");
     assert_eq!(s.exit_code(10).await, 3);
 }
+
+/// The question on a terminal: the receiver runs under `script` (util-linux), which gives it a
+/// pseudo-terminal, sees the offer, answers "n", and nothing is written.
+#[tokio::test(flavor = "multi_thread")]
+async fn declining_the_offer_at_the_prompt_writes_nothing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("offered.txt");
+    std::fs::write(&src, b"not wanted").unwrap();
+    let out = dir.path().join("out");
+    let (mut s, code) = sender(&[src.to_str().unwrap()]).await;
+    let line = format!(
+        "'{BIN}' filereceive --ice-ip 127.0.0.1 -o '{}' '{code}'",
+        out.display()
+    );
+    let mut r = tokio::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env_remove("YAKK_SIGNAL")
+        .env_remove("YAKK_PASSWORD")
+        .env_remove("YAKK_CODE")
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("script (util-linux) runs the receiver on a pseudo-terminal");
+    let mut stdin = r.stdin.take().unwrap();
+    let mut stdout = r.stdout.take().unwrap();
+    // What the terminal showed up to the question.
+    let mut shown = Vec::new();
+    let asked = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = stdout.read(&mut buf).await.unwrap();
+            assert!(n > 0, "receiver ended before asking");
+            shown.extend_from_slice(&buf[..n]);
+            if String::from_utf8_lossy(&shown).contains("Accept? [y/N]") {
+                break;
+            }
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&shown).to_string();
+    assert!(asked.is_ok(), "no question within 60 s; terminal: {text:?}");
+    let before = &text[..text.find("Accept? [y/N]").unwrap()];
+    assert!(before.contains("offered.txt"), "{text:?}");
+    assert!(before.contains("1 file(s)"), "{text:?}");
+    // No progress bar before the answer.
+    assert!(
+        !before.contains("total") && !before.contains("receiving"),
+        "{text:?}"
+    );
+    stdin.write_all(b"n\n").await.unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        stdout.read_to_end(&mut rest),
+    )
+    .await;
+    let status = tokio::time::timeout(std::time::Duration::from_secs(10), r.wait())
+        .await
+        .expect("receiver exits")
+        .unwrap();
+    let rest = String::from_utf8_lossy(&rest).to_string();
+    assert_eq!(status.code(), Some(9), "{rest:?}");
+    assert!(rest.contains("declined"), "{rest:?}");
+    let err = s.event("error", 30).await;
+    let msg = err["message"].as_str().unwrap();
+    assert!(
+        msg.contains("declined") && msg.contains("answered no"),
+        "{err}"
+    );
+    assert_eq!(s.exit_code(10).await, 9);
+    let written: Vec<_> = std::fs::read_dir(&out)
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(written.is_empty(), "{written:?}");
+}
