@@ -41,6 +41,16 @@ async fn linger(stream: &mut yakk_session::Stream) {
     .await;
 }
 
+/// Whether the peer may still be reading our last words: after a success, and after an error
+/// we told it about (a refusal, a declined offer, a failed check), but not once the connection
+/// is gone.
+fn peer_may_listen<T>(result: &Result<T, TransferError>) -> bool {
+    !matches!(
+        result,
+        Err(TransferError::Connection(_) | TransferError::PeerClosed)
+    )
+}
+
 fn reporter(out: Out, data_on_stdout: bool) -> Box<dyn Reporter + Send + Sync> {
     if out.json && !data_on_stdout {
         Box::new(JsonReporter::stdout())
@@ -144,7 +154,7 @@ pub async fn send(args: FilesendArgs, out: Out) -> anyhow::Result<()> {
             Version::V1 => yakk_transfer::serve_http_v1(&mut stream, &manifest, rep.as_ref()).await,
             Version::V2 => yakk_transfer::send(&mut stream, &manifest, rep.as_ref()).await,
         };
-        if result.is_ok() {
+        if peer_may_listen(&result) {
             linger(&mut stream).await;
         }
         let summary = result.map_err(transfer_failure)?;
@@ -206,7 +216,7 @@ pub async fn receive(args: FilereceiveArgs, out: Out) -> anyhow::Result<()> {
         Version::V1 => yakk_transfer::fetch_http_v1(&mut stream, opts, rep.as_ref()).await,
         Version::V2 => yakk_transfer::receive(&mut stream, opts, rep.as_ref()).await,
     };
-    if result.is_ok() {
+    if peer_may_listen(&result) {
         linger(&mut stream).await;
     }
     let summary = result.map_err(transfer_failure)?;
