@@ -243,7 +243,8 @@ pub struct Owner {
     pub room: String,
     pub ice_servers: Vec<IceServer>,
     events: mpsc::Receiver<OwnerEvent>,
-    _stop: watch::Sender<()>,
+    stop: watch::Sender<()>,
+    router: tokio::task::JoinHandle<()>,
 }
 
 impl Owner {
@@ -254,13 +255,24 @@ impl Owner {
         let (stop_tx, stop_rx) = watch::channel(());
         let room = m.room.clone();
         let ice = m.ice_servers.clone();
-        tokio::spawn(route(m, Arc::new(cfg), ev_tx, stop_rx));
+        let router = tokio::spawn(route(m, Arc::new(cfg), ev_tx, stop_rx));
         Ok(Owner {
             room,
             ice_servers: ice,
             events: ev_rx,
-            _stop: stop_tx,
+            stop: stop_tx,
+            router,
         })
+    }
+
+    /// Closes the room, and first writes what is still queued for the signalling server (at
+    /// most [`FINISH_WAIT`]): call it before exiting after a failed joiner, whose key
+    /// confirmation it needs to learn that its password was wrong. Dropping the owner closes
+    /// the room too, without that wait.
+    pub async fn close(self) {
+        let Owner { stop, router, .. } = self;
+        drop(stop);
+        let _ = tokio::time::timeout(FINISH_WAIT + Duration::from_secs(1), router).await;
     }
 
     /// The next joiner event; `None` when the room is gone (signalling connection lost).
@@ -313,6 +325,8 @@ async fn route(
         // A finished handshake drops its receiver; later messages are ignored.
         let _ = tx.try_send(env);
     }
+    drop(events);
+    m.finish(FINISH_WAIT).await;
 }
 
 impl From<HandshakeError> for SessionError {

@@ -131,6 +131,8 @@ pub async fn send(args: FilesendArgs, out: Out) -> anyhow::Result<()> {
                     Some(&format!("A receiver failed: {}", f.message)),
                 );
                 if budget.record(guess_spent) {
+                    // The receiver learns its password was wrong from our key confirmation.
+                    owner.close().await;
                     return Err(Failure::new(
                         ExitCode::WrongPassword,
                         "someone tried a wrong password, so the code was burned: run filesend again for a new code",

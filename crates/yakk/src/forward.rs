@@ -115,7 +115,11 @@ pub async fn server(args: ServerArgs, out: Out) -> anyhow::Result<()> {
                     Some(&format!("A joiner failed: {msg}")),
                 );
                 if budget.record(guess_spent) {
-                    owner = None; // closes the room
+                    // Close the room, once the joiner has our key confirmation: it learns
+                    // from it that its password was wrong.
+                    if let Some(o) = owner.take() {
+                        o.close().await;
+                    }
                     closed = Some(Failure::new(
                         ExitCode::WrongPassword,
                         "someone tried a wrong password, so the code was burned: run yakk server again for a new code",
