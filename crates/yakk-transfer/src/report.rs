@@ -279,10 +279,12 @@ impl Reporter for TerminalReporter {
     }
 
     fn file_start(&self, name: &str, size: Option<u64>, offset: u64) {
-        self.file.set_message(names::escape(name));
+        // Length and position first: the message redraws, and must not show the new name
+        // with the previous file's figures.
         self.file.set_length(size.unwrap_or(0));
         self.file.set_position(offset);
         self.file.reset_eta();
+        self.file.set_message(names::escape(name));
     }
 
     fn progress(&self, p: &Progress<'_>) {
@@ -299,18 +301,10 @@ impl Reporter for TerminalReporter {
         self.file.set_position(size);
     }
 
-    fn done(&self, d: &DoneInfo) {
+    fn done(&self, _d: &DoneInfo) {
+        // The caller prints the summary line (on a terminal or not).
         self.file.finish_and_clear();
-        let verb = match d.direction {
-            Direction::Send => "sent",
-            Direction::Receive => "received",
-        };
-        self.total.finish_with_message(format!(
-            "{verb} {} file(s), {} in {:.1}s",
-            d.files,
-            indicatif::HumanBytes(d.bytes_transferred),
-            d.elapsed.as_secs_f64()
-        ));
+        self.total.finish_and_clear();
     }
 }
 
@@ -424,7 +418,7 @@ mod tests {
             elapsed: Duration::from_secs(1),
         });
         let drawn = screen.0.lock().unwrap().clone();
-        assert!(drawn.contains("received 2 file(s)"), "{drawn:?}");
+        assert!(drawn.contains("receiving 2 file(s)"), "{drawn:?}");
     }
 
     #[test]

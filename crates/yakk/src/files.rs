@@ -7,7 +7,8 @@ use std::sync::Arc;
 use serde_json::json;
 use yakk_session::{Owner, OwnerEvent, Version};
 use yakk_transfer::{
-    Destination, JsonReporter, Manifest, ReceiveOptions, Reporter, TerminalReporter, TransferError,
+    Destination, DoneInfo, JsonReporter, Manifest, ReceiveOptions, Reporter, TerminalReporter,
+    TransferError,
 };
 
 use crate::cli::{FilereceiveArgs, FilesendArgs};
@@ -49,6 +50,57 @@ fn peer_may_listen<T>(result: &Result<T, TransferError>) -> bool {
         result,
         Err(TransferError::Connection(_) | TransferError::PeerClosed)
     )
+}
+
+/// Passes everything to the chosen reporter and keeps the final figures for the summary line.
+struct Recording {
+    inner: Box<dyn Reporter + Send + Sync>,
+    done: std::sync::Mutex<Option<DoneInfo>>,
+}
+
+impl Recording {
+    fn new(inner: Box<dyn Reporter + Send + Sync>) -> Self {
+        Recording {
+            inner,
+            done: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// " in 4.2 s, 256 MB/s" once the transfer finished, else nothing.
+    fn took(&self) -> String {
+        let Some(d) = self.done.lock().unwrap().clone() else {
+            return String::new();
+        };
+        let secs = d.elapsed.as_secs_f64();
+        let rate = d.bytes_transferred as f64 / secs.max(1e-3);
+        let rate = if rate >= 1e6 {
+            format!("{:.0} MB/s", rate / 1e6)
+        } else if rate >= 1e3 {
+            format!("{:.0} kB/s", rate / 1e3)
+        } else {
+            format!("{rate:.0} B/s")
+        };
+        format!(" in {secs:.1} s, {rate}")
+    }
+}
+
+impl Reporter for Recording {
+    fn start(&self, i: &yakk_transfer::StartInfo) {
+        self.inner.start(i)
+    }
+    fn file_start(&self, name: &str, size: Option<u64>, offset: u64) {
+        self.inner.file_start(name, size, offset)
+    }
+    fn progress(&self, p: &yakk_transfer::Progress<'_>) {
+        self.inner.progress(p)
+    }
+    fn file_done(&self, name: &str, size: u64) {
+        self.inner.file_done(name, size)
+    }
+    fn done(&self, d: &DoneInfo) {
+        *self.done.lock().unwrap() = Some(d.clone());
+        self.inner.done(d)
+    }
 }
 
 fn reporter(out: Out, data_on_stdout: bool) -> Box<dyn Reporter + Send + Sync> {
@@ -151,10 +203,10 @@ pub async fn send(args: FilesendArgs, out: Out) -> anyhow::Result<()> {
         let Some((_, mut stream)) = stream else {
             return Err(Failure::new(ExitCode::PeerGone, "the receiver went away").into());
         };
-        let rep = reporter(out, false);
+        let rep = Recording::new(reporter(out, false));
         let result = match conn.version() {
-            Version::V1 => yakk_transfer::serve_http_v1(&mut stream, &manifest, rep.as_ref()).await,
-            Version::V2 => yakk_transfer::send(&mut stream, &manifest, rep.as_ref()).await,
+            Version::V1 => yakk_transfer::serve_http_v1(&mut stream, &manifest, &rep).await,
+            Version::V2 => yakk_transfer::send(&mut stream, &manifest, &rep).await,
         };
         if peer_may_listen(&result) {
             linger(&mut stream).await;
@@ -162,9 +214,10 @@ pub async fn send(args: FilesendArgs, out: Out) -> anyhow::Result<()> {
         let summary = result.map_err(transfer_failure)?;
         served += 1;
         out.say(&format!(
-            "Sent {} file(s), {} bytes{}.",
+            "Sent {} file(s), {} bytes{}{}.",
             summary.files_sent,
             summary.bytes_sent,
+            rep.took(),
             if summary.resumed_bytes > 0 {
                 format!(" ({} bytes were already there)", summary.resumed_bytes)
             } else {
@@ -213,10 +266,10 @@ pub async fn receive(args: FilereceiveArgs, out: Out) -> anyhow::Result<()> {
         overwrite: args.overwrite,
         confirm,
     };
-    let rep = reporter(out, args.stdout);
+    let rep = Recording::new(reporter(out, args.stdout));
     let result = match conn.version() {
-        Version::V1 => yakk_transfer::fetch_http_v1(&mut stream, opts, rep.as_ref()).await,
-        Version::V2 => yakk_transfer::receive(&mut stream, opts, rep.as_ref()).await,
+        Version::V1 => yakk_transfer::fetch_http_v1(&mut stream, opts, &rep).await,
+        Version::V2 => yakk_transfer::receive(&mut stream, opts, &rep).await,
     };
     if peer_may_listen(&result) {
         linger(&mut stream).await;
@@ -224,9 +277,10 @@ pub async fn receive(args: FilereceiveArgs, out: Out) -> anyhow::Result<()> {
     let summary = result.map_err(transfer_failure)?;
     if !out.json {
         eprintln!(
-            "Received {} file(s), {} bytes{}.",
+            "Received {} file(s), {} bytes{}{}.",
             summary.files_received,
             summary.bytes_received,
+            rep.took(),
             if summary.resumed_bytes > 0 {
                 format!(
                     " (resumed: {} bytes were already here)",

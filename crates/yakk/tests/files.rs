@@ -214,16 +214,17 @@ async fn a_wrong_password_burns_the_code() {
     assert_eq!(s.exit_code(10).await, 3);
 }
 
-/// The question on a terminal: the receiver runs under `script` (util-linux), which gives it a
-/// pseudo-terminal, sees the offer, answers "n", and nothing is written.
-#[tokio::test(flavor = "multi_thread")]
-async fn declining_the_offer_at_the_prompt_writes_nothing() {
+/// What a receiver on a terminal showed before and after it answered the offer question.
+struct Answered {
+    before: String,
+    after: String,
+    status: Option<i32>,
+}
+
+/// Runs `yakk filereceive CODE -o OUT` on a pseudo-terminal (util-linux `script`), waits for
+/// the question about the offer, answers `answer`, and collects what the terminal showed.
+async fn answer_on_a_terminal(code: &str, out: &Path, answer: &str) -> Answered {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("offered.txt");
-    std::fs::write(&src, b"not wanted").unwrap();
-    let out = dir.path().join("out");
-    let (mut s, code) = sender(&[src.to_str().unwrap()]).await;
     let line = format!(
         "'{BIN}' filereceive --ice-ip 127.0.0.1 -o '{}' '{code}'",
         out.display()
@@ -241,7 +242,6 @@ async fn declining_the_offer_at_the_prompt_writes_nothing() {
         .expect("script (util-linux) runs the receiver on a pseudo-terminal");
     let mut stdin = r.stdin.take().unwrap();
     let mut stdout = r.stdout.take().unwrap();
-    // What the terminal showed up to the question.
     let mut shown = Vec::new();
     let asked = tokio::time::timeout(std::time::Duration::from_secs(60), async {
         let mut buf = [0u8; 4096];
@@ -257,15 +257,11 @@ async fn declining_the_offer_at_the_prompt_writes_nothing() {
     .await;
     let text = String::from_utf8_lossy(&shown).to_string();
     assert!(asked.is_ok(), "no question within 60 s; terminal: {text:?}");
-    let before = &text[..text.find("Accept? [y/N]").unwrap()];
-    assert!(before.contains("offered.txt"), "{text:?}");
-    assert!(before.contains("1 file(s)"), "{text:?}");
-    // No progress bar before the answer.
-    assert!(
-        !before.contains("total") && !before.contains("receiving"),
-        "{text:?}"
-    );
-    stdin.write_all(b"n\n").await.unwrap();
+    let before = text[..text.find("Accept? [y/N]").unwrap()].to_string();
+    stdin
+        .write_all(format!("{answer}\n").as_bytes())
+        .await
+        .unwrap();
     let mut rest = Vec::new();
     let _ = tokio::time::timeout(
         std::time::Duration::from_secs(30),
@@ -276,9 +272,33 @@ async fn declining_the_offer_at_the_prompt_writes_nothing() {
         .await
         .expect("receiver exits")
         .unwrap();
-    let rest = String::from_utf8_lossy(&rest).to_string();
-    assert_eq!(status.code(), Some(9), "{rest:?}");
-    assert!(rest.contains("declined"), "{rest:?}");
+    Answered {
+        before,
+        after: String::from_utf8_lossy(&rest).to_string(),
+        status: status.code(),
+    }
+}
+
+/// The question on a terminal: the receiver sees the offer, answers "n", and nothing is
+/// written.
+#[tokio::test(flavor = "multi_thread")]
+async fn declining_the_offer_at_the_prompt_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("offered.txt");
+    std::fs::write(&src, b"not wanted").unwrap();
+    let out = dir.path().join("out");
+    let (mut s, code) = sender(&[src.to_str().unwrap()]).await;
+    let a = answer_on_a_terminal(&code, &out, "n").await;
+    assert!(a.before.contains("offered.txt"), "{:?}", a.before);
+    assert!(a.before.contains("1 file(s)"), "{:?}", a.before);
+    // No progress bar before the answer.
+    assert!(
+        !a.before.contains("total") && !a.before.contains("receiving"),
+        "{:?}",
+        a.before
+    );
+    assert_eq!(a.status, Some(9), "{:?}", a.after);
+    assert!(a.after.contains("declined"), "{:?}", a.after);
     let err = s.event("error", 30).await;
     let msg = err["message"].as_str().unwrap();
     assert!(
@@ -290,4 +310,25 @@ async fn declining_the_offer_at_the_prompt_writes_nothing() {
         .map(|d| d.map(|e| e.unwrap().file_name()).collect())
         .unwrap_or_default();
     assert!(written.is_empty(), "{written:?}");
+}
+
+/// Accepting on a terminal: the file arrives, and the summary gives the time and the rate.
+#[tokio::test(flavor = "multi_thread")]
+async fn accepting_the_offer_at_the_prompt_receives_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("wanted.bin");
+    write_big(&src, 2, 7);
+    let out = dir.path().join("out");
+    let (mut s, code) = sender(&[src.to_str().unwrap()]).await;
+    let a = answer_on_a_terminal(&code, &out, "y").await;
+    assert_eq!(a.status, Some(0), "{:?}", a.after);
+    assert!(
+        a.after.contains("Received 1 file(s), 2097152 bytes in "),
+        "{:?}",
+        a.after
+    );
+    assert!(a.after.contains("B/s."), "{:?}", a.after);
+    assert_eq!(sha(&out.join("wanted.bin")), sha(&src));
+    s.event("done", 30).await;
+    assert_eq!(s.exit_code(10).await, 0);
 }
