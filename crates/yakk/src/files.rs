@@ -52,6 +52,25 @@ fn peer_may_listen<T>(result: &Result<T, TransferError>) -> bool {
     )
 }
 
+/// "14 bytes", "2.0 MiB", "1.00 GiB": sizes in the summary lines.
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} byte{}", if n == 1 { "" } else { "s" });
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if v < 10.0 {
+        format!("{v:.2} {}", UNITS[unit])
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
 /// Passes everything to the chosen reporter and keeps the final figures for the summary line.
 struct Recording {
     inner: Box<dyn Reporter + Send + Sync>,
@@ -214,12 +233,15 @@ pub async fn send(args: FilesendArgs, out: Out) -> anyhow::Result<()> {
         let summary = result.map_err(transfer_failure)?;
         served += 1;
         out.say(&format!(
-            "Sent {} file(s), {} bytes{}{}.",
+            "Sent {} file(s), {}{}{}.",
             summary.files_sent,
-            summary.bytes_sent,
+            human_bytes(summary.bytes_sent),
             rep.took(),
             if summary.resumed_bytes > 0 {
-                format!(" ({} bytes were already there)", summary.resumed_bytes)
+                format!(
+                    " ({} were already there)",
+                    human_bytes(summary.resumed_bytes)
+                )
             } else {
                 String::new()
             }
@@ -277,14 +299,14 @@ pub async fn receive(args: FilereceiveArgs, out: Out) -> anyhow::Result<()> {
     let summary = result.map_err(transfer_failure)?;
     if !out.json {
         eprintln!(
-            "Received {} file(s), {} bytes{}{}.",
+            "Received {} file(s), {}{}{}.",
             summary.files_received,
-            summary.bytes_received,
+            human_bytes(summary.bytes_received),
             rep.took(),
             if summary.resumed_bytes > 0 {
                 format!(
-                    " (resumed: {} bytes were already here)",
-                    summary.resumed_bytes
+                    " (resumed: {} were already here)",
+                    human_bytes(summary.resumed_bytes)
                 )
             } else {
                 String::new()
@@ -293,4 +315,20 @@ pub async fn receive(args: FilereceiveArgs, out: Out) -> anyhow::Result<()> {
     }
     conn.close().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_bytes;
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(human_bytes(0), "0 bytes");
+        assert_eq!(human_bytes(1), "1 byte");
+        assert_eq!(human_bytes(1023), "1023 bytes");
+        assert_eq!(human_bytes(1024), "1.00 KiB");
+        assert_eq!(human_bytes(2 * 1024 * 1024), "2.00 MiB");
+        assert_eq!(human_bytes(1 << 30), "1.00 GiB");
+        assert_eq!(human_bytes(300 << 20), "300.0 MiB");
+    }
 }

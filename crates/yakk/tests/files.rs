@@ -323,7 +323,7 @@ async fn accepting_the_offer_at_the_prompt_receives_it() {
     let a = answer_on_a_terminal(&code, &out, "y").await;
     assert_eq!(a.status, Some(0), "{:?}", a.after);
     assert!(
-        a.after.contains("Received 1 file(s), 2097152 bytes in "),
+        a.after.contains("Received 1 file(s), 2.00 MiB in "),
         "{:?}",
         a.after
     );
