@@ -14,7 +14,8 @@ use crate::{Connection, SessionConfig, SessionError};
 
 /// How long the PAKE and the exchange of descriptions may take once the peer is known.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a joiner that failed waits for its last signalling messages to go out.
+/// How long a side that gives up (a failed joiner, a closing owner) waits for its last
+/// signalling messages to go out.
 const FINISH_WAIT: Duration = Duration::from_secs(2);
 
 fn transport_config(cfg: &SessionConfig, advertised: &[IceServer], v: Version) -> TransportConfig {
