@@ -782,6 +782,37 @@ def wan_yakk(cfg, target_port, backend=None):
     return v
 
 
+def wan_yakk_parallel(cfg, target_port, k):
+    """k separate tunnels (k peer connections, so k SCTP associations, each with its own
+    congestion window), one stream through each at the same time: what striping one
+    connection over k associations could reach on this link. The sum is reported."""
+    tuns = [Yakk(cfg, ns_a=NS_A, ns_b=NS_B, ip_a=IP_A, ip_b=IP_B) for _ in range(k)]
+    try:
+        addrs = [t.start(target_port) for t in tuns]
+        got = [None] * k
+
+        def one(i):
+            try:
+                got[i] = run_loadgen(f"wan-yakk-x{k}-{i}", ["stream", addrs[i], "--seconds",
+                                                            str(cfg.wan_seconds)],
+                                     ns=NS_B, timeout=cfg.wan_seconds + 30)
+            except Exception as e:  # noqa: BLE001
+                got[i] = {"error": str(e)[:200]}
+
+        ths = [threading.Thread(target=one, args=(i,)) for i in range(k)]
+        for t in ths:
+            t.start()
+        for t in ths:
+            t.join()
+    finally:
+        for t in tuns:
+            t.stop()
+    bad = [g for g in got if not g or "mbps" not in g]
+    if bad:
+        return {"error": f"{len(bad)} of {k} streams failed: {bad[0]}"}
+    return {"mbps": sum(g["mbps"] for g in got), "streams": [g["mbps"] for g in got]}
+
+
 def bench_wan(cfg):
     results = []
     link = Link(cfg)
@@ -802,6 +833,8 @@ def bench_wan(cfg):
                         cases.append(("yakk", wan_yakk))
                     elif v:
                         cases.append((f"yakk_{v}", lambda c, p, v=v: wan_yakk(c, p, v)))
+                for k in cfg.wan_parallel:
+                    cases.append((f"parallel_{k}", lambda c, p, k=k: wan_yakk_parallel(c, p, k)))
                 if cfg.cc_default != "cubic":
                     cases.insert(1, ("tcp_cubic", lambda c, p: wan_tcp(c, p, "cubic")))
                 for name, f in cases:
@@ -965,6 +998,14 @@ def report(cfg, res, out_dir):
                 for k in w if isinstance(w[k], dict) and "error" in w[k]]
         for e in errs:
             L.append(f"\n- {e[0]} ms / {e[1]}% {e[2]}: {esc(e[3])[:200]}")
+        par = [(w, k) for w in wan for k in w if k.startswith("parallel_")]
+        if par:
+            L.append("\nSeveral yakk tunnels at once (`--wan-parallel`), one stream each, sum of their "
+                     "throughput (a diagnostic of striping over several associations):\n")
+            for w, k in par:
+                v = w[k]
+                got = f"{v['mbps']:.1f} MB/s" if "mbps" in v else f"failed: {v.get('error')}"
+                L.append(f"- {w['rtt_ms']} ms, {w['loss']:g}% loss, {k.split('_')[1]} tunnels: {got}")
         L.append("\n![WAN throughput](wan.svg)\n")
         svg_bars(os.path.join(out_dir, "wan.svg"), "Emulated WAN, one connection",
                  [(f"RTT {w['rtt_ms']} ms, loss {w['loss']:g}%",
@@ -1047,6 +1088,10 @@ def main():
                     help="environment for the yakk processes (repeatable)")
     ap.add_argument("--wan-yakk", default="default,driver",
                     help="yakk variants on the WAN: default (its default backend) and/or driver")
+    ap.add_argument("--wan-parallel", default="", metavar="K,K",
+                    help="also run K separate yakk tunnels at once on each WAN cell, one stream "
+                         "each, and report their sum (a diagnostic of striping; not in the report "
+                         "table)")
     ap.add_argument("--check", action="store_true",
                     help="exit 1 unless every yakk cell that ran produced its figures (CI smoke)")
     ap.add_argument("--publish", action="store_true",
@@ -1056,6 +1101,7 @@ def main():
     cfg.wan_seconds = cfg.wan_seconds or (3 if cfg.quick else 15)
     cfg.rtts = [int(x) for x in cfg.rtts.split(",") if x]
     cfg.losses = [float(x) for x in cfg.losses.split(",") if x]
+    cfg.wan_parallel = [int(x) for x in cfg.wan_parallel.split(",") if x]
     cfg.many = cfg.many if cfg.many is not None else (100 if cfg.quick else 1000)
     cfg.rtt_count = 200 if cfg.quick else 1000
     cfg.xfer_timeout = 60 if cfg.quick else 240
