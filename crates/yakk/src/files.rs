@@ -7,8 +7,8 @@ use std::sync::Arc;
 use serde_json::json;
 use yakk_session::{Owner, OwnerEvent, Version};
 use yakk_transfer::{
-    Destination, DoneInfo, JsonReporter, Manifest, ReceiveOptions, Reporter, TerminalReporter,
-    TransferError,
+    Destination, DoneInfo, HumanBytes, JsonReporter, Manifest, ReceiveOptions, Reporter,
+    TerminalReporter, TransferError,
 };
 
 use crate::cli::{FilereceiveArgs, FilesendArgs};
@@ -52,25 +52,6 @@ fn peer_may_listen<T>(result: &Result<T, TransferError>) -> bool {
     )
 }
 
-/// "14 bytes", "2.0 MiB", "1.00 GiB": sizes in the summary lines.
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if n < 1024 {
-        return format!("{n} byte{}", if n == 1 { "" } else { "s" });
-    }
-    let mut v = n as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if v < 10.0 {
-        format!("{v:.2} {}", UNITS[unit])
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
-
 /// Passes everything to the chosen reporter and keeps the final figures for the summary line.
 struct Recording {
     inner: Box<dyn Reporter + Send + Sync>,
@@ -85,21 +66,14 @@ impl Recording {
         }
     }
 
-    /// " in 4.2 s, 256 MB/s" once the transfer finished, else nothing.
+    /// " in 4.2 s, 244.14 MiB/s" once the transfer finished, else nothing.
     fn took(&self) -> String {
         let Some(d) = self.done.lock().unwrap().clone() else {
             return String::new();
         };
         let secs = d.elapsed.as_secs_f64();
-        let rate = d.bytes_transferred as f64 / secs.max(1e-3);
-        let rate = if rate >= 1e6 {
-            format!("{:.0} MB/s", rate / 1e6)
-        } else if rate >= 1e3 {
-            format!("{:.0} kB/s", rate / 1e3)
-        } else {
-            format!("{rate:.0} B/s")
-        };
-        format!(" in {secs:.1} s, {rate}")
+        let rate = (d.bytes_transferred as f64 / secs.max(1e-3)) as u64;
+        format!(" in {secs:.1} s, {}/s", HumanBytes(rate))
     }
 }
 
@@ -235,12 +209,12 @@ pub async fn send(args: FilesendArgs, out: Out) -> anyhow::Result<()> {
         out.say(&format!(
             "Sent {} file(s), {}{}{}.",
             summary.files_sent,
-            human_bytes(summary.bytes_sent),
+            HumanBytes(summary.bytes_sent),
             rep.took(),
             if summary.resumed_bytes > 0 {
                 format!(
                     " ({} were already there)",
-                    human_bytes(summary.resumed_bytes)
+                    HumanBytes(summary.resumed_bytes)
                 )
             } else {
                 String::new()
@@ -301,12 +275,12 @@ pub async fn receive(args: FilereceiveArgs, out: Out) -> anyhow::Result<()> {
         eprintln!(
             "Received {} file(s), {}{}{}.",
             summary.files_received,
-            human_bytes(summary.bytes_received),
+            HumanBytes(summary.bytes_received),
             rep.took(),
             if summary.resumed_bytes > 0 {
                 format!(
                     " (resumed: {} were already here)",
-                    human_bytes(summary.resumed_bytes)
+                    HumanBytes(summary.resumed_bytes)
                 )
             } else {
                 String::new()
@@ -315,20 +289,4 @@ pub async fn receive(args: FilereceiveArgs, out: Out) -> anyhow::Result<()> {
     }
     conn.close().await;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::human_bytes;
-
-    #[test]
-    fn sizes_read_as_people_write_them() {
-        assert_eq!(human_bytes(0), "0 bytes");
-        assert_eq!(human_bytes(1), "1 byte");
-        assert_eq!(human_bytes(1023), "1023 bytes");
-        assert_eq!(human_bytes(1024), "1.00 KiB");
-        assert_eq!(human_bytes(2 * 1024 * 1024), "2.00 MiB");
-        assert_eq!(human_bytes(1 << 30), "1.00 GiB");
-        assert_eq!(human_bytes(300 << 20), "300.0 MiB");
-    }
 }
