@@ -9,7 +9,7 @@
 //! tasks (one per direction, so a blocked send never stops the channel from being drained,
 //! which would deadlock two peers sending to each other at once).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -97,6 +97,8 @@ struct Inner {
     clock: Arc<SetupClock>,
     /// The connection's send budget (`PEER_SEND_BUDGET`), shared by its channels.
     budget: Arc<Semaphore>,
+    /// The size of `budget` (lower for the lanes of a striped session).
+    budget_size: AtomicUsize,
     /// Becomes true once the SCTP association is up: the "command" channel opened (offerer)
     /// or the peer opened a channel. A channel created before that can lose its DCEP OPEN
     /// ("sending payload data in non-Established state"), and its open never completes.
@@ -234,6 +236,7 @@ impl AsyncPeer {
             command: Mutex::new(None),
             clock,
             budget: Arc::new(Semaphore::new(PEER_SEND_BUDGET)),
+            budget_size: AtomicUsize::new(PEER_SEND_BUDGET),
             sctp_up: tokio::sync::watch::Sender::new(false),
             flow: AtomicBool::new(false),
             pool: Arc::new(Pool::default()),
@@ -397,7 +400,8 @@ impl AsyncPeer {
                         _ = check.tick() => {
                             // Data queued in the stack delays the open: wait longer then.
                             let waited = started.elapsed();
-                            let idle = self.inner.budget.available_permits() >= PEER_SEND_BUDGET;
+                            let idle = self.inner.budget.available_permits()
+                                >= self.inner.budget_size.load(Ordering::Relaxed);
                             if waited >= OPEN_WAIT_MAX || (waited >= OPEN_WAIT && idle) {
                                 return Err(waited);
                             }
@@ -477,6 +481,23 @@ impl AsyncPeer {
     /// Use per-stream flow control (the peer announced it). Set before the first stream.
     pub(crate) fn set_flow_control(&self, on: bool) {
         self.inner.flow.store(on, Ordering::SeqCst);
+    }
+
+    /// Limit the window growth all streams of this connection share (see `flow::Pool`).
+    pub(crate) fn set_window_pool(&self, bytes: u64) {
+        self.inner.pool.set_limit(bytes);
+    }
+
+    /// Lower the connection's send budget to `bytes` (at least one message). Call before the
+    /// first stream.
+    pub(crate) fn set_send_budget(&self, bytes: usize) {
+        let bytes = bytes.clamp(self.inner.max_message, PEER_SEND_BUDGET);
+        let before = self.inner.budget_size.swap(bytes, Ordering::SeqCst);
+        if bytes < before {
+            self.inner.budget.forget_permits(before - bytes);
+        } else {
+            self.inner.budget.add_permits(bytes - before);
+        }
     }
 
     /// Close the connection; every stream ends.
@@ -742,7 +763,11 @@ fn attach(inner: &Inner, dc: Arc<dyn DataChannel>, opener: bool) -> (Stream, Can
         state,
         from_app,
         inner.max_message,
-        inner.budget.clone(),
+        Held {
+            budget: inner.budget.clone(),
+            cap: inner.budget_size.load(Ordering::SeqCst),
+            bytes: 0,
+        },
     ));
     (stream, ended)
 }
@@ -834,6 +859,8 @@ async fn read_pump(st: Arc<ChannelState>, to_app: mpsc::Sender<bytes::Bytes>) {
 /// the stack has not released yet.
 struct Held {
     budget: Arc<Semaphore>,
+    /// The budget's size: no take asks for more.
+    cap: usize,
     bytes: usize,
 }
 
@@ -853,7 +880,7 @@ impl Held {
     /// Take `n` bytes of budget, giving back our own released bytes while waiting.
     /// `false` if the channel ended first.
     async fn take(&mut self, st: &ChannelState, n: usize) -> bool {
-        let n = n.min(PEER_SEND_BUDGET);
+        let n = n.min(self.cap);
         loop {
             self.release(st).await;
             tokio::select! {
@@ -932,10 +959,9 @@ async fn write_pump(
     st: Arc<ChannelState>,
     mut from_app: mpsc::Receiver<Outbound>,
     max: usize,
-    budget: Arc<Semaphore>,
+    mut held: Held,
 ) {
     let mut carry: Option<Outbound> = None;
-    let mut held = Held { budget, bytes: 0 };
     loop {
         let item = match carry.take() {
             Some(item) => Some(item),

@@ -57,16 +57,33 @@ pub(crate) fn parse_grant(text: &[u8]) -> Option<u64> {
 }
 
 /// Growth handed out to the streams of one connection (beyond their initial windows).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Pool {
     used: AtomicU64,
+    /// At most this much growth in all; `PEER_WINDOW_POOL` unless the session shares it
+    /// out among several connections (lanes).
+    limit: AtomicU64,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Pool {
+            used: AtomicU64::new(0),
+            limit: AtomicU64::new(PEER_WINDOW_POOL),
+        }
+    }
 }
 
 impl Pool {
+    pub(crate) fn set_limit(&self, limit: u64) {
+        self.limit.store(limit, Ordering::Release);
+    }
+
     fn take(&self, n: u64) -> bool {
+        let limit = self.limit.load(Ordering::Acquire);
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
-                (u + n <= PEER_WINDOW_POOL).then_some(u + n)
+                (u + n <= limit).then_some(u + n)
             })
             .is_ok()
     }
@@ -98,6 +115,10 @@ pub(crate) struct Flow {
     peer_limit: AtomicU64,
     /// Woken when the peer's limit grows.
     pub(crate) credit: Notify,
+    /// A window this stream grows to whether or not its reader keeps up (0: none). For the
+    /// parts of a striped stream, whose reader leaves a part unread while it waits for
+    /// another (see `Stream::set_striped_window`).
+    eager: AtomicU64,
 }
 
 /// What the receiving pump makes of one data message.
@@ -123,6 +144,7 @@ impl Flow {
             sent: AtomicU64::new(0),
             peer_limit: AtomicU64::new(INITIAL_WINDOW),
             credit: Notify::new(),
+            eager: AtomicU64::new(0),
         })
     }
 
@@ -155,7 +177,14 @@ impl Flow {
         let received = self.received.load(Ordering::Acquire);
         let mut window = self.window.load(Ordering::Acquire);
         let unread = received.saturating_sub(consumed);
-        if unread <= window / 4 && window < MAX_WINDOW && self.pool.take(window) {
+        let eager = self.eager.load(Ordering::Acquire);
+        if eager > 0 {
+            // A striped part: its window is set, not learnt from the reader.
+            while window < eager && self.pool.take(window) {
+                window *= 2;
+                self.window.store(window, Ordering::Release);
+            }
+        } else if unread <= window / 4 && window < MAX_WINDOW && self.pool.take(window) {
             window *= 2;
             self.window.store(window, Ordering::Release);
         }
@@ -166,6 +195,13 @@ impl Flow {
         }
         self.granted.store(limit, Ordering::Release);
         Some(limit)
+    }
+
+    /// Grow the window to `max` (at most `MAX_WINDOW`, as far as the pool allows) at the
+    /// next grant, whether the reader keeps up or not; and make that grant due now.
+    pub(crate) fn set_eager(&self, max: u64) {
+        self.eager.store(max.min(MAX_WINDOW), Ordering::Release);
+        self.grant_due.notify_one();
     }
 
     /// Receiving pump: the peer granted `limit`.
@@ -323,5 +359,29 @@ mod tests {
         );
         drop(flows);
         assert_eq!(pool.used.load(Ordering::Acquire), 0);
+    }
+
+    /// A striped part grows to its window at once, though nothing is read, and no further;
+    /// a pool with a lower limit (a session's lanes sharing it) caps that growth.
+    #[test]
+    fn an_eager_window_grows_unread_within_the_pool() {
+        let f = Flow::new(Arc::new(Pool::default()));
+        assert_eq!(f.admit(INITIAL_WINDOW as usize), Admit::Ok);
+        f.set_eager(1 << 20);
+        assert_eq!(f.next_grant(), Some(1 << 20), "nothing read, window 1 MiB");
+        assert_eq!(f.window.load(Ordering::Acquire), 1 << 20);
+        // Still nothing read: no more growth than asked for.
+        assert_eq!(f.admit((1 << 20) - INITIAL_WINDOW as usize), Admit::Ok);
+        assert_eq!(f.next_grant(), None);
+        assert_eq!(f.window.load(Ordering::Acquire), 1 << 20);
+
+        let pool = Arc::new(Pool::default());
+        pool.set_limit(256 * 1024);
+        let f = Flow::new(pool.clone());
+        f.set_eager(4 << 20);
+        f.next_grant();
+        // 64 KiB + 64 + 128 = 256 KiB of growth would be 512 KiB: the limit stops it at 256.
+        assert_eq!(f.window.load(Ordering::Acquire), 256 * 1024);
+        assert!(pool.used.load(Ordering::Acquire) <= 256 * 1024);
     }
 }

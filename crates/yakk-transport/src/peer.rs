@@ -132,6 +132,27 @@ impl Peer {
         }
     }
 
+    /// Limit the window growth all streams of this connection share together (32 MiB unless
+    /// set): a session striped over several connections shares that amount among them.
+    /// Call before the first stream.
+    pub fn set_window_pool(&self, bytes: u64) {
+        match &*self.backend {
+            Backend::Driver(_) => {}
+            Backend::Async(p) => p.set_window_pool(bytes),
+        }
+    }
+
+    /// Limit the bytes all streams of this connection together may have handed to the stack
+    /// and not yet had acknowledged (4 MiB unless set; at least one message). A striped
+    /// session lowers it on each lane, so that a lane that is slow at the moment (after a
+    /// loss) holds little of the stream. Call before the first stream.
+    pub fn set_send_budget(&self, bytes: usize) {
+        match &*self.backend {
+            Backend::Driver(_) => {}
+            Backend::Async(p) => p.set_send_budget(bytes),
+        }
+    }
+
     /// Close the connection; every stream ends and a [`PeerEvent::Disconnected`] follows.
     pub async fn close(&self) {
         match &*self.backend {

@@ -116,6 +116,17 @@ impl Stream {
         self.largest_in
     }
 
+    /// For the parts of a striped stream: let the peer send up to `bytes` ahead of what is
+    /// read (at most 4 MiB, as far as the connection's window pool allows), whether or not the
+    /// application keeps up. A striped reader leaves one part unread while it waits for the
+    /// next frame on another, so the usual growth (only while the reader keeps up) would keep
+    /// the parts' windows at their smallest. No effect without flow control.
+    pub fn set_striped_window(&self, bytes: u64) {
+        if let Some(f) = &self.flow {
+            f.set_eager(bytes);
+        }
+    }
+
     /// A message was taken off the inbound queue.
     fn took(&mut self, len: usize) {
         self.largest_in = self.largest_in.max(len);
