@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
-use yakk_transport::{Peer, PeerEvent, TransportConfig};
+use yakk_transport::{PathInfo, Peer, PeerEvent, TransportConfig};
 use yakk_wire::{Envelope, IceServer};
 
 use crate::handshake::{Action, FEATURE_WINDOW, Handshake, HandshakeError, Params, Role, Version};
@@ -17,6 +17,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a side that gives up (a failed joiner, a closing owner) waits for its last
 /// signalling messages to go out.
 const FINISH_WAIT: Duration = Duration::from_secs(2);
+/// How long the other lanes may take to come up once lane 0 is.
+const LANE_GRACE: Duration = Duration::from_secs(5);
 
 fn transport_config(cfg: &SessionConfig, advertised: &[IceServer], v: Version) -> TransportConfig {
     let mut ice_servers = cfg.ice_servers.clone();
@@ -60,6 +62,48 @@ async fn run(
     })
 }
 
+/// One peer connection of the session while it is negotiated.
+struct Lane {
+    peer: Peer,
+    path: Option<PathInfo>,
+}
+
+/// Makes the peer connection of `lane` and forwards its events, tagged with the lane, to
+/// `events` for as long as both live.
+async fn new_lane(
+    tc: &TransportConfig,
+    lane: u32,
+    events: &mpsc::Sender<(u32, PeerEvent)>,
+) -> Result<Peer, SessionError> {
+    let (p, mut ev) = Peer::new(tc.clone()).await?;
+    let tx = events.clone();
+    tokio::spawn(async move {
+        while let Some(e) = ev.recv().await {
+            if tx.send((lane, e)).await.is_err() {
+                break;
+            }
+        }
+    });
+    Ok(p)
+}
+
+/// The peer connection of `lane`, if it is still part of the session.
+fn lane_peer(lanes: &[Option<Lane>], lane: u32) -> Option<&Peer> {
+    lanes
+        .get(lane as usize)
+        .and_then(|l| l.as_ref())
+        .map(|l| &l.peer)
+}
+
+/// Gives up an extra lane (one that failed to negotiate or connect): the session goes on
+/// without it.
+fn drop_lane(lanes: &mut [Option<Lane>], lane: u32, why: &str) {
+    if let Some(l) = lanes.get_mut(lane as usize).and_then(Option::take) {
+        tracing::info!(lane, "going on without this lane: {why}");
+        tokio::spawn(async move { l.peer.close().await });
+    }
+}
+
 async fn drive(
     hs: &mut Handshake,
     first_actions: Vec<Action>,
@@ -69,10 +113,17 @@ async fn drive(
     advertised: Arc<Vec<IceServer>>,
     role: Role,
 ) -> Result<Connection, SessionError> {
-    let mut peer: Option<(Peer, mpsc::Receiver<PeerEvent>)> = None;
+    // Lane 0 is the peer connection every session has; more lanes (yakk/2) come once lane
+    // 0's offer and answer agreed on their number. A lane that is gone is `None`.
+    let mut lanes: Vec<Option<Lane>> = Vec::new();
+    let (ev_tx, mut ev_rx) = mpsc::channel::<(u32, PeerEvent)>(256);
+    let mut tc: Option<TransportConfig> = None;
+    let mut flow = false;
     let mut pending = std::collections::VecDeque::from(first_actions);
     // Until the key is confirmed the peer has HANDSHAKE_TIMEOUT; then ICE has connect_timeout.
     let mut deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+    // Once lane 0 is up, the other lanes have LANE_GRACE more to come up.
+    let mut lane0_up: Option<tokio::time::Instant> = None;
     loop {
         while let Some(action) = pending.pop_front() {
             match action {
@@ -84,50 +135,128 @@ async fn drive(
                 Action::KeyConfirmed(v) => {
                     tracing::info!(version = %v, "key confirmed");
                     deadline = tokio::time::Instant::now() + cfg.connect_timeout;
-                    let (p, ev) = Peer::new(transport_config(&cfg, &advertised, v)).await?;
+                    let t = transport_config(&cfg, &advertised, v);
+                    let p = new_lane(&t, 0, &ev_tx).await?;
                     if p.supports_flow_control() {
                         hs.announce(FEATURE_WINDOW);
                     }
                     if role == Role::Joiner {
                         let offer = p.create_offer().await?;
-                        pending.extend(hs.on_local_description(offer));
+                        pending.extend(hs.on_local_description(0, offer));
                     }
-                    peer = Some((p, ev));
+                    lanes.push(Some(Lane {
+                        peer: p,
+                        path: None,
+                    }));
+                    tc = Some(t);
                 }
-                Action::AcceptOffer(sdp) => {
-                    let (p, _) = peer
+                Action::AcceptOffer(0, sdp) => {
+                    let p =
+                        lane_peer(&lanes, 0).ok_or(SessionError::Internal("offer before keys"))?;
+                    flow = hs.agreed(FEATURE_WINDOW);
+                    tracing::debug!(flow, lanes = hs.lanes(), "per-stream flow control, lanes");
+                    p.set_flow_control(flow);
+                    crate::tune_lane(p, hs.lanes());
+                    let answer = p.accept_offer(&sdp).await?;
+                    pending.extend(hs.on_local_description(0, answer));
+                }
+                Action::AcceptOffer(lane, sdp) => {
+                    let t = tc
                         .as_ref()
                         .ok_or(SessionError::Internal("offer before keys"))?;
-                    let flow = hs.agreed(FEATURE_WINDOW);
-                    tracing::debug!(flow, "per-stream flow control");
-                    p.set_flow_control(flow);
-                    let answer = p.accept_offer(&sdp).await?;
-                    pending.extend(hs.on_local_description(answer));
+                    let made = async {
+                        let p = new_lane(t, lane, &ev_tx).await?;
+                        p.set_flow_control(flow);
+                        crate::tune_lane(&p, hs.lanes());
+                        let answer = p.accept_offer(&sdp).await?;
+                        Ok::<_, SessionError>((p, answer))
+                    };
+                    if lanes.len() <= lane as usize {
+                        lanes.resize_with(lane as usize + 1, || None);
+                    }
+                    match made.await {
+                        Ok((p, answer)) => {
+                            lanes[lane as usize] = Some(Lane {
+                                peer: p,
+                                path: None,
+                            });
+                            pending.extend(hs.on_local_description(lane, answer));
+                        }
+                        Err(e) => tracing::info!(lane, "going on without this lane: {e}"),
+                    }
                 }
-                Action::AcceptAnswer(sdp) => {
-                    let (p, _) = peer
-                        .as_ref()
-                        .ok_or(SessionError::Internal("answer before keys"))?;
-                    let flow = hs.agreed(FEATURE_WINDOW);
-                    tracing::debug!(flow, "per-stream flow control");
-                    p.set_flow_control(flow);
-                    p.accept_answer(&sdp).await?;
+                Action::AcceptAnswer(lane, sdp) => {
+                    let Some(p) = lane_peer(&lanes, lane) else {
+                        if lane == 0 {
+                            return Err(SessionError::Internal("answer before keys"));
+                        }
+                        continue;
+                    };
+                    if lane == 0 {
+                        flow = hs.agreed(FEATURE_WINDOW);
+                        tracing::debug!(flow, lanes = hs.lanes(), "per-stream flow control, lanes");
+                        p.set_flow_control(flow);
+                        crate::tune_lane(p, hs.lanes());
+                        p.accept_answer(&sdp).await?;
+                        // Now the other lanes: one offer each.
+                        let t = tc
+                            .as_ref()
+                            .ok_or(SessionError::Internal("answer before keys"))?;
+                        for extra in 1..hs.lanes() {
+                            let made = async {
+                                let p = new_lane(t, extra, &ev_tx).await?;
+                                p.set_flow_control(flow);
+                                crate::tune_lane(&p, hs.lanes());
+                                let offer = p.create_offer().await?;
+                                Ok::<_, SessionError>((p, offer))
+                            };
+                            match made.await {
+                                Ok((p, offer)) => {
+                                    lanes.push(Some(Lane {
+                                        peer: p,
+                                        path: None,
+                                    }));
+                                    pending.extend(hs.on_local_description(extra, offer));
+                                }
+                                Err(e) => {
+                                    tracing::info!(lane = extra, "going on without this lane: {e}");
+                                    lanes.push(None);
+                                }
+                            }
+                        }
+                    } else if let Err(e) = p.accept_answer(&sdp).await {
+                        drop_lane(&mut lanes, lane, &e.to_string());
+                    }
                 }
-                Action::AddCandidate(c) => {
-                    let (p, _) = peer
-                        .as_ref()
-                        .ok_or(SessionError::Internal("candidate before keys"))?;
+                Action::AddCandidate(lane, c) => {
+                    let Some(p) = lane_peer(&lanes, lane) else {
+                        if lane == 0 {
+                            return Err(SessionError::Internal("candidate before keys"));
+                        }
+                        continue;
+                    };
                     if let Err(e) = p.add_remote_candidate(c).await {
-                        tracing::debug!("ignoring a candidate the stack refused: {e}");
+                        tracing::debug!(lane, "ignoring a candidate the stack refused: {e}");
                     }
                 }
             }
         }
-        let peer_event = async {
-            match peer.as_mut() {
-                Some((_, ev)) => ev.recv().await,
-                None => std::future::pending().await,
+        // Done once lane 0 is up and every other lane is up or gone (or out of time).
+        if lane0_up.is_some() {
+            let all_made = lanes.len() >= hs.lanes() as usize;
+            let settled = lanes
+                .iter()
+                .all(|l| l.as_ref().is_none_or(|l| l.path.is_some()));
+            let late = lane0_up
+                .is_some_and(|t| (t + LANE_GRACE).min(deadline) <= tokio::time::Instant::now());
+            if (all_made && settled) || late {
+                drop(ev_tx);
+                return Ok(finish(hs, lanes, ev_rx));
             }
+        }
+        let wake = match lane0_up {
+            Some(t) => (t + LANE_GRACE).min(deadline),
+            None => deadline,
         };
         tokio::select! {
             env = incoming.recv() => {
@@ -143,10 +272,15 @@ async fn drive(
                     }
                 }
             }
-            ev = peer_event => match ev {
-                Some(PeerEvent::LocalCandidate(c)) => pending.extend(hs.on_local_candidate(c)),
-                Some(PeerEvent::Connected(path)) => {
+            ev = ev_rx.recv() => match ev {
+                Some((lane, PeerEvent::LocalCandidate(c))) => {
+                    if lane_peer(&lanes, lane).is_some() {
+                        pending.extend(hs.on_local_candidate(lane, c));
+                    }
+                }
+                Some((lane, PeerEvent::Connected(path))) => {
                     tracing::info!(
+                        lane,
                         "connected over a {} path ({} -> {}), rtt {}",
                         format!("{:?}", path.kind).to_lowercase(),
                         path.local,
@@ -155,31 +289,72 @@ async fn drive(
                             .map(|d| format!("{:.1} ms", d.as_secs_f64() * 1e3))
                             .unwrap_or_else(|| "not measured yet".into())
                     );
-                    for a in hs.on_connected() {
-                        if let Action::Send(env) = a {
-                            let _ = outgoing.send(env).await;
+                    if let Some(Some(l)) = lanes.get_mut(lane as usize) {
+                        l.path = Some(path);
+                    }
+                    if lane == 0 {
+                        lane0_up = Some(tokio::time::Instant::now());
+                        for a in hs.on_connected() {
+                            if let Action::Send(env) = a {
+                                let _ = outgoing.send(env).await;
+                            }
                         }
                     }
-                    let (p, events) = peer.take().expect("connected implies a peer");
-                    let version = hs.version().expect("connected implies a version");
-                    return Ok(Connection::new(p, events, version, path));
                 }
-                // Failing before ever connecting means ICE found no path.
-                Some(PeerEvent::Disconnected(why)) => {
+                // Lane 0 failing before ever connecting means ICE found no path.
+                Some((0, PeerEvent::Disconnected(why))) => {
                     tracing::info!("the peer connection failed before connecting: {why}");
                     return Err(SessionError::NoPath);
                 }
+                Some((lane, PeerEvent::Disconnected(why))) => drop_lane(&mut lanes, lane, &why),
                 None => return Err(SessionError::NoPath),
             },
-            _ = tokio::time::sleep_until(deadline) => {
-                return Err(if hs.is_confirmed() {
-                    SessionError::NoPath
-                } else {
-                    SessionError::HandshakeTimeout
-                });
+            _ = tokio::time::sleep_until(wake) => {
+                if lane0_up.is_none() {
+                    return Err(if hs.is_confirmed() {
+                        SessionError::NoPath
+                    } else {
+                        SessionError::HandshakeTimeout
+                    });
+                }
+                // Out of grace: the loop's check above finishes with the lanes that are up.
             }
         }
     }
+}
+
+/// The connection, over the lanes that came up; those that did not are closed.
+fn finish(
+    hs: &Handshake,
+    lanes: Vec<Option<Lane>>,
+    events: mpsc::Receiver<(u32, PeerEvent)>,
+) -> Connection {
+    let version = hs.version().expect("connected implies a version");
+    let mut up = Vec::new();
+    let mut path = None;
+    for (i, l) in lanes.into_iter().enumerate() {
+        let Some(l) = l else { continue };
+        match l.path {
+            Some(p) => {
+                if i == 0 {
+                    path = Some(p);
+                }
+                up.push((i as u32, l.peer));
+            }
+            None => {
+                tracing::info!(
+                    lane = i,
+                    "going on without this lane: not connected in time"
+                );
+                tokio::spawn(async move { l.peer.close().await });
+            }
+        }
+    }
+    if hs.lanes() > 1 {
+        tracing::info!("{} of {} lanes up", up.len(), hs.lanes());
+    }
+    let path = path.expect("lane 0 is up");
+    Connection::new(up, events, version, path, hs.lanes() > 1)
 }
 
 fn params(cfg: &SessionConfig, m: &Membership, role: Role, peer_id: i64) -> Params {
@@ -191,6 +366,7 @@ fn params(cfg: &SessionConfig, m: &Membership, role: Role, peer_id: i64) -> Para
         password: cfg.password.clone(),
         allow_legacy: cfg.allow_legacy,
         legacy_only: cfg.legacy_only,
+        lanes: cfg.lanes,
     }
 }
 

@@ -59,12 +59,14 @@ pub enum Action {
     Send(Envelope),
     /// The key is confirmed; the peer connection may be built now (joiner: make an offer).
     KeyConfirmed(Version),
-    /// Owner: apply this offer and produce an answer.
-    AcceptOffer(String),
-    /// Joiner: apply this answer.
-    AcceptAnswer(String),
-    /// Add the peer's ICE candidate.
-    AddCandidate(IceCandidate),
+    /// Owner: apply this offer to the peer connection of this lane (0 is the first; yakk/2
+    /// lanes, docs/yakk2.md) and produce an answer.
+    AcceptOffer(u32, String),
+    /// Joiner: apply this answer to the peer connection of this lane. After lane 0's answer,
+    /// [`Handshake::lanes`] says how many peer connections to make.
+    AcceptAnswer(u32, String),
+    /// Add the peer's ICE candidate to the peer connection of this lane.
+    AddCandidate(u32, IceCandidate),
 }
 
 /// Why a handshake ended.
@@ -132,6 +134,16 @@ pub struct Params {
     pub allow_legacy: bool,
     /// Speak only yakk/1, exactly as the reference program does (for interoperability tests).
     pub legacy_only: bool,
+    /// How many peer connections (lanes) this side asks for; yakk/2 uses the larger wish of
+    /// the two sides, at most [`MAX_LANES`].
+    pub lanes: u32,
+}
+
+/// The most lanes (peer connections per session) yakk/2 peers agree on.
+pub const MAX_LANES: u32 = 32;
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -148,14 +160,27 @@ enum Sealed2 {
         /// Optional data-plane features the sender speaks (docs/yakk2.md); absent = none.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         features: Vec<String>,
+        /// The lane this description is for; absent = 0.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        lane: u32,
+        /// Lane 0 only: the lanes the joiner asks for (offer) and the number agreed (answer).
+        /// Absent: the sender knows nothing of lanes, and there is one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lanes: Option<u32>,
     },
     Answer {
         sdp: String,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         features: Vec<String>,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        lane: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lanes: Option<u32>,
     },
     Candidate {
         candidate: IceCandidate,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        lane: u32,
     },
 }
 
@@ -192,13 +217,20 @@ pub struct Handshake {
     version: Option<Version>,
     pake: Option<Pake>,
     crypto: Option<Crypto>,
-    /// Whether our own description went out (candidates wait for it).
-    description_sent: bool,
-    queued_candidates: Vec<IceCandidate>,
+    /// The lanes whose description of ours went out (their candidates wait for it).
+    description_sent: Vec<u32>,
+    /// Candidates gathered before their lane's description, with their lane.
+    queued_candidates: Vec<(u32, IceCandidate)>,
+    /// Lanes agreed; 1 until lane 0's descriptions are both known.
+    lanes: u32,
+    /// Lanes whose peer description arrived.
+    described: Vec<u32>,
     /// Features we announce with our description (yakk/2).
     features: Vec<String>,
     /// Features the peer announced with its description.
     peer_features: Vec<String>,
+    /// Owner: the joiner's offer said how many lanes it wants (it speaks lanes).
+    peer_lanes: bool,
 }
 
 impl Handshake {
@@ -246,10 +278,13 @@ impl Handshake {
             version: None,
             pake: None,
             crypto: None,
-            description_sent: false,
+            description_sent: Vec::new(),
             queued_candidates: Vec::new(),
+            lanes: 1,
+            described: Vec::new(),
             features: Vec::new(),
             peer_features: Vec::new(),
+            peer_lanes: false,
         }
     }
 
@@ -269,6 +304,24 @@ impl Handshake {
 
     pub fn version(&self) -> Option<Version> {
         self.version
+    }
+
+    /// How many lanes (peer connections) the session runs: 1 unless both sides are yakk/2
+    /// peers that speak lanes and one asked for more. Known once lane 0's descriptions are in.
+    pub fn lanes(&self) -> u32 {
+        self.lanes
+    }
+
+    /// Checks the lane of a description from the peer: known, and the first for that lane.
+    fn peer_describes(&mut self, lane: u32) -> Result<(), HandshakeError> {
+        let fresh = !self.described.contains(&lane);
+        let ours_first = self.p.role == Role::Owner || self.description_sent.contains(&lane);
+        let known = lane == 0 || lane < self.lanes;
+        if !(fresh && ours_first && known) {
+            return Err(HandshakeError::Unexpected("sealed description".into()));
+        }
+        self.described.push(lane);
+        Ok(())
     }
 
     /// Whether the peer has had our key confirmation without sending a valid one back: it can
@@ -344,15 +397,52 @@ impl Handshake {
                 let m: Sealed2 = serde_json::from_slice(&plain)
                     .map_err(|_| HandshakeError::Malformed("sealed".into()))?;
                 Ok(match (self.p.role, m) {
-                    (Role::Owner, Sealed2::Offer { sdp, features }) => {
-                        self.peer_features = features;
-                        vec![Action::AcceptOffer(sdp)]
+                    (
+                        Role::Owner,
+                        Sealed2::Offer {
+                            sdp,
+                            features,
+                            lane,
+                            lanes,
+                        },
+                    ) => {
+                        self.peer_describes(lane)?;
+                        if lane == 0 {
+                            self.peer_features = features;
+                            // A joiner that speaks lanes gets the larger wish of the two.
+                            self.peer_lanes = lanes.is_some();
+                            if let Some(wish) = lanes {
+                                self.lanes = wish.max(self.p.lanes).clamp(1, MAX_LANES);
+                            }
+                        }
+                        vec![Action::AcceptOffer(lane, sdp)]
                     }
-                    (Role::Joiner, Sealed2::Answer { sdp, features }) => {
-                        self.peer_features = features;
-                        vec![Action::AcceptAnswer(sdp)]
+                    (
+                        Role::Joiner,
+                        Sealed2::Answer {
+                            sdp,
+                            features,
+                            lane,
+                            lanes,
+                        },
+                    ) => {
+                        self.peer_describes(lane)?;
+                        if lane == 0 {
+                            self.peer_features = features;
+                            let n = lanes.unwrap_or(1);
+                            if !(1..=MAX_LANES).contains(&n) {
+                                return Err(HandshakeError::Malformed("sealed answer".into()));
+                            }
+                            self.lanes = n;
+                        }
+                        vec![Action::AcceptAnswer(lane, sdp)]
                     }
-                    (_, Sealed2::Candidate { candidate }) => vec![Action::AddCandidate(candidate)],
+                    (_, Sealed2::Candidate { candidate, lane }) => {
+                        if lane >= self.lanes {
+                            return Err(HandshakeError::Unexpected("sealed candidate".into()));
+                        }
+                        vec![Action::AddCandidate(lane, candidate)]
+                    }
                     _ => return Err(HandshakeError::Unexpected("sealed description".into())),
                 })
             }
@@ -365,17 +455,17 @@ impl Handshake {
                     msg::NEW_ICE_CANDIDATE => {
                         let c: IceCandidate = serde_json::from_slice(&plain)
                             .map_err(|_| HandshakeError::Malformed(t.into()))?;
-                        Ok(vec![Action::AddCandidate(c)])
+                        Ok(vec![Action::AddCandidate(0, c)])
                     }
                     msg::OFFER if want_offer => {
                         let d: Description1 = serde_json::from_slice(&plain)
                             .map_err(|_| HandshakeError::Malformed(t.into()))?;
-                        Ok(vec![Action::AcceptOffer(d.sdp)])
+                        Ok(vec![Action::AcceptOffer(0, d.sdp)])
                     }
                     msg::ANSWER if !want_offer => {
                         let d: Description1 = serde_json::from_slice(&plain)
                             .map_err(|_| HandshakeError::Malformed(t.into()))?;
-                        Ok(vec![Action::AcceptAnswer(d.sdp)])
+                        Ok(vec![Action::AcceptAnswer(0, d.sdp)])
                     }
                     _ => Err(HandshakeError::Unexpected(t.into())),
                 }
@@ -513,9 +603,9 @@ impl Handshake {
         self.plain(msg_type, sealed::seal_v1(k, plain))
     }
 
-    fn candidate_envelope(&mut self, c: IceCandidate) -> Envelope {
+    fn candidate_envelope(&mut self, lane: u32, c: IceCandidate) -> Envelope {
         match self.version {
-            Some(Version::V2) => self.seal_v2(&Sealed2::Candidate { candidate: c }),
+            Some(Version::V2) => self.seal_v2(&Sealed2::Candidate { candidate: c, lane }),
             _ => {
                 let plain = serde_json::to_vec(&c).expect("serialises");
                 self.seal_v1(msg::NEW_ICE_CANDIDATE, &plain)
@@ -523,21 +613,41 @@ impl Handshake {
         }
     }
 
-    /// Our offer (joiner) or answer (owner) is ready: seal and send it, then the candidates that
-    /// were gathered meanwhile.
-    pub fn on_local_description(&mut self, sdp: String) -> Vec<Action> {
+    /// Our offer (joiner) or answer (owner) for `lane` is ready: seal and send it, then the
+    /// candidates of that lane that were gathered meanwhile.
+    pub fn on_local_description(&mut self, lane: u32, sdp: String) -> Vec<Action> {
         assert!(
             self.is_confirmed(),
             "descriptions are made only after key confirmation"
         );
+        assert!(lane < self.lanes, "a description for an agreed lane");
         let offer = self.p.role == Role::Joiner;
         let env = match self.version {
             Some(Version::V2) => {
-                let features = self.features.clone();
-                self.seal_v2(&if offer {
-                    Sealed2::Offer { sdp, features }
+                let (features, lanes) = if lane > 0 {
+                    (Vec::new(), None)
+                } else if offer {
+                    (
+                        self.features.clone(),
+                        Some(self.p.lanes.clamp(1, MAX_LANES)),
+                    )
                 } else {
-                    Sealed2::Answer { sdp, features }
+                    (self.features.clone(), self.peer_lanes.then_some(self.lanes))
+                };
+                self.seal_v2(&if offer {
+                    Sealed2::Offer {
+                        sdp,
+                        features,
+                        lane,
+                        lanes,
+                    }
+                } else {
+                    Sealed2::Answer {
+                        sdp,
+                        features,
+                        lane,
+                        lanes,
+                    }
                 })
             }
             _ => {
@@ -550,21 +660,25 @@ impl Handshake {
                 self.seal_v1(if offer { msg::OFFER } else { msg::ANSWER }, &plain)
             }
         };
-        self.description_sent = true;
+        self.description_sent.push(lane);
         let mut out = vec![Action::Send(env)];
-        for c in std::mem::take(&mut self.queued_candidates) {
-            out.push(Action::Send(self.candidate_envelope(c)));
+        let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.queued_candidates)
+            .into_iter()
+            .partition(|(l, _)| *l == lane);
+        self.queued_candidates = later;
+        for (l, c) in now {
+            out.push(Action::Send(self.candidate_envelope(l, c)));
         }
         out
     }
 
-    /// A local ICE candidate was gathered.
-    pub fn on_local_candidate(&mut self, c: IceCandidate) -> Vec<Action> {
-        if !self.description_sent {
-            self.queued_candidates.push(c);
+    /// A local ICE candidate of `lane` was gathered.
+    pub fn on_local_candidate(&mut self, lane: u32, c: IceCandidate) -> Vec<Action> {
+        if !self.description_sent.contains(&lane) {
+            self.queued_candidates.push((lane, c));
             return vec![];
         }
-        vec![Action::Send(self.candidate_envelope(c))]
+        vec![Action::Send(self.candidate_envelope(lane, c))]
     }
 
     /// ICE connected: the reference expects `YAKKMSG_CONNECTED`.
@@ -610,6 +724,7 @@ mod tests {
             password: Zeroizing::new(pw.into()),
             allow_legacy: false,
             legacy_only: false,
+            lanes: 1,
         }
     }
 
@@ -672,25 +787,25 @@ mod tests {
         assert!(matches!(ja.as_slice(), [Action::KeyConfirmed(_)]), "{ja:?}");
         assert!(matches!(oa.as_slice(), [Action::KeyConfirmed(_)]), "{oa:?}");
         // A candidate gathered before the offer waits for it.
-        assert!(j.on_local_candidate(candidate(1)).is_empty());
-        let offer = j.on_local_description("v=0 offer".into());
+        assert!(j.on_local_candidate(0, candidate(1)).is_empty());
+        let offer = j.on_local_description(0, "v=0 offer".into());
         assert_eq!(offer.len(), 2, "offer then the queued candidate");
         let (_, oa) = relay(&mut j, &mut o, offer, vec![], &mut |_| {})?;
         assert_eq!(
             oa,
             vec![
-                Action::AcceptOffer("v=0 offer".into()),
-                Action::AddCandidate(candidate(1))
+                Action::AcceptOffer(0, "v=0 offer".into()),
+                Action::AddCandidate(0, candidate(1))
             ]
         );
-        let mut answer = o.on_local_description("v=0 answer".into());
-        answer.extend(o.on_local_candidate(candidate(2)));
+        let mut answer = o.on_local_description(0, "v=0 answer".into());
+        answer.extend(o.on_local_candidate(0, candidate(2)));
         let (ja, _) = relay(&mut j, &mut o, vec![], answer, &mut |_| {})?;
         assert_eq!(
             ja,
             vec![
-                Action::AcceptAnswer("v=0 answer".into()),
-                Action::AddCandidate(candidate(2))
+                Action::AcceptAnswer(0, "v=0 answer".into()),
+                Action::AddCandidate(0, candidate(2))
             ]
         );
         assert_eq!(j.version(), o.version());
@@ -717,9 +832,9 @@ mod tests {
         for f in owner_features {
             o.announce(f);
         }
-        let offer = j.on_local_description("v=0 offer".into());
+        let offer = j.on_local_description(0, "v=0 offer".into());
         relay(&mut j, &mut o, offer, vec![], &mut |_| {}).unwrap();
-        let answer = o.on_local_description("v=0 answer".into());
+        let answer = o.on_local_description(0, "v=0 answer".into());
         relay(&mut j, &mut o, vec![], answer, &mut |_| {}).unwrap();
         (j, o)
     }
@@ -744,9 +859,171 @@ mod tests {
         let new = serde_json::to_string(&Sealed2::Answer {
             sdp: "v=0".into(),
             features: vec![],
+            lane: 0,
+            lanes: None,
         })
         .unwrap();
         assert_eq!(new, r#"{"type":"answer","sdp":"v=0"}"#);
+    }
+
+    /// Key exchange, then lane 0's offer and answer, with each side's lane wish; the joiner's
+    /// offer can be made by an older peer that knows nothing of lanes.
+    fn negotiate_lanes(
+        joiner: u32,
+        owner: u32,
+        old_joiner: bool,
+    ) -> (Handshake, Handshake, Vec<Action>) {
+        let mut jp = params(Role::Joiner, "pw");
+        jp.lanes = joiner;
+        let mut op = params(Role::Owner, "pw");
+        op.lanes = owner;
+        let (mut j, first) = Handshake::joiner(jp);
+        let mut o = Handshake::owner(op);
+        relay(&mut j, &mut o, first, vec![], &mut |_| {}).unwrap();
+        let offer = if old_joiner {
+            j.description_sent.push(0);
+            vec![Action::Send(j.seal_v2(&Sealed2::Offer {
+                sdp: "v=0 offer".into(),
+                features: vec![],
+                lane: 0,
+                lanes: None,
+            }))]
+        } else {
+            j.on_local_description(0, "v=0 offer".into())
+        };
+        relay(&mut j, &mut o, offer, vec![], &mut |_| {}).unwrap();
+        let answer = o.on_local_description(0, "v=0 answer".into());
+        let (ja, _) = relay(&mut j, &mut o, vec![], answer, &mut |_| {}).unwrap();
+        (j, o, ja)
+    }
+
+    #[test]
+    fn lanes_are_the_larger_wish_and_each_lane_negotiates_on_its_own() {
+        for (jw, ow, want) in [
+            (4, 1, 4),
+            (1, 6, 6),
+            (3, 2, 3),
+            (1, 1, 1),
+            (99, 1, MAX_LANES),
+        ] {
+            let (mut j, mut o, ja) = negotiate_lanes(jw, ow, false);
+            assert_eq!((j.lanes(), o.lanes()), (want, want), "wishes {jw} and {ow}");
+            assert_eq!(ja, vec![Action::AcceptAnswer(0, "v=0 answer".into())]);
+            for lane in 1..want {
+                // A candidate gathered early waits for its own lane's description only.
+                assert!(
+                    j.on_local_candidate(lane, candidate(lane as u16))
+                        .is_empty()
+                );
+                let offer = j.on_local_description(lane, format!("offer {lane}"));
+                assert_eq!(offer.len(), 2);
+                let (_, oa) = relay(&mut j, &mut o, offer, vec![], &mut |_| {}).unwrap();
+                assert_eq!(
+                    oa,
+                    vec![
+                        Action::AcceptOffer(lane, format!("offer {lane}")),
+                        Action::AddCandidate(lane, candidate(lane as u16)),
+                    ]
+                );
+                let mut answer = o.on_local_description(lane, format!("answer {lane}"));
+                answer.extend(o.on_local_candidate(lane, candidate(100 + lane as u16)));
+                let (ja, _) = relay(&mut j, &mut o, vec![], answer, &mut |_| {}).unwrap();
+                assert_eq!(
+                    ja,
+                    vec![
+                        Action::AcceptAnswer(lane, format!("answer {lane}")),
+                        Action::AddCandidate(lane, candidate(100 + lane as u16)),
+                    ]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_joiner_from_before_lanes_gets_one() {
+        let (j, o, _) = negotiate_lanes(1, 8, true);
+        assert_eq!((j.lanes(), o.lanes()), (1, 1));
+        // And the owner's answer says nothing of lanes, as before.
+        let plain = serde_json::to_value(Sealed2::Answer {
+            sdp: "x".into(),
+            features: vec![],
+            lane: 0,
+            lanes: o.peer_lanes.then_some(o.lanes),
+        })
+        .unwrap();
+        assert!(plain.get("lanes").is_none());
+    }
+
+    #[test]
+    fn lanes_out_of_place_are_refused() {
+        let sealed = |h: &mut Handshake, m: Sealed2| h.seal_v2(&m);
+        let offer = |lane| Sealed2::Offer {
+            sdp: "o".into(),
+            features: vec![],
+            lane,
+            lanes: None,
+        };
+        let unexpected = |r: Result<Vec<Action>, HandshakeError>| {
+            assert!(matches!(r, Err(HandshakeError::Unexpected(_))), "{r:?}");
+        };
+        // Beyond the agreed number.
+        let (mut j, mut o, _) = negotiate_lanes(2, 1, false);
+        let env = sealed(&mut j, offer(2));
+        unexpected(o.on_message(&env));
+        // The same lane twice.
+        let (mut j, mut o, _) = negotiate_lanes(2, 1, false);
+        let env = sealed(&mut j, offer(1));
+        o.on_message(&env).unwrap();
+        let env = sealed(&mut j, offer(1));
+        unexpected(o.on_message(&env));
+        // A second offer for lane 0.
+        let (mut j, mut o, _) = negotiate_lanes(2, 1, false);
+        let env = sealed(&mut j, offer(0));
+        unexpected(o.on_message(&env));
+        // A candidate for a lane that does not exist.
+        let (mut j, mut o, _) = negotiate_lanes(1, 1, false);
+        let env = sealed(
+            &mut j,
+            Sealed2::Candidate {
+                candidate: candidate(1),
+                lane: 1,
+            },
+        );
+        unexpected(o.on_message(&env));
+        // An answer for a lane the joiner made no offer on.
+        let (mut j, mut o, _) = negotiate_lanes(3, 1, false);
+        let env = sealed(
+            &mut o,
+            Sealed2::Answer {
+                sdp: "a".into(),
+                features: vec![],
+                lane: 1,
+                lanes: None,
+            },
+        );
+        unexpected(j.on_message(&env));
+    }
+
+    #[test]
+    fn an_answer_with_an_impossible_lane_count_is_refused() {
+        for bad in [0, MAX_LANES + 1] {
+            let mut jp = params(Role::Joiner, "pw");
+            jp.lanes = 2;
+            let (mut j, first) = Handshake::joiner(jp);
+            let mut o = Handshake::owner(params(Role::Owner, "pw"));
+            relay(&mut j, &mut o, first, vec![], &mut |_| {}).unwrap();
+            let offer = j.on_local_description(0, "v=0 offer".into());
+            relay(&mut j, &mut o, offer, vec![], &mut |_| {}).unwrap();
+            o.description_sent.push(0);
+            let env = o.seal_v2(&Sealed2::Answer {
+                sdp: "a".into(),
+                features: vec![],
+                lane: 0,
+                lanes: Some(bad),
+            });
+            let r = j.on_message(&env);
+            assert!(matches!(r, Err(HandshakeError::Malformed(_))), "{r:?}");
+        }
     }
 
     #[test]
@@ -788,7 +1065,7 @@ mod tests {
             (Some(Version::V1), Some(Version::V1))
         );
         // yakk/1 descriptions travel as the reference's message names.
-        let offer = j.on_local_description("sdp".into());
+        let offer = j.on_local_description(0, "sdp".into());
         let Action::Send(e) = &offer[0] else { panic!() };
         assert_eq!(e.msg_type, msg::OFFER);
     }
@@ -874,7 +1151,7 @@ mod tests {
                 let (mut j, first) = Handshake::joiner(jp);
                 let mut o = Handshake::owner(op);
                 relay(&mut j, &mut o, first, vec![], &mut |_| {}).unwrap();
-                let offer = j.on_local_description("v=0 genuine".into());
+                let offer = j.on_local_description(0, "v=0 genuine".into());
                 let mut tamper = |e: &mut Envelope| {
                     if substitute {
                         // A server with its own key seals its own offer.
@@ -920,7 +1197,7 @@ mod tests {
         let (mut j, first) = Handshake::joiner(params(Role::Joiner, "pw"));
         let mut o = Handshake::owner(params(Role::Owner, "pw"));
         relay(&mut j, &mut o, first, vec![], &mut |_| {}).unwrap();
-        let mut offer = match j.on_local_description("v=0 genuine".into()).remove(0) {
+        let mut offer = match j.on_local_description(0, "v=0 genuine".into()).remove(0) {
             Action::Send(e) => e,
             other => panic!("expected the sealed offer, got {other:?}"),
         };
@@ -1006,7 +1283,7 @@ mod tests {
             }
             let acts = owner.on_message(&env).unwrap();
             if env.msg_type == msg::OFFER {
-                let [Action::AcceptOffer(sdp)] = acts.as_slice() else {
+                let [Action::AcceptOffer(0, sdp)] = acts.as_slice() else {
                     panic!("{acts:?}")
                 };
                 assert!(sdp.starts_with("v=0\r\n"), "{sdp}");
@@ -1030,11 +1307,11 @@ mod tests {
                 continue;
             }
             match single_action(joiner.on_message(&env).unwrap()) {
-                Action::AcceptAnswer(sdp) => {
+                Action::AcceptAnswer(0, sdp) => {
                     assert!(sdp.starts_with("v=0\r\n") && sdp.contains("webrtc-datachannel"));
                     seen.push("answer");
                 }
-                Action::AddCandidate(c) => {
+                Action::AddCandidate(0, c) => {
                     assert!(c.candidate.starts_with("candidate:"), "{c:?}");
                     assert!(c.sdp_mid.is_some() || c.sdp_mline_index.is_some(), "{c:?}");
                     seen.push("candidate");

@@ -15,17 +15,24 @@ pub mod handshake;
 mod pake;
 pub mod rendezvous;
 pub mod sealed;
+pub mod stripe;
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{mpsc, watch};
 use zeroize::Zeroizing;
 
 pub use driver::{Owner, OwnerEvent, join};
-pub use handshake::Version;
-pub use yakk_transport::{PathInfo, PathKind, Stream};
+pub use handshake::{MAX_LANES, Version};
+use stripe::Striped;
+pub use yakk_transport::{PathInfo, PathKind};
 use yakk_transport::{Peer, PeerEvent, TransportError};
 pub use yakk_wire::IceServer;
 
@@ -49,6 +56,9 @@ pub struct SessionConfig {
     pub keep_alive: bool,
     /// How long ICE may take to find a path once the descriptions are exchanged.
     pub connect_timeout: Duration,
+    /// Peer connections (lanes) to stripe every stream over (yakk/2; docs/yakk2.md, "Lanes").
+    /// The session uses the larger wish of the two sides, at most [`MAX_LANES`].
+    pub lanes: u32,
 }
 
 impl SessionConfig {
@@ -63,6 +73,7 @@ impl SessionConfig {
             max_peers: None,
             keep_alive: false,
             connect_timeout: Duration::from_secs(15),
+            lanes: 1,
         }
     }
 }
@@ -106,9 +117,75 @@ pub enum SessionError {
     Internal(&'static str),
 }
 
-/// A connected, authenticated peer.
-pub struct Connection {
+/// How long one lane's part of a striped stream may take to open.
+const LANE_OPEN_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long the parts of a striped stream the peer opens may take to arrive, all of them.
+const PARTS_TIMEOUT: Duration = Duration::from_secs(30);
+/// Striped streams the peer may have half opened at once.
+const MAX_PARTIAL: usize = 4096;
+/// Flow-control window growth all lanes of a striped session share: what one peer connection
+/// has on its own, cut in equal parts.
+const STRIPE_POOL: u64 = 32 << 20;
+/// How far ahead of the reader one striped stream may be, all its parts together. A part
+/// waits unread while the next frame is on another lane that lost a packet (a round trip or
+/// more), so the others need room to keep going meanwhile.
+const STRIPE_WINDOW: u64 = 16 << 20;
+
+/// Bytes one lane may have in its stack not yet acknowledged, at most. A lane that is slow at
+/// the moment (halving its window after a loss) then holds only a little of the stream, which
+/// the reader would otherwise wait for while the other lanes fill their windows. One peer
+/// connection alone has 4 MiB.
+const LANE_SEND_BUDGET: usize = 256 << 10;
+
+/// Settings of each peer connection of a session that runs `lanes` of them (several: a
+/// striped session): they share what one connection alone has.
+fn tune_lane(p: &Peer, lanes: u32) {
+    if lanes > 1 {
+        p.set_window_pool(STRIPE_POOL / u64::from(lanes));
+        p.set_send_budget(LANE_SEND_BUDGET);
+    }
+}
+
+/// One peer connection of a session, and whether it is still up.
+struct Lane {
+    id: u32,
     peer: Peer,
+    up: Arc<AtomicBool>,
+}
+
+/// A striped stream the peer is opening: the parts that arrived so far.
+struct Partial {
+    count: usize,
+    label: String,
+    parts: Vec<yakk_transport::Stream>,
+    since: Instant,
+}
+
+/// What accepting streams needs when the session has several lanes.
+struct Incoming {
+    streams: mpsc::Receiver<(String, yakk_transport::Stream)>,
+    partial: HashMap<u64, Partial>,
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A connected, authenticated peer.
+///
+/// With one lane (yakk/1, or yakk/2 without `--lanes`) every stream is one data channel of
+/// one peer connection. With several lanes (docs/yakk2.md, "Lanes") every stream is striped
+/// over one data channel on each lane that is up ([`stripe`]).
+pub struct Connection {
+    lanes: Vec<Lane>,
+    striped: bool,
+    next_stripe: AtomicU64,
+    incoming: tokio::sync::Mutex<Incoming>,
     version: Version,
     path: PathInfo,
     closed: watch::Receiver<Option<String>>,
@@ -117,28 +194,70 @@ pub struct Connection {
 
 impl Connection {
     fn new(
-        peer: Peer,
-        mut events: mpsc::Receiver<PeerEvent>,
+        lanes: Vec<(u32, Peer)>,
+        mut events: mpsc::Receiver<(u32, PeerEvent)>,
         version: Version,
         path: PathInfo,
+        striped: bool,
     ) -> Self {
+        let lanes: Vec<Lane> = lanes
+            .into_iter()
+            .map(|(id, peer)| Lane {
+                id,
+                peer,
+                up: Arc::new(AtomicBool::new(true)),
+            })
+            .collect();
         let (tx, rx) = watch::channel(None);
+        let watched: Vec<(u32, Arc<AtomicBool>)> =
+            lanes.iter().map(|l| (l.id, l.up.clone())).collect();
         tokio::spawn(async move {
+            // The connection is gone once every lane is.
             let why = loop {
                 match events.recv().await {
-                    Some(PeerEvent::Disconnected(why)) => break why,
+                    Some((lane, PeerEvent::Disconnected(why))) => {
+                        let Some((_, up)) = watched.iter().find(|(id, _)| *id == lane) else {
+                            continue;
+                        };
+                        up.store(false, Ordering::Relaxed);
+                        if watched.iter().all(|(_, up)| !up.load(Ordering::Relaxed)) {
+                            break why;
+                        }
+                        tracing::info!(lane, "lost a lane: {why}");
+                    }
                     Some(_) => continue,
                     None => break "the peer connection ended".to_string(),
                 }
             };
             let _ = tx.send(Some(why));
         });
+        let (streams_tx, streams) = mpsc::channel(64);
+        let mut held: Vec<Box<dyn Send>> = Vec::new();
+        if striped {
+            for lane in &lanes {
+                let (peer, tx) = (lane.peer.clone(), streams_tx.clone());
+                let task = tokio::spawn(async move {
+                    while let Some(s) = peer.accept_stream().await {
+                        if tx.send(s).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                held.push(Box::new(AbortOnDrop(task.abort_handle())));
+            }
+        }
         Connection {
-            peer,
+            lanes,
+            striped,
+            next_stripe: AtomicU64::new(0),
+            incoming: tokio::sync::Mutex::new(Incoming {
+                streams,
+                partial: HashMap::new(),
+            }),
             version,
             path,
             closed: rx,
-            held: Mutex::new(Vec::new()),
+            held: Mutex::new(held),
         }
     }
 
@@ -151,18 +270,115 @@ impl Connection {
         self.version
     }
 
+    /// The path of the first lane.
     pub fn path(&self) -> &PathInfo {
         &self.path
     }
 
+    /// How many lanes (peer connections) are up; streams are striped over them when the
+    /// session agreed on more than one.
+    pub fn lanes(&self) -> usize {
+        self.lanes
+            .iter()
+            .filter(|l| l.up.load(Ordering::Relaxed))
+            .count()
+    }
+
     /// Opens a new stream to the peer.
     pub async fn open_stream(&self, label: &str) -> Result<Stream, SessionError> {
-        Ok(self.peer.open_stream(label).await?)
+        if !self.striped {
+            let s = self.lanes[0].peer.open_stream(label).await?;
+            return Ok(Stream(StreamKind::One(s)));
+        }
+        // A lane that cannot open its part is broken (its association never came up, or it
+        // is going): it is closed, and the stream is opened again over the others.
+        let mut last = None;
+        for _ in 0..2 {
+            let up: Vec<&Lane> = self
+                .lanes
+                .iter()
+                .filter(|l| l.up.load(Ordering::Relaxed))
+                .collect();
+            if up.is_empty() {
+                break;
+            }
+            let k = self.next_stripe.fetch_add(1, Ordering::Relaxed);
+            let name = format!("{k}/{}/{label}", up.len());
+            let opens = up.iter().map(|l| async {
+                match tokio::time::timeout(LANE_OPEN_TIMEOUT, l.peer.open_stream(&name)).await {
+                    Ok(r) => r.map_err(SessionError::from),
+                    Err(_) => Err(SessionError::Transport(TransportError::OpenChannel {
+                        label: name.clone(),
+                        reason: "the peer did not answer in time".into(),
+                    })),
+                }
+            });
+            let results = futures::future::join_all(opens).await;
+            if results.iter().all(Result::is_ok) {
+                let parts = results.into_iter().map(|r| r.expect("checked")).collect();
+                return Ok(striped(parts));
+            }
+            let some_worked = results.iter().any(Result::is_ok);
+            for (lane, r) in up.iter().zip(results) {
+                if let Err(e) = r {
+                    if some_worked {
+                        tracing::info!(
+                            lane = lane.id,
+                            "closing a lane that cannot open streams: {e}"
+                        );
+                        lane.up.store(false, Ordering::Relaxed);
+                        let peer = lane.peer.clone();
+                        tokio::spawn(async move { peer.close().await });
+                    }
+                    last = Some(e);
+                }
+            }
+            if !some_worked {
+                break;
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            SessionError::Transport(TransportError::Closed("every lane is gone".into()))
+        }))
     }
 
     /// The next stream the peer opened; `None` once the peer is gone.
     pub async fn accept_stream(&self) -> Option<(String, Stream)> {
-        self.peer.accept_stream().await
+        if !self.striped {
+            let (label, s) = self.lanes[0].peer.accept_stream().await?;
+            return Some((label, Stream(StreamKind::One(s))));
+        }
+        let mut inc = self.incoming.lock().await;
+        loop {
+            let (name, s) = inc.streams.recv().await?;
+            let now = Instant::now();
+            inc.partial
+                .retain(|_, p| now.duration_since(p.since) < PARTS_TIMEOUT);
+            let Some((k, count, label)) = parse_part(&name, self.lanes.len()) else {
+                tracing::warn!("ignoring a channel with a label that names no striped stream");
+                continue;
+            };
+            if !inc.partial.contains_key(&k) && inc.partial.len() >= MAX_PARTIAL {
+                tracing::warn!("ignoring a channel: too many streams half opened");
+                continue;
+            }
+            let p = inc.partial.entry(k).or_insert_with(|| Partial {
+                count,
+                label: label.to_string(),
+                parts: Vec::new(),
+                since: now,
+            });
+            if p.count != count || p.label != label {
+                tracing::warn!("ignoring a striped stream whose parts disagree");
+                inc.partial.remove(&k);
+                continue;
+            }
+            p.parts.push(s);
+            if p.parts.len() == p.count {
+                let p = inc.partial.remove(&k).expect("present");
+                return Some((p.label, striped(p.parts)));
+            }
+        }
     }
 
     /// Resolves when the peer connection is gone, with the reason.
@@ -179,6 +395,88 @@ impl Connection {
     }
 
     pub async fn close(&self) {
-        self.peer.close().await;
+        futures::future::join_all(self.lanes.iter().map(|l| l.peer.close())).await;
+    }
+}
+
+/// A stream striped over `parts`, each with its share of the stripe window.
+fn striped(parts: Vec<yakk_transport::Stream>) -> Stream {
+    let each = STRIPE_WINDOW / parts.len().max(1) as u64;
+    for p in &parts {
+        p.set_striped_window(each);
+    }
+    Stream(StreamKind::Striped(Box::new(Striped::new(parts))))
+}
+
+/// `k/count/label`: part of striped stream `k`, which has `count` parts (at most `lanes`).
+fn parse_part(name: &str, lanes: usize) -> Option<(u64, usize, &str)> {
+    let mut it = name.splitn(3, '/');
+    let k = it.next()?.parse().ok()?;
+    let count: usize = it.next()?.parse().ok()?;
+    let label = it.next()?;
+    (1..=lanes).contains(&count).then_some((k, count, label))
+}
+
+/// A reliable, ordered byte stream to the peer: one data channel, or one on each lane.
+pub struct Stream(StreamKind);
+
+enum StreamKind {
+    One(yakk_transport::Stream),
+    Striped(Box<Striped<yakk_transport::Stream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match &mut self.0 {
+            StreamKind::One(s) => Pin::new(s).poll_read(cx, buf),
+            StreamKind::Striped(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match &mut self.0 {
+            StreamKind::One(s) => Pin::new(s).poll_write(cx, buf),
+            StreamKind::Striped(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match &mut self.0 {
+            StreamKind::One(s) => Pin::new(s).poll_flush(cx),
+            StreamKind::Striped(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match &mut self.0 {
+            StreamKind::One(s) => Pin::new(s).poll_shutdown(cx),
+            StreamKind::Striped(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_labels() {
+        assert_eq!(parse_part("7/3/DataConn2", 4), Some((7, 3, "DataConn2")));
+        assert_eq!(parse_part("0/1/a/b", 1), Some((0, 1, "a/b")));
+        assert_eq!(parse_part("7/5/x", 4), None, "more parts than lanes");
+        assert_eq!(parse_part("7/0/x", 4), None);
+        assert_eq!(parse_part("DataConn1", 4), None);
+        assert_eq!(parse_part("x/1/y", 4), None);
+        assert_eq!(parse_part("1/1", 4), None);
     }
 }
