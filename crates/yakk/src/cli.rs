@@ -100,6 +100,12 @@ pub struct Common {
     /// Words in a generated password (owner)
     #[arg(long, default_value_t = 2, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=8))]
     pub code_length: u8,
+    /// Peer connections to spread every stream over (1-32). On long links that lose packets
+    /// each connection's congestion window limits the rate, so several carry several times
+    /// more: try 16-32 there; 1 suits clean links. The session uses the larger number of the
+    /// two sides
+    #[arg(long, default_value_t = 1, env = "YAKK_LANES", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=32))]
+    pub lanes: u32,
 }
 
 /// Options of the room owner.

@@ -35,12 +35,17 @@ pub fn connected_event(out: Out, conn: &Connection, who: &str) {
             "local": path.local,
             "remote": path.remote,
             "rtt_ms": rtt,
+            "lanes": conn.lanes(),
         }),
         Some(&format!(
-            "Connected to {who} ({}, {} path{})",
+            "Connected to {who} ({}, {} path{}{})",
             conn.version(),
             path_name(path.kind),
-            rtt.map(|r| format!(", rtt {r:.1} ms")).unwrap_or_default()
+            rtt.map(|r| format!(", rtt {r:.1} ms")).unwrap_or_default(),
+            match conn.lanes() {
+                1 => String::new(),
+                n => format!(", {n} lanes"),
+            }
         )),
     );
 }

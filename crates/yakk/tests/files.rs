@@ -65,6 +65,23 @@ async fn a_100_mib_file_arrives_intact() {
     assert_eq!(sha(&out.join("big.bin")), sha(&src));
 }
 
+/// Files striped over lanes (the sender asks for them): intact, and both sides end cleanly.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_over_lanes_arrives_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("big.bin");
+    write_big(&src, 40, 3);
+    let out = dir.path().join("out");
+    let (mut s, code) = sender(&["--lanes", "5", src.to_str().unwrap()]).await;
+    let mut r = receiver(&code, &out, &[]);
+    assert_eq!(r.event("connected", 30).await["lanes"], 5);
+    let done = r.event("done", 120).await;
+    assert_eq!(done["bytes"], 40u64 << 20);
+    assert_eq!(r.exit_code(20).await, 0, "{}", r.stderr_text());
+    assert_eq!(s.exit_code(20).await, 0, "{}", s.stderr_text());
+    assert_eq!(sha(&out.join("big.bin")), sha(&src));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_folder_tree_keeps_its_shape() {
     let dir = tempfile::tempdir().unwrap();

@@ -248,8 +248,9 @@ async fn port_in_use_is_a_usage_error() {
 #[tokio::test(flavor = "multi_thread")]
 async fn legacy_protocol_between_our_own_peers() {
     let (port, _srv) = echo_server().await;
-    let (mut owner, mut joiner, addr) = tunnel(port, &["--legacy-only"], &["--legacy"]).await;
-    assert_eq!(owner.event("connected", 10).await["protocol"], "yakk/1");
+    let (_owner, mut joiner, addr, o, _) =
+        tunnel_with_events(port, &["--legacy-only"], &["--legacy"]).await;
+    assert_eq!(o["protocol"], "yakk/1");
     // yakk/1 has no half-close (closing a channel closes both ways), so read the echo back
     // before closing, as a reference peer's user would.
     let data = pattern(300_000, 9);
@@ -298,11 +299,79 @@ async fn legacy_peer_refused_without_the_flag() {
     assert_eq!(joiner.exit_code(10).await, 8);
 }
 
+/// With lanes, every forwarded connection is striped over several peer connections: bulk data
+/// both ways arrives intact, half-close still carries the reply, and many connections at once
+/// each get their own bytes back.
+#[tokio::test(flavor = "multi_thread")]
+async fn lanes_carry_connections_intact() {
+    let (port, _srv) = echo_server().await;
+    let (_owner, _joiner, addr, o, j) = tunnel_with_events(port, &[], &["--lanes", "4"]).await;
+    assert_eq!(
+        (o["lanes"].as_u64(), j["lanes"].as_u64()),
+        (Some(4), Some(4))
+    );
+    let data = pattern(24 << 20, 5);
+    let back = tokio::time::timeout(Duration::from_secs(120), round_trip(&addr, &data))
+        .await
+        .expect("bulk echo in time");
+    assert!(back.len() == data.len() && back == data, "bulk echo intact");
+    let mut tasks = Vec::new();
+    for i in 0..40u64 {
+        let addr = addr.clone();
+        tasks.push(tokio::spawn(async move {
+            let data = pattern(1 + i as usize * 9_973, 50 + i);
+            let back = round_trip(&addr, &data).await;
+            assert!(back == data, "connection {i}");
+        }));
+    }
+    let all = futures::future::join_all(tasks);
+    for r in tokio::time::timeout(Duration::from_secs(90), all)
+        .await
+        .expect("all 40 finished")
+    {
+        r.unwrap();
+    }
+}
+
+/// The session takes the larger wish of the two sides, and yakk/1 (no lanes in the reference
+/// program's protocol) always runs one.
+#[tokio::test(flavor = "multi_thread")]
+async fn lanes_are_the_larger_wish_and_never_with_yakk1() {
+    let (port, _srv) = echo_server().await;
+    let (_o1, _j1, addr, o, j) = tunnel_with_events(port, &["--lanes", "3"], &[]).await;
+    assert_eq!(
+        (o["lanes"].as_u64(), j["lanes"].as_u64()),
+        (Some(3), Some(3))
+    );
+    assert_eq!(round_trip(&addr, b"three lanes").await, b"three lanes");
+    let (_o2, _j2, _, o, j) = tunnel_with_events(
+        port,
+        &["--legacy-only", "--lanes", "4"],
+        &["--legacy", "--lanes", "4"],
+    )
+    .await;
+    assert_eq!(o["protocol"], "yakk/1");
+    assert_eq!(
+        (o["lanes"].as_u64(), j["lanes"].as_u64()),
+        (Some(1), Some(1))
+    );
+}
+
 /// A target that stops reading must not hold up the tunnel's other connections: with one
 /// connection stalled under 64 MiB of unread data, new connections still echo promptly, in
 /// both directions of the stall (joiner to owner and owner to joiner).
 #[tokio::test(flavor = "multi_thread")]
 async fn stalled_connection_does_not_block_the_others() {
+    stall_case(&[]).await;
+}
+
+/// The same over three lanes: a stalled striped connection fills only its own channels.
+#[tokio::test(flavor = "multi_thread")]
+async fn stalled_connection_does_not_block_the_others_over_lanes() {
+    stall_case(&["--lanes", "3"]).await;
+}
+
+async fn stall_case(joiner_extra: &[&str]) {
     // The target: the first connection is never read (and keeps sending 64 MiB towards the
     // joiner, which does not read either); every later connection is echoed.
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -326,7 +395,7 @@ async fn stalled_connection_does_not_block_the_others() {
             });
         }
     });
-    let (_owner, _joiner, addr) = tunnel(port, &[], &[]).await;
+    let (_owner, _joiner, addr) = tunnel(port, &[], joiner_extra).await;
     let stalled = TcpStream::connect(&addr).await.unwrap();
     let (_r, mut w) = stalled.into_split();
     let pusher = tokio::spawn(async move {

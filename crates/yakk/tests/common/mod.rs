@@ -141,20 +141,36 @@ pub async fn tunnel(
     owner_extra: &[&str],
     joiner_extra: &[&str],
 ) -> (Yakk, Yakk, String) {
+    let (owner, joiner, addr, _, _) = tunnel_with_events(port, owner_extra, joiner_extra).await;
+    (owner, joiner, addr)
+}
+
+/// Starts a tunnel with these extra arguments and returns both sides' `connected` events with
+/// the owner, the joiner and the joiner's address.
+pub async fn tunnel_with_events(
+    port: u16,
+    owner_extra: &[&str],
+    joiner_extra: &[&str],
+) -> (Yakk, Yakk, String, serde_json::Value, serde_json::Value) {
     let p = port.to_string();
     let mut args = vec!["server", "-p", &p, "--json", "--ice-ip", "127.0.0.1"];
     args.extend_from_slice(owner_extra);
     let mut owner = Yakk::start(&args);
-    let code_ev = owner.event("code", 20).await;
-    let code = code_ev["code"].as_str().unwrap().to_string();
+    let code = owner.event("code", 20).await["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let mut jargs = vec!["client", "-p", "0", "--json", "--ice-ip", "127.0.0.1"];
     jargs.extend_from_slice(joiner_extra);
     jargs.push(&code);
     let mut joiner = Yakk::start(&jargs);
-    joiner.event("connected", 30).await;
-    let listening = joiner.event("listening", 10).await;
-    let addr = listening["address"].as_str().unwrap().to_string();
-    (owner, joiner, addr)
+    let j = joiner.event("connected", 30).await;
+    let o = owner.event("connected", 30).await;
+    let addr = joiner.event("listening", 10).await["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (owner, joiner, addr, o, j)
 }
 
 /// Deterministic pseudo-random bytes.
