@@ -323,10 +323,15 @@ class Direct(Tunnel):
 class Yakk(Tunnel):
     name = "yakk (yakk/2)"
 
-    def __init__(self, cfg, ns_a=None, ns_b=None, ip_a="127.0.0.1", ip_b="127.0.0.1", backend=None):
+    def __init__(self, cfg, ns_a=None, ns_b=None, ip_a="127.0.0.1", ip_b="127.0.0.1", backend=None,
+                 lanes=None):
         super().__init__(cfg)
         self.ns_a, self.ns_b, self.ip_a, self.ip_b = ns_a, ns_b, ip_a, ip_b
         self.env = dict(cfg.yakk_env)
+        if lanes:
+            # Every stream striped over this many peer connections (--lanes).
+            self.env["YAKK_LANES"] = str(lanes)
+            self.name = f"yakk (yakk/2, {lanes} lanes)"
         if backend:
             # yakk-transport's two backends: its own driver over `rtc`, or the `webrtc` crate.
             self.env["YAKK_TRANSPORT_BACKEND"] = backend
@@ -769,8 +774,8 @@ def default_cc():
         return "?"
 
 
-def wan_yakk(cfg, target_port, backend=None):
-    tun = Yakk(cfg, ns_a=NS_A, ns_b=NS_B, ip_a=IP_A, ip_b=IP_B, backend=backend)
+def wan_yakk(cfg, target_port, backend=None, lanes=None):
+    tun = Yakk(cfg, ns_a=NS_A, ns_b=NS_B, ip_a=IP_A, ip_b=IP_B, backend=backend, lanes=lanes)
     try:
         addr = tun.start(target_port)
         v = run_loadgen("wan-yakk", ["stream", addr, "--seconds", str(cfg.wan_seconds)], ns=NS_B,
@@ -831,6 +836,9 @@ def bench_wan(cfg):
                 for v in cfg.wan_yakk.split(","):
                     if v == "default":
                         cases.append(("yakk", wan_yakk))
+                    elif v.startswith("lanes"):
+                        n = int(v[len("lanes"):])
+                        cases.append((f"yakk_{v}", lambda c, p, n=n: wan_yakk(c, p, lanes=n)))
                     elif v:
                         cases.append((f"yakk_{v}", lambda c, p, v=v: wan_yakk(c, p, v)))
                 for k in cfg.wan_parallel:
@@ -974,7 +982,11 @@ def report(cfg, res, out_dir):
         tcps = [k for k in ("tcp", "tcp_cubic") if any(k in w for w in wan)]
         yks = [k for k in wan[0] if k.startswith("yakk")]
         label = {"tcp": f"TCP ({cc}, default)", "tcp_cubic": "TCP (cubic)", "yakk": "yakk (default)"}
-        lab = lambda k: label.get(k, k.replace("yakk_", "yakk (") + " backend)")  # noqa: E731
+        def lab(k):
+            if k.startswith("yakk_lanes"):
+                return f"yakk ({k[len('yakk_lanes'):]} lanes)"
+            return label.get(k, k.replace("yakk_", "yakk (") + " backend)")
+
         L.append("| RTT ms | loss % | " + " | ".join(f"{lab(k)} MB/s" for k in tcps + yks)
                  + " | yakk / TCP | target (50 ms) | yakk peak RSS MiB (owner / joiner) |")
         L.append("|---:|---:|" + "---:|" * len(tcps + yks) + "---|---|---:|")
@@ -1086,8 +1098,9 @@ def main():
     ap.add_argument("--no-wan", action="store_true")
     ap.add_argument("--yakk-env", action="append", default=[], metavar="K=V",
                     help="environment for the yakk processes (repeatable)")
-    ap.add_argument("--wan-yakk", default="default,driver",
-                    help="yakk variants on the WAN: default (its default backend) and/or driver")
+    ap.add_argument("--wan-yakk", default="default,driver,lanes32",
+                    help="yakk variants on the WAN: default (its default backend), driver, and "
+                         "lanesN (every stream striped over N peer connections, --lanes N)")
     ap.add_argument("--wan-parallel", default="", metavar="K,K",
                     help="also run K separate yakk tunnels at once on each WAN cell, one stream "
                          "each, and report their sum (a diagnostic of striping; not in the report "
