@@ -397,6 +397,15 @@ impl Connection {
     pub async fn close(&self) {
         futures::future::join_all(self.lanes.iter().map(|l| l.peer.close())).await;
     }
+
+    /// Tests only: closes lane `index` (in the order of the lanes that came up), as a lost
+    /// peer connection would end.
+    #[doc(hidden)]
+    pub async fn close_lane_for_test(&self, index: usize) {
+        let lane = &self.lanes[index];
+        lane.up.store(false, Ordering::Relaxed);
+        lane.peer.close().await;
+    }
 }
 
 /// A stream striped over `parts`, each with its share of the stripe window.

@@ -1,0 +1,133 @@
+//! Sessions with several lanes, at library level: real signalling server, real WebRTC over
+//! 127.0.0.1, and a lane lost in the middle.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use yakk_session::{Connection, Owner, OwnerEvent, SessionConfig, Stream};
+
+fn config(signal: &str, lanes: u32) -> SessionConfig {
+    let mut c = SessionConfig::new(signal, "lane-test-pw");
+    c.ice_ips = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
+    c.lanes = lanes;
+    c
+}
+
+/// An owner and a joiner connected through a fresh signalling server.
+async fn pair(owner_lanes: u32, joiner_lanes: u32) -> (Connection, Connection) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = yakk_signal::spawn(yakk_signal::Config::default(), listener)
+        .await
+        .unwrap();
+    std::mem::forget(server); // lives as long as the test process
+    let signal = format!("127.0.0.1:{port}");
+    let mut owner = Owner::create(config(&signal, owner_lanes)).await.unwrap();
+    let room = owner.room.clone();
+    let (joined, ev) = tokio::join!(
+        yakk_session::join(config(&signal, joiner_lanes), &room),
+        async { tokio::time::timeout(Duration::from_secs(30), owner.next()).await }
+    );
+    let Ok(Some(OwnerEvent::Connected(o))) = ev else {
+        panic!("the owner did not connect");
+    };
+    (o, joined.expect("the joiner connects"))
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_be_bytes()[0] ^ seed)
+        .collect()
+}
+
+/// Echoes every stream the peer opens until the connection ends.
+fn echo(conn: std::sync::Arc<Connection>) {
+    tokio::spawn(async move {
+        while let Some((_, s)) = conn.accept_stream().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = tokio::io::split(s);
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+}
+
+async fn round_trip(s: Stream, data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let (mut r, mut w) = tokio::io::split(s);
+    let data = data.to_vec();
+    let writer = tokio::spawn(async move {
+        w.write_all(&data).await?;
+        w.shutdown().await
+    });
+    let mut back = Vec::new();
+    r.read_to_end(&mut back).await?;
+    writer.await.unwrap()?;
+    Ok(back)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_lane_breaks_its_streams_loudly_and_new_ones_use_the_rest() {
+    let (owner, joiner) = pair(1, 3).await;
+    assert_eq!((owner.lanes(), joiner.lanes()), (3, 3));
+    let owner = std::sync::Arc::new(owner);
+    echo(owner.clone());
+
+    let data = pattern(3 << 20, 1);
+    let s = joiner.open_stream("first").await.unwrap();
+    assert!(
+        round_trip(s, &data).await.unwrap() == data,
+        "echo over 3 lanes"
+    );
+
+    // A stream in the middle of its life when a lane goes: it fails, it does not end cleanly.
+    let s = joiner.open_stream("cut").await.unwrap();
+    let (mut r, mut w) = tokio::io::split(s);
+    w.write_all(&pattern(200_000, 2)).await.unwrap();
+    let mut head = vec![0u8; 200_000];
+    tokio::time::timeout(Duration::from_secs(20), r.read_exact(&mut head))
+        .await
+        .expect("echo in time")
+        .unwrap();
+    joiner.close_lane_for_test(1).await;
+    assert_eq!(joiner.lanes(), 2);
+    let more = async {
+        for _ in 0..64 {
+            w.write_all(&pattern(64 << 10, 3)).await?;
+        }
+        w.shutdown().await?;
+        let mut rest = Vec::new();
+        r.read_to_end(&mut rest).await?;
+        Ok::<_, std::io::Error>(rest)
+    };
+    let r = tokio::time::timeout(Duration::from_secs(30), more)
+        .await
+        .expect("the cut stream ends in time");
+    assert!(r.is_err(), "a stream that lost a lane fails: {r:?}");
+
+    // New streams go over the two lanes left, whole.
+    for i in 0..3u8 {
+        let data = pattern(1 << 20, 10 + i);
+        let s = tokio::time::timeout(Duration::from_secs(30), joiner.open_stream("after"))
+            .await
+            .expect("open in time")
+            .unwrap();
+        let back = tokio::time::timeout(Duration::from_secs(30), round_trip(s, &data))
+            .await
+            .expect("echo in time")
+            .unwrap();
+        assert!(back == data, "stream {i} after the loss");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_lane_unless_asked() {
+    let (owner, joiner) = pair(1, 1).await;
+    assert_eq!((owner.lanes(), joiner.lanes()), (1, 1));
+    let owner = std::sync::Arc::new(owner);
+    echo(owner.clone());
+    let data = pattern(1 << 20, 7);
+    let s = joiner.open_stream("DataConn1").await.unwrap();
+    assert!(round_trip(s, &data).await.unwrap() == data);
+}
