@@ -784,6 +784,7 @@ def wan_yakk(cfg, target_port, backend=None, lanes=None):
         tun.stop()
     v["rss_a"] = tun.a[0].stats()["peak_rss"] if tun.a else None
     v["rss_b"] = tun.b[0].stats()["peak_rss"] if tun.b else None
+    v["lanes"] = (getattr(tun, "connected", None) or {}).get("lanes")
     return v
 
 
