@@ -76,7 +76,9 @@ fn helper_argv() -> Vec<String> {
 
 /// One pairing: owner behind `a` shares an echo server, joiner behind `b` connects, then an
 /// echo and a `BULK` transfer go through the tunnel.
-async fn run_pairing(lab: &mut Lab, a: Nat, b: Nat) -> Result<Outcome, String> {
+/// One pairing; with `lanes` above 1 the joiner asks for that many lanes, and both sides must
+/// report them all up.
+async fn run_pairing(lab: &mut Lab, a: Nat, b: Nat, lanes: u32) -> Result<Outcome, String> {
     lab.pairing(a, b)?;
     let argv = helper_argv();
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
@@ -109,6 +111,7 @@ async fn run_pairing(lab: &mut Lab, a: Nat, b: Nat) -> Result<Outcome, String> {
     let code = owner.event("code", Duration::from_secs(15)).await?;
     let code = code["code"].as_str().ok_or("code event without a code")?;
     let jport = JOIN_PORT.to_string();
+    let lanes_arg = lanes.to_string();
     let started = Instant::now();
     let mut joiner = lab.spawn(
         1,
@@ -122,6 +125,8 @@ async fn run_pairing(lab: &mut Lab, a: Nat, b: Nat) -> Result<Outcome, String> {
             "-v",
             "--signal",
             &signal,
+            "--lanes",
+            &lanes_arg,
             code,
         ],
         &[("RUST_LOG", log.as_str())],
@@ -129,6 +134,11 @@ async fn run_pairing(lab: &mut Lab, a: Nat, b: Nat) -> Result<Outcome, String> {
     let jev = joiner.event("connected", Duration::from_secs(40)).await?;
     let setup = started.elapsed();
     let oev = owner.event("connected", Duration::from_secs(10)).await?;
+    for ev in [&jev, &oev] {
+        if ev["lanes"].as_u64() != Some(u64::from(lanes)) {
+            return Err(format!("{lanes} lanes asked for, connected with: {ev}"));
+        }
+    }
     joiner.event("listening", Duration::from_secs(5)).await?;
     for (who, p) in [("joiner", &joiner), ("owner", &owner)] {
         // stderr is read by its own task: give it a moment to catch up with stdout.
@@ -254,7 +264,11 @@ fn write_report(rows: &[Row]) {
 }
 
 /// Runs `pairings` in one lab; a row each, and the failures (no connection or wrong path).
-async fn run_pairings(pairings: &[(Nat, Nat)], budget: Duration) -> (Vec<Row>, Vec<String>) {
+async fn run_pairings(
+    pairings: &[(Nat, Nat)],
+    budget: Duration,
+    lanes: u32,
+) -> (Vec<Row>, Vec<String>) {
     let work = async {
         let mut lab = Lab::new().await?;
         let mut rows = Vec::new();
@@ -267,7 +281,7 @@ async fn run_pairings(pairings: &[(Nat, Nat)], budget: Duration) -> (Vec<Row>, V
                 continue;
             }
             let t = Instant::now();
-            match run_pairing(&mut lab, a, b).await {
+            match run_pairing(&mut lab, a, b, lanes).await {
                 Ok(o) => {
                     eprintln!(
                         "lab: {} ↔ {}: {} / {} in {:.2} s, rtt {:?} ms, {:.1} MiB/s (pairing took {:.1} s)",
@@ -335,7 +349,7 @@ async fn direct_pairings_connect_without_the_relay() {
         return;
     }
     let _one = ONE_LAB.lock().await;
-    let (rows, failures) = run_pairings(&pairings(Some(false)), Duration::from_secs(180)).await;
+    let (rows, failures) = run_pairings(&pairings(Some(false)), Duration::from_secs(180), 1).await;
     eprintln!("{}", table(&rows));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
@@ -349,7 +363,21 @@ async fn relay_pairings_connect_through_turn() {
         return;
     }
     let _one = ONE_LAB.lock().await;
-    let (rows, failures) = run_pairings(&pairings(Some(true)), Duration::from_secs(180)).await;
+    let (rows, failures) = run_pairings(&pairings(Some(true)), Duration::from_secs(180), 1).await;
+    eprintln!("{}", table(&rows));
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Lanes through the relay: both symmetric, the joiner asks for 4 lanes, so each side holds 4
+/// TURN allocations on coturn, and the echo and 16 MiB, striped over them, arrive intact.
+#[tokio::test(flavor = "multi_thread")]
+async fn lanes_stripe_through_turn() {
+    if lab::skip("lanes_stripe_through_turn") {
+        return;
+    }
+    let _one = ONE_LAB.lock().await;
+    let pair = [(Nat::Symmetric, Nat::Symmetric)];
+    let (rows, failures) = run_pairings(&pair, Duration::from_secs(120), 4).await;
     eprintln!("{}", table(&rows));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
@@ -363,7 +391,7 @@ async fn report() {
         return;
     }
     let _one = ONE_LAB.lock().await;
-    let (rows, failures) = run_pairings(&pairings(None), Duration::from_secs(300)).await;
+    let (rows, failures) = run_pairings(&pairings(None), Duration::from_secs(300), 1).await;
     eprintln!("{}", table(&rows));
     write_report(&rows);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
