@@ -19,9 +19,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use std::io::IoSliceMut;
+use std::task::{Context, Poll};
+
 use webrtc::runtime::{
-    AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, Runtime,
-    TokioRuntime,
+    AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, RecvMeta, Runtime,
+    TokioRuntime, Transmit,
 };
 
 /// The longest the stack's event loop sleeps while setup is quick.
@@ -115,7 +118,7 @@ impl Runtime for BufferedRuntime {
 
     fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
         set_udp_buffers(&socket, self.udp_buffer);
-        self.inner.wrap_udp_socket(socket)
+        Ok(Arc::new(GsoCapped(self.inner.wrap_udp_socket(socket)?)))
     }
 
     fn wrap_tcp_listener(
@@ -158,5 +161,65 @@ impl Runtime for BufferedRuntime {
 
     fn name(&self) -> &'static str {
         "tokio+udp-buffers+quick-setup"
+    }
+}
+
+/// Datagrams the stack may hand the kernel in one UDP GSO send. The stack batches up to 64
+/// datagrams and 65535 bytes, but the kernel takes at most 65507 bytes of UDP payload over
+/// IPv4 in one send: a batch between the two fails whole ("Message too long") and every
+/// datagram in it is lost. Under load (many channels, several lanes) that happened often
+/// enough, and for the same packets again and again, that an SCTP association gave up
+/// ("T3-rtx retransmission failure") on loopback. 48 datagrams of up to 1364 bytes (the
+/// stack sends at most about 1230) stay below the limit.
+const GSO_SEGMENTS_CAP: usize = 48;
+// A full batch of 1364-byte datagrams fits one IPv4 UDP send (65507 bytes).
+const _: () = assert!(GSO_SEGMENTS_CAP * 1364 <= 65_507);
+
+/// The runtime's UDP socket, with GSO batches capped at [`GSO_SEGMENTS_CAP`].
+#[derive(Debug)]
+struct GsoCapped(Arc<dyn AsyncUdpSocket>);
+
+impl AsyncUdpSocket for GsoCapped {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+
+    fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
+        self.0.poll_send(cx, transmit)
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        self.0.poll_recv(cx, bufs, meta)
+    }
+
+    fn max_gso_segments(&self) -> usize {
+        self.0.max_gso_segments().min(GSO_SEGMENTS_CAP)
+    }
+
+    fn max_gro_segments(&self) -> usize {
+        self.0.max_gro_segments()
+    }
+}
+
+#[cfg(test)]
+mod gso_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_wrapped_socket_reports_at_most_the_cap() {
+        let rt = BufferedRuntime::new(0, SetupClock::new(Duration::ZERO));
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_nonblocking(true).unwrap();
+        let inner = rt.inner.wrap_udp_socket(sock.try_clone().unwrap()).unwrap();
+        let wrapped = rt.wrap_udp_socket(sock).unwrap();
+        let n = wrapped.max_gso_segments();
+        assert!((1..=GSO_SEGMENTS_CAP).contains(&n), "{n}");
+        // Where the kernel has GSO (Linux), the stack's own socket offers more than the cap.
+        assert_eq!(n, inner.max_gso_segments().min(GSO_SEGMENTS_CAP));
     }
 }
