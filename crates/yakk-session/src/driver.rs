@@ -405,7 +405,7 @@ pub async fn join(cfg: SessionConfig, room: &str) -> Result<Connection, SessionE
 /// What an owner's room reports.
 pub enum OwnerEvent {
     /// A joiner completed the handshake and the peer connection is up.
-    Connected(Connection),
+    Connected(Box<Connection>),
     /// A joiner's handshake failed. `guess_spent`: the joiner could test one password guess
     /// (a wrong password, or a handshake abandoned after our key confirmation went out).
     Failed {
@@ -488,7 +488,7 @@ async fn route(
             tracing::info!(joiner = sender, "a joiner arrived");
             tokio::spawn(async move {
                 let ev = match run(hs, vec![], rx, out, cfg, adv, Role::Owner).await {
-                    Ok(conn) => OwnerEvent::Connected(conn),
+                    Ok(conn) => OwnerEvent::Connected(Box::new(conn)),
                     Err((error, guess_spent)) => OwnerEvent::Failed {
                         peer: sender,
                         error,

@@ -20,7 +20,7 @@ pub mod stripe;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -153,6 +153,9 @@ struct Lane {
     id: u32,
     peer: Peer,
     up: Arc<AtomicBool>,
+    /// False once a part of a stream could not be opened on it: new streams avoid it (it
+    /// may never have come up for data; or it is only slow, and keeps its streams).
+    usable: AtomicBool,
 }
 
 /// A striped stream the peer is opening: the parts that arrived so far.
@@ -187,6 +190,10 @@ pub struct Connection {
     lanes: Vec<Lane>,
     striped: bool,
     next_stripe: AtomicU64,
+    /// Striped streams of this connection alive now (opened or accepted).
+    live: Arc<AtomicUsize>,
+    /// Where the next striped stream's parts start among the lanes that are up.
+    next_lane: AtomicUsize,
     incoming: tokio::sync::Mutex<Incoming>,
     version: Version,
     path: PathInfo,
@@ -208,6 +215,7 @@ impl Connection {
                 id,
                 peer,
                 up: Arc::new(AtomicBool::new(true)),
+                usable: AtomicBool::new(true),
             })
             .collect();
         let (tx, rx) = watch::channel(None);
@@ -252,6 +260,8 @@ impl Connection {
             lanes,
             striped,
             next_stripe: AtomicU64::new(0),
+            live: Arc::new(AtomicUsize::new(0)),
+            next_lane: AtomicUsize::new(0),
             incoming: tokio::sync::Mutex::new(Incoming {
                 streams,
                 partial: HashMap::new(),
@@ -292,8 +302,8 @@ impl Connection {
             let s = self.lanes[0].peer.open_stream(label).await?;
             return Ok(Stream(StreamKind::One(s)));
         }
-        // A lane that cannot open its part is broken (its association never came up, or it
-        // is going): it is closed, and the stream is opened again over the others.
+        // A lane that cannot open its part is left out of new streams (its association may
+        // never have come up), and the stream is opened again over the others.
         let mut last = None;
         for _ in 0..2 {
             let up: Vec<&Lane> = self
@@ -304,9 +314,26 @@ impl Connection {
             if up.is_empty() {
                 break;
             }
+            let mut alive: Vec<&Lane> = up
+                .iter()
+                .copied()
+                .filter(|l| l.usable.load(Ordering::Relaxed))
+                .collect();
+            if alive.is_empty() {
+                alive = up;
+            }
+            // The lanes are shared out among the streams alive, those being opened included:
+            // one stream alone gets them all; with many (a thousand forwarded connections)
+            // each gets one, in turn, and memory stays what it is with one lane.
+            let (before, live) = Live::count(&self.live);
+            let count = (alive.len() / (before + 1)).max(1);
+            let first = self.next_lane.fetch_add(count, Ordering::Relaxed);
+            let chosen: Vec<&Lane> = (0..count)
+                .map(|i| alive[(first + i) % alive.len()])
+                .collect();
             let k = self.next_stripe.fetch_add(1, Ordering::Relaxed);
-            let name = format!("{k}/{}/{label}", up.len());
-            let opens = up.iter().map(|l| async {
+            let name = format!("{k}/{}/{label}", chosen.len());
+            let opens = chosen.iter().map(|l| async {
                 match tokio::time::timeout(LANE_OPEN_TIMEOUT, l.peer.open_stream(&name)).await {
                     Ok(r) => r.map_err(SessionError::from),
                     Err(_) => Err(SessionError::Transport(TransportError::OpenChannel {
@@ -318,25 +345,14 @@ impl Connection {
             let results = futures::future::join_all(opens).await;
             if results.iter().all(Result::is_ok) {
                 let parts = results.into_iter().map(|r| r.expect("checked")).collect();
-                return Ok(striped(parts));
+                return Ok(striped(parts, live));
             }
-            let some_worked = results.iter().any(Result::is_ok);
-            for (lane, r) in up.iter().zip(results) {
+            for (lane, r) in chosen.iter().zip(results) {
                 if let Err(e) = r {
-                    if some_worked {
-                        tracing::info!(
-                            lane = lane.id,
-                            "closing a lane that cannot open streams: {e}"
-                        );
-                        lane.up.store(false, Ordering::Relaxed);
-                        let peer = lane.peer.clone();
-                        tokio::spawn(async move { peer.close().await });
-                    }
+                    tracing::info!(lane = lane.id, "new streams avoid a lane: {e}");
+                    lane.usable.store(false, Ordering::Relaxed);
                     last = Some(e);
                 }
-            }
-            if !some_worked {
-                break;
             }
         }
         Err(last.unwrap_or_else(|| {
@@ -378,7 +394,8 @@ impl Connection {
             p.parts.push(s);
             if p.parts.len() == p.count {
                 let p = inc.partial.remove(&k).expect("present");
-                return Some((p.label, striped(p.parts)));
+                let (_, live) = Live::count(&self.live);
+                return Some((p.label, striped(p.parts, live)));
             }
         }
     }
@@ -410,13 +427,39 @@ impl Connection {
     }
 }
 
-/// A stream striped over `parts`, each with its share of the stripe window.
-fn striped(parts: Vec<yakk_transport::Stream>) -> Stream {
+/// A stream striped over `parts`, each with its share of the stripe window, counted among
+/// the connection's live streams while it lives.
+fn striped(parts: Vec<yakk_transport::Stream>, live: Live) -> Stream {
     let each = STRIPE_WINDOW / parts.len().max(1) as u64;
     for p in &parts {
         p.set_striped_window(each);
     }
-    Stream(StreamKind::Striped(Box::new(Striped::new(parts))))
+    Stream(StreamKind::Striped(Box::new(Counted {
+        stream: Striped::new(parts),
+        _live: live,
+    })))
+}
+
+/// Counts a striped stream (or one being opened) among the connection's live ones until
+/// dropped.
+struct Live(Arc<AtomicUsize>);
+
+impl Live {
+    /// Counts one more; returns how many there were before.
+    fn count(live: &Arc<AtomicUsize>) -> (usize, Live) {
+        (live.fetch_add(1, Ordering::Relaxed), Live(live.clone()))
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+struct Counted {
+    stream: Striped<yakk_transport::Stream>,
+    _live: Live,
 }
 
 /// `k/count/label`: part of striped stream `k`, which has `count` parts (at most `lanes`).
@@ -428,12 +471,23 @@ fn parse_part(name: &str, lanes: usize) -> Option<(u64, usize, &str)> {
     (1..=lanes).contains(&count).then_some((k, count, label))
 }
 
-/// A reliable, ordered byte stream to the peer: one data channel, or one on each lane.
+/// A reliable, ordered byte stream to the peer: one data channel, or one on each of several
+/// lanes.
 pub struct Stream(StreamKind);
+
+impl Stream {
+    /// The data channels the stream runs over: 1 without lanes.
+    pub fn parts(&self) -> usize {
+        match &self.0 {
+            StreamKind::One(_) => 1,
+            StreamKind::Striped(s) => s.stream.lanes(),
+        }
+    }
+}
 
 enum StreamKind {
     One(yakk_transport::Stream),
-    Striped(Box<Striped<yakk_transport::Stream>>),
+    Striped(Box<Counted>),
 }
 
 impl AsyncRead for Stream {
@@ -444,7 +498,7 @@ impl AsyncRead for Stream {
     ) -> Poll<std::io::Result<()>> {
         match &mut self.0 {
             StreamKind::One(s) => Pin::new(s).poll_read(cx, buf),
-            StreamKind::Striped(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            StreamKind::Striped(s) => Pin::new(&mut s.stream).poll_read(cx, buf),
         }
     }
 }
@@ -457,21 +511,21 @@ impl AsyncWrite for Stream {
     ) -> Poll<std::io::Result<usize>> {
         match &mut self.0 {
             StreamKind::One(s) => Pin::new(s).poll_write(cx, buf),
-            StreamKind::Striped(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            StreamKind::Striped(s) => Pin::new(&mut s.stream).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match &mut self.0 {
             StreamKind::One(s) => Pin::new(s).poll_flush(cx),
-            StreamKind::Striped(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            StreamKind::Striped(s) => Pin::new(&mut s.stream).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match &mut self.0 {
             StreamKind::One(s) => Pin::new(s).poll_shutdown(cx),
-            StreamKind::Striped(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            StreamKind::Striped(s) => Pin::new(&mut s.stream).poll_shutdown(cx),
         }
     }
 }

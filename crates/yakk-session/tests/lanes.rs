@@ -32,7 +32,7 @@ async fn pair(owner_lanes: u32, joiner_lanes: u32) -> (Connection, Connection) {
     let Ok(Some(OwnerEvent::Connected(o))) = ev else {
         panic!("the owner did not connect");
     };
-    (o, joined.expect("the joiner connects"))
+    (*o, joined.expect("the joiner connects"))
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -119,6 +119,33 @@ async fn a_lost_lane_breaks_its_streams_loudly_and_new_ones_use_the_rest() {
             .unwrap();
         assert!(back == data, "stream {i} after the loss");
     }
+}
+
+/// One stream alone is striped over every lane; streams opened while others live share the
+/// lanes out, so a thousand connections do not cost a thousand times every lane.
+#[tokio::test(flavor = "multi_thread")]
+async fn lanes_are_shared_out_among_live_streams() {
+    let (owner, joiner) = pair(4, 1).await;
+    assert_eq!(joiner.lanes(), 4);
+    let owner = std::sync::Arc::new(owner);
+    echo(owner.clone());
+    let a = joiner.open_stream("a").await.unwrap();
+    assert_eq!(a.parts(), 4, "alone: every lane");
+    let b = joiner.open_stream("b").await.unwrap();
+    assert_eq!(b.parts(), 2, "with one other alive: half");
+    let c = joiner.open_stream("c").await.unwrap();
+    assert_eq!(c.parts(), 1, "with two others alive: 4 / 3 rounded down");
+    // Each still carries its bytes.
+    let (da, db, dc) = (
+        pattern(300_000, 21),
+        pattern(300_000, 22),
+        pattern(300_000, 23),
+    );
+    let (ra, rb, rc) = tokio::join!(round_trip(a, &da), round_trip(b, &db), round_trip(c, &dc));
+    assert!(ra.unwrap() == da && rb.unwrap() == db && rc.unwrap() == dc);
+    // All gone: the next one has every lane again.
+    let d = joiner.open_stream("d").await.unwrap();
+    assert_eq!(d.parts(), 4);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -186,7 +186,7 @@ pub async fn send(args: FilesendArgs, out: Out) -> anyhow::Result<()> {
                 }
                 continue;
             }
-            Some(OwnerEvent::Connected(c)) => c,
+            Some(OwnerEvent::Connected(c)) => *c,
         };
         connected_event(out, &conn, "receiver");
         let stream = tokio::select! {

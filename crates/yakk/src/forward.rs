@@ -140,7 +140,7 @@ pub async fn server(args: ServerArgs, out: Out) -> anyhow::Result<()> {
                 joiners += 1;
                 let who = format!("joiner {joiners}");
                 connected_event(out, &conn, &who);
-                let conn = Arc::new(conn);
+                let conn: Arc<_> = Arc::from(conn);
                 let (target, stats) = (target.clone(), stats.clone());
                 tunnels.spawn(async move {
                     let why = yakk_forward::serve_owner(conn, target, stats).await;
