@@ -155,8 +155,7 @@ async fn drive(
                         lane_peer(&lanes, 0).ok_or(SessionError::Internal("offer before keys"))?;
                     flow = hs.agreed(FEATURE_WINDOW);
                     tracing::debug!(flow, lanes = hs.lanes(), "per-stream flow control, lanes");
-                    p.set_flow_control(flow);
-                    crate::tune_lane(p, hs.lanes());
+                    crate::tune_lane(p, flow, hs.lanes());
                     let answer = p.accept_offer(&sdp).await?;
                     pending.extend(hs.on_local_description(0, answer));
                 }
@@ -166,8 +165,7 @@ async fn drive(
                         .ok_or(SessionError::Internal("offer before keys"))?;
                     let made = async {
                         let p = new_lane(t, lane, &ev_tx).await?;
-                        p.set_flow_control(flow);
-                        crate::tune_lane(&p, hs.lanes());
+                        crate::tune_lane(&p, flow, hs.lanes());
                         let answer = p.accept_offer(&sdp).await?;
                         Ok::<_, SessionError>((p, answer))
                     };
@@ -195,8 +193,7 @@ async fn drive(
                     if lane == 0 {
                         flow = hs.agreed(FEATURE_WINDOW);
                         tracing::debug!(flow, lanes = hs.lanes(), "per-stream flow control, lanes");
-                        p.set_flow_control(flow);
-                        crate::tune_lane(p, hs.lanes());
+                        crate::tune_lane(p, flow, hs.lanes());
                         p.accept_answer(&sdp).await?;
                         // Now the other lanes: one offer each.
                         let t = tc
@@ -205,8 +202,7 @@ async fn drive(
                         for extra in 1..hs.lanes() {
                             let made = async {
                                 let p = new_lane(t, extra, &ev_tx).await?;
-                                p.set_flow_control(flow);
-                                crate::tune_lane(&p, hs.lanes());
+                                crate::tune_lane(&p, flow, hs.lanes());
                                 let offer = p.create_offer().await?;
                                 Ok::<_, SessionError>((p, offer))
                             };

@@ -139,9 +139,11 @@ const STRIPE_WINDOW: u64 = 32 << 20;
 /// connection alone has 4 MiB.
 const LANE_SEND_BUDGET: usize = 256 << 10;
 
-/// Settings of each peer connection of a session that runs `lanes` of them (several: a
-/// striped session): they share what one connection alone has.
-fn tune_lane(p: &Peer, lanes: u32) {
+/// Settings of each peer connection of a session, before its first stream: per-stream flow
+/// control when both sides agreed on it, and, when the session runs several lanes (a striped
+/// session), a share of what one connection alone has.
+fn tune_lane(p: &Peer, flow: bool, lanes: u32) {
+    p.set_flow_control(flow);
     if lanes > 1 {
         p.set_window_pool(STRIPE_POOL / u64::from(lanes));
         p.set_send_budget(LANE_SEND_BUDGET);
