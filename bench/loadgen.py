@@ -86,6 +86,9 @@ def serve_conn(s):
             s.sendall(b"K" + struct.pack("!Qd", got, (last or 0) - (first or 0)))
             while s.recv_into(buf):
                 pass
+        else:
+            print(f"target: first byte {mode!r} names no mode (bytes lost on the way?); then {s.recv(40)!r}",
+                  file=sys.stderr, flush=True)
     except (OSError, EOFError):
         pass
     finally:
@@ -242,13 +245,16 @@ def cmd_probe(a):
     print(json.dumps({"ok": False, "error": last}), flush=True)
 
 
-async def _one_conn(addr, size, hold, opened, go):
+async def _one_conn(addr, size, hold, opened, go, i=0):
     h, p = hostport(addr)
     r, w = await asyncio.open_connection(h, p)
     w.write(b"E")
     opened.append(1)
     await go.wait()
-    data = os.urandom(size)
+    # Each connection's bytes name it and their offset: data that reaches the wrong
+    # connection, or arrives cut, shows where it came from.
+    tag = b"".join(b"[%05d:%05d]" % (i, off) for off in range(0, size, 13))
+    data = tag[:size]
     w.write(data)
     await w.drain()
     back = await r.readexactly(size)
@@ -259,7 +265,7 @@ async def _one_conn(addr, size, hold, opened, go):
 async def _conns(a):
     opened = []
     go = asyncio.Event()
-    tasks = [asyncio.create_task(_one_conn(a.addr, a.size, True, opened, go)) for _ in range(a.conns)]
+    tasks = [asyncio.create_task(_one_conn(a.addr, a.size, True, opened, go, i)) for i in range(a.conns)]
     t0 = time.monotonic()
     while len(opened) < a.conns and time.monotonic() - t0 < a.timeout:
         if all(t.done() for t in tasks):

@@ -162,8 +162,7 @@ pub async fn client(args: ClientArgs, out: Out) -> anyhow::Result<()> {
     let (config, room) = peer::joiner_config(&args.common, args.code.as_deref())?;
     // Bind first: a port in use is the user's to fix before anyone connects.
     let addr = SocketAddr::new(args.bind, args.port);
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
+    let listener = yakk_forward::listen(addr)
         .map_err(|e| Failure::usage(format!("cannot listen on {addr}: {e}")))?;
     let local = listener.local_addr().context("listener address")?;
     let conn = tokio::select! {
