@@ -348,8 +348,10 @@ class Yakk(Tunnel):
                                       ev["code"]],
                       ns=self.ns_b, timeout=self.cfg.proc_timeout, env=self.env)
         self.b.append(joiner)
-        _, conn = joiner.event("connected", 30)
+        t_conn, conn = joiner.event("connected", 30)
         self.connected = conn
+        # From the joiner's start to its peer connection(s) up, every lane included.
+        self.connect_ms = (t_conn - self.t_join) * 1000
         _, lst = joiner.event("listening", 10)
         return lst["address"]
 
@@ -785,6 +787,7 @@ def wan_yakk(cfg, target_port, backend=None, lanes=None):
     v["rss_a"] = tun.a[0].stats()["peak_rss"] if tun.a else None
     v["rss_b"] = tun.b[0].stats()["peak_rss"] if tun.b else None
     v["lanes"] = (getattr(tun, "connected", None) or {}).get("lanes")
+    v["connect_ms"] = getattr(tun, "connect_ms", None)
     return v
 
 
@@ -853,7 +856,8 @@ def bench_wan(cfg):
                         v = {"error": str(e)[:300]}
                     row[name] = v
                     log(f"  WAN {rtt} ms, {loss}% loss, {name}: "
-                        + (f"{v['mbps']:.1f} MB/s" if "mbps" in v else f"FAILED {v.get('error')}"))
+                        + (f"{v['mbps']:.1f} MB/s" if "mbps" in v else f"FAILED {v.get('error')}")
+                        + (f", connected after {v['connect_ms']:.0f} ms" if v.get("connect_ms") else ""))
                 results.append(row)
     finally:
         target.stop(signal.SIGTERM)

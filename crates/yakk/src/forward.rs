@@ -2,11 +2,12 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use serde_json::json;
 use yakk_forward::Stats;
-use yakk_session::{Connection, Owner, OwnerEvent, PathKind};
+use yakk_session::{Connection, Owner, OwnerEvent, PathKind, Version};
 
 use crate::cli::{ClientArgs, ServerArgs};
 use crate::exit::{ExitCode, Failure};
@@ -48,6 +49,25 @@ pub fn connected_event(out: Out, conn: &Connection, who: &str) {
             }
         )),
     );
+    if let Some(hint) = lanes_hint(conn.version(), conn.lanes(), path.rtt) {
+        out.say(&hint);
+    }
+}
+
+/// Round trip from which a path counts as long: there, each lost packet costs a single
+/// peer connection a lot of its rate, and lanes win back several times (bench/WAN.md).
+const LONG_PATH: Duration = Duration::from_millis(25);
+
+/// A tip for people on a long path with one lane, which only yakk/2 peers can widen.
+fn lanes_hint(version: Version, lanes: usize, rtt: Option<Duration>) -> Option<String> {
+    let rtt = rtt?;
+    (version == Version::V2 && lanes == 1 && rtt >= LONG_PATH).then(|| {
+        format!(
+            "This path is long ({:.0} ms round trip): if it loses packets, `--lanes 32` on \
+             either side can make transfers several times faster.",
+            rtt.as_secs_f64() * 1e3
+        )
+    })
 }
 
 pub async fn server(args: ServerArgs, out: Out) -> anyhow::Result<()> {
@@ -187,5 +207,25 @@ pub async fn client(args: ClientArgs, out: Out) -> anyhow::Result<()> {
             out.event("stopped", json!({}), Some("Stopped."));
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lanes_hint_only_for_one_lane_yakk2_on_a_long_path() {
+        let ms = |n| Some(Duration::from_millis(n));
+        let tip = lanes_hint(Version::V2, 1, ms(52)).expect("a tip on a 52 ms path");
+        assert!(tip.contains("52 ms") && tip.contains("--lanes 32"), "{tip}");
+        assert_eq!(lanes_hint(Version::V2, 1, ms(3)), None, "short path");
+        assert_eq!(lanes_hint(Version::V2, 1, None), None, "round trip unknown");
+        assert_eq!(lanes_hint(Version::V2, 32, ms(52)), None, "lanes already");
+        assert_eq!(
+            lanes_hint(Version::V1, 1, ms(52)),
+            None,
+            "yakk/1 has no lanes"
+        );
     }
 }
