@@ -334,7 +334,9 @@ class Yakk(Tunnel):
             self.name = f"yakk (yakk/2, {lanes} lanes)"
         if backend:
             # yakk-transport's two backends: its own driver over `rtc`, or the `webrtc` crate.
+            # The driver backend has no per-stream flow control: measured with one lane.
             self.env["YAKK_TRANSPORT_BACKEND"] = backend
+            self.env.setdefault("YAKK_LANES", "1")
             self.name = f"yakk (yakk/2, {backend} backend)"
 
     def start(self, port):
@@ -986,10 +988,12 @@ def report(cfg, res, out_dir):
         cc = getattr(cfg, "cc_default", "?")
         tcps = [k for k in ("tcp", "tcp_cubic") if any(k in w for w in wan)]
         yks = [k for k in wan[0] if k.startswith("yakk")]
-        label = {"tcp": f"TCP ({cc}, default)", "tcp_cubic": "TCP (cubic)", "yakk": "yakk (default)"}
+        label = {"tcp": f"TCP ({cc}, default)", "tcp_cubic": "TCP (cubic)",
+                 "yakk": "yakk (default, auto lanes)"}
         def lab(k):
             if k.startswith("yakk_lanes"):
-                return f"yakk ({k[len('yakk_lanes'):]} lanes)"
+                n = k[len('yakk_lanes'):]
+                return f"yakk ({n} lane{'' if n == '1' else 's'})"
             return label.get(k, k.replace("yakk_", "yakk (") + " backend)")
 
         L.append("| RTT ms | loss % | " + " | ".join(f"{lab(k)} MB/s" for k in tcps + yks)
@@ -1011,6 +1015,16 @@ def report(cfg, res, out_dir):
             L.append(f"| {w['rtt_ms']} | {w['loss']:g} | " + " | ".join(fmt(g(k), '.1f') for k in tcps + yks)
                      + f" | {'<br>'.join(ratios)} | "
                      + (f"≥{need:.0%}: " + ", ".join(tgt) if tgt else "") + f" | {rss} |")
+        chose = [f"{w['rtt_ms']} ms: {w['yakk']['lanes']}" for w in wan
+                 if w.get("yakk", {}).get("lanes") and w["loss"] == 0]
+        if chose:
+            L.append("\nLanes yakk chose by default (`--lanes auto`), by RTT: " + ", ".join(chose)
+                     + ".")
+        conn = [f"{lab(k)} {w[k]['connect_ms']:.0f} ms" for w in wan if w["rtt_ms"] == 50
+                and w["loss"] == 0 for k in yks if w.get(k, {}).get("connect_ms")]
+        if conn:
+            L.append("\nAt 50 ms without loss, from the joiner's start to its peer connections up: "
+                     + ", ".join(conn) + ".")
         errs = [(w["rtt_ms"], w["loss"], k, w[k]["error"]) for w in wan
                 for k in w if isinstance(w[k], dict) and "error" in w[k]]
         for e in errs:
@@ -1103,9 +1117,10 @@ def main():
     ap.add_argument("--no-wan", action="store_true")
     ap.add_argument("--yakk-env", action="append", default=[], metavar="K=V",
                     help="environment for the yakk processes (repeatable)")
-    ap.add_argument("--wan-yakk", default="default,driver,lanes32",
-                    help="yakk variants on the WAN: default (its default backend), driver, and "
-                         "lanesN (every stream striped over N peer connections, --lanes N)")
+    ap.add_argument("--wan-yakk", default="default,lanes1,driver",
+                    help="yakk variants on the WAN: default (its defaults: --lanes auto), driver "
+                         "(the driver backend, one lane), and lanesN (every stream striped over N "
+                         "peer connections, --lanes N)")
     ap.add_argument("--wan-parallel", default="", metavar="K,K",
                     help="also run K separate yakk tunnels at once on each WAN cell, one stream "
                          "each, and report their sum (a diagnostic of striping; not in the report "

@@ -366,9 +366,26 @@ fn params(cfg: &SessionConfig, m: &Membership, role: Role, peer_id: i64) -> Para
     }
 }
 
+/// With `lanes` on auto, this side wishes for lanes by its round trip to the signalling server:
+/// the owner's embedded server makes the joiner's round trip the one to the owner, and
+/// peers both near one server are near each other. (A side far from the server but near its
+/// peer gets lanes it could do without: they cost memory, not speed.)
+fn choose_lanes(mut cfg: SessionConfig, server_rtt: Duration) -> SessionConfig {
+    if cfg.lanes == crate::LANES_AUTO {
+        cfg.lanes = crate::auto_lanes(Some(server_rtt));
+        tracing::info!(
+            lanes = cfg.lanes,
+            "round trip to the signalling server {:.1} ms",
+            server_rtt.as_secs_f64() * 1e3
+        );
+    }
+    cfg
+}
+
 /// Joins `room` and returns the connection to its owner.
 pub async fn join(cfg: SessionConfig, room: &str) -> Result<Connection, SessionError> {
     let mut m = rendezvous::join_room(&cfg.signal, room).await?;
+    let cfg = choose_lanes(cfg, m.server_rtt);
     let owner = m.owner_id;
     let (hs, first) = Handshake::joiner(params(&cfg, &m, Role::Joiner, owner));
     // Only the owner's messages reach the handshake.
@@ -424,6 +441,7 @@ impl Owner {
     /// Creates a room on the configured server.
     pub async fn create(cfg: SessionConfig) -> Result<Owner, SessionError> {
         let m = rendezvous::create_room(&cfg.signal, cfg.keep_alive, cfg.max_peers).await?;
+        let cfg = choose_lanes(cfg, m.server_rtt);
         let (ev_tx, ev_rx) = mpsc::channel(16);
         let (stop_tx, stop_rx) = watch::channel(());
         let room = m.room.clone();

@@ -58,7 +58,27 @@ pub struct SessionConfig {
     pub connect_timeout: Duration,
     /// Peer connections (lanes) to stripe every stream over (yakk/2; docs/yakk2.md, "Lanes").
     /// The session uses the larger wish of the two sides, at most [`MAX_LANES`].
+    /// [`LANES_AUTO`]: wish for [`AUTO_LANES`] when the peer is far, else for one.
     pub lanes: u32,
+}
+
+/// [`SessionConfig::lanes`]: let the session choose by the round trip to the peer.
+pub const LANES_AUTO: u32 = 0;
+/// The lanes an automatic choice wishes for on a long path.
+pub const AUTO_LANES: u32 = 32;
+/// The round trip from which a path counts as long. One peer connection's rate on a lossy
+/// link falls with the round trip (its window halves at every loss and grows by one packet
+/// per round trip), and lanes cost little on a clean link (bench/WAN.md, "Lanes"); LANs
+/// and loopback stay well below.
+pub const LONG_PATH: Duration = Duration::from_millis(20);
+
+/// The automatic wish: [`AUTO_LANES`] if the round trip (to the signalling server, see
+/// `driver::choose_lanes`) is [`LONG_PATH`] or more.
+pub fn auto_lanes(round_trip: Option<Duration>) -> u32 {
+    match round_trip {
+        Some(rtt) if rtt >= LONG_PATH => AUTO_LANES,
+        _ => 1,
+    }
 }
 
 impl SessionConfig {
@@ -545,5 +565,16 @@ mod tests {
         assert_eq!(parse_part("DataConn1", 4), None);
         assert_eq!(parse_part("x/1/y", 4), None);
         assert_eq!(parse_part("1/1", 4), None);
+    }
+
+    #[test]
+    fn automatic_lanes_follow_the_round_trip() {
+        let ms = |n| Some(Duration::from_millis(n));
+        assert_eq!(auto_lanes(None), 1, "not measured");
+        assert_eq!(auto_lanes(ms(1)), 1, "loopback or LAN");
+        assert_eq!(auto_lanes(ms(19)), 1);
+        assert_eq!(auto_lanes(ms(20)), AUTO_LANES);
+        assert_eq!(auto_lanes(ms(150)), AUTO_LANES);
+        const { assert!(AUTO_LANES <= MAX_LANES) };
     }
 }

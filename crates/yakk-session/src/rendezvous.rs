@@ -1,9 +1,12 @@
 //! The WebSocket to the signalling server: creating or joining a room, then sending and receiving
 //! envelopes. Knows the server's replies (PROTOCOL.md §1) but nothing of what peers say.
 
+use std::time::Duration;
+
 use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use yakk_wire::{Envelope, IceServer, msg};
 
 use crate::SessionError;
@@ -43,6 +46,8 @@ pub struct Membership {
     pub ice_servers: Vec<IceServer>,
     pub outgoing: mpsc::Sender<Envelope>,
     pub incoming: mpsc::Receiver<Envelope>,
+    /// One round trip to the signalling server (its TCP handshake).
+    pub server_rtt: Duration,
     /// The task that writes `outgoing` to the socket; it ends once every sender is gone and
     /// the queue is written.
     writer: tokio::task::JoinHandle<()>,
@@ -65,11 +70,57 @@ impl Membership {
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect(url: &str) -> Result<Ws, SessionError> {
-    let (ws, _) = tokio_tungstenite::connect_async(url)
+/// Connects the WebSocket; also returns one round trip to the server, name resolution left
+/// out: the longer of the TCP handshake and, without TLS, the WebSocket upgrade (request and
+/// answer; a relay in between, such as a proxy, answers the TCP handshake itself). With TLS,
+/// whose own round trips precede the upgrade, the TCP handshake alone.
+async fn connect(url: &str) -> Result<(Ws, Duration), SessionError> {
+    let unreachable = |e: &dyn std::fmt::Display| {
+        SessionError::SignalUnreachable(format!("{}: {e}", redact_query(url)))
+    };
+    let request = url.into_client_request().map_err(|e| unreachable(&e))?;
+    let uri = request.uri();
+    let host = uri.host().unwrap_or_default();
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("wss") {
+            443
+        } else {
+            80
+        });
+    let addrs: Vec<_> = tokio::net::lookup_host((host.as_str(), port))
         .await
-        .map_err(|e| SessionError::SignalUnreachable(format!("{}: {e}", redact_query(url))))?;
-    Ok(ws)
+        .map_err(|e| unreachable(&e))?
+        .collect();
+    let mut last = None;
+    for addr in addrs {
+        let started = tokio::time::Instant::now();
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(tcp) => {
+                let handshake = started.elapsed();
+                let tls = uri.scheme_str() == Some("wss");
+                let started = tokio::time::Instant::now();
+                let (ws, _) = tokio_tungstenite::client_async_tls(request, tcp)
+                    .await
+                    .map_err(|e| unreachable(&e))?;
+                let upgrade = if tls {
+                    Duration::ZERO
+                } else {
+                    started.elapsed()
+                };
+                return Ok((ws, handshake.max(upgrade)));
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(match last {
+        Some(e) => unreachable(&e),
+        None => unreachable(&"the name resolves to no address"),
+    })
 }
 
 fn redact_query(url: &str) -> &str {
@@ -107,13 +158,14 @@ pub async fn create_room(
     if let Some(n) = max_peers {
         url.push_str(&format!("&maxPeers={n}"));
     }
-    let mut ws = connect(&url).await?;
+    let (mut ws, server_rtt) = connect(&url).await?;
     let reply = next_envelope(&mut ws).await?;
     if reply.msg_type != msg::ROOM_CREATED {
         return Err(server_refusal(&reply));
     }
     Ok(spawn_pumps(
         ws,
+        server_rtt,
         reply.payload.clone(),
         reply.recipient,
         reply.recipient,
@@ -127,7 +179,7 @@ pub async fn join_room(signal: &str, room: &str) -> Result<Membership, SessionEr
         return Err(SessionError::NoSuchRoom(room.to_string()));
     }
     let url = format!("{}?roomID={room}", ws_base_url(signal)?);
-    let mut ws = connect(&url).await?;
+    let (mut ws, server_rtt) = connect(&url).await?;
     let reply = next_envelope(&mut ws).await?;
     if reply.msg_type == msg::ERROR && reply.payload == "No such room" {
         return Err(SessionError::NoSuchRoom(room.to_string()));
@@ -137,6 +189,7 @@ pub async fn join_room(signal: &str, room: &str) -> Result<Membership, SessionEr
     }
     Ok(spawn_pumps(
         ws,
+        server_rtt,
         room.to_string(),
         reply.recipient,
         reply.sender,
@@ -155,6 +208,7 @@ fn server_refusal(reply: &Envelope) -> SessionError {
 /// Moves the socket into two tasks: one writes queued envelopes, one reads and parses.
 fn spawn_pumps(
     ws: Ws,
+    server_rtt: Duration,
     room: String,
     my_id: i64,
     owner_id: i64,
@@ -206,6 +260,7 @@ fn spawn_pumps(
         ice_servers,
         outgoing: out_tx,
         incoming: in_rx,
+        server_rtt,
         writer,
     }
 }

@@ -16,17 +16,62 @@ fn config(signal: &str, lanes: u32) -> SessionConfig {
 
 /// An owner and a joiner connected through a fresh signalling server.
 async fn pair(owner_lanes: u32, joiner_lanes: u32) -> (Connection, Connection) {
+    pair_via(owner_lanes, joiner_lanes, None).await
+}
+
+/// Relays TCP connections to `to`, holding back every chunk `delay` in each direction: a
+/// signalling server far from the joiner. Returns the address to connect to.
+async fn delaying_proxy(to: std::net::SocketAddr, delay: Duration) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let Ok(outbound) = tokio::net::TcpStream::connect(to).await else {
+                continue;
+            };
+            let (ir, iw) = inbound.into_split();
+            let (or, ow) = outbound.into_split();
+            for (mut r, mut w) in [(ir, ow), (or, iw)] {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = r.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        tokio::time::sleep(delay).await;
+                        if w.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = w.shutdown().await;
+                });
+            }
+        }
+    });
+    addr.to_string()
+}
+
+/// As `pair`, the joiner's signalling delayed `joiner_delay` each way when given.
+async fn pair_via(
+    owner_lanes: u32,
+    joiner_lanes: u32,
+    joiner_delay: Option<Duration>,
+) -> (Connection, Connection) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server_addr = listener.local_addr().unwrap();
     let server = yakk_signal::spawn(yakk_signal::Config::default(), listener)
         .await
         .unwrap();
     std::mem::forget(server); // lives as long as the test process
-    let signal = format!("127.0.0.1:{port}");
+    let signal = server_addr.to_string();
+    let joiner_signal = match joiner_delay {
+        Some(d) => delaying_proxy(server_addr, d).await,
+        None => signal.clone(),
+    };
     let mut owner = Owner::create(config(&signal, owner_lanes)).await.unwrap();
     let room = owner.room.clone();
     let (joined, ev) = tokio::join!(
-        yakk_session::join(config(&signal, joiner_lanes), &room),
+        yakk_session::join(config(&joiner_signal, joiner_lanes), &room),
         async { tokio::time::timeout(Duration::from_secs(30), owner.next()).await }
     );
     let Ok(Some(OwnerEvent::Connected(o))) = ev else {
@@ -157,4 +202,34 @@ async fn one_lane_unless_asked() {
     let data = pattern(1 << 20, 7);
     let s = joiner.open_stream("DataConn1").await.unwrap();
     assert!(round_trip(s, &data).await.unwrap() == data);
+}
+
+/// `auto` on both sides: one lane when the peer is near (loopback), all of `AUTO_LANES` when the
+/// key exchange's round trip is long (here the joiner's signalling is 15 ms away each way), and
+/// a stream striped over them carries data intact.
+#[tokio::test(flavor = "multi_thread")]
+async fn automatic_lanes_one_when_near_many_when_far() {
+    use yakk_session::{AUTO_LANES, LANES_AUTO};
+    let (owner, joiner) = pair(LANES_AUTO, LANES_AUTO).await;
+    assert_eq!((owner.lanes(), joiner.lanes()), (1, 1), "near: one lane");
+    drop((owner, joiner));
+
+    let far = Some(Duration::from_millis(15));
+    let (owner, joiner) = pair_via(LANES_AUTO, LANES_AUTO, far).await;
+    let all = AUTO_LANES as usize;
+    assert_eq!(
+        (owner.lanes(), joiner.lanes()),
+        (all, all),
+        "far: every lane"
+    );
+    let owner = std::sync::Arc::new(owner);
+    echo(owner.clone());
+    let data = pattern(4 << 20, 7);
+    let s = joiner.open_stream("far").await.unwrap();
+    assert_eq!(
+        s.parts(),
+        all,
+        "one stream alone is striped over every lane"
+    );
+    assert!(round_trip(s, &data).await.unwrap() == data, "echoed intact");
 }

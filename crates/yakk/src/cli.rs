@@ -100,12 +100,26 @@ pub struct Common {
     /// Words in a generated password (owner)
     #[arg(long, default_value_t = 2, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=8))]
     pub code_length: u8,
-    /// Peer connections to spread every stream over (1-32). On long links that lose packets
-    /// each connection's congestion window limits the rate, so several carry several times
-    /// more: try 16-32 there; 1 suits clean links. The session uses the larger number of the
-    /// two sides
-    #[arg(long, default_value_t = 1, env = "YAKK_LANES", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=32))]
+    /// Peer connections to spread every stream over: 1-32, or auto. On long links that lose
+    /// packets each connection's congestion window limits the rate, so several carry several
+    /// times more. auto: 32 when the round trip to the peer is 20 ms or more, else 1. The
+    /// session uses the larger wish of the two sides
+    #[arg(long, default_value = "auto", env = "YAKK_LANES", value_name = "N|auto", value_parser = parse_lanes)]
     pub lanes: u32,
+}
+
+/// `--lanes`: a number of lanes, or `auto` (`yakk_session::LANES_AUTO`).
+fn parse_lanes(s: &str) -> Result<u32, String> {
+    if s.eq_ignore_ascii_case("auto") {
+        return Ok(yakk_session::LANES_AUTO);
+    }
+    match s.parse::<u32>() {
+        Ok(n) if (1..=yakk_session::MAX_LANES).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "expected auto or a number from 1 to {}",
+            yakk_session::MAX_LANES
+        )),
+    }
 }
 
 /// Options of the room owner.
@@ -184,4 +198,20 @@ pub struct FilereceiveArgs {
     pub overwrite: bool,
     #[command(flatten)]
     pub common: Common,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lanes_take_auto_or_a_number_in_range() {
+        assert_eq!(parse_lanes("auto"), Ok(yakk_session::LANES_AUTO));
+        assert_eq!(parse_lanes("AUTO"), Ok(yakk_session::LANES_AUTO));
+        assert_eq!(parse_lanes("1"), Ok(1));
+        assert_eq!(parse_lanes("32"), Ok(32));
+        for bad in ["0", "33", "-1", "", "many"] {
+            assert!(parse_lanes(bad).is_err(), "{bad:?} refused");
+        }
+    }
 }

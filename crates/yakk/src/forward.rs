@@ -54,14 +54,11 @@ pub fn connected_event(out: Out, conn: &Connection, who: &str) {
     }
 }
 
-/// Round trip from which a path counts as long: there, each lost packet costs a single
-/// peer connection a lot of its rate, and lanes win back several times (bench/WAN.md).
-const LONG_PATH: Duration = Duration::from_millis(25);
-
-/// A tip for people on a long path with one lane, which only yakk/2 peers can widen.
+/// A tip for people on a long path with one lane (chosen, or `auto` misled by a quick
+/// signalling server), which only yakk/2 peers can widen.
 fn lanes_hint(version: Version, lanes: usize, rtt: Option<Duration>) -> Option<String> {
     let rtt = rtt?;
-    (version == Version::V2 && lanes == 1 && rtt >= LONG_PATH).then(|| {
+    (version == Version::V2 && lanes == 1 && rtt >= yakk_session::LONG_PATH).then(|| {
         format!(
             "This path is long ({:.0} ms round trip): if it loses packets, `--lanes 32` on \
              either side can make transfers several times faster.",
