@@ -102,8 +102,9 @@ pub struct Common {
     pub code_length: u8,
     /// Peer connections to spread every stream over: 1-32, or auto. On long links that lose
     /// packets each connection's congestion window limits the rate, so several carry several
-    /// times more. auto: 32 when the round trip to the peer is 20 ms or more, else 1. The
-    /// session uses the larger wish of the two sides
+    /// times more. auto: 32 when the round trip to the signalling server (with the built-in
+    /// one: to the owner) is 20 ms or more, else 1. The session uses the larger wish of the
+    /// two sides
     #[arg(long, default_value = "auto", env = "YAKK_LANES", value_name = "N|auto", value_parser = parse_lanes)]
     pub lanes: u32,
 }
