@@ -46,7 +46,7 @@ pub struct Membership {
     pub ice_servers: Vec<IceServer>,
     pub outgoing: mpsc::Sender<Envelope>,
     pub incoming: mpsc::Receiver<Envelope>,
-    /// One round trip to the signalling server (its TCP handshake).
+    /// One round trip to the signalling server, as `connect` measures it.
     pub server_rtt: Duration,
     /// The task that writes `outgoing` to the socket; it ends once every sender is gone and
     /// the queue is written.
