@@ -205,7 +205,7 @@ impl Drop for AbortOnDrop {
 
 /// A connected, authenticated peer.
 ///
-/// With one lane (yakk/1, or yakk/2 without `--lanes`) every stream is one data channel of
+/// With one lane (yakk/1, or yakk/2 on a short path) every stream is one data channel of
 /// one peer connection. With several lanes (docs/yakk2.md, "Lanes") every stream is striped
 /// over one data channel on each lane that is up ([`stripe`]).
 pub struct Connection {
