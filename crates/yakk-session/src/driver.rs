@@ -363,6 +363,20 @@ fn params(cfg: &SessionConfig, m: &Membership, role: Role, peer_id: i64) -> Para
         allow_legacy: cfg.allow_legacy,
         legacy_only: cfg.legacy_only,
         lanes: cfg.lanes,
+        lanes_cap: crate::MAX_LANES,
+    }
+}
+
+/// The lanes of one owner-side connection, counted in the owner's total until it is dropped.
+struct LaneShare {
+    held: Arc<std::sync::atomic::AtomicU32>,
+    lanes: u32,
+}
+
+impl Drop for LaneShare {
+    fn drop(&mut self) {
+        self.held
+            .fetch_sub(self.lanes, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -481,6 +495,8 @@ async fn route(
 ) {
     let mut joiners: std::collections::HashMap<i64, mpsc::Sender<Envelope>> = Default::default();
     let advertised = Arc::new(m.ice_servers.clone());
+    // Lanes held by the connections handed out and not yet dropped.
+    let held = Arc::new(std::sync::atomic::AtomicU32::new(0));
     loop {
         let env = tokio::select! {
             env = m.incoming.recv() => match env { Some(e) => e, None => break },
@@ -492,17 +508,26 @@ async fn route(
         }
         let tx = joiners.entry(sender).or_insert_with(|| {
             let (tx, rx) = mpsc::channel(64);
-            let hs = Handshake::owner(params(&cfg, &m, Role::Owner, sender));
-            let (out, cfg, adv, events) = (
+            let mut p = params(&cfg, &m, Role::Owner, sender);
+            let in_use = held.load(std::sync::atomic::Ordering::Relaxed);
+            p.lanes_cap = cfg.owner_lane_budget.saturating_sub(in_use).max(1);
+            let hs = Handshake::owner(p);
+            let (out, cfg, adv, events, held) = (
                 m.outgoing.clone(),
                 cfg.clone(),
                 advertised.clone(),
                 events.clone(),
+                held.clone(),
             );
             tracing::info!(joiner = sender, "a joiner arrived");
             tokio::spawn(async move {
                 let ev = match run(hs, vec![], rx, out, cfg, adv, Role::Owner).await {
-                    Ok(conn) => OwnerEvent::Connected(Box::new(conn)),
+                    Ok(conn) => {
+                        let lanes = conn.lanes() as u32;
+                        held.fetch_add(lanes, std::sync::atomic::Ordering::Relaxed);
+                        conn.hold(Box::new(LaneShare { held, lanes }));
+                        OwnerEvent::Connected(Box::new(conn))
+                    }
                     Err((error, guess_spent)) => OwnerEvent::Failed {
                         peer: sender,
                         error,

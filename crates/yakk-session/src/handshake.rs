@@ -137,6 +137,9 @@ pub struct Params {
     /// How many peer connections (lanes) this side asks for; yakk/2 uses the larger wish of
     /// the two sides, at most [`MAX_LANES`].
     pub lanes: u32,
+    /// Owner: the most lanes it answers with, whatever the wishes (at least 1): what its
+    /// budget for all joiners leaves. [`MAX_LANES`] for no cap.
+    pub lanes_cap: u32,
 }
 
 /// The most lanes (peer connections per session) yakk/2 peers agree on.
@@ -412,7 +415,10 @@ impl Handshake {
                             // A joiner that speaks lanes gets the larger wish of the two.
                             self.peer_lanes = lanes.is_some();
                             if let Some(wish) = lanes {
-                                self.lanes = wish.max(self.p.lanes).clamp(1, MAX_LANES);
+                                self.lanes = wish
+                                    .max(self.p.lanes)
+                                    .min(self.p.lanes_cap)
+                                    .clamp(1, MAX_LANES);
                             }
                         }
                         vec![Action::AcceptOffer(lane, sdp)]
@@ -725,6 +731,7 @@ mod tests {
             allow_legacy: false,
             legacy_only: false,
             lanes: 1,
+            lanes_cap: MAX_LANES,
         }
     }
 
@@ -895,6 +902,26 @@ mod tests {
         let answer = o.on_local_description(0, "v=0 answer".into());
         let (ja, _) = relay(&mut j, &mut o, vec![], answer, &mut |_| {}).unwrap();
         (j, o, ja)
+    }
+
+    /// An owner with little of its lane budget left answers with fewer lanes than wished,
+    /// never none; the joiner goes along with the answer.
+    #[test]
+    fn the_owner_caps_the_lanes_it_answers_with() {
+        for (cap, want) in [(32, 16), (5, 5), (1, 1), (0, 1)] {
+            let mut jp = params(Role::Joiner, "pw");
+            jp.lanes = 16;
+            let mut op = params(Role::Owner, "pw");
+            op.lanes_cap = cap;
+            let (mut j, first) = Handshake::joiner(jp);
+            let mut o = Handshake::owner(op);
+            relay(&mut j, &mut o, first, vec![], &mut |_| {}).unwrap();
+            let offer = j.on_local_description(0, "v=0 offer".into());
+            relay(&mut j, &mut o, offer, vec![], &mut |_| {}).unwrap();
+            let answer = o.on_local_description(0, "v=0 answer".into());
+            relay(&mut j, &mut o, vec![], answer, &mut |_| {}).unwrap();
+            assert_eq!((j.lanes(), o.lanes()), (want, want), "cap {cap}");
+        }
     }
 
     #[test]

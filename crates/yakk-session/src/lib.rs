@@ -60,7 +60,14 @@ pub struct SessionConfig {
     /// The session uses the larger wish of the two sides, at most [`MAX_LANES`].
     /// [`LANES_AUTO`]: wish for [`AUTO_LANES`] when the peer is far, else for one.
     pub lanes: u32,
+    /// Owner: the lanes all its joiners' connections may hold together. A joiner that comes
+    /// while the others hold most of them gets what is left, at least one lane.
+    pub owner_lane_budget: u32,
 }
+
+/// [`SessionConfig::owner_lane_budget`] by default: two far joiners with every lane, or many
+/// with fewer (a lane costs about 1.2 MB).
+pub const OWNER_LANE_BUDGET: u32 = 64;
 
 /// [`SessionConfig::lanes`]: let the session choose by the round trip to the peer.
 pub const LANES_AUTO: u32 = 0;
@@ -94,6 +101,7 @@ impl SessionConfig {
             keep_alive: false,
             connect_timeout: Duration::from_secs(15),
             lanes: 1,
+            owner_lane_budget: OWNER_LANE_BUDGET,
         }
     }
 }

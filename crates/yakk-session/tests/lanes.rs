@@ -233,3 +233,55 @@ async fn automatic_lanes_one_when_near_many_when_far() {
     );
     assert!(round_trip(s, &data).await.unwrap() == data, "echoed intact");
 }
+
+/// An owner keeps the lanes of all its joiners within its budget: a joiner that comes while
+/// the others hold most of it gets what is left, and what a finished connection held is
+/// free again.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_owner_shares_its_lane_budget_among_joiners() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let signal = listener.local_addr().unwrap().to_string();
+    let server = yakk_signal::spawn(yakk_signal::Config::default(), listener)
+        .await
+        .unwrap();
+    std::mem::forget(server);
+    let mut oc = config(&signal, 8);
+    oc.owner_lane_budget = 12;
+    let mut owner = Owner::create(oc).await.unwrap();
+    let room = owner.room.clone();
+    let mut next = async || {
+        let (joined, ev) = tokio::join!(yakk_session::join(config(&signal, 1), &room), async {
+            tokio::time::timeout(Duration::from_secs(30), owner.next()).await
+        });
+        let Ok(Some(OwnerEvent::Connected(o))) = ev else {
+            panic!("the owner did not connect");
+        };
+        (*o, joined.expect("the joiner connects"))
+    };
+    let (o1, j1) = next().await;
+    assert_eq!(
+        (o1.lanes(), j1.lanes()),
+        (8, 8),
+        "the owner's wish, within budget"
+    );
+    let (o2, j2) = next().await;
+    assert_eq!(
+        (o2.lanes(), j2.lanes()),
+        (4, 4),
+        "what the first left of 12"
+    );
+    drop((o1, j1));
+    let (o3, j3) = next().await;
+    assert_eq!(
+        (o3.lanes(), j3.lanes()),
+        (8, 8),
+        "the first's lanes are free again"
+    );
+    // Each still carries data.
+    let o3 = std::sync::Arc::new(o3);
+    echo(o3.clone());
+    let data = pattern(1 << 20, 3);
+    let s = j3.open_stream("third").await.unwrap();
+    assert!(round_trip(s, &data).await.unwrap() == data);
+    drop((o2, j2));
+}
