@@ -57,23 +57,33 @@ async fn pair_via(
     joiner_lanes: u32,
     joiner_delay: Option<Duration>,
 ) -> (Connection, Connection) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server_addr = listener.local_addr().unwrap();
-    let server = yakk_signal::spawn(yakk_signal::Config::default(), listener)
-        .await
-        .unwrap();
-    std::mem::forget(server); // lives as long as the test process
+    let server_addr = signal_server().await;
     let signal = server_addr.to_string();
     let joiner_signal = match joiner_delay {
         Some(d) => delaying_proxy(server_addr, d).await,
         None => signal.clone(),
     };
     let mut owner = Owner::create(config(&signal, owner_lanes)).await.unwrap();
+    next_joiner(&mut owner, config(&joiner_signal, joiner_lanes)).await
+}
+
+/// A fresh signalling server on loopback, alive as long as the test process.
+async fn signal_server() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = yakk_signal::spawn(yakk_signal::Config::default(), listener)
+        .await
+        .unwrap();
+    std::mem::forget(server);
+    addr
+}
+
+/// A joiner with `cfg` joins `owner`'s room: the owner's and the joiner's connections.
+async fn next_joiner(owner: &mut Owner, cfg: SessionConfig) -> (Connection, Connection) {
     let room = owner.room.clone();
-    let (joined, ev) = tokio::join!(
-        yakk_session::join(config(&joiner_signal, joiner_lanes), &room),
-        async { tokio::time::timeout(Duration::from_secs(30), owner.next()).await }
-    );
+    let (joined, ev) = tokio::join!(yakk_session::join(cfg, &room), async {
+        tokio::time::timeout(Duration::from_secs(30), owner.next()).await
+    });
     let Ok(Some(OwnerEvent::Connected(o))) = ev else {
         panic!("the owner did not connect");
     };
@@ -239,39 +249,24 @@ async fn automatic_lanes_one_when_near_many_when_far() {
 /// free again.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_owner_shares_its_lane_budget_among_joiners() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let signal = listener.local_addr().unwrap().to_string();
-    let server = yakk_signal::spawn(yakk_signal::Config::default(), listener)
-        .await
-        .unwrap();
-    std::mem::forget(server);
+    let signal = signal_server().await.to_string();
     let mut oc = config(&signal, 8);
     oc.owner_lane_budget = 12;
     let mut owner = Owner::create(oc).await.unwrap();
-    let room = owner.room.clone();
-    let mut next = async || {
-        let (joined, ev) = tokio::join!(yakk_session::join(config(&signal, 1), &room), async {
-            tokio::time::timeout(Duration::from_secs(30), owner.next()).await
-        });
-        let Ok(Some(OwnerEvent::Connected(o))) = ev else {
-            panic!("the owner did not connect");
-        };
-        (*o, joined.expect("the joiner connects"))
-    };
-    let (o1, j1) = next().await;
+    let (o1, j1) = next_joiner(&mut owner, config(&signal, 1)).await;
     assert_eq!(
         (o1.lanes(), j1.lanes()),
         (8, 8),
         "the owner's wish, within budget"
     );
-    let (o2, j2) = next().await;
+    let (o2, j2) = next_joiner(&mut owner, config(&signal, 1)).await;
     assert_eq!(
         (o2.lanes(), j2.lanes()),
         (4, 4),
         "what the first left of 12"
     );
     drop((o1, j1));
-    let (o3, j3) = next().await;
+    let (o3, j3) = next_joiner(&mut owner, config(&signal, 1)).await;
     assert_eq!(
         (o3.lanes(), j3.lanes()),
         (8, 8),
