@@ -1,13 +1,15 @@
 //! The async drivers: they feed envelopes from the signalling server and events from the peer
 //! connection into a [`Handshake`], and carry out its actions, until the peer connection is up.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use yakk_transport::{PathInfo, Peer, PeerEvent, TransportConfig};
 use yakk_wire::{Envelope, IceServer};
 
+use crate::admission::Admission;
 use crate::handshake::{Action, FEATURE_WINDOW, Handshake, HandshakeError, Params, Role, Version};
 use crate::rendezvous::{self, Membership};
 use crate::{Connection, SessionConfig, SessionError};
@@ -36,30 +38,26 @@ fn transport_config(cfg: &SessionConfig, advertised: &[IceServer], v: Version) -
 }
 
 /// Runs one handshake to a connected peer. `incoming` carries only this peer's envelopes. On
-/// failure, also says whether the peer got to test a password guess.
+/// failure, also says whether this joiner's wrong password burned the owner's code.
 async fn run(
     mut hs: Handshake,
     first_actions: Vec<Action>,
     incoming: mpsc::Receiver<Envelope>,
     outgoing: mpsc::Sender<Envelope>,
+    ctx: Context,
+) -> Result<Connection, (SessionError, bool)> {
+    let r = drive(&mut hs, first_actions, incoming, outgoing, ctx).await;
+    r.map_err(|e| (e, hs.burned_room()))
+}
+
+/// What a handshake's driver knows of its side.
+struct Context {
     cfg: Arc<SessionConfig>,
+    /// ICE servers the signalling server advertised.
     advertised: Arc<Vec<IceServer>>,
     role: Role,
-) -> Result<Connection, (SessionError, bool)> {
-    let r = drive(
-        &mut hs,
-        first_actions,
-        incoming,
-        outgoing,
-        cfg,
-        advertised,
-        role,
-    )
-    .await;
-    r.map_err(|e| {
-        let spent = hs.guess_spent() || matches!(e, SessionError::WrongPassword);
-        (e, spent)
-    })
+    /// Set once the key is confirmed (for an owner: the joiner was admitted).
+    confirmed: Arc<AtomicBool>,
 }
 
 /// One peer connection of the session while it is negotiated.
@@ -109,10 +107,14 @@ async fn drive(
     first_actions: Vec<Action>,
     mut incoming: mpsc::Receiver<Envelope>,
     outgoing: mpsc::Sender<Envelope>,
-    cfg: Arc<SessionConfig>,
-    advertised: Arc<Vec<IceServer>>,
-    role: Role,
+    ctx: Context,
 ) -> Result<Connection, SessionError> {
+    let Context {
+        cfg,
+        advertised,
+        role,
+        confirmed,
+    } = ctx;
     // Lane 0 is the peer connection every session has; more lanes (yakk/2) come once lane
     // 0's offer and answer agreed on their number. A lane that is gone is `None`.
     let mut lanes: Vec<Option<Lane>> = Vec::new();
@@ -134,6 +136,7 @@ async fn drive(
                 }
                 Action::KeyConfirmed(v) => {
                     tracing::info!(version = %v, "key confirmed");
+                    confirmed.store(true, Ordering::Relaxed);
                     deadline = tokio::time::Instant::now() + cfg.connect_timeout;
                     let t = transport_config(&cfg, &advertised, v);
                     let p = new_lane(&t, 0, &ev_tx).await?;
@@ -256,7 +259,13 @@ async fn drive(
         };
         tokio::select! {
             env = incoming.recv() => {
-                let env = env.ok_or_else(|| SessionError::SignalClosed("while negotiating".into()))?;
+                let env = env.ok_or_else(|| match role {
+                    Role::Joiner => SessionError::SignalClosed("while negotiating".into()),
+                    // The owner's router let go of this joiner.
+                    Role::Owner => SessionError::PeerGone(
+                        "dropped: too many joiners at once, or the room closed".into(),
+                    ),
+                })?;
                 match hs.on_message(&env) {
                     Ok(actions) => pending.extend(actions),
                     Err(e) => {
@@ -364,6 +373,7 @@ fn params(cfg: &SessionConfig, m: &Membership, role: Role, peer_id: i64) -> Para
         legacy_only: cfg.legacy_only,
         lanes: cfg.lanes,
         lanes_cap: crate::MAX_LANES,
+        admission: None,
     }
 }
 
@@ -414,7 +424,13 @@ pub async fn join(cfg: SessionConfig, room: &str) -> Result<Connection, SessionE
     });
     let advertised = Arc::new(m.ice_servers.clone());
     let out = m.outgoing.clone();
-    let conn = match run(hs, first, rx, out, Arc::new(cfg), advertised, Role::Joiner).await {
+    let ctx = Context {
+        cfg: Arc::new(cfg),
+        advertised,
+        role: Role::Joiner,
+        confirmed: Default::default(),
+    };
+    let conn = match run(hs, first, rx, out, ctx).await {
         Ok(conn) => conn,
         Err((e, _)) => {
             // The caller may exit at once: first make sure our last messages (our key
@@ -433,14 +449,30 @@ pub async fn join(cfg: SessionConfig, room: &str) -> Result<Connection, SessionE
 pub enum OwnerEvent {
     /// A joiner completed the handshake and the peer connection is up.
     Connected(Box<Connection>),
-    /// A joiner's handshake failed. `guess_spent`: the joiner could test one password guess
-    /// (a wrong password, or a handshake abandoned after our key confirmation went out).
-    Failed {
-        peer: i64,
-        error: SessionError,
-        guess_spent: bool,
-    },
+    /// A joiner's handshake failed (a wrong password, a refusal, a timeout, tampering).
+    Failed { peer: i64, error: SessionError },
+    /// A wrong password used up the budget (`SessionConfig::allow_retries`): the room is
+    /// closed, and no joiner's confirmation is judged any more. Connections already up go on.
+    /// The last event of a room.
+    Burned,
 }
+
+/// Joiners an owner runs the key exchange with at once. A joiner that comes when all are taken
+/// replaces the one that has waited longest (an abandoned exchange holds its place until its
+/// timeout, and the owner is not told when a joiner leaves); when every one is past its key
+/// confirmation, the newcomer is told the owner is busy.
+const MAX_HANDSHAKES: usize = 8;
+
+/// A joiner whose handshake runs.
+struct Pending {
+    tx: mpsc::Sender<Envelope>,
+    since: tokio::time::Instant,
+    /// Past key confirmation (admitted): never replaced.
+    confirmed: Arc<AtomicBool>,
+}
+/// Joiners whose handshake ended, remembered so that their late messages (the reference repeats
+/// `YAKKMSG_REQUESTOFFER`) do not start another one; bounded, as a lying server can invent ids.
+const FINISHED_MEMORY: usize = 1024;
 
 /// An open room, accepting joiners until dropped.
 pub struct Owner {
@@ -454,7 +486,10 @@ pub struct Owner {
 impl Owner {
     /// Creates a room on the configured server.
     pub async fn create(cfg: SessionConfig) -> Result<Owner, SessionError> {
-        let m = rendezvous::create_room(&cfg.signal, cfg.keep_alive, cfg.max_peers).await?;
+        // Ask the server to admit the joiners we may admit plus those allowed to fail; we
+        // count admissions ourselves too (a server may lie).
+        let server_cap = cfg.max_peers.map(|m| m.saturating_add(cfg.allow_retries));
+        let m = rendezvous::create_room(&cfg.signal, cfg.keep_alive, server_cap).await?;
         let cfg = choose_lanes(cfg, m.server_rtt);
         let (ev_tx, ev_rx) = mpsc::channel(16);
         let (stop_tx, stop_rx) = watch::channel(());
@@ -480,66 +515,151 @@ impl Owner {
         let _ = tokio::time::timeout(FINISH_WAIT + Duration::from_secs(1), router).await;
     }
 
-    /// The next joiner event; `None` when the room is gone (signalling connection lost).
+    /// The next joiner event; `None` when the room is gone (signalling connection lost, or
+    /// after [`OwnerEvent::Burned`]).
     pub async fn next(&mut self) -> Option<OwnerEvent> {
         self.events.recv().await
     }
 }
 
-/// The owner's router: one handshake task per joiner, keyed by the sender id the server vouches for.
+/// Whether an envelope can open a handshake: a joiner's first messages.
+fn opens_handshake(t: &str) -> bool {
+    [
+        yakk_wire::msg::REQUEST_OFFER,
+        yakk_wire::msg::JPAKE_ROUND1,
+        crate::handshake::msg2::PAKE1,
+    ]
+    .contains(&t)
+}
+
+/// The owner's router: one handshake task per joiner, keyed by the sender id the server
+/// vouches for. Every handshake judges its joiner's key confirmation through the room's one
+/// [`Admission`], so guesses are judged one at a time whatever the joiners do.
 async fn route(
     mut m: Membership,
     cfg: Arc<SessionConfig>,
     events: mpsc::Sender<OwnerEvent>,
     mut stop: watch::Receiver<()>,
 ) {
-    let mut joiners: std::collections::HashMap<i64, mpsc::Sender<Envelope>> = Default::default();
+    let admission = Arc::new(std::sync::Mutex::new(Admission::new(
+        cfg.allow_retries,
+        cfg.max_peers,
+    )));
+    let mut joiners: std::collections::HashMap<i64, Pending> = Default::default();
+    let mut finished = std::collections::VecDeque::<i64>::new();
+    let (done_tx, mut done_rx) = mpsc::channel::<(i64, bool)>(MAX_HANDSHAKES);
     let advertised = Arc::new(m.ice_servers.clone());
     // Lanes held by the connections handed out and not yet dropped.
     let held = Arc::new(std::sync::atomic::AtomicU32::new(0));
     loop {
         let env = tokio::select! {
             env = m.incoming.recv() => match env { Some(e) => e, None => break },
+            Some((peer, burned)) = done_rx.recv() => {
+                joiners.remove(&peer);
+                if finished.len() >= FINISHED_MEMORY {
+                    finished.pop_front();
+                }
+                finished.push_back(peer);
+                if burned {
+                    break;
+                }
+                continue;
+            }
             _ = stop.changed() => break,
         };
         let sender = env.sender;
         if sender == m.my_id || sender < 0 {
             continue;
         }
-        let tx = joiners.entry(sender).or_insert_with(|| {
-            let (tx, rx) = mpsc::channel(64);
-            let mut p = params(&cfg, &m, Role::Owner, sender);
-            let in_use = held.load(std::sync::atomic::Ordering::Relaxed);
-            p.lanes_cap = cfg.owner_lane_budget.saturating_sub(in_use).max(1);
-            let hs = Handshake::owner(p);
-            let (out, cfg, adv, events, held) = (
-                m.outgoing.clone(),
-                cfg.clone(),
-                advertised.clone(),
-                events.clone(),
-                held.clone(),
+        if let Some(p) = joiners.get(&sender) {
+            // A finished handshake drops its receiver; later messages are ignored.
+            let _ = p.tx.try_send(env);
+            continue;
+        }
+        if finished.contains(&sender) || !opens_handshake(&env.msg_type) {
+            continue;
+        }
+        if joiners.len() >= MAX_HANDSHAKES {
+            let oldest = joiners
+                .iter()
+                .filter(|(_, p)| !p.confirmed.load(Ordering::Relaxed))
+                .min_by_key(|(_, p)| p.since)
+                .map(|(id, _)| *id);
+            if let Some(id) = oldest {
+                // Its task sees its messages end and stops (a failure, but no guess).
+                tracing::info!(joiner = id, "too many joiners at once: dropping the oldest");
+                joiners.remove(&id);
+            }
+        }
+        if joiners.len() >= MAX_HANDSHAKES {
+            tracing::info!(joiner = sender, "too many joiners at once: refusing one");
+            let busy = Envelope::new(
+                crate::handshake::msg2::ABORT,
+                r#"{"reason":"busy"}"#,
+                m.my_id,
+                sender,
             );
-            tracing::info!(joiner = sender, "a joiner arrived");
-            tokio::spawn(async move {
-                let ev = match run(hs, vec![], rx, out, cfg, adv, Role::Owner).await {
-                    Ok(conn) => {
-                        let lanes = conn.lanes() as u32;
-                        held.fetch_add(lanes, std::sync::atomic::Ordering::Relaxed);
-                        conn.hold(Box::new(LaneShare { held, lanes }));
-                        OwnerEvent::Connected(Box::new(conn))
-                    }
-                    Err((error, guess_spent)) => OwnerEvent::Failed {
+            let _ = m.outgoing.try_send(busy);
+            continue;
+        }
+        let (tx, rx) = mpsc::channel(64);
+        let mut p = params(&cfg, &m, Role::Owner, sender);
+        let in_use = held.load(std::sync::atomic::Ordering::Relaxed);
+        p.lanes_cap = cfg.owner_lane_budget.saturating_sub(in_use).max(1);
+        p.admission = Some(admission.clone());
+        let hs = Handshake::owner(p);
+        let confirmed = Arc::new(AtomicBool::new(false));
+        let ctx = Context {
+            cfg: cfg.clone(),
+            advertised: advertised.clone(),
+            role: Role::Owner,
+            confirmed: confirmed.clone(),
+        };
+        let (out, events, held, done) = (
+            m.outgoing.clone(),
+            events.clone(),
+            held.clone(),
+            done_tx.clone(),
+        );
+        tracing::info!(joiner = sender, "a joiner arrived");
+        tokio::spawn(async move {
+            let (ev, burned) = match run(hs, vec![], rx, out, ctx).await {
+                Ok(conn) => {
+                    let lanes = conn.lanes() as u32;
+                    held.fetch_add(lanes, std::sync::atomic::Ordering::Relaxed);
+                    conn.hold(Box::new(LaneShare { held, lanes }));
+                    (OwnerEvent::Connected(Box::new(conn)), false)
+                }
+                Err((error, burned)) => (
+                    OwnerEvent::Failed {
                         peer: sender,
                         error,
-                        guess_spent,
                     },
-                };
-                let _ = events.send(ev).await;
-            });
-            tx
+                    burned,
+                ),
+            };
+            let _ = events.send(ev).await;
+            let _ = done.send((sender, burned)).await;
         });
-        // A finished handshake drops its receiver; later messages are ignored.
         let _ = tx.try_send(env);
+        joiners.insert(
+            sender,
+            Pending {
+                tx,
+                since: tokio::time::Instant::now(),
+                confirmed,
+            },
+        );
+    }
+    // However the room ended, say so if a wrong password burned it (the signalling
+    // connection may have closed before that joiner's handshake task reported).
+    if admission
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .is_burned()
+    {
+        tracing::info!("a wrong password burned the code: closing the room");
+        let _ = events.send(OwnerEvent::Burned).await;
     }
     drop(events);
     m.finish(FINISH_WAIT).await;
@@ -550,6 +670,9 @@ impl From<HandshakeError> for SessionError {
         match e {
             HandshakeError::WrongPassword => SessionError::WrongPassword,
             HandshakeError::LegacyRefused => SessionError::LegacyRefused,
+            e @ (HandshakeError::Refused(_) | HandshakeError::RefusedByOwner(_)) => {
+                SessionError::Refused(e.to_string())
+            }
             other => SessionError::Handshake(other.to_string()),
         }
     }

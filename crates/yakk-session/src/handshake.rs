@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 use yakk_wire::{Envelope, IceCandidate, msg};
 use zeroize::Zeroizing;
 
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::admission::{Admission, Judgement, Refusal};
 use crate::pake::{Keys, Pake, PakeFailure};
 use crate::sealed::{self, Header, SealError, SealedChannel};
 
@@ -90,14 +93,49 @@ pub enum HandshakeError {
     Unexpected(String),
     #[error("the peer sent a malformed {0} message")]
     Malformed(String),
+    /// Owner: a joiner's key confirmation was not judged (the code is burned or used up).
+    #[error("{}", refusal_text(*.0))]
+    Refused(Refusal),
+    /// Joiner: the owner refused to judge our key confirmation (code closed, room full) or
+    /// to start a handshake (busy).
+    #[error("{0}")]
+    RefusedByOwner(&'static str),
+    /// Two yakk/2 peers were made to speak yakk/1: someone removed the joiner's version list.
+    #[error(
+        "the peer speaks yakk/2 but the session was downgraded to yakk/1: the signalling server tampered with the negotiation"
+    )]
+    Downgrade,
     /// The peer sent `YAKK2_ABORT`. Unauthenticated, like the signalling itself: whoever can
     /// forge it could as well drop every message, so it only says why the wait ends.
     #[error("the {who} ended the handshake: {why}")]
     PeerAborted { who: &'static str, why: String },
 }
 
+fn refusal_text(r: Refusal) -> &'static str {
+    match r {
+        Refusal::Burned => "refused a joiner: the code was closed after a failed password attempt",
+        Refusal::Full => "refused a joiner: the room admits no more joiners",
+    }
+}
+
 /// Reason codes of `YAKK2_ABORT`, and what they tell the side that receives one.
 const ABORT_REASONS: &[(&str, &str)] = &[
+    (
+        "closed",
+        "the code was closed after a failed password attempt: ask for a new code",
+    ),
+    (
+        "full",
+        "the room admits no more joiners: ask for a new code",
+    ),
+    (
+        "busy",
+        "the owner is busy with other joiners: try again in a moment",
+    ),
+    (
+        "downgrade",
+        "the session was downgraded to yakk/1 on the way (the signalling server tampered with the negotiation)",
+    ),
     (
         "sealed",
         "a sealed message from this side failed authentication there (the signalling server or someone in the room tampered with it)",
@@ -108,6 +146,9 @@ const ABORT_REASONS: &[(&str, &str)] = &[
         "it received a malformed or out-of-place message (the signalling server may have altered it)",
     ),
 ];
+
+/// The reason codes by which an owner refuses a joiner (rather than reporting a failure).
+const REFUSALS: &[&str] = &["closed", "full", "busy"];
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Abort {
@@ -140,6 +181,10 @@ pub struct Params {
     /// Owner: the most lanes it answers with, whatever the wishes (at least 1): what its
     /// budget for all joiners leaves. [`MAX_LANES`] for no cap.
     pub lanes_cap: u32,
+    /// Owner: the room's admission policy, shared by the handshakes of all its joiners, which
+    /// judges key confirmations one at a time. `None`: a room of its own that burns at the
+    /// first wrong password.
+    pub admission: Option<Arc<Mutex<Admission>>>,
 }
 
 /// The most lanes (peer connections per session) yakk/2 peers agree on.
@@ -196,10 +241,14 @@ struct Description1 {
     #[serde(rename = "type")]
     kind: String,
     sdp: String,
+    /// The versions the sender speaks, repeated under the session key so that a yakk/2 peer
+    /// can tell a downgrade from a reference peer (which leaves this out and ignores it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    versions: Vec<String>,
 }
 
 enum Crypto {
-    V1([u8; 32]),
+    V1(Zeroizing<[u8; 32]>),
     V2(Box<SealedChannel>),
 }
 
@@ -234,6 +283,13 @@ pub struct Handshake {
     peer_features: Vec<String>,
     /// Owner: the joiner's offer said how many lanes it wants (it speaks lanes).
     peer_lanes: bool,
+    /// Owner: our key confirmation, held back until the joiner's has been judged.
+    held_confirm: Option<Envelope>,
+    /// Owner: the joiner's wrong password was the one that burned the code.
+    burned_room: bool,
+    /// The versions we announce (joiner) or speak (owner), as repeated in a yakk/1 description.
+    versions: Vec<String>,
+    admission: Arc<Mutex<Admission>>,
 }
 
 impl Handshake {
@@ -256,9 +312,13 @@ impl Handshake {
         if p.allow_legacy {
             versions.push(VERSION_1.to_string());
         }
-        let req = serde_json::to_string(&RequestOffer { versions }).expect("serialises");
+        let req = serde_json::to_string(&RequestOffer {
+            versions: versions.clone(),
+        })
+        .expect("serialises");
         let (pake, round1) = Pake::v2(Role::Joiner, p.password.as_bytes(), &p.room);
         let mut h = Handshake::blank(p);
+        h.versions = versions;
         h.pake = Some(pake);
         h.version = Some(Version::V2);
         h.stage = Stage::AwaitRound1;
@@ -275,6 +335,16 @@ impl Handshake {
     }
 
     fn blank(p: Params) -> Self {
+        let admission = p
+            .admission
+            .clone()
+            .unwrap_or_else(|| Arc::new(Mutex::new(Admission::new(0, None))));
+        // A yakk/2-capable owner says so in a yakk/1 answer (see `Description1::versions`).
+        let versions = if p.role == Role::Owner && !p.legacy_only {
+            vec![VERSION_2.to_string(), VERSION_1.to_string()]
+        } else {
+            Vec::new()
+        };
         Handshake {
             p,
             stage: Stage::AwaitPeer,
@@ -288,6 +358,10 @@ impl Handshake {
             features: Vec::new(),
             peer_features: Vec::new(),
             peer_lanes: false,
+            held_confirm: None,
+            burned_room: false,
+            versions,
+            admission,
         }
     }
 
@@ -327,10 +401,9 @@ impl Handshake {
         Ok(())
     }
 
-    /// Whether the peer has had our key confirmation without sending a valid one back: it can
-    /// then test one password guess offline, so an abandoned handshake counts as a guess.
-    pub fn guess_spent(&self) -> bool {
-        self.stage == Stage::AwaitConfirm
+    /// Owner: whether this joiner's wrong password burned the code (the room must close).
+    pub fn burned_room(&self) -> bool {
+        self.burned_room
     }
 
     pub fn is_confirmed(&self) -> bool {
@@ -379,11 +452,43 @@ impl Handshake {
                 } else {
                     msg2::CONFIRM
                 };
-                Ok(vec![Action::Send(self.plain(name, confirm))])
+                let confirm = self.plain(name, confirm);
+                // The joiner confirms first. The owner's confirmation would let the joiner test
+                // its password guess offline and leave: it goes out only once the joiner's has
+                // been judged (docs/yakk2-pake.md, "Confirmation order").
+                if self.p.role == Role::Owner {
+                    self.held_confirm = Some(confirm);
+                    return Ok(vec![]);
+                }
+                Ok(vec![Action::Send(confirm)])
             }
             (Stage::AwaitConfirm, _) if self.is_pake_msg(t, 3) => {
                 let pake = self.pake.take().expect("pake runs in this stage");
-                let keys = pake.on_confirm(&env.payload)?;
+                let keys = match self.p.role {
+                    Role::Joiner => pake.on_confirm(&env.payload)?,
+                    Role::Owner => {
+                        let judged = self
+                            .admission
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .judge(|| pake.on_confirm(&env.payload));
+                        match judged {
+                            Judgement::Admitted(keys) => keys,
+                            Judgement::Wrong { burned } => {
+                                self.burned_room = burned;
+                                return Err(HandshakeError::WrongPassword);
+                            }
+                            Judgement::Refused(r) => {
+                                self.held_confirm = None;
+                                return Err(HandshakeError::Refused(r));
+                            }
+                            Judgement::Invalid(e) => {
+                                self.held_confirm = None;
+                                return Err(HandshakeError::Pake(e));
+                            }
+                        }
+                    }
+                };
                 self.crypto = Some(match keys {
                     Keys::V1(k) => Crypto::V1(k),
                     Keys::V2 { send, recv } => {
@@ -391,9 +496,16 @@ impl Handshake {
                     }
                 });
                 self.stage = Stage::Negotiating;
-                Ok(vec![Action::KeyConfirmed(
+                let mut out: Vec<Action> = self
+                    .held_confirm
+                    .take()
+                    .map(Action::Send)
+                    .into_iter()
+                    .collect();
+                out.push(Action::KeyConfirmed(
                     self.version.expect("version known once the PAKE ran"),
-                )])
+                ));
+                Ok(out)
             }
             (Stage::Negotiating, msg2::SEALED) if self.version == Some(Version::V2) => {
                 let plain = self.open(env)?;
@@ -466,25 +578,34 @@ impl Handshake {
                     msg::OFFER if want_offer => {
                         let d: Description1 = serde_json::from_slice(&plain)
                             .map_err(|_| HandshakeError::Malformed(t.into()))?;
+                        self.check_not_downgraded(&d)?;
                         Ok(vec![Action::AcceptOffer(0, d.sdp)])
                     }
                     msg::ANSWER if !want_offer => {
                         let d: Description1 = serde_json::from_slice(&plain)
                             .map_err(|_| HandshakeError::Malformed(t.into()))?;
+                        self.check_not_downgraded(&d)?;
                         Ok(vec![Action::AcceptAnswer(0, d.sdp)])
                     }
                     _ => Err(HandshakeError::Unexpected(t.into())),
                 }
             }
-            (_, msg2::ABORT) if self.version == Some(Version::V2) => {
+            // Also in yakk/1: only our own peers send it there (a downgraded session).
+            (_, msg2::ABORT) => {
                 let code = serde_json::from_str::<Abort>(&env.payload)
                     .map(|a| a.reason)
                     .unwrap_or_default();
-                let why = ABORT_REASONS
+                let text = ABORT_REASONS
                     .iter()
                     .find(|(c, _)| *c == code)
-                    .map(|(_, text)| text.to_string())
-                    .unwrap_or_else(|| "no reason given".into());
+                    .map(|(_, text)| *text);
+                if self.p.role == Role::Joiner
+                    && REFUSALS.contains(&code.as_str())
+                    && let Some(text) = text
+                {
+                    return Err(HandshakeError::RefusedByOwner(text));
+                }
+                let why = text.unwrap_or("no reason given").to_string();
                 let who = match self.p.role {
                     Role::Owner => "joiner",
                     Role::Joiner => "owner",
@@ -506,13 +627,19 @@ impl Handshake {
     /// it: only yakk/2 peers, and only for failures the peer cannot see itself (a wrong
     /// password fails on both sides anyway).
     pub fn abort_notice(&self, e: &HandshakeError) -> Option<Envelope> {
-        if self.version != Some(Version::V2) {
-            return None;
+        // An owner that judged a wrong password sends its own confirmation after all: the
+        // joiner's check of it fails, and it learns no more than that its one guess was wrong.
+        if matches!(e, HandshakeError::WrongPassword) {
+            return self.held_confirm.clone();
         }
         let reason = match e {
+            HandshakeError::Downgrade => "downgrade",
+            _ if self.version != Some(Version::V2) => return None,
             HandshakeError::Sealed(_) => "sealed",
             HandshakeError::Pake(_) => "pake",
             HandshakeError::Malformed(_) | HandshakeError::Unexpected(_) => "protocol",
+            HandshakeError::Refused(Refusal::Burned) => "closed",
+            HandshakeError::Refused(Refusal::Full) => "full",
             _ => return None,
         };
         let payload = serde_json::to_string(&Abort {
@@ -520,6 +647,16 @@ impl Handshake {
         })
         .expect("serialises");
         Some(self.plain(msg2::ABORT, payload))
+    }
+
+    /// A yakk/1 description from a peer that says it speaks yakk/2, while we do too: the
+    /// negotiation was tampered with (the plain version list removed on the way).
+    fn check_not_downgraded(&self, d: &Description1) -> Result<(), HandshakeError> {
+        let we_speak_2 = !self.p.legacy_only;
+        if we_speak_2 && d.versions.iter().any(|v| v == VERSION_2) {
+            return Err(HandshakeError::Downgrade);
+        }
+        Ok(())
     }
 
     fn is_pake_msg(&self, t: &str, round: u8) -> bool {
@@ -661,6 +798,7 @@ impl Handshake {
                 let plain = serde_json::to_vec(&Description1 {
                     kind: kind.into(),
                     sdp,
+                    versions: self.versions.clone(),
                 })
                 .expect("serialises");
                 self.seal_v1(if offer { msg::OFFER } else { msg::ANSWER }, &plain)
@@ -732,6 +870,7 @@ mod tests {
             legacy_only: false,
             lanes: 1,
             lanes_cap: MAX_LANES,
+            admission: None,
         }
     }
 
@@ -1135,36 +1274,172 @@ mod tests {
         }
     }
 
+    fn is_confirm(e: &Envelope) -> bool {
+        e.msg_type == msg2::CONFIRM || e.msg_type == msg::JPAKE_KEY_CONFIRMATION
+    }
+
+    /// Runs a joiner and an owner until the joiner's key confirmation is ready, and withholds
+    /// it: returns it, and every envelope the owner sent up to then.
+    fn up_to_joiner_confirm(
+        j: &mut Handshake,
+        first: Vec<Action>,
+        o: &mut Handshake,
+    ) -> (Envelope, Vec<Envelope>) {
+        let sends = |acts: Vec<Action>| {
+            acts.into_iter()
+                .filter_map(|a| match a {
+                    Action::Send(e) => Some(e),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut to_owner: std::collections::VecDeque<Envelope> = sends(first).into();
+        let mut to_joiner = std::collections::VecDeque::new();
+        let (mut confirm, mut owner_sent) = (None, vec![]);
+        loop {
+            if let Some(e) = to_owner.pop_front() {
+                if is_confirm(&e) {
+                    confirm = Some(e);
+                    continue;
+                }
+                let out = sends(o.on_message(&e).unwrap());
+                owner_sent.extend(out.iter().cloned());
+                to_joiner.extend(out);
+            } else if let Some(e) = to_joiner.pop_front() {
+                to_owner.extend(sends(j.on_message(&e).unwrap()));
+            } else {
+                break;
+            }
+        }
+        (confirm.expect("the joiner confirms"), owner_sent)
+    }
+
+    /// A joiner and an owner of `room`, both versions, with the owner's shared admission.
+    fn pair(
+        legacy: bool,
+        joiner_pw: &str,
+        admission: &Arc<Mutex<Admission>>,
+    ) -> (Handshake, Vec<Action>, Handshake) {
+        let mut jp = params(Role::Joiner, joiner_pw);
+        let mut op = params(Role::Owner, "right");
+        jp.legacy_only = legacy;
+        op.allow_legacy = legacy;
+        op.admission = Some(admission.clone());
+        let (j, first) = Handshake::joiner(jp);
+        (j, first, Handshake::owner(op))
+    }
+
     #[test]
-    fn a_guess_is_spent_once_our_confirmation_is_out() {
-        let (mut j, first) = Handshake::joiner(params(Role::Joiner, "pw"));
-        let mut o = Handshake::owner(params(Role::Owner, "pw"));
-        assert!(!o.guess_spent());
-        // Deliver the joiner's request and round 1, then its round 2, but never its confirmation.
-        let mut to_joiner = vec![];
-        for a in first {
-            if let Action::Send(e) = a {
-                to_joiner.extend(o.on_message(&e).unwrap());
+    fn the_owner_confirms_only_after_judging_the_joiners_confirmation() {
+        for legacy in [false, true] {
+            let adm = Arc::new(Mutex::new(Admission::new(0, None)));
+            let (mut j, first, mut o) = pair(legacy, "right", &adm);
+            let (confirm, owner_sent) = up_to_joiner_confirm(&mut j, first, &mut o);
+            // A joiner that leaves here has nothing to test a guess against.
+            assert!(
+                !owner_sent.iter().any(is_confirm),
+                "legacy {legacy}: the owner's confirmation went out before the joiner's"
+            );
+            let acts = o.on_message(&confirm).unwrap();
+            assert!(
+                matches!(&acts[..], [Action::Send(e), Action::KeyConfirmed(_)] if is_confirm(e)),
+                "{acts:?}"
+            );
+            let Action::Send(owner_confirm) = &acts[0] else {
+                unreachable!()
+            };
+            assert!(matches!(
+                j.on_message(owner_confirm).unwrap()[..],
+                [Action::KeyConfirmed(_)]
+            ));
+            assert!(!o.burned_room());
+        }
+    }
+
+    #[test]
+    fn a_wrong_password_is_told_and_burns_the_shared_admission() {
+        for legacy in [false, true] {
+            let adm = Arc::new(Mutex::new(Admission::new(0, None)));
+            let (mut j, first, mut o) = pair(legacy, "wrong", &adm);
+            let (confirm, _) = up_to_joiner_confirm(&mut j, first, &mut o);
+            let err = o.on_message(&confirm).unwrap_err();
+            assert!(matches!(err, HandshakeError::WrongPassword), "{err:?}");
+            assert!(o.burned_room() && adm.lock().unwrap().is_burned());
+            // The owner's confirmation goes out after the judgement: the joiner sees its
+            // password was wrong, and that is all (its one guess was already judged).
+            let notice = o.abort_notice(&err).expect("the owner's confirmation");
+            assert!(is_confirm(&notice));
+            assert!(matches!(
+                j.on_message(&notice),
+                Err(HandshakeError::WrongPassword)
+            ));
+
+            // The next joiner, with the right password, is not judged at all.
+            let (mut j2, first, mut o2) = pair(legacy, "right", &adm);
+            let (confirm, owner_sent) = up_to_joiner_confirm(&mut j2, first, &mut o2);
+            let err = o2.on_message(&confirm).unwrap_err();
+            assert!(
+                matches!(err, HandshakeError::Refused(Refusal::Burned)),
+                "{err:?}"
+            );
+            assert!(!o2.burned_room(), "only the first failure burned it");
+            let notice = o2.abort_notice(&err);
+            assert!(!owner_sent.iter().any(is_confirm));
+            if legacy {
+                assert!(notice.is_none(), "a yakk/1 joiner gets nothing");
+            } else {
+                let notice = notice.expect("a yakk/2 joiner is told");
+                assert!(!is_confirm(&notice));
+                let e = j2.on_message(&notice).unwrap_err();
+                assert!(matches!(e, HandshakeError::RefusedByOwner(_)), "{e:?}");
+                assert!(e.to_string().contains("ask for a new code"), "{e}");
             }
         }
-        assert!(!o.guess_spent(), "no guess before the peer's round 2");
-        let mut to_owner = vec![];
-        for a in to_joiner {
-            if let Action::Send(e) = a {
-                to_owner.extend(j.on_message(&e).unwrap());
+    }
+
+    #[test]
+    fn a_blanked_version_list_is_caught_as_a_downgrade() {
+        let mut jp = params(Role::Joiner, "pw");
+        let mut op = params(Role::Owner, "pw");
+        jp.allow_legacy = true;
+        op.allow_legacy = true;
+        let (mut j, first) = Handshake::joiner(jp);
+        let mut o = Handshake::owner(op);
+        // The server makes the joiner look like the reference program.
+        let mut blank = |e: &mut Envelope| {
+            if e.msg_type == msg::REQUEST_OFFER {
+                e.payload.clear();
             }
-        }
-        for a in to_owner {
-            if let Action::Send(e) = a
-                && e.msg_type == msg2::PAKE2
-            {
-                o.on_message(&e).unwrap();
-            }
-        }
+        };
+        relay(&mut j, &mut o, first, vec![], &mut blank).unwrap();
+        assert_eq!(o.version(), Some(Version::V1));
+        assert_eq!(j.version(), Some(Version::V1));
+        let offer = j.on_local_description(0, "v=0 offer".into());
+        let err = relay(&mut j, &mut o, offer, vec![], &mut blank).unwrap_err();
         assert!(
-            o.guess_spent(),
-            "the joiner holds our confirmation: one guess spent"
+            matches!(err, (Role::Owner, HandshakeError::Downgrade)),
+            "{err:?}"
         );
+        // The joiner hears of it, in yakk/1 too.
+        let notice = o.abort_notice(&err.1).expect("a notice");
+        assert!(j.on_message(&notice).is_err());
+
+        // The joiner checks the owner's answer the same way.
+        let answer = Description1 {
+            kind: "answer".into(),
+            sdp: "v=0".into(),
+            versions: vec![VERSION_2.into(), VERSION_1.into()],
+        };
+        assert!(matches!(
+            j.check_not_downgraded(&answer),
+            Err(HandshakeError::Downgrade)
+        ));
+        // A reference peer's description has no list: nothing to refuse.
+        let reference = Description1 {
+            versions: vec![],
+            ..answer
+        };
+        assert!(j.check_not_downgraded(&reference).is_ok());
     }
 
     #[test]
@@ -1294,7 +1569,7 @@ mod tests {
         p.legacy_only = true;
         let mut h = Handshake::blank(p);
         h.version = Some(Version::V1);
-        h.crypto = Some(Crypto::V1(key));
+        h.crypto = Some(Crypto::V1(Zeroizing::new(key)));
         h.stage = Stage::Negotiating;
         h
     }

@@ -10,6 +10,7 @@
 //! [`Connection::open_stream`] / [`Connection::accept_stream`]; they never see WebRTC types.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 mod driver;
 pub mod handshake;
 mod pake;
@@ -50,8 +51,11 @@ pub struct SessionConfig {
     pub ice_servers: Vec<IceServer>,
     /// Local addresses for host candidates; empty means every interface.
     pub ice_ips: Vec<IpAddr>,
-    /// Owner: ask the server to admit at most this many joiners.
+    /// Owner: admit at most this many joiners over the room's life (checked by the owner
+    /// itself; the server is asked to admit this many plus `allow_retries`).
     pub max_peers: Option<u32>,
+    /// Owner: wrong passwords tolerated before the code is burned (0: the first one burns it).
+    pub allow_retries: u32,
     /// Owner: ask for a longer grace period before an empty room is deleted.
     pub keep_alive: bool,
     /// How long ICE may take to find a path once the descriptions are exchanged.
@@ -98,6 +102,7 @@ impl SessionConfig {
             ice_servers: Vec::new(),
             ice_ips: Vec::new(),
             max_peers: None,
+            allow_retries: 0,
             keep_alive: false,
             connect_timeout: Duration::from_secs(15),
             lanes: 1,
@@ -129,6 +134,10 @@ pub enum SessionError {
         "the peer speaks only yakk/1 (the original YAKK program), whose key exchange is weaker; run again with --legacy to allow it"
     )]
     LegacyRefused,
+    /// The owner refused a joiner: the code was closed after a failed password attempt, the
+    /// room admits no more joiners, or it is busy.
+    #[error("{0}")]
+    Refused(String),
     #[error("the handshake failed: {0}")]
     Handshake(String),
     #[error("the peer did not complete the handshake in time (is the other side still running?)")]

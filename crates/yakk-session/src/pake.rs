@@ -2,15 +2,19 @@
 //! versions, speaking in envelope payload strings.
 
 use yakk_pake::{v1, v2};
+use zeroize::Zeroizing;
 
 use crate::handshake::Role;
 
 /// The outcome of a confirmed exchange.
 pub enum Keys {
     /// yakk/1: one AES-256-GCM key for both directions.
-    V1([u8; 32]),
+    V1(Zeroizing<[u8; 32]>),
     /// yakk/2: one key per direction, seen from our role.
-    V2 { send: [u8; 32], recv: [u8; 32] },
+    V2 {
+        send: Zeroizing<[u8; 32]>,
+        recv: Zeroizing<[u8; 32]>,
+    },
 }
 
 pub enum PakeFailure {
@@ -73,7 +77,7 @@ impl Pake {
             Pake::V1(p) => {
                 let m = v1::KeyConfirm::from_payload(payload).map_err(invalid)?;
                 p.verify_confirmation(&m).map_err(confirm)?;
-                let key = *p.session_key().ok_or(PakeFailure::Confirmation)?;
+                let key = Zeroizing::new(*p.session_key().ok_or(PakeFailure::Confirmation)?);
                 Ok(Keys::V1(key))
             }
             Pake::V2(p) => {
@@ -81,8 +85,8 @@ impl Pake {
                 let mut p = p;
                 let keys = p.verify_confirmation(&m).map_err(confirm)?;
                 Ok(Keys::V2 {
-                    send: *keys.signal_send_key(),
-                    recv: *keys.signal_recv_key(),
+                    send: Zeroizing::new(*keys.signal_send_key()),
+                    recv: Zeroizing::new(*keys.signal_recv_key()),
                 })
             }
         }

@@ -45,7 +45,7 @@ impl std::error::Error for Failure {}
 
 fn code_of(e: &SessionError) -> ExitCode {
     match e {
-        SessionError::WrongPassword => ExitCode::WrongPassword,
+        SessionError::WrongPassword | SessionError::Refused(_) => ExitCode::WrongPassword,
         SessionError::PeerGone(_) | SessionError::HandshakeTimeout => ExitCode::PeerGone,
         SessionError::NoSuchRoom(_) => ExitCode::NoSuchRoom,
         SessionError::SignalUnreachable(_) | SessionError::SignalClosed(_) => {

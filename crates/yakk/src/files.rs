@@ -112,6 +112,7 @@ fn reporter(out: Out, data_on_stdout: bool) -> Box<dyn Reporter + Send + Sync> {
 pub async fn send(args: FilesendArgs, out: Out) -> anyhow::Result<()> {
     let mut setup = peer::owner_setup(&args.common).await?;
     setup.config.max_peers = Some(args.max_peers.max(1));
+    setup.config.allow_retries = args.owner.allow_retries;
     // Refuse missing paths before a code is handed out.
     for p in &args.paths {
         if p.as_os_str() == "-" {
@@ -131,7 +132,6 @@ pub async fn send(args: FilesendArgs, out: Out) -> anyhow::Result<()> {
         .await
         .map_err(Failure::from)?;
     peer::announce(out, &setup, &owner.room, "filereceive", args.owner.qr);
-    let mut budget = peer::GuessBudget::new(args.owner.allow_retries);
     let manifest = scan
         .await
         .map_err(|_| Failure::new(ExitCode::Error, "scanning the files failed"))?
@@ -166,25 +166,28 @@ pub async fn send(args: FilesendArgs, out: Out) -> anyhow::Result<()> {
                 )
                 .into());
             }
-            Some(OwnerEvent::Failed {
-                error, guess_spent, ..
-            }) => {
+            Some(OwnerEvent::Failed { error, .. }) => {
                 let f = Failure::from(error);
                 out.event(
                     "warning",
                     json!({"message": f.message}),
                     Some(&format!("A receiver failed: {}", f.message)),
                 );
-                if budget.record(guess_spent) {
-                    // The receiver learns its password was wrong from our key confirmation.
-                    owner.close().await;
-                    return Err(Failure::new(
-                        ExitCode::WrongPassword,
-                        "someone tried a wrong password, so the code was burned: run filesend again for a new code",
-                    )
-                    .into());
-                }
                 continue;
+            }
+            Some(OwnerEvent::Burned) => {
+                // The receiver learns its password was wrong from our key confirmation.
+                owner.close().await;
+                out.event(
+                    "burned",
+                    json!({"message": "the code is burned after a failed password attempt"}),
+                    None,
+                );
+                return Err(Failure::new(
+                    ExitCode::WrongPassword,
+                    "someone tried a wrong password, so the code was burned: run filesend again for a new code",
+                )
+                .into());
             }
             Some(OwnerEvent::Connected(c)) => *c,
         };

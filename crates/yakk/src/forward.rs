@@ -70,6 +70,7 @@ fn lanes_hint(version: Version, lanes: usize, rtt: Option<Duration>) -> Option<S
 pub async fn server(args: ServerArgs, out: Out) -> anyhow::Result<()> {
     let mut setup = peer::owner_setup(&args.common).await?;
     setup.config.max_peers = args.max_peers;
+    setup.config.allow_retries = args.owner.allow_retries;
     let target = format!("{}:{}", args.host, args.port);
     let owner = Owner::create(setup.config.clone())
         .await
@@ -83,7 +84,6 @@ pub async fn server(args: ServerArgs, out: Out) -> anyhow::Result<()> {
     );
     out.say(&format!("Sharing {target}. Press Ctrl-C to stop."));
     let stats = Arc::new(Stats::default());
-    let mut budget = peer::GuessBudget::new(args.owner.allow_retries);
     let mut tunnels = tokio::task::JoinSet::new();
     let mut joiners = 0u64;
     // `None` once the room is closed (code burned, or the signalling server gone): no new
@@ -120,11 +120,7 @@ pub async fn server(args: ServerArgs, out: Out) -> anyhow::Result<()> {
                 );
                 closed = Some(lost);
             }
-            Some(OwnerEvent::Failed {
-                peer,
-                error,
-                guess_spent,
-            }) => {
+            Some(OwnerEvent::Failed { peer, error }) => {
                 let f = Failure::from(error);
                 let msg = if f.code == ExitCode::WrongPassword {
                     "someone tried a wrong password".to_string()
@@ -136,22 +132,22 @@ pub async fn server(args: ServerArgs, out: Out) -> anyhow::Result<()> {
                     json!({"joiner": peer, "message": msg}),
                     Some(&format!("A joiner failed: {msg}")),
                 );
-                if budget.record(guess_spent) {
-                    // Close the room, once the joiner has our key confirmation: it learns
-                    // from it that its password was wrong.
-                    if let Some(o) = owner.take() {
-                        o.close().await;
-                    }
-                    closed = Some(Failure::new(
-                        ExitCode::WrongPassword,
-                        "someone tried a wrong password, so the code was burned: run yakk server again for a new code",
-                    ));
-                    out.event(
-                        "burned",
-                        json!({"message": "the code is burned after a failed password attempt"}),
-                        Some("The code is burned: nobody else can join with it. Run yakk server again for a new code."),
-                    );
+            }
+            Some(OwnerEvent::Burned) => {
+                // The session closed the room; wait for the failed joiner's last message
+                // (our key confirmation, from which it learns its password was wrong).
+                if let Some(o) = owner.take() {
+                    o.close().await;
                 }
+                closed = Some(Failure::new(
+                    ExitCode::WrongPassword,
+                    "someone tried a wrong password, so the code was burned: run yakk server again for a new code",
+                ));
+                out.event(
+                    "burned",
+                    json!({"message": "the code is burned after a failed password attempt"}),
+                    Some("The code is burned: nobody else can join with it. Run yakk server again for a new code."),
+                );
             }
             Some(OwnerEvent::Connected(conn)) => {
                 joiners += 1;

@@ -127,29 +127,6 @@ pub fn announce(out: Out, setup: &OwnerSetup, room: &str, joiner_cmd: &str, qr: 
     }
 }
 
-/// What the owner does after a failed joiner: returns true when the code is burned.
-pub struct GuessBudget {
-    allowed: u32,
-    spent: u32,
-}
-
-impl GuessBudget {
-    pub fn new(allow_retries: u32) -> Self {
-        GuessBudget {
-            allowed: allow_retries,
-            spent: 0,
-        }
-    }
-
-    /// Records a joiner failure; true when the code must be burned now.
-    pub fn record(&mut self, guess_spent: bool) -> bool {
-        if guess_spent {
-            self.spent += 1;
-        }
-        self.spent > self.allowed
-    }
-}
-
 /// A joiner's configuration from the code (or room + --pw), prompting on a terminal if needed.
 pub fn joiner_config(
     c: &Common,
