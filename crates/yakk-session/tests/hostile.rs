@@ -382,6 +382,8 @@ async fn downgrading_relay(upstream: SocketAddr) -> SocketAddr {
             tokio::spawn(async move {
                 let path = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
                 let p = path.clone();
+                // The callback's signature is tungstenite's.
+                #[allow(clippy::result_large_err)]
                 let cb = move |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
                                resp| {
                     *p.lock().unwrap() = req.uri().to_string();
