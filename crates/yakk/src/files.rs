@@ -110,7 +110,7 @@ fn reporter(out: Out, data_on_stdout: bool) -> Box<dyn Reporter + Send + Sync> {
 }
 
 pub async fn send(args: FilesendArgs, out: Out) -> anyhow::Result<()> {
-    let mut setup = peer::owner_setup(&args.common).await?;
+    let mut setup = peer::owner_setup(&args.common, out).await?;
     setup.config.max_peers = Some(args.max_peers.max(1));
     setup.config.allow_retries = args.owner.allow_retries;
     // Refuse missing paths before a code is handed out.
@@ -235,7 +235,7 @@ pub async fn receive(args: FilereceiveArgs, out: Out) -> anyhow::Result<()> {
         )
         .into());
     }
-    let (config, room) = peer::joiner_config(&args.common, args.code.as_deref())?;
+    let (config, room) = peer::joiner_config(&args.common, args.code.as_deref(), out)?;
     let conn = tokio::select! {
         c = yakk_session::join(config, &room) => c.map_err(Failure::from)?,
         _ = tokio::signal::ctrl_c() => return Err(Failure::new(ExitCode::Error, "interrupted").into()),

@@ -49,9 +49,24 @@ pub fn connected_event(out: Out, conn: &Connection, who: &str) {
             }
         )),
     );
+    if conn.version() == Version::V1 {
+        let msg = "this session speaks yakk/1, the original program's protocol: its key exchange is weaker than yakk/2's (PROTOCOL.md)";
+        out.event(
+            "warning",
+            json!({"message": msg}),
+            Some(&format!("Warning: {msg}.")),
+        );
+    }
     if let Some(hint) = lanes_hint(conn.version(), conn.lanes(), path.rtt) {
         out.say(&hint);
     }
+}
+
+/// The local port to suggest to the joiner: the shared one, unless it is a privileged port
+/// (below 1024), which the joiner could not listen on without root and which its own service
+/// (its sshd for port 22) may hold.
+fn suggested_port(port: u16) -> u16 {
+    if port < 1024 { 10000 + port } else { port }
 }
 
 /// A tip for people on a long path with one lane (chosen, or `auto` misled by a quick
@@ -68,7 +83,7 @@ fn lanes_hint(version: Version, lanes: usize, rtt: Option<Duration>) -> Option<S
 }
 
 pub async fn server(args: ServerArgs, out: Out) -> anyhow::Result<()> {
-    let mut setup = peer::owner_setup(&args.common).await?;
+    let mut setup = peer::owner_setup(&args.common, out).await?;
     setup.config.max_peers = args.max_peers;
     setup.config.allow_retries = args.owner.allow_retries;
     let target = format!("{}:{}", args.host, args.port);
@@ -79,7 +94,7 @@ pub async fn server(args: ServerArgs, out: Out) -> anyhow::Result<()> {
         out,
         &setup,
         &owner.room,
-        &format!("client -p {}", args.port),
+        &format!("client -p {}", suggested_port(args.port)),
         args.owner.qr,
     );
     out.say(&format!("Sharing {target}. Press Ctrl-C to stop."));
@@ -172,7 +187,7 @@ pub async fn server(args: ServerArgs, out: Out) -> anyhow::Result<()> {
 }
 
 pub async fn client(args: ClientArgs, out: Out) -> anyhow::Result<()> {
-    let (config, room) = peer::joiner_config(&args.common, args.code.as_deref())?;
+    let (config, room) = peer::joiner_config(&args.common, args.code.as_deref(), out)?;
     // Bind first: a port in use is the user's to fix before anyone connects.
     let addr = SocketAddr::new(args.bind, args.port);
     let listener = yakk_forward::listen(addr)
@@ -206,6 +221,13 @@ pub async fn client(args: ClientArgs, out: Out) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn privileged_ports_are_not_suggested_to_the_joiner() {
+        assert_eq!(suggested_port(22), 10022);
+        assert_eq!(suggested_port(443), 10443);
+        assert_eq!(suggested_port(8080), 8080);
+    }
 
     #[test]
     fn lanes_hint_only_for_one_lane_yakk2_on_a_long_path() {

@@ -53,10 +53,13 @@ pub struct OwnerSetup {
     pub _embedded: Option<yakk_signal::ServerHandle>,
 }
 
-pub async fn owner_setup(c: &Common) -> anyhow::Result<OwnerSetup> {
+pub async fn owner_setup(c: &Common, out: Out) -> anyhow::Result<OwnerSetup> {
     let password = match &c.password {
         Some(p) if p.is_empty() => return Err(Failure::usage("--pw must not be empty").into()),
-        Some(p) => p.clone(),
+        Some(p) => {
+            warn_if_in_argv(out, Some(p), "YAKK_PASSWORD", "password");
+            p.clone()
+        }
         None => code::generate_password(usize::from(c.code_length)),
     };
     let (signal, code_server, embedded) = match &c.signal {
@@ -96,6 +99,22 @@ fn reachable_ip(ice_ips: &[IpAddr]) -> IpAddr {
         .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
 }
 
+/// The command the other side should run: the code in `YAKK_CODE` (the environment of a
+/// process is private to its user, its arguments are not: `ps` shows them to everyone), and the
+/// signalling server when the code does not name it.
+fn joiner_command(setup: &OwnerSetup, code: &str, joiner_cmd: &str) -> String {
+    let quote = |s: &str| {
+        shlex::try_quote(s)
+            .map(|q| q.into_owned())
+            .unwrap_or_else(|_| s.to_string())
+    };
+    let mut cmd = format!("YAKK_CODE={} yakk {joiner_cmd}", quote(code));
+    if setup.code_server.is_none() {
+        cmd.push_str(&format!(" -s {}", quote(&setup.config.signal)));
+    }
+    cmd
+}
+
 /// Prints the code and the command the joiner should run (and a QR code of the code with `qr`).
 pub fn announce(out: Out, setup: &OwnerSetup, room: &str, joiner_cmd: &str, qr: bool) {
     let code = Code {
@@ -105,13 +124,14 @@ pub fn announce(out: Out, setup: &OwnerSetup, room: &str, joiner_cmd: &str, qr: 
     }
     .to_code_string();
     let code = Zeroizing::new(code);
+    let command = Zeroizing::new(joiner_command(setup, &code, joiner_cmd));
     out.event(
         "code",
-        json!({"code": code.as_str(), "room": room, "command": format!("yakk {joiner_cmd} {}", code.as_str())}),
+        json!({"code": code.as_str(), "room": room, "command": command.as_str()}),
         Some(&format!(
-            "Code: {}\nOn the other computer run:\n    yakk {joiner_cmd} {}\n",
+            "Code: {}\nOn the other computer run:\n    {}\n",
             code.as_str(),
-            code.as_str()
+            command.as_str()
         )),
     );
     if qr && !out.json {
@@ -127,16 +147,40 @@ pub fn announce(out: Out, setup: &OwnerSetup, room: &str, joiner_cmd: &str, qr: 
     }
 }
 
+/// Warns when a secret came on the command line, where every user of the machine can read it.
+fn warn_if_in_argv(out: Out, value: Option<&str>, env: &str, what: &str) {
+    let Some(v) = value else { return };
+    if std::env::var(env).is_ok_and(|e| e == v) {
+        return;
+    }
+    let msg = format!(
+        "the {what} on the command line can be seen by other users of this machine (ps); \
+         pass it in {env} instead, or leave it out to be asked for it"
+    );
+    out.event(
+        "warning",
+        json!({"message": msg}),
+        Some(&format!("Warning: {msg}.")),
+    );
+}
+
 /// A joiner's configuration from the code (or room + --pw), prompting on a terminal if needed.
 pub fn joiner_config(
     c: &Common,
     code_arg: Option<&str>,
+    out: Out,
 ) -> anyhow::Result<(SessionConfig, String)> {
     let typed = match code_arg {
         Some(s) => Zeroizing::new(s.to_string()),
         None => prompt("Code: ")?,
     };
     let code = Code::parse(&typed).map_err(Failure::usage)?;
+    if code.password.is_some() {
+        warn_if_in_argv(out, code_arg, "YAKK_CODE", "code");
+    }
+    if c.password.as_deref().is_some_and(|p| !p.is_empty()) {
+        warn_if_in_argv(out, c.password.as_deref(), "YAKK_PASSWORD", "password");
+    }
     let password = match (&c.password, &code.password) {
         (Some(pw), _) => pw.clone(),
         (None, Some(pw)) => pw.clone(),

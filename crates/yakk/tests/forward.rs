@@ -421,3 +421,85 @@ async fn stall_case(joiner_extra: &[&str]) {
     assert!(!pusher.is_finished(), "the stalled connection is held back");
     pusher.abort();
 }
+
+/// Every process's command line, joined: what `ps` shows to any user of the machine.
+fn all_command_lines() -> String {
+    let mut all = String::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(raw) = std::fs::read(entry.path().join("cmdline")) {
+            all.push_str(&String::from_utf8_lossy(&raw).replace('\0', " "));
+            all.push('\n');
+        }
+    }
+    all
+}
+
+/// The owner prints a command for the other side; run as a shell would run it, it connects
+/// (with a configured signalling server too, which it names), and the code appears in no
+/// process's arguments. A code given as an argument draws a warning.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_printed_command_works_and_keeps_the_code_out_of_ps() {
+    let (port, _srv) = echo_server().await;
+    let p = port.to_string();
+    // The first owner's embedded signalling server is the "configured" one of the second.
+    let mut first = Yakk::start(&["server", "-p", &p, "--json", "--ice-ip", "127.0.0.1"]);
+    let code = first.event("code", 20).await["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let server = code.split_once('@').unwrap().1.to_string();
+    let mut owner = Yakk::start(&[
+        "server",
+        "-p",
+        &p,
+        "--json",
+        "--ice-ip",
+        "127.0.0.1",
+        "-s",
+        &server,
+    ]);
+    let ev = owner.event("code", 20).await;
+    let (code, command) = (
+        ev["code"].as_str().unwrap().to_string(),
+        ev["command"].as_str().unwrap().to_string(),
+    );
+    let password = code.split_once('-').unwrap().1.to_string();
+    // What a shell makes of the line: an environment assignment, the program, its arguments.
+    let words = shlex::split(&command).expect("the command is valid shell");
+    let (assign, rest) = words.split_first().unwrap();
+    let value = assign
+        .strip_prefix("YAKK_CODE=")
+        .unwrap_or_else(|| panic!("the code goes in YAKK_CODE: {command}"));
+    assert_eq!(value, code);
+    assert_eq!(rest[0], "yakk");
+    assert!(
+        !rest.iter().any(|w| w.contains(&password)),
+        "the code is an argument: {command}"
+    );
+    assert!(
+        rest.windows(2).any(|w| w[0] == "-s" && w[1] == server),
+        "the command names the configured server: {command}"
+    );
+    // The joiner listens on a free port here, as the shared one is taken on this machine.
+    let mut args: Vec<&str> = rest[1..].iter().map(String::as_str).collect();
+    let at = args.iter().position(|a| *a == "-p").unwrap();
+    args[at + 1] = "0";
+    args.extend(["--json", "--ice-ip", "127.0.0.1"]);
+    let mut joiner = Yakk::start_env(&args, &[("YAKK_CODE", &code)]);
+    joiner.event("connected", 30).await;
+    assert!(
+        !all_command_lines().contains(&password),
+        "the password shows in the process list"
+    );
+    let warnings = joiner.stderr.lock().unwrap().clone();
+    assert!(!warnings.contains("(ps)"), "{warnings}");
+    drop(joiner);
+
+    // The same code as an argument: it works, and the joiner is warned.
+    let mut args: Vec<&str> = vec!["client", "-p", "0", "--json", "--ice-ip", "127.0.0.1"];
+    args.extend(["-s", &server, &code]);
+    let mut joiner = Yakk::start(&args);
+    let w = joiner.event("warning", 20).await;
+    assert!(w["message"].as_str().unwrap().contains("ps"), "{w}");
+    drop(first);
+}
