@@ -1675,4 +1675,156 @@ mod tests {
             assert_eq!(sealed::open_v1(&key, &ours).unwrap(), plain);
         }
     }
+
+    /// A small deterministic generator for the chaos test (no dependency needed).
+    struct XorShift(u64);
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            let mut x = self.0;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            self.0 = x;
+            x
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// Alters an envelope the way a hostile relay might: another message name, a flipped,
+    /// cut, stretched or replaced payload, another sender or recipient.
+    fn mutate(e: &mut Envelope, rng: &mut XorShift) {
+        const NAMES: &[&str] = &[
+            msg::REQUEST_OFFER,
+            msg::JPAKE_ROUND1,
+            msg::JPAKE_ROUND2,
+            msg::JPAKE_KEY_CONFIRMATION,
+            msg::OFFER,
+            msg::ANSWER,
+            msg::NEW_ICE_CANDIDATE,
+            msg::CONNECTED,
+            msg2::PAKE1,
+            msg2::PAKE2,
+            msg2::CONFIRM,
+            msg2::SEALED,
+            msg2::ABORT,
+            "YAKK2_FUTURE",
+        ];
+        match rng.below(6) {
+            0 => e.msg_type = NAMES[rng.below(NAMES.len() as u64) as usize].into(),
+            1 if !e.payload.is_empty() => {
+                let mut b = e.payload.clone().into_bytes();
+                let i = rng.below(b.len() as u64) as usize;
+                b[i] = b"AZaz09+/=\"{}[],:x"[rng.below(17) as usize];
+                e.payload = String::from_utf8_lossy(&b).into_owned();
+            }
+            2 => {
+                let cut = rng.below(e.payload.len() as u64 + 1) as usize;
+                e.payload.truncate(cut);
+            }
+            3 => e.payload = e.payload.repeat(1 + rng.below(3) as usize),
+            4 => {
+                e.payload = match rng.below(4) {
+                    0 => String::new(),
+                    1 => r#"{"versions":["yakk/2","yakk/1"]}"#.into(),
+                    2 => r#"{"reason":"closed"}"#.into(),
+                    _ => format!("{:x}", rng.next()),
+                }
+            }
+            _ => e.sender = rng.below(3) as i64 - 1,
+        }
+    }
+
+    /// A real joiner and a real owner through a relay that drops, repeats, reorders and alters
+    /// messages at random, a few thousand times: nothing panics, the owner releases its key
+    /// confirmation only with its own key confirmed or as the answer to a judged wrong
+    /// password, and a joiner with a wrong password is never admitted.
+    #[test]
+    fn a_chaotic_relay_never_makes_the_owner_leak_or_admit_a_wrong_password() {
+        let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+        let (mut judged_wrong, mut admitted) = (0, 0);
+        for case in 0..1500 {
+            let right = rng.below(2) == 0;
+            let legacy = rng.below(3) == 0;
+            let mut jp = params(Role::Joiner, if right { "pw" } else { "not-pw" });
+            let mut op = params(Role::Owner, "pw");
+            jp.allow_legacy = legacy;
+            op.allow_legacy = legacy;
+            jp.legacy_only = legacy && rng.below(2) == 0;
+            let (mut j, first) = Handshake::joiner(jp);
+            let mut o = Handshake::owner(op);
+            let mut to_owner: std::collections::VecDeque<Envelope> = first
+                .into_iter()
+                .filter_map(|a| match a {
+                    Action::Send(e) => Some(e),
+                    _ => None,
+                })
+                .collect();
+            let mut to_joiner = std::collections::VecDeque::new();
+            let mut owner_done = false;
+            for _ in 0..40 {
+                if let Some(mut e) = to_owner.pop_front() {
+                    if owner_done {
+                        continue;
+                    }
+                    match rng.below(10) {
+                        0 => continue,                      // dropped
+                        1 => to_owner.push_back(e.clone()), // repeated later
+                        2 => mutate(&mut e, &mut rng),
+                        _ => {}
+                    }
+                    match o.on_message(&e) {
+                        Ok(acts) => {
+                            let confirmed =
+                                acts.iter().any(|a| matches!(a, Action::KeyConfirmed(_)));
+                            if confirmed {
+                                assert!(right, "case {case}: a wrong password was admitted");
+                                admitted += 1;
+                            }
+                            for a in acts {
+                                if let Action::Send(out) = a {
+                                    assert!(
+                                        !is_confirm(&out) || confirmed,
+                                        "case {case}: the owner's confirmation left before judgement"
+                                    );
+                                    to_joiner.push_back(out);
+                                }
+                            }
+                        }
+                        Err(err) => {
+                            if let Some(n) = o.abort_notice(&err) {
+                                assert!(
+                                    !is_confirm(&n) || matches!(err, HandshakeError::WrongPassword),
+                                    "case {case}: confirmation released on {err:?}"
+                                );
+                            }
+                            if matches!(err, HandshakeError::WrongPassword) {
+                                judged_wrong += 1;
+                            }
+                            owner_done = true;
+                        }
+                    }
+                } else if let Some(mut e) = to_joiner.pop_front() {
+                    if rng.below(10) == 0 {
+                        mutate(&mut e, &mut rng);
+                    }
+                    match j.on_message(&e) {
+                        Ok(acts) => to_owner.extend(acts.into_iter().filter_map(|a| match a {
+                            Action::Send(e) => Some(e),
+                            _ => None,
+                        })),
+                        Err(_) => to_joiner.clear(),
+                    }
+                } else {
+                    break;
+                }
+            }
+        }
+        // The relay let enough through for both outcomes to be exercised.
+        assert!(
+            judged_wrong > 20 && admitted > 20,
+            "{judged_wrong} {admitted}"
+        );
+    }
 }
