@@ -54,6 +54,15 @@ impl Code {
     }
 }
 
+impl Drop for Code {
+    /// The password is a secret: wiped when the code is dropped.
+    fn drop(&mut self) {
+        if let Some(pw) = &mut self.password {
+            zeroize::Zeroize::zeroize(pw);
+        }
+    }
+}
+
 /// A password of `words` random words from the built-in list, joined by dashes.
 pub fn generate_password(words: usize) -> String {
     let list: Vec<&str> = WORDS.split_whitespace().collect();
@@ -81,7 +90,7 @@ mod tests {
     fn parses_bare_room_and_ws_server() {
         let c = Code::parse("armadillo").unwrap();
         assert_eq!(
-            (c.room.as_str(), c.password, c.server),
+            (c.room.as_str(), c.password.as_deref(), c.server.as_deref()),
             ("armadillo", None, None)
         );
         let c = Code::parse("7-a@wss://signal.example:443").unwrap();

@@ -109,8 +109,8 @@ fn reporter(out: Out, data_on_stdout: bool) -> Box<dyn Reporter + Send + Sync> {
     }
 }
 
-pub async fn send(args: FilesendArgs, out: Out) -> anyhow::Result<()> {
-    let mut setup = peer::owner_setup(&args.common, out).await?;
+pub async fn send(mut args: FilesendArgs, out: Out) -> anyhow::Result<()> {
+    let mut setup = peer::owner_setup(&mut args.common, out).await?;
     setup.config.max_peers = Some(args.max_peers.max(1));
     setup.config.allow_retries = args.owner.allow_retries;
     // Refuse missing paths before a code is handed out.
@@ -228,14 +228,14 @@ pub async fn send(args: FilesendArgs, out: Out) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn receive(args: FilereceiveArgs, out: Out) -> anyhow::Result<()> {
+pub async fn receive(mut args: FilereceiveArgs, out: Out) -> anyhow::Result<()> {
     if !args.yes && !std::io::stdin().is_terminal() {
         return Err(Failure::usage(
             "no terminal to ask whether to accept the offer: pass --yes to accept it without asking",
         )
         .into());
     }
-    let (config, room) = peer::joiner_config(&args.common, args.code.as_deref(), out)?;
+    let (config, room) = peer::joiner_config(&mut args.common, args.code.take(), out)?;
     let conn = tokio::select! {
         c = yakk_session::join(config, &room) => c.map_err(Failure::from)?,
         _ = tokio::signal::ctrl_c() => return Err(Failure::new(ExitCode::Error, "interrupted").into()),

@@ -82,8 +82,8 @@ fn lanes_hint(version: Version, lanes: usize, rtt: Option<Duration>) -> Option<S
     })
 }
 
-pub async fn server(args: ServerArgs, out: Out) -> anyhow::Result<()> {
-    let mut setup = peer::owner_setup(&args.common, out).await?;
+pub async fn server(mut args: ServerArgs, out: Out) -> anyhow::Result<()> {
+    let mut setup = peer::owner_setup(&mut args.common, out).await?;
     setup.config.max_peers = args.max_peers;
     setup.config.allow_retries = args.owner.allow_retries;
     let target = format!("{}:{}", args.host, args.port);
@@ -186,8 +186,8 @@ pub async fn server(args: ServerArgs, out: Out) -> anyhow::Result<()> {
         .into())
 }
 
-pub async fn client(args: ClientArgs, out: Out) -> anyhow::Result<()> {
-    let (config, room) = peer::joiner_config(&args.common, args.code.as_deref(), out)?;
+pub async fn client(mut args: ClientArgs, out: Out) -> anyhow::Result<()> {
+    let (config, room) = peer::joiner_config(&mut args.common, args.code.take(), out)?;
     // Bind first: a port in use is the user's to fix before anyone connects.
     let addr = SocketAddr::new(args.bind, args.port);
     let listener = yakk_forward::listen(addr)

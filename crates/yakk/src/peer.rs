@@ -53,12 +53,14 @@ pub struct OwnerSetup {
     pub _embedded: Option<yakk_signal::ServerHandle>,
 }
 
-pub async fn owner_setup(c: &Common, out: Out) -> anyhow::Result<OwnerSetup> {
-    let password = match &c.password {
+/// The owner's setup; the password given in `c` is wiped from it once copied.
+pub async fn owner_setup(c: &mut Common, out: Out) -> anyhow::Result<OwnerSetup> {
+    let given = c.password.take().map(Zeroizing::new);
+    let password = match given {
         Some(p) if p.is_empty() => return Err(Failure::usage("--pw must not be empty").into()),
         Some(p) => {
-            warn_if_in_argv(out, Some(p), "YAKK_PASSWORD", "password");
-            p.clone()
+            warn_if_in_argv(out, Some(&p), "YAKK_PASSWORD", "password");
+            p.to_string()
         }
         None => code::generate_password(usize::from(c.code_length)),
     };
@@ -166,23 +168,30 @@ fn warn_if_in_argv(out: Out, value: Option<&str>, env: &str, what: &str) {
 
 /// A joiner's configuration from the code (or room + --pw), prompting on a terminal if needed.
 pub fn joiner_config(
-    c: &Common,
-    code_arg: Option<&str>,
+    c: &mut Common,
+    code_arg: Option<String>,
     out: Out,
 ) -> anyhow::Result<(SessionConfig, String)> {
+    let from_args = code_arg.is_some();
     let typed = match code_arg {
-        Some(s) => Zeroizing::new(s.to_string()),
+        Some(s) => Zeroizing::new(s),
         None => prompt("Code: ")?,
     };
+    let given_pw = c.password.take().map(Zeroizing::new);
     let code = Code::parse(&typed).map_err(Failure::usage)?;
-    if code.password.is_some() {
-        warn_if_in_argv(out, code_arg, "YAKK_CODE", "code");
+    if code.password.is_some() && from_args {
+        warn_if_in_argv(out, Some(&typed), "YAKK_CODE", "code");
     }
-    if c.password.as_deref().is_some_and(|p| !p.is_empty()) {
-        warn_if_in_argv(out, c.password.as_deref(), "YAKK_PASSWORD", "password");
+    if given_pw.as_deref().is_some_and(|p| !p.is_empty()) {
+        warn_if_in_argv(
+            out,
+            given_pw.as_deref().map(String::as_str),
+            "YAKK_PASSWORD",
+            "password",
+        );
     }
-    let password = match (&c.password, &code.password) {
-        (Some(pw), _) => pw.clone(),
+    let password = match (&given_pw, &code.password) {
+        (Some(pw), _) => pw.to_string(),
         (None, Some(pw)) => pw.clone(),
         (None, None) => prompt("Password: ")?.to_string(),
     };
@@ -196,7 +205,7 @@ pub fn joiner_config(
             .into());
         }
     };
-    Ok((base_config(c, signal, password), code.room))
+    Ok((base_config(c, signal, password), code.room.clone()))
 }
 
 fn prompt(what: &str) -> anyhow::Result<Zeroizing<String>> {
