@@ -51,7 +51,7 @@ pub struct SignalArgs {
 
     /// Largest WebSocket frame or message accepted from a client, in bytes; a client that
     /// sends a larger one is disconnected with close code 1009.
-    #[arg(long, value_name = "BYTES", default_value_t = 65536)]
+    #[arg(long, value_name = "BYTES", default_value_t = yakk_wire::MAX_ENVELOPE)]
     pub max_message_bytes: usize,
 
     /// Most WebSockets in one room at once, the owner's included.
@@ -224,7 +224,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             limits: RegistryLimits::default(),
-            max_message_bytes: 64 * 1024,
+            max_message_bytes: yakk_wire::MAX_ENVELOPE,
             max_connections: 20_000,
             creates_per_minute: 60,
             joins_per_minute: 60,
