@@ -155,8 +155,9 @@ pub struct SignalArgs {
     )]
     pub turn_secret: Option<String>,
 
-    /// How long credentials derived from --turn-secret stay valid.
-    #[arg(long, value_name = "DURATION", default_value = "3600s", value_parser = parse_duration)]
+    /// How long credentials derived from --turn-secret can start a relay, from the room's
+    /// creation (owner) or join (joiner); a relay started in time outlives them with coturn.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
     pub turn_ttl: Duration,
 
     /// PEM certificate chain: serve HTTPS and wss:// instead of plain HTTP (with --tls-key).
@@ -415,6 +416,11 @@ mod tests {
             (d.max_connections_per_ip, d.lobby_timeout),
             (c.max_connections_per_ip, c.lobby_timeout)
         );
+        let secret = parse(&["--turn", "turn:127.0.0.1", "--turn-secret", "s"]).unwrap();
+        assert!(matches!(
+            Config::from_args(&secret).unwrap().ice.turn_auth,
+            TurnAuth::Secret { ttl, .. } if ttl == Duration::from_secs(600)
+        ));
         assert_eq!(c.limits.room_lifetime, Duration::from_secs(86400));
         assert_eq!(c.limits.empty_room_grace, Duration::from_secs(5));
         assert_eq!(c.limits.keep_alive_grace, Duration::from_secs(120));

@@ -30,6 +30,8 @@
 //! - At most `--max-connections-per-ip` WebSockets (64 by default) per client address (IPv6:
 //!   per /64); more get HTTP 429. Tests and load generators that open many sockets from
 //!   loopback set it (0 lifts it) rather than relying on an exemption.
+//! - TURN credentials from `--turn-secret` are valid for 10 minutes by default: see [`ice`] for
+//!   who gets them and why that lifetime.
 #![forbid(unsafe_code)]
 
 mod config;
