@@ -1,18 +1,55 @@
 //! The WebSocket to the signalling server: creating or joining a room, then sending and receiving
 //! envelopes. Knows the server's replies (PROTOCOL.md §1) but nothing of what peers say.
+//!
+//! The server is not trusted with the terminal or with memory: every text of its own that can
+//! reach the user (a refusal, a close reason, an unexpected message name, the room name it
+//! hands out) is escaped ([`yakk_wire::escape`]) or checked, and the WebSocket refuses a
+//! message or frame longer than an envelope ([`yakk_wire::MAX_ENVELOPE`]) from its header,
+//! before reading it.
 
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use yakk_wire::{Envelope, IceServer, msg};
+use tokio_tungstenite::tungstenite::error::CapacityError;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use yakk_wire::{Envelope, IceServer, escape, msg};
 
 use crate::SessionError;
 
-/// Largest envelope we accept from the server (the server's own limit is 64 KiB).
-const MAX_FRAME: usize = 64 * 1024;
+/// Largest envelope we accept from the server (a yakk server's own default limit).
+const MAX_FRAME: usize = yakk_wire::MAX_ENVELOPE;
+
+/// Longest room name we take from a server (a yakk server's names are a few digits).
+const MAX_ROOM_NAME: usize = 64;
+
+/// The WebSocket's limits: no message or frame longer than an envelope. tungstenite checks a
+/// frame's length from its header and a message's as its fragments arrive, so a longer one is
+/// refused before it is read, not buffered first (its default allows 64 MiB).
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(MAX_FRAME))
+        .max_frame_size(Some(MAX_FRAME))
+}
+
+/// What a broken WebSocket means to the user; the server's own words escaped.
+fn ws_error(e: &WsError) -> SessionError {
+    match e {
+        WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
+            SessionError::SignalProtocol(format!(
+                "a message of {size} bytes, over the limit of {max_size}: refused unread"
+            ))
+        }
+        other => SessionError::SignalClosed(escape(&other.to_string())),
+    }
+}
+
+/// A close frame's reason, escaped.
+fn close_reason(c: Option<tokio_tungstenite::tungstenite::protocol::CloseFrame>) -> String {
+    c.map(|c| escape(&c.reason)).unwrap_or_default()
+}
 
 /// Turns what a user typed into the WebSocket URL of the server's `/ws/` endpoint:
 /// `host:port` means `ws://host:port` (as in the reference), `http(s)://` maps to `ws(s)://`.
@@ -76,7 +113,7 @@ type Ws =
 /// whose own round trips precede the upgrade, the TCP handshake alone.
 async fn connect(url: &str) -> Result<(Ws, Duration), SessionError> {
     let unreachable = |e: &dyn std::fmt::Display| {
-        SessionError::SignalUnreachable(format!("{}: {e}", redact_query(url)))
+        SessionError::SignalUnreachable(escape(&format!("{}: {e}", redact_query(url))))
     };
     let request = url.into_client_request().map_err(|e| unreachable(&e))?;
     let uri = request.uri();
@@ -104,9 +141,14 @@ async fn connect(url: &str) -> Result<(Ws, Duration), SessionError> {
                 let handshake = started.elapsed();
                 let tls = uri.scheme_str() == Some("wss");
                 let started = tokio::time::Instant::now();
-                let (ws, _) = tokio_tungstenite::client_async_tls(request, tcp)
-                    .await
-                    .map_err(|e| unreachable(&e))?;
+                let (ws, _) = tokio_tungstenite::client_async_tls_with_config(
+                    request,
+                    tcp,
+                    Some(ws_config()),
+                    None,
+                )
+                .await
+                .map_err(|e| unreachable(&e))?;
                 let upgrade = if tls {
                     Duration::ZERO
                 } else {
@@ -133,18 +175,15 @@ async fn next_envelope(ws: &mut Ws) -> Result<Envelope, SessionError> {
             .next()
             .await
             .ok_or_else(|| SessionError::SignalClosed("before it answered".into()))?
-            .map_err(|e| SessionError::SignalClosed(e.to_string()))?;
+            .map_err(|e| ws_error(&e))?;
         let bytes: Vec<u8> = match frame {
             Message::Text(t) => t.as_bytes().to_vec(),
             Message::Binary(b) => b.to_vec(),
-            Message::Close(c) => {
-                let why = c.map(|c| c.reason.to_string()).unwrap_or_default();
-                return Err(SessionError::SignalClosed(why));
-            }
+            Message::Close(c) => return Err(SessionError::SignalClosed(close_reason(c))),
             _ => continue,
         };
         return Envelope::parse(&bytes, MAX_FRAME)
-            .map_err(|e| SessionError::SignalProtocol(e.to_string()));
+            .map_err(|e| SessionError::SignalProtocol(escape(&e.to_string())));
     }
 }
 
@@ -163,6 +202,19 @@ pub async fn create_room(
     if reply.msg_type != msg::ROOM_CREATED {
         return Err(server_refusal(&reply));
     }
+    // The name ends up in the code the user passes on, and on the terminal.
+    if !is_room_name(&reply.payload) {
+        return Err(SessionError::SignalProtocol(format!(
+            "an unusable room name {:?}",
+            escape(
+                &reply
+                    .payload
+                    .chars()
+                    .take(MAX_ROOM_NAME)
+                    .collect::<String>()
+            )
+        )));
+    }
     Ok(spawn_pumps(
         ws,
         server_rtt,
@@ -175,8 +227,8 @@ pub async fn create_room(
 
 /// Joins room `room`.
 pub async fn join_room(signal: &str, room: &str) -> Result<Membership, SessionError> {
-    if room.is_empty() || !room.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-        return Err(SessionError::NoSuchRoom(room.to_string()));
+    if !is_room_name(room) {
+        return Err(SessionError::NoSuchRoom(escape(room)));
     }
     let url = format!("{}?roomID={room}", ws_base_url(signal)?);
     let (mut ws, server_rtt) = connect(&url).await?;
@@ -197,11 +249,19 @@ pub async fn join_room(signal: &str, room: &str) -> Result<Membership, SessionEr
     ))
 }
 
+/// A room name as codes carry it: letters, digits and `-`, at most [`MAX_ROOM_NAME`].
+fn is_room_name(room: &str) -> bool {
+    !room.is_empty()
+        && room.len() <= MAX_ROOM_NAME
+        && room.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
 fn server_refusal(reply: &Envelope) -> SessionError {
+    let shown = |s: &str| escape(&s.chars().take(200).collect::<String>());
     if reply.msg_type == msg::ERROR {
-        SessionError::SignalRefused(reply.payload.chars().take(200).collect())
+        SessionError::SignalRefused(shown(&reply.payload))
     } else {
-        SessionError::SignalProtocol(format!("unexpected first reply {}", reply.msg_type))
+        SessionError::SignalProtocol(format!("unexpected first reply {}", shown(&reply.msg_type)))
     }
 }
 
@@ -231,13 +291,16 @@ fn spawn_pumps(
                 Ok(Message::Text(t)) => t.as_bytes().to_vec(),
                 Ok(Message::Binary(b)) => b.to_vec(),
                 Ok(Message::Close(c)) => {
-                    let why = c.map(|c| c.reason.to_string()).unwrap_or_default();
+                    let why = close_reason(c);
                     tracing::debug!(reason = %why, "signalling server closed the connection");
                     break;
                 }
                 Ok(_) => continue,
                 Err(e) => {
-                    tracing::debug!(error = %e, "signalling connection ended");
+                    match ws_error(&e) {
+                        e @ SessionError::SignalProtocol(_) => tracing::warn!("{e}"),
+                        e => tracing::debug!(error = %e, "signalling connection ended"),
+                    }
                     break;
                 }
             };
@@ -247,9 +310,10 @@ fn spawn_pumps(
                         break;
                     }
                 }
-                Err(e) => {
-                    tracing::warn!("ignoring a malformed message from the signalling server: {e}")
-                }
+                Err(e) => tracing::warn!(
+                    "ignoring a malformed message from the signalling server: {}",
+                    escape(&e.to_string())
+                ),
             }
         }
     });
@@ -316,6 +380,155 @@ mod tests {
         let got = server.join().unwrap();
         assert_eq!(got.len(), 20, "{got:?}");
         assert!(got[19].contains("m19"), "in order: {got:?}");
+    }
+
+    type ServerWs = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+    /// A hostile signalling server for one connection on 127.0.0.1: `act` does what it likes
+    /// with the WebSocket once the upgrade is done.
+    async fn hostile_server<F, Fut>(act: F) -> String
+    where
+        F: FnOnce(ServerWs) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            // Bounded: the test's own timeouts are shorter.
+            let _ = tokio::time::timeout(Duration::from_secs(20), act(ws)).await;
+        });
+        addr
+    }
+
+    /// What a hostile server tried: clear the screen, home the cursor, print a fake prompt,
+    /// retitle the terminal, and hide text behind a bidirectional override.
+    const NASTY: &str = "\u{1b}[2J\u{1b}[H\u{1b}]0;owned\u{7}Password: \u{9b}31m\u{202e}txt.exe";
+
+    fn assert_printable(e: &SessionError) {
+        let text = e.to_string();
+        assert!(
+            !text
+                .chars()
+                .any(|c| c.is_control() || ('\u{2028}'..='\u{202e}').contains(&c)),
+            "raw control characters reach the terminal: {text:?}"
+        );
+        assert!(
+            text.contains("\\u{1b}[2J"),
+            "escaped, not dropped: {text:?}"
+        );
+    }
+
+    async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(10), f)
+            .await
+            .expect("the client did not give up in time")
+    }
+
+    #[tokio::test]
+    async fn a_servers_refusal_is_escaped() {
+        let addr = hostile_server(|mut ws| async move {
+            let e = Envelope::new(msg::ERROR, NASTY, 0, 0);
+            ws.send(Message::text(e.to_json())).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        })
+        .await;
+        let err = within(create_room(&addr, false, None)).await.err().unwrap();
+        assert!(matches!(err, SessionError::SignalRefused(_)), "{err:?}");
+        assert_printable(&err);
+    }
+
+    #[tokio::test]
+    async fn a_servers_close_reason_is_escaped() {
+        let addr = hostile_server(|mut ws| async move {
+            use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+            use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+            let frame = CloseFrame {
+                code: CloseCode::Normal,
+                reason: NASTY.into(),
+            };
+            let _ = ws.close(Some(frame)).await;
+        })
+        .await;
+        let err = within(join_room(&addr, "417")).await.err().unwrap();
+        assert!(matches!(err, SessionError::SignalClosed(_)), "{err:?}");
+        assert_printable(&err);
+    }
+
+    #[tokio::test]
+    async fn a_servers_unexpected_reply_is_escaped() {
+        let addr = hostile_server(|mut ws| async move {
+            let e = Envelope::new(NASTY, "", 0, 1);
+            ws.send(Message::text(e.to_json())).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        })
+        .await;
+        let err = within(join_room(&addr, "417")).await.err().unwrap();
+        assert!(matches!(err, SessionError::SignalProtocol(_)), "{err:?}");
+        assert_printable(&err);
+    }
+
+    /// The room name a server hands out ends up in the printed code: it is checked.
+    #[tokio::test]
+    async fn a_servers_room_name_is_checked() {
+        let addr = hostile_server(|mut ws| async move {
+            let e = Envelope::new(msg::ROOM_CREATED, NASTY, -1, 0);
+            ws.send(Message::text(e.to_json())).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        })
+        .await;
+        let err = within(create_room(&addr, false, None)).await.err().unwrap();
+        assert!(matches!(err, SessionError::SignalProtocol(_)), "{err:?}");
+        assert_printable(&err);
+    }
+
+    #[tokio::test]
+    async fn a_one_mib_message_is_refused_with_a_clear_error() {
+        let addr = hostile_server(|mut ws| async move {
+            let big = "x".repeat(1 << 20);
+            let _ = ws.send(Message::text(big)).await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        })
+        .await;
+        let err = within(create_room(&addr, false, None)).await.err().unwrap();
+        assert!(matches!(err, SessionError::SignalProtocol(_)), "{err:?}");
+        let text = err.to_string();
+        // From the WebSocket's limit, not from parsing a message it had read whole.
+        assert!(
+            text.contains("over the limit of 65536") && text.contains("refused unread"),
+            "{text}"
+        );
+    }
+
+    /// The refusal comes from the frame's header: a server that announces 1 MiB and sends only
+    /// its first bytes is refused at once, rather than waited for while the client buffers.
+    #[tokio::test]
+    async fn an_oversized_frame_is_refused_from_its_header_unread() {
+        let addr = hostile_server(|mut ws| async move {
+            use tokio::io::AsyncWriteExt;
+            let tcp = ws.get_mut();
+            // FIN + binary, 64-bit length 1 MiB, unmasked (server to client).
+            let mut frame = vec![0x82, 127];
+            frame.extend_from_slice(&(1u64 << 20).to_be_bytes());
+            frame.extend_from_slice(&[b'x'; 1024]);
+            tcp.write_all(&frame).await.unwrap();
+            tcp.flush().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(15)).await;
+        })
+        .await;
+        let started = tokio::time::Instant::now();
+        let err = tokio::time::timeout(Duration::from_secs(5), join_room(&addr, "417"))
+            .await
+            .expect("the client waited for the rest of a 1 MiB frame")
+            .err()
+            .unwrap();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let text = err.to_string();
+        assert!(
+            matches!(err, SessionError::SignalProtocol(_)) && text.contains("1048576 bytes"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -11,7 +11,10 @@
 //! cargo run --release -p yakk-signal --example signal_load -- --connections 10000 --rate 5000 --seconds 10
 //! ```
 //!
-//! `--target ADDR --server-pid PID` measures an already running server instead.
+//! `--target ADDR --server-pid PID` measures an already running server instead; start it with
+//! its per-address limits lifted, as the child does (`yakk signal --creates-per-minute 0
+//! --joins-per-minute 0 --max-connections-per-ip 0 --max-connections 30100`): every connection
+//! comes from a few loopback addresses.
 #![forbid(unsafe_code)]
 
 use std::net::{IpAddr, SocketAddr};
@@ -84,10 +87,12 @@ fn main() -> anyhow::Result<()> {
 /// The server side: listen on 127.0.0.1:0, print the port, serve until stdin closes.
 async fn serve_child() -> anyhow::Result<()> {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
-    // All clients come from a few loopback addresses: lift the per-address request limits.
+    // All clients come from a few loopback addresses: lift the per-address limits (requests
+    // and concurrent connections).
     let config = yakk_signal::Config {
         creates_per_minute: 0,
         joins_per_minute: 0,
+        max_connections_per_ip: 0,
         max_connections: MAX_CONNECTIONS + 100,
         ..yakk_signal::Config::default()
     };

@@ -51,7 +51,7 @@ pub struct SignalArgs {
 
     /// Largest WebSocket frame or message accepted from a client, in bytes; a client that
     /// sends a larger one is disconnected with close code 1009.
-    #[arg(long, value_name = "BYTES", default_value_t = 65536)]
+    #[arg(long, value_name = "BYTES", default_value_t = yakk_wire::MAX_ENVELOPE)]
     pub max_message_bytes: usize,
 
     /// Most WebSockets in one room at once, the owner's included.
@@ -66,6 +66,11 @@ pub struct SignalArgs {
     #[arg(long, value_name = "N", default_value_t = 20_000)]
     pub max_connections: usize,
 
+    /// Most concurrent WebSocket connections from one client IP address (IPv6: per /64);
+    /// further upgrade requests from it get HTTP 429; 0 disables.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_connections_per_ip: usize,
+
     /// Room creations allowed per client IP address (IPv6: per /64) per minute; 0 disables.
     #[arg(long, value_name = "N", default_value_t = 60)]
     pub creates_per_minute: u32,
@@ -74,9 +79,15 @@ pub struct SignalArgs {
     #[arg(long, value_name = "N", default_value_t = 60)]
     pub joins_per_minute: u32,
 
-    /// Close a WebSocket when no message was relayed to or from it for this long.
+    /// Close a WebSocket when no message was relayed to or from it for this long (a message
+    /// to itself or to nobody does not count).
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
     pub idle_timeout: Duration,
+
+    /// Close a WebSocket that is in no room (its join was refused: unknown room, room full)
+    /// this long after it connected.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub lobby_timeout: Duration,
 
     /// Close every WebSocket of a room and delete it this long after its creation.
     #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
@@ -144,8 +155,9 @@ pub struct SignalArgs {
     )]
     pub turn_secret: Option<String>,
 
-    /// How long credentials derived from --turn-secret stay valid.
-    #[arg(long, value_name = "DURATION", default_value = "3600s", value_parser = parse_duration)]
+    /// How long credentials derived from --turn-secret can start a relay, from the room's
+    /// creation (owner) or join (joiner); a relay started in time outlives them with coturn.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
     pub turn_ttl: Duration,
 
     /// PEM certificate chain: serve HTTPS and wss:// instead of plain HTTP (with --tls-key).
@@ -166,9 +178,11 @@ impl fmt::Debug for SignalArgs {
             .field("max_mailboxes_per_room", &self.max_mailboxes_per_room)
             .field("max_rooms", &self.max_rooms)
             .field("max_connections", &self.max_connections)
+            .field("max_connections_per_ip", &self.max_connections_per_ip)
             .field("creates_per_minute", &self.creates_per_minute)
             .field("joins_per_minute", &self.joins_per_minute)
             .field("idle_timeout", &self.idle_timeout)
+            .field("lobby_timeout", &self.lobby_timeout)
             .field("room_lifetime", &self.room_lifetime)
             .field("empty_room_grace", &self.empty_room_grace)
             .field("keep_alive_grace", &self.keep_alive_grace)
@@ -197,6 +211,10 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// Most concurrent WebSocket connections.
     pub max_connections: usize,
+    /// Most concurrent WebSocket connections per client address (IPv6: per /64; 0: no limit).
+    pub max_connections_per_ip: usize,
+    /// A WebSocket still in no room this long after it connected is closed.
+    pub lobby_timeout: Duration,
     /// Room creations per client address per minute (0: unlimited).
     pub creates_per_minute: u32,
     /// Join attempts per client address per minute (0: unlimited).
@@ -224,8 +242,10 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             limits: RegistryLimits::default(),
-            max_message_bytes: 64 * 1024,
+            max_message_bytes: yakk_wire::MAX_ENVELOPE,
             max_connections: 20_000,
+            max_connections_per_ip: 64,
+            lobby_timeout: Duration::from_secs(10),
             creates_per_minute: 60,
             joins_per_minute: 60,
             rate_limit_clients: 100_000,
@@ -248,6 +268,8 @@ impl fmt::Debug for Config {
             .field("limits", &self.limits)
             .field("max_message_bytes", &self.max_message_bytes)
             .field("max_connections", &self.max_connections)
+            .field("max_connections_per_ip", &self.max_connections_per_ip)
+            .field("lobby_timeout", &self.lobby_timeout)
             .field("creates_per_minute", &self.creates_per_minute)
             .field("joins_per_minute", &self.joins_per_minute)
             .field("ping_interval", &self.ping_interval)
@@ -304,6 +326,8 @@ impl Config {
             },
             max_message_bytes: args.max_message_bytes,
             max_connections: args.max_connections,
+            max_connections_per_ip: args.max_connections_per_ip,
+            lobby_timeout: args.lobby_timeout,
             creates_per_minute: args.creates_per_minute,
             joins_per_minute: args.joins_per_minute,
             ping_interval: args.ping_interval.max(Duration::from_millis(100)),
@@ -381,8 +405,22 @@ mod tests {
         assert_eq!(c.limits.max_mailboxes_per_room, 16);
         assert_eq!(c.limits.max_rooms, 100_000);
         assert_eq!(c.max_connections, 20_000);
+        assert_eq!(c.max_connections_per_ip, 64);
         assert_eq!((c.creates_per_minute, c.joins_per_minute), (60, 60));
         assert_eq!(c.limits.idle_timeout, Duration::from_secs(3600));
+        assert_eq!(c.lobby_timeout, Duration::from_secs(10));
+        assert!(matches!(c.ice.turn_auth, TurnAuth::None));
+        // The flags' defaults are the embedded server's (Config::default) too.
+        let d = Config::default();
+        assert_eq!(
+            (d.max_connections_per_ip, d.lobby_timeout),
+            (c.max_connections_per_ip, c.lobby_timeout)
+        );
+        let secret = parse(&["--turn", "turn:127.0.0.1", "--turn-secret", "s"]).unwrap();
+        assert!(matches!(
+            Config::from_args(&secret).unwrap().ice.turn_auth,
+            TurnAuth::Secret { ttl, .. } if ttl == Duration::from_secs(600)
+        ));
         assert_eq!(c.limits.room_lifetime, Duration::from_secs(86400));
         assert_eq!(c.limits.empty_room_grace, Duration::from_secs(5));
         assert_eq!(c.limits.keep_alive_grace, Duration::from_secs(120));

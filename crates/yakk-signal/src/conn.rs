@@ -65,6 +65,10 @@ impl Kick {
         code: CloseCode::Normal,
         reason: "idle timeout: no message relayed for too long",
     };
+    const LOBBY: Kick = Kick {
+        code: CloseCode::Normal,
+        reason: "lobby timeout: no room joined",
+    };
     pub const LIFETIME: Kick = Kick {
         code: CloseCode::Normal,
         reason: "room lifetime exceeded",
@@ -186,6 +190,7 @@ pub(crate) async fn run(
     intent: Result<Intent, String>,
 ) {
     let (handle, mut rx) = MailboxHandle::new();
+    let lobby_deadline = tokio::time::Instant::now() + shared.config.lobby_timeout;
     let mut conn = Conn {
         shared,
         ws,
@@ -194,7 +199,7 @@ pub(crate) async fn run(
         place: Place::Lobby,
     };
     let end = match conn.start(intent).await {
-        Ok(()) => conn.relay_loop(&mut rx).await,
+        Ok(()) => conn.relay_loop(&mut rx, lobby_deadline).await,
         Err(end) => end,
     };
     conn.leave();
@@ -305,7 +310,13 @@ impl Conn {
         }
     }
 
-    async fn relay_loop(&mut self, rx: &mut mpsc::UnboundedReceiver<Bytes>) -> End {
+    /// Relays until the socket ends. A socket still in no room at `lobby_deadline` (its join
+    /// was refused, and no retry succeeded) is closed then.
+    async fn relay_loop(
+        &mut self,
+        rx: &mut mpsc::UnboundedReceiver<Bytes>,
+        lobby_deadline: tokio::time::Instant,
+    ) -> End {
         let shared = self.shared.clone();
         let mailbox = self.handle.shared.clone();
         let config = &shared.config;
@@ -315,8 +326,8 @@ impl Conn {
         );
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_heard = Instant::now();
-        let lobby_since = Instant::now();
         loop {
+            let in_lobby = matches!(self.place, Place::Lobby);
             let step = tokio::select! {
                 biased;
                 _ = mailbox.notify.notified() => {
@@ -335,17 +346,16 @@ impl Conn {
                     last_heard = Instant::now();
                     self.on_frame(incoming).await
                 }
+                _ = tokio::time::sleep_until(lobby_deadline), if in_lobby => {
+                    shared.metrics.reject(Rejection::LobbyTimeout);
+                    tracing::debug!(peer = %self.peer, "closing a socket that is in no room");
+                    return End::Close(Kick::LOBBY);
+                }
                 _ = ping.tick() => {
                     if last_heard.elapsed() >= config.ping_timeout {
                         shared.metrics.reject(Rejection::PingTimeout);
                         tracing::debug!(peer = %self.peer, "no answer to pings");
                         return End::Close(Kick::PING);
-                    }
-                    if matches!(self.place, Place::Lobby)
-                        && lobby_since.elapsed() >= config.limits.idle_timeout
-                    {
-                        shared.metrics.reject(Rejection::IdleTimeout);
-                        return End::Close(Kick::IDLE);
                     }
                     self.send(Message::Ping(Bytes::new())).await
                 }
@@ -432,6 +442,11 @@ impl Conn {
             Route::UnknownRecipient => {
                 m.dropped_unknown_recipient.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(room = %room.name, from, recipient, "no such recipient: dropped");
+                None
+            }
+            Route::SelfAddressed => {
+                m.reject(Rejection::SelfAddressed);
+                tracing::debug!(room = %room.name, from, "addressed to its sender: dropped");
                 None
             }
             // This mailbox was just evicted; its own kick closes it.

@@ -2,6 +2,23 @@
 //! time-limited TURN credentials of the "TURN REST API" scheme that coturn's `use-auth-secret`
 //! checks: username `"<unix expiry>:<room>"`, password `base64(HMAC-SHA1(secret, username))`.
 //!
+//! Who gets them, and for how long. The owner gets credentials in its `YAKKMSG_ROOMCREATED`,
+//! each joiner fresh ones in its `YAKKMSG_ROOMJOINED`; they are the only messages of the server
+//! a peer reads ICE servers from, and the server pushes nothing by itself, so an owner cannot be
+//! handed credentials later, once a joiner has come, without a change to the peers' protocol
+//! (and an owner from before such a change would then have no relay at all). Anyone who can
+//! create a room (rate-limited per address) can therefore obtain credentials, and what bounds
+//! their use is their lifetime (`--turn-ttl`, 10 minutes by default): coturn checks the expiry
+//! only when a TURN session authenticates for the first time (its allocation); refreshes,
+//! permissions and channel bindings of that allocation are checked against the key it kept, so
+//! a relay started in time keeps working after the credentials expire (coturn's
+//! README.turnserver, "TURN REST API": the password "becomes the session parameter and is never
+//! expiring"). A peer allocates its relays when its peer connections are made: a joiner within
+//! seconds of joining, an owner when each joiner arrives. 10 minutes covers a joiner's whole
+//! setup with room for clock differences between this server and the TURN server, and an
+//! owner's first joiners; an owner whose joiner comes later has no relay candidate of its own
+//! (the joiner's relay still works wherever one relay suffices).
+//!
 //! Secrets never reach a log: the `Debug` impls here print `<redacted>`.
 
 use std::fmt;

@@ -22,7 +22,16 @@
 //!   reference relays; the server's own replies are binary frames too.
 //! - `maxPeers=N` on create admits N joiners over the room's whole life, so a one-to-one room
 //!   (`maxPeers=1`) cannot be entered by anyone once its joiner was admitted.
-//! - A message for a mailbox id not in the room is dropped silently (counted, logged at debug).
+//! - A message for a mailbox id not in the room, or addressed to its own sender, is dropped
+//!   silently (counted, logged at debug). Only a message delivered to another mailbox counts as
+//!   activity for the idle timeout: a lone socket talking to itself is closed like a silent one.
+//! - A socket that is in no room (its join was refused: unknown room, room full) is closed
+//!   after the lobby timeout (10 s by default), counted from its connection.
+//! - At most `--max-connections-per-ip` WebSockets (64 by default) per client address (IPv6:
+//!   per /64); more get HTTP 429. Tests and load generators that open many sockets from
+//!   loopback set it (0 lifts it) rather than relying on an exemption.
+//! - TURN credentials from `--turn-secret` are valid for 10 minutes by default: see [`ice`] for
+//!   who gets them and why that lifetime.
 #![forbid(unsafe_code)]
 
 mod config;

@@ -22,10 +22,13 @@ pub enum Rejection {
     IdleTimeout,
     RoomLifetime,
     PingTimeout,
+    TooManyFromAddress,
+    LobbyTimeout,
+    SelfAddressed,
 }
 
 impl Rejection {
-    const ALL: [Rejection; 13] = [
+    const ALL: [Rejection; 16] = [
         Rejection::NoSuchRoom,
         Rejection::RoomFull,
         Rejection::TooManyRooms,
@@ -39,6 +42,9 @@ impl Rejection {
         Rejection::IdleTimeout,
         Rejection::RoomLifetime,
         Rejection::PingTimeout,
+        Rejection::TooManyFromAddress,
+        Rejection::LobbyTimeout,
+        Rejection::SelfAddressed,
     ];
 
     pub fn label(self) -> &'static str {
@@ -56,6 +62,9 @@ impl Rejection {
             Rejection::IdleTimeout => "idle_timeout",
             Rejection::RoomLifetime => "room_lifetime",
             Rejection::PingTimeout => "ping_timeout",
+            Rejection::TooManyFromAddress => "too_many_from_address",
+            Rejection::LobbyTimeout => "lobby_timeout",
+            Rejection::SelfAddressed => "self_addressed",
         }
     }
 }

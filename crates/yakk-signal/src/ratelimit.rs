@@ -1,9 +1,12 @@
-//! Per-client request limits (room creations, joins): a token bucket per client address, as a
-//! pure structure driven by the time the caller passes in.
+//! Per-client limits: request rates (room creations, joins), a token bucket per client address
+//! driven by the time the caller passes in; and concurrent WebSockets per client address
+//! ([`ConnectionLimit`]). Both are pure structures.
 //!
 //! IPv6 clients are keyed by their /64 prefix, since one host usually holds a whole /64. The map
 //! of buckets is bounded; when it is full of clients that are all still rate-limited, new
-//! clients are refused too (memory stays bounded; this only happens under a wide attack).
+//! clients are refused too (memory stays bounded; this only happens under a wide attack). The
+//! connection counts hold an entry only while its client has a connection open, so they are
+//! bounded by the server's connection cap.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
@@ -104,10 +107,98 @@ impl RateLimiter {
     }
 }
 
+/// At most `per_client` concurrent connections per client address; `per_client == 0` disables
+/// the limit. Every successful [`ConnectionLimit::acquire`] must be matched by one
+/// [`ConnectionLimit::release`] when that connection ends.
+#[derive(Debug)]
+pub struct ConnectionLimit {
+    per_client: usize,
+    open: HashMap<ClientKey, usize>,
+}
+
+impl ConnectionLimit {
+    pub fn new(per_client: usize) -> Self {
+        ConnectionLimit {
+            per_client,
+            open: HashMap::new(),
+        }
+    }
+
+    /// Counts one more connection of `client`; false (and nothing counted) when it already has
+    /// `per_client` open.
+    pub fn acquire(&mut self, client: ClientKey) -> bool {
+        if self.per_client == 0 {
+            return true;
+        }
+        let open = self.open.entry(client).or_insert(0);
+        if *open >= self.per_client {
+            return false;
+        }
+        *open += 1;
+        true
+    }
+
+    /// One connection of `client` ended.
+    pub fn release(&mut self, client: ClientKey) {
+        if let Some(open) = self.open.get_mut(&client) {
+            *open = open.saturating_sub(1);
+            if *open == 0 {
+                self.open.remove(&client);
+            }
+        }
+    }
+
+    /// Connections `client` has open (as counted).
+    pub fn open(&self, client: ClientKey) -> usize {
+        self.open.get(&client).copied().unwrap_or(0)
+    }
+
+    /// Clients with at least one connection counted.
+    pub fn tracked(&self) -> usize {
+        self.open.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::net::Ipv4Addr;
+
+    #[test]
+    fn connection_limit_is_per_client_and_freed_on_release() {
+        let mut cl = ConnectionLimit::new(3);
+        for _ in 0..3 {
+            assert!(cl.acquire(v4(1)));
+        }
+        assert!(!cl.acquire(v4(1)), "a fourth connection from one address");
+        assert_eq!(cl.open(v4(1)), 3, "a refusal counts nothing");
+        // Another address is unaffected.
+        assert!(cl.acquire(v4(2)));
+        // One leaves: one more may come.
+        cl.release(v4(1));
+        assert!(cl.acquire(v4(1)));
+        assert!(!cl.acquire(v4(1)));
+        // One /64 is one client.
+        let a: IpAddr = "2001:db8::1".parse().unwrap();
+        let b: IpAddr = "2001:db8::2".parse().unwrap();
+        let mut cl = ConnectionLimit::new(1);
+        assert!(cl.acquire(a.into()));
+        assert!(!cl.acquire(b.into()));
+        // Entries go once their last connection ends; a stray release is harmless.
+        cl.release(a.into());
+        cl.release(a.into());
+        assert_eq!(cl.tracked(), 0);
+        assert!(cl.acquire(b.into()));
+    }
+
+    #[test]
+    fn connection_limit_zero_disables() {
+        let mut cl = ConnectionLimit::new(0);
+        for _ in 0..10_000 {
+            assert!(cl.acquire(v4(1)));
+        }
+        assert_eq!(cl.tracked(), 0);
+    }
 
     fn v4(last: u8) -> ClientKey {
         IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)).into()

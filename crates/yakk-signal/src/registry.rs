@@ -101,6 +101,9 @@ pub enum Route<'a, M> {
     Deliver(&'a M),
     /// No mailbox with that id is in the room (never was, or left): drop the message.
     UnknownRecipient,
+    /// The sender addressed itself: drop the message. Talking to itself must not keep a
+    /// mailbox (and so its room) alive.
+    SelfAddressed,
     /// The sender itself is no longer in the room (evicted, or the room was deleted).
     SenderGone,
 }
@@ -304,8 +307,9 @@ impl<M> Registry<M> {
         Some(mailbox.handle)
     }
 
-    /// Decides where a message from mailbox `from` addressed to `recipient` goes, and counts it
-    /// as activity of both mailboxes.
+    /// Decides where a message from mailbox `from` addressed to `recipient` goes. Only a message
+    /// delivered to another mailbox counts as activity (of both): one to itself or to nobody
+    /// keeps nothing alive.
     pub fn route(
         &mut self,
         room: &RoomRef,
@@ -316,10 +320,18 @@ impl<M> Registry<M> {
         let Some(r) = self.room_mut(room) else {
             return Route::SenderGone;
         };
-        let Some(sender) = r.mailboxes.get_mut(&from) else {
+        if !r.mailboxes.contains_key(&from) {
             return Route::SenderGone;
-        };
-        sender.last_activity = now;
+        }
+        if recipient == from {
+            return Route::SelfAddressed;
+        }
+        if !r.mailboxes.contains_key(&recipient) {
+            return Route::UnknownRecipient;
+        }
+        if let Some(sender) = r.mailboxes.get_mut(&from) {
+            sender.last_activity = now;
+        }
         match r.mailboxes.get_mut(&recipient) {
             Some(target) => {
                 target.last_activity = now;
@@ -431,10 +443,8 @@ mod tests {
         assert!(!room.name.starts_with('0'));
         assert_eq!(reg.room_count(), 1);
         assert_eq!(reg.mailbox_count(), 1);
-        assert_eq!(
-            reg.route(&room, OWNER_ID, OWNER_ID, now),
-            Route::Deliver(&"owner")
-        );
+        let (_, j) = reg.join(&room.name, "joiner", now).unwrap();
+        assert_eq!(reg.route(&room, j, OWNER_ID, now), Route::Deliver(&"owner"));
     }
 
     #[test]
@@ -519,11 +529,10 @@ mod tests {
         let reused = reused.expect("name drawn again");
         assert_ne!(reused, stale);
         assert_eq!(reg.leave(&stale, OWNER_ID, t0), None);
-        assert_eq!(reg.route(&stale, OWNER_ID, OWNER_ID, t0), Route::SenderGone);
-        assert_eq!(
-            reg.route(&reused, OWNER_ID, OWNER_ID, t0),
-            Route::Deliver(&"new")
-        );
+        assert_eq!(reg.route(&stale, OWNER_ID, 1, t0), Route::SenderGone);
+        let (_, j) = reg.join(&reused.name, "j", t0).unwrap();
+        assert_eq!(reg.route(&reused, j, OWNER_ID, t0), Route::Deliver(&"new"));
+        assert_eq!(reg.route(&stale, j, OWNER_ID, t0), Route::SenderGone);
     }
 
     #[test]
@@ -644,6 +653,46 @@ mod tests {
         // Now empty: deleted after the grace period.
         assert_eq!(reg.sweep(t0 + secs(154)).rooms_expired, 0);
         assert_eq!(reg.sweep(t0 + secs(155)).rooms_expired, 1);
+    }
+
+    /// A mailbox alone in its room that talks to itself, or to mailboxes that are not there,
+    /// keeps neither itself nor the room alive: it is evicted after the idle timeout as if
+    /// silent, and the room goes after its grace period, long before its hard lifetime.
+    #[test]
+    fn messages_to_itself_or_to_nobody_are_not_activity() {
+        let mut reg = registry(RegistryLimits {
+            idle_timeout: secs(100),
+            empty_room_grace: secs(5),
+            room_lifetime: secs(24 * 3600),
+            ..RegistryLimits::default()
+        });
+        let t0 = Instant::now();
+        let room = reg.create("o", CreateOptions::default(), t0).unwrap();
+        for t in (10..=90).step_by(10) {
+            assert_eq!(
+                reg.route(&room, OWNER_ID, OWNER_ID, t0 + secs(t)),
+                Route::SelfAddressed
+            );
+            assert_eq!(
+                reg.route(&room, OWNER_ID, 7, t0 + secs(t)),
+                Route::UnknownRecipient
+            );
+        }
+        let sweep = reg.sweep(t0 + secs(100));
+        assert_eq!(sweep.evicted.len(), 1, "the lone owner is idle");
+        assert_eq!(sweep.evicted[0].reason, EvictReason::Idle);
+        assert_eq!(reg.sweep(t0 + secs(105)).rooms_expired, 1);
+        assert_eq!(reg.room_count(), 0);
+        // A message to a joiner that is there is activity, of both.
+        let room = reg.create("o", CreateOptions::default(), t0).unwrap();
+        let (_, j) = reg.join(&room.name, "j", t0).unwrap();
+        assert_eq!(reg.route(&room, j, j, t0 + secs(50)), Route::SelfAddressed);
+        assert_eq!(
+            reg.route(&room, OWNER_ID, j, t0 + secs(60)),
+            Route::Deliver(&"j")
+        );
+        assert!(reg.sweep(t0 + secs(159)).evicted.is_empty());
+        assert_eq!(reg.sweep(t0 + secs(160)).evicted.len(), 2);
     }
 
     #[test]

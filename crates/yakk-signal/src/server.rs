@@ -30,7 +30,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::conn::{self, Intent, MailboxHandle};
 use crate::metrics::{Metrics, Rejection};
-use crate::ratelimit::RateLimiter;
+use crate::ratelimit::{ClientKey, ConnectionLimit, RateLimiter};
 use crate::registry::{CreateOptions, EvictReason, Registry};
 
 /// Room names longer than this cannot exist; a join for one is answered "No such room".
@@ -41,6 +41,8 @@ pub(crate) struct State {
     pub registry: Registry<MailboxHandle>,
     pub creates: RateLimiter,
     pub joins: RateLimiter,
+    /// WebSockets open per client address.
+    pub per_address: ConnectionLimit,
 }
 
 /// What every task of one server shares.
@@ -124,6 +126,7 @@ pub async fn spawn(config: Config, listener: TcpListener) -> Result<ServerHandle
         registry: Registry::new(config.limits.clone()),
         creates: RateLimiter::new(config.creates_per_minute, config.rate_limit_clients),
         joins: RateLimiter::new(config.joins_per_minute, config.rate_limit_clients),
+        per_address: ConnectionLimit::new(config.max_connections_per_ip),
     };
     let shared = Arc::new(Shared {
         ws_permits: Arc::new(Semaphore::new(config.max_connections)),
@@ -363,6 +366,15 @@ fn upgrade(
             .max_mailboxes_per_room
             .saturating_sub(1),
     );
+    let Some(slot) = AddressSlot::take(&shared, peer) else {
+        shared.metrics.reject(Rejection::TooManyFromAddress);
+        tracing::debug!(%peer, "refused a WebSocket: too many open from this address");
+        return text(
+            StatusCode::TOO_MANY_REQUESTS,
+            "text/plain",
+            "too many connections from your address, try again later\n",
+        );
+    };
     let Ok(permit) = shared.ws_permits.clone().try_acquire_owned() else {
         shared.metrics.reject(Rejection::TooManyConnections);
         tracing::debug!(%peer, "refused a WebSocket: too many open");
@@ -375,6 +387,7 @@ fn upgrade(
     let on_upgrade = hyper::upgrade::on(&mut req);
     let s = shared.clone();
     shared.tracker.spawn(async move {
+        let _slot = slot;
         match on_upgrade.await {
             Ok(upgraded) => {
                 let ws = WebSocketStream::from_raw_socket(
@@ -401,6 +414,33 @@ fn upgrade(
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
     resp
+}
+
+/// One WebSocket counted against its client address's cap; the count is given back when this
+/// is dropped (the connection ended, or it never came up).
+struct AddressSlot {
+    shared: Arc<Shared>,
+    client: ClientKey,
+}
+
+impl AddressSlot {
+    fn take(shared: &Arc<Shared>, peer: SocketAddr) -> Option<AddressSlot> {
+        let client = ClientKey::from(peer.ip());
+        shared
+            .state()
+            .per_address
+            .acquire(client)
+            .then(|| AddressSlot {
+                shared: shared.clone(),
+                client,
+            })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        self.shared.state().per_address.release(self.client);
+    }
 }
 
 /// Expiry: empty rooms after their grace, idle mailboxes, rooms past their lifetime; also

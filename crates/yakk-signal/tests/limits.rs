@@ -1,6 +1,6 @@
 //! Limits and expiry over real WebSockets: rate limits per client address, room and
-//! connection caps, idle timeout, empty-room grace, room lifetime, ping liveness, and the
-//! bounded queue of a slow consumer.
+//! connection caps (in all and per client address), idle and lobby timeouts, empty-room grace,
+//! room lifetime, ping liveness, and the bounded queue of a slow consumer.
 
 mod common;
 
@@ -205,16 +205,136 @@ async fn idle_timeout_closes_with_a_reason() {
     server.shutdown().await;
 }
 
+/// A socket whose join was refused sits in no room: it is closed after the lobby timeout (not
+/// the hour-long idle timeout), while a socket that got into a room, by retrying in time, stays.
 #[tokio::test]
-async fn idle_lobby_socket_is_closed() {
-    let mut config = fast();
-    config.limits.idle_timeout = Duration::from_millis(300);
-    config.ping_interval = Duration::from_millis(100);
+async fn a_socket_in_no_room_is_closed_after_the_lobby_timeout() {
+    let config = Config {
+        lobby_timeout: Duration::from_millis(400),
+        ..fast()
+    };
+    assert_eq!(config.limits.idle_timeout, Duration::from_secs(3600));
     let server = start(config).await;
-    let mut lobby = connect(server.local_addr(), "roomID=nosuchroom").await;
+    let addr = server.local_addr();
+    let (_owner, room) = create(addr, "").await;
+    let started = tokio::time::Instant::now();
+    let mut lobby = connect(addr, "roomID=nosuchroom").await;
     assert_eq!(lobby.recv().await, error("No such room"));
+    let mut retried = connect(addr, "roomID=nosuchroom").await;
+    assert_eq!(retried.recv().await, error("No such room"));
+    retried.send(&env("YAKKMSG_JOINROOM", &room, 0, 0)).await;
+    assert_eq!(retried.recv().await.msg_type, "YAKKMSG_ROOMJOINED");
     let close = lobby.expect_close().await;
+    assert!(close.reason.contains("no room"), "{close:?}");
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    // The owner and the joiner that got in are not affected.
+    retried.expect_silence(Duration::from_millis(600)).await;
+    assert_eq!(server.counts(), (1, 2));
+    let m = metrics(addr).await;
+    assert_eq!(
+        metric(
+            &m,
+            r#"yakk_signal_rejections_total{reason="lobby_timeout"}"#
+        ),
+        1
+    );
+    server.shutdown().await;
+}
+
+#[test]
+fn the_lobby_timeout_is_short_by_default() {
+    assert_eq!(Config::default().lobby_timeout, Duration::from_secs(10));
+}
+
+/// At most `max_connections_per_ip` WebSockets per client address (64 by default); more get
+/// HTTP 429, other addresses are not affected, and a closed one frees its place.
+#[tokio::test]
+async fn concurrent_sockets_per_address_are_capped() {
+    let config = Config {
+        // Room creations are rate-limited per address too; lift that to reach the cap.
+        creates_per_minute: 0,
+        ..Config::default()
+    };
+    assert_eq!(config.max_connections_per_ip, 64);
+    let server = start(config).await;
+    let addr = server.local_addr();
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        let mut c = connect_from(ip(1), addr, "").await;
+        assert_eq!(c.recv().await.msg_type, "YAKKMSG_ROOMCREATED");
+        held.push(c);
+    }
+    let refused = |what: &'static str| async move {
+        let tcp = tcp_from(ip(1), addr).await;
+        match tokio_tungstenite::client_async(format!("ws://{addr}/ws/"), tcp).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                assert_eq!(resp.status(), 429, "{what}")
+            }
+            Err(other) => panic!("{what}: expected HTTP 429, got {other}"),
+            Ok(_) => panic!("{what}: a WebSocket over the per-address cap was accepted"),
+        }
+    };
+    refused("65th").await;
+    // Another address (another /32) is not affected.
+    let mut other = connect_from(ip(2), addr, "").await;
+    assert_eq!(other.recv().await.msg_type, "YAKKMSG_ROOMCREATED");
+    // Closing one frees its place.
+    drop(held.pop());
+    eventually("a place freed", || server.counts().1 == 64).await;
+    let mut again = connect_from(ip(1), addr, "").await;
+    assert_eq!(again.recv().await.msg_type, "YAKKMSG_ROOMCREATED");
+    refused("65th again").await;
+    let m = metrics(addr).await;
+    assert_eq!(
+        metric(
+            &m,
+            r#"yakk_signal_rejections_total{reason="too_many_from_address"}"#
+        ),
+        2
+    );
+    server.shutdown().await;
+}
+
+/// A lone owner that sends messages to itself (or to nobody) keeps neither its socket nor its
+/// room alive: it is closed after the idle timeout while it is still talking, and never
+/// receives its own messages.
+#[tokio::test]
+async fn talking_to_itself_is_not_activity() {
+    let mut config = fast();
+    config.limits.idle_timeout = Duration::from_millis(600);
+    config.limits.empty_room_grace = Duration::from_millis(200);
+    let server = start(config).await;
+    let addr = server.local_addr();
+    let (mut owner, _room) = create(addr, "").await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let close = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a socket talking to itself was kept open"
+        );
+        let _ = owner
+            .ws
+            .send(Message::text(env("X", "me", 0, 0).to_json()))
+            .await;
+        let _ = owner
+            .ws
+            .send(Message::text(env("X", "nobody", 0, 5).to_json()))
+            .await;
+        match tokio::time::timeout(Duration::from_millis(50), owner.ws.next()).await {
+            Err(_) | Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            Ok(Some(Ok(Message::Close(Some(f))))) => break f,
+            other => panic!("expected nothing but a close frame, got {other:?}"),
+        }
+    };
     assert!(close.reason.contains("idle"), "{close:?}");
+    eventually("room gone", || server.counts() == (0, 0)).await;
+    let m = metrics(addr).await;
+    assert!(
+        metric(
+            &m,
+            r#"yakk_signal_rejections_total{reason="self_addressed"}"#
+        ) >= 5
+    );
     server.shutdown().await;
 }
 

@@ -65,31 +65,9 @@ pub fn check_component(part: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Characters that are invisible or reorder text on a terminal: shown escaped.
-fn is_format_char(c: char) -> bool {
-    matches!(c,
-        '\u{061c}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}'
-        | '\u{feff}' | '\u{fff9}'..='\u{fffb}')
-}
-
-/// Make any string (a name, a peer's message) safe to print on a terminal.
-///
-/// Control characters (C0, DEL, C1), bidirectional overrides and invisible format characters
-/// become `\u{…}`, and a backslash becomes `\\`, so the output is unambiguous. Everything
-/// else, letters of any script included, is kept.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if c == '\\' {
-            out.push_str("\\\\");
-        } else if c.is_control() || is_format_char(c) {
-            out.push_str(&format!("\\u{{{:x}}}", c as u32));
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
+/// Make any string (a name, a peer's message) safe to print on a terminal: yakk's one
+/// escaping, shared with the session layer (signalling servers' texts).
+pub use yakk_wire::escape;
 
 #[cfg(test)]
 mod tests {
@@ -130,15 +108,5 @@ mod tests {
         assert!(validate(&"a".repeat(256)).is_err());
         assert!(validate(&"a/".repeat(2100)).is_err());
         assert!(validate(&vec!["a"; 200].join("/")).is_err());
-    }
-
-    #[test]
-    fn escape_neutralises_terminal_tricks() {
-        assert_eq!(escape("ok.txt"), "ok.txt");
-        assert_eq!(escape("a\u{1b}[2Jb"), "a\\u{1b}[2Jb");
-        assert_eq!(escape("evil\u{202e}gpj.exe"), "evil\\u{202e}gpj.exe");
-        assert_eq!(escape("a\\b"), "a\\\\b");
-        assert_eq!(escape("x\ny\u{9b}"), "x\\u{a}y\\u{9b}");
-        assert_eq!(escape("日本"), "日本");
     }
 }

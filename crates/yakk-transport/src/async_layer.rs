@@ -199,6 +199,10 @@ impl AsyncPeer {
             // not hold its nomination back (the default waits 1 s from the start, which
             // made every other setup take 1.1 s instead of 0.1 s on loopback).
             .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
+            // No multicast DNS: it binds 224.0.0.251:5353 for every peer connection (even
+            // with --ice-ip 127.0.0.1) and answers or queries the local network; yakk's
+            // candidates carry plain addresses, and a peer's `.local` names are dropped.
+            .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
             .with_ice_timeouts(
                 Some(ICE_DISCONNECTED),
                 Some(ICE_FAILED),

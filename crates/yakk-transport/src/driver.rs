@@ -575,6 +575,10 @@ impl Driver {
         while let Some(out) = self.pc.poll_write() {
             any = true;
             let to = out.transport.peer_addr;
+            if !crate::netbuf::is_unicast(to.ip()) {
+                tracing::debug!(%to, "not sending to a non-unicast address");
+                continue;
+            }
             let local = out.transport.local_addr;
             let index = self
                 .local_addrs

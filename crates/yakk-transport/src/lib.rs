@@ -46,6 +46,10 @@
 //!   description is set (they are queued). With [`TransportConfig::ice_ips`] set, host
 //!   candidates are gathered only on those addresses (loopback allowed). No STUN/TURN server
 //!   is contacted unless configured.
+//! * No multicast DNS: no socket on 224.0.0.251:5353, local candidates carry plain addresses,
+//!   and a peer's `.local` candidates are dropped. Nothing is ever sent to a multicast,
+//!   broadcast or unspecified address: such remote candidates are refused, and the sockets
+//!   drop datagrams for them (whatever asked: a candidate, an advertised ICE server).
 //!
 //! # Backends
 //!

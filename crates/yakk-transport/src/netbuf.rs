@@ -5,6 +5,10 @@
 //! WebRTC stack binds its own sockets, so the buffers are raised in the runtime hook that
 //! wraps every UDP socket it creates.
 //!
+//! The same hook keeps every datagram to unicast addresses: a send to a multicast, broadcast
+//! or unspecified address is dropped (see [`is_unicast`]), whoever asked for it (a peer's
+//! candidate, an ICE server a signalling server advertised).
+//!
 //! The same hook also shortens the stack's timer while a connection is being set up. The
 //! stack's event loop only flushes what an event queued (the DTLS hello once ICE has chosen a
 //! pair, SCTP's INIT once DTLS is up, a channel's OPEN) when it next wakes, and its timer is
@@ -13,7 +17,7 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -175,7 +179,24 @@ const GSO_SEGMENTS_CAP: usize = 48;
 // A full batch of 1364-byte datagrams fits one IPv4 UDP send (65507 bytes).
 const _: () = assert!(GSO_SEGMENTS_CAP * 1364 <= 65_507);
 
-/// The runtime's UDP socket, with GSO batches capped at [`GSO_SEGMENTS_CAP`].
+/// Whether yakk may send a datagram to `ip`: only to one host. Multicast (224.0.0.0/4,
+/// ff00::/8, e.g. mDNS's 224.0.0.251), the limited broadcast 255.255.255.255 and the
+/// unspecified addresses are refused, also in their IPv4-mapped IPv6 form. ICE has no use for
+/// them, and a hostile peer or signalling server could otherwise make a peer spray the local
+/// network.
+pub(crate) fn is_unicast(ip: IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    match ip {
+        IpAddr::V4(v4) => !(v4.is_multicast() || v4.is_broadcast() || v4.is_unspecified()),
+        IpAddr::V6(v6) => !(v6.is_multicast() || v6.is_unspecified()),
+    }
+}
+
+/// The runtime's UDP socket, with GSO batches capped at [`GSO_SEGMENTS_CAP`] and sends to
+/// anything but a unicast address dropped ([`is_unicast`]).
 #[derive(Debug)]
 struct GsoCapped(Arc<dyn AsyncUdpSocket>);
 
@@ -185,6 +206,11 @@ impl AsyncUdpSocket for GsoCapped {
     }
 
     fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
+        if !is_unicast(transmit.destination.ip()) {
+            // Reported as sent: to the stack, a datagram lost on the way.
+            tracing::debug!(to = %transmit.destination, "not sending to a non-unicast address");
+            return Poll::Ready(Ok(transmit.contents.len()));
+        }
         self.0.poll_send(cx, transmit)
     }
 
@@ -221,5 +247,91 @@ mod gso_tests {
         assert!((1..=GSO_SEGMENTS_CAP).contains(&n), "{n}");
         // Where the kernel has GSO (Linux), the stack's own socket offers more than the cap.
         assert_eq!(n, inner.max_gso_segments().min(GSO_SEGMENTS_CAP));
+    }
+
+    #[test]
+    fn only_unicast_destinations() {
+        for ok in [
+            "127.0.0.1",
+            "192.0.2.7",
+            "10.0.0.255",
+            "::1",
+            "2001:db8::1",
+            "fe80::1",
+        ] {
+            assert!(is_unicast(ok.parse().unwrap()), "{ok}");
+        }
+        for bad in [
+            "224.0.0.251",
+            "239.255.255.250",
+            "255.255.255.255",
+            "0.0.0.0",
+            "ff02::fb",
+            "ff05::1:3",
+            "::",
+            "::ffff:224.0.0.251",
+            "::ffff:255.255.255.255",
+        ] {
+            assert!(!is_unicast(bad.parse().unwrap()), "{bad}");
+        }
+    }
+
+    /// The wrapped socket drops datagrams to a multicast group and to the broadcast address,
+    /// and still delivers unicast ones. The group is joined on loopback with TTL 0, so even the
+    /// unguarded send of the control below never leaves this host.
+    #[tokio::test]
+    async fn the_wrapped_socket_sends_to_no_multicast_or_broadcast_address() {
+        use std::net::{Ipv4Addr, UdpSocket};
+        let group = Ipv4Addr::new(239, 255, 77, 77);
+        let rx = UdpSocket::bind("0.0.0.0:0").unwrap();
+        let port = rx.local_addr().unwrap().port();
+        rx.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let joined = rx.join_multicast_v4(&group, &Ipv4Addr::LOCALHOST).is_ok();
+        let sender = || {
+            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let s2 = socket2::SockRef::from(&s);
+            s2.set_multicast_if_v4(&Ipv4Addr::LOCALHOST).unwrap();
+            s2.set_multicast_ttl_v4(0).unwrap();
+            s
+        };
+        let got = |what: &str| {
+            let mut buf = [0u8; 64];
+            match rx.recv_from(&mut buf) {
+                Ok((n, _)) => Some(buf[..n].to_vec()),
+                Err(e) => {
+                    assert!(
+                        matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                        ),
+                        "{what}: {e}"
+                    );
+                    None
+                }
+            }
+        };
+        let to_group = SocketAddr::new(group.into(), port);
+        if joined {
+            // Control: the setup sees a multicast datagram when one is sent.
+            sender().send_to(b"control", to_group).unwrap();
+            assert_eq!(got("control").as_deref(), Some(&b"control"[..]));
+        } else {
+            eprintln!("cannot join a multicast group on loopback here: multicast part unchecked");
+        }
+        let rt = BufferedRuntime::new(0, SetupClock::new(Duration::ZERO));
+        let s = sender();
+        s.set_nonblocking(true).unwrap();
+        let wrapped = rt.wrap_udp_socket(s).unwrap();
+        // Without the guard the kernel refuses the broadcast (no SO_BROADCAST): an error.
+        let bcast = SocketAddr::new(Ipv4Addr::BROADCAST.into(), port);
+        assert_eq!(wrapped.send_to(b"bcast", bcast).await.unwrap(), 5);
+        assert_eq!(wrapped.send_to(b"group", to_group).await.unwrap(), 5);
+        if joined {
+            assert_eq!(got("guarded"), None, "a multicast datagram went out");
+        }
+        let unicast = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port);
+        assert_eq!(wrapped.send_to(b"unicast", unicast).await.unwrap(), 7);
+        assert_eq!(got("unicast").as_deref(), Some(&b"unicast"[..]));
     }
 }

@@ -30,6 +30,14 @@ enum Backend {
     Async(AsyncPeer),
 }
 
+/// The connection address of a candidate line (`candidate:foundation component transport
+/// priority address port typ …`, RFC 8839), when it is an IP address.
+fn candidate_ip(line: &str) -> Option<std::net::IpAddr> {
+    let line = line.strip_prefix("a=").unwrap_or(line);
+    let line = line.strip_prefix("candidate:").unwrap_or(line);
+    line.split_ascii_whitespace().nth(4)?.parse().ok()
+}
+
 /// Largest accepted `max_message`.
 const MAX_MESSAGE_LIMIT: usize = 256 * 1024;
 
@@ -89,8 +97,14 @@ impl Peer {
     }
 
     /// Add a candidate from the peer. Candidates that arrive before the remote description
-    /// are queued and applied with it.
+    /// are queued and applied with it. A candidate whose address is not one host's (multicast,
+    /// broadcast, unspecified) is refused: connectivity checks never go there.
     pub async fn add_remote_candidate(&self, c: IceCandidate) -> Result<(), TransportError> {
+        if let Some(ip) = candidate_ip(&c.candidate).filter(|ip| !crate::netbuf::is_unicast(*ip)) {
+            return Err(TransportError::BadCandidate(format!(
+                "{ip} is not a unicast address"
+            )));
+        }
         match &*self.backend {
             Backend::Driver(p) => p.add_remote_candidate(c).await,
             Backend::Async(p) => p.add_remote_candidate(c).await,
@@ -168,3 +182,23 @@ const _: () = {
     assert_send_sync::<Peer>();
     assert_send::<Stream>();
 };
+
+#[cfg(test)]
+mod tests {
+    use super::candidate_ip;
+
+    #[test]
+    fn candidate_addresses() {
+        let ip = |s: &str| candidate_ip(s).map(|ip| ip.to_string());
+        assert_eq!(
+            ip("candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host").as_deref(),
+            Some("127.0.0.1")
+        );
+        assert_eq!(
+            ip("a=candidate:1 1 UDP 1 ff02::fb 5353 typ host").as_deref(),
+            Some("ff02::fb")
+        );
+        assert_eq!(ip("candidate:1 1 udp 1 abc.local 5000 typ host"), None);
+        assert_eq!(ip("candidate:1 1 udp"), None);
+    }
+}

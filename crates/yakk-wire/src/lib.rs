@@ -1,12 +1,22 @@
 //! The signalling envelope: the one JSON shape that travels between a peer and the signalling
 //! server, in both directions (PROTOCOL.md §1), plus the message names both sides use.
 //!
-//! This crate owns parsing and printing of envelopes only; it knows nothing of rooms, keys or
-//! WebRTC. Both the signalling server and the peers' session layer depend on it so that there is
-//! exactly one definition of the wire shape.
+//! This crate owns parsing and printing of envelopes, and the one escaping ([`escape`]) of text
+//! that came over the wire before it is shown; it knows nothing of rooms, keys or WebRTC. Both
+//! the signalling server and the peers' session layer depend on it so that there is exactly one
+//! definition of the wire shape.
 #![forbid(unsafe_code)]
 
+mod text;
+
+pub use text::escape;
+
 use serde::{Deserialize, Serialize};
+
+/// Largest envelope, in bytes: what a yakk signalling server accepts by default, and the most a
+/// yakk peer accepts from a server (its WebSocket refuses a longer message or frame before
+/// reading it).
+pub const MAX_ENVELOPE: usize = 64 * 1024;
 
 /// Mailbox id the server uses as `Sender` in its own replies (`YAKKMSG_ROOMCREATED`).
 pub const SERVER_ID: i64 = -1;
