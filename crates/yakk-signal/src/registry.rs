@@ -263,6 +263,11 @@ impl<M> Registry<M> {
     ) -> Result<(RoomRef, MailboxId), JoinError> {
         let max_mailboxes = self.limits.max_mailboxes_per_room;
         let room = self.rooms.get_mut(name).ok_or(JoinError::NoSuchRoom)?;
+        // A room whose owner has left has nobody to let a joiner in: its code no longer works
+        // (the owner stopped, or closed the room after a failed password attempt).
+        if !room.mailboxes.contains_key(&OWNER_ID) {
+            return Err(JoinError::NoSuchRoom);
+        }
         if room.mailboxes.len() >= max_mailboxes
             || room.max_joiners.is_some_and(|m| room.joiners_admitted >= m)
         {
@@ -600,12 +605,16 @@ mod tests {
                 t0,
             )
             .unwrap();
+        // A joiner that is still in the room when the owner leaves keeps it alive.
+        let (_, j) = reg.join(&short.name, "j", t0).unwrap();
         reg.leave(&short, OWNER_ID, t0);
         reg.leave(&long, OWNER_ID, t0);
         assert_eq!(reg.sweep(t0 + secs(4)).rooms_expired, 0);
-        // Joining during the grace period keeps the room.
-        let t1 = t0 + secs(4);
-        let (_, j) = reg.join(&short.name, "j", t1).unwrap();
+        // Nobody can join a room whose owner has left: no one is there to let them in.
+        assert_eq!(
+            reg.join(&short.name, "late", t0 + secs(4)).unwrap_err(),
+            JoinError::NoSuchRoom
+        );
         assert_eq!(reg.sweep(t0 + secs(60)).rooms_expired, 0);
         reg.leave(&short, j, t0 + secs(60));
         assert_eq!(reg.sweep(t0 + secs(64)).rooms_expired, 0);
