@@ -25,6 +25,8 @@
 //! - A message for a mailbox id not in the room, or addressed to its own sender, is dropped
 //!   silently (counted, logged at debug). Only a message delivered to another mailbox counts as
 //!   activity for the idle timeout: a lone socket talking to itself is closed like a silent one.
+//! - A room whose owner has left admits no joiner (`No such room`): nobody is there to let
+//!   one in, and its code stopped working when its owner stopped or burned it.
 //! - A socket that is in no room (its join was refused: unknown room, room full) is closed
 //!   after the lobby timeout (10 s by default), counted from its connection.
 //! - At most `--max-connections-per-ip` WebSockets (64 by default) per client address (IPv6:
