@@ -195,8 +195,8 @@ where
             e,
             TransferError::PeerError(_) | TransferError::PeerClosed | TransferError::Connection(_)
         ) {
-            let _ =
-                wire::write_frame(&mut wr, Frame::Error, &wire::encode_text(&e.to_string())).await;
+            let text = e.peer_text("the sender could not read its files");
+            let _ = wire::write_frame(&mut wr, Frame::Error, &wire::encode_text(&text)).await;
             let _ = wr.flush().await;
         }
         return Err(e);

@@ -27,6 +27,9 @@ pub const MAX_DATA: u32 = 1 << 20;
 pub const MAX_TEXT: u32 = 1024;
 /// Hash algorithm id of BLAKE3 (32-byte digest), the only one defined.
 pub const HASH_BLAKE3: u8 = 1;
+/// The text of every REFUSE yakk's receiver sends, whatever the reason (the person said no, or
+/// a file exists, a link is in the way…): the sender learns nothing of the receiver's files.
+pub const DECLINED: &str = "declined";
 
 /// Frame types.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -197,6 +197,10 @@ pub struct FilereceiveArgs {
     /// Replace files that already exist
     #[arg(long)]
     pub overwrite: bool,
+    /// Keep existing files that are identical to the offered ones (same size and hash) instead
+    /// of refusing the offer; the sender then learns which files you already had
+    #[arg(long)]
+    pub skip_identical: bool,
     #[command(flatten)]
     pub common: Common,
 }

@@ -263,6 +263,7 @@ pub async fn receive(mut args: FilereceiveArgs, out: Out) -> anyhow::Result<()> 
     let opts = ReceiveOptions {
         destination,
         overwrite: args.overwrite,
+        skip_identical: args.skip_identical,
         confirm,
     };
     let rep = Recording::new(reporter(out, args.stdout));

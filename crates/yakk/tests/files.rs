@@ -201,11 +201,12 @@ async fn existing_file_is_not_overwritten() {
     let out = dir.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("same-name.txt"), b"precious").unwrap();
-    let (_s, code) = sender(&[src.to_str().unwrap()]).await;
+    let (mut s, code) = sender(&[src.to_str().unwrap()]).await;
     let mut r = receiver(&code, &out, &[]);
     let err = r.event("error", 60).await;
+    let msg = err["message"].as_str().unwrap();
     assert!(
-        err["message"].as_str().unwrap().contains("--overwrite"),
+        msg.contains("same-name.txt") && msg.contains("--overwrite"),
         "{err}"
     );
     assert_ne!(r.exit_code(10).await, 0);
@@ -213,6 +214,51 @@ async fn existing_file_is_not_overwritten() {
         std::fs::read(out.join("same-name.txt")).unwrap(),
         b"precious"
     );
+    // The sender learns that the receiver declined, not why.
+    let err = s.event("error", 30).await;
+    assert_eq!(
+        err["message"], "the receiver declined the transfer",
+        "{err}"
+    );
+    assert_eq!(s.exit_code(10).await, 9);
+}
+
+/// An identical file already in the folder is refused like any other unless the receiver
+/// opts in with --skip-identical; then nothing travels and both sides say so.
+#[tokio::test(flavor = "multi_thread")]
+async fn identical_files_are_skipped_only_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("same.txt");
+    std::fs::write(&src, b"same content").unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("same.txt"), b"same content").unwrap();
+    let (mut s, code) = sender(&[src.to_str().unwrap()]).await;
+    let mut r = receiver(&code, &out, &[]);
+    let err = r.event("error", 60).await;
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("--skip-identical"),
+        "{err}"
+    );
+    assert_eq!(r.exit_code(10).await, 1);
+    let err = s.event("error", 30).await;
+    assert_eq!(
+        err["message"], "the receiver declined the transfer",
+        "{err}"
+    );
+    s.exit_code(10).await;
+
+    let (mut s, code) = sender(&[src.to_str().unwrap()]).await;
+    let mut r = receiver(&code, &out, &["--skip-identical"]);
+    let done = r.event("done", 60).await;
+    assert_eq!(done["bytes"], 0);
+    assert_eq!(done["resumed_bytes"], 12);
+    assert_eq!(r.exit_code(10).await, 0, "{}", r.stderr_text());
+    assert_eq!(s.event("done", 30).await["bytes"], 0);
+    assert_eq!(s.exit_code(10).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -317,9 +363,8 @@ async fn declining_the_offer_at_the_prompt_writes_nothing() {
     assert_eq!(a.status, Some(9), "{:?}", a.after);
     assert!(a.after.contains("declined"), "{:?}", a.after);
     let err = s.event("error", 30).await;
-    let msg = err["message"].as_str().unwrap();
-    assert!(
-        msg.contains("declined") && msg.contains("answered no"),
+    assert_eq!(
+        err["message"], "the receiver declined the transfer",
         "{err}"
     );
     assert_eq!(s.exit_code(10).await, 9);
