@@ -96,6 +96,12 @@ pub enum TransferError {
     /// The peer gave up and said why.
     #[error("the peer gave up: {0}")]
     PeerError(String),
+    /// The peer's user stopped the transfer (Ctrl-C on the other side).
+    #[error("the peer stopped the transfer")]
+    PeerStopped,
+    /// Our user stopped the transfer ([`crate::Stop`]); the peer was told.
+    #[error("stopped")]
+    Stopped,
     /// A file to send changed on disk since it was scanned.
     #[error("{0} changed since yakk filesend started: run yakk filesend again")]
     SourceChanged(String),
@@ -145,8 +151,17 @@ impl TransferError {
             | Self::UnsafeName { .. }
             | Self::SizeMismatch { .. } => self.to_string(),
             Self::HashMismatch(name) => format!("{name} arrived damaged (hash mismatch)"),
+            Self::Stopped => crate::wire::STOPPED.to_owned(),
             _ => local.to_owned(),
         }
+    }
+
+    /// The peer ended the exchange (or the connection did): nothing more to tell it.
+    pub(crate) fn peer_ended(&self) -> bool {
+        matches!(
+            self,
+            Self::PeerError(_) | Self::PeerStopped | Self::PeerClosed | Self::Connection(_)
+        )
     }
 
     /// An error of the stream to the peer: an early end is reported as [`Self::PeerClosed`].

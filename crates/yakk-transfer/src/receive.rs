@@ -21,12 +21,16 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{
+    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
+    BufWriter,
+};
 use tokio::sync::mpsc;
 
 use crate::error::{Result, TransferError};
 use crate::names::{self, escape};
 use crate::report::{Direction, DoneInfo, Progress, Reporter, StartInfo};
+use crate::stop::Stop;
 use crate::wire::{self, Frame, Hash, Offer, WireEntry, WireKind};
 
 /// Where received data goes.
@@ -705,13 +709,69 @@ pub async fn receive<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    receive_until(stream, opts, reporter, &Stop::never()).await
+}
+
+/// Resolves when the peer speaks (or goes away) while we are busy on our side (asking the
+/// person, planning): all it may say then is ERROR. The error to stop with.
+async fn peer_interrupts<R: AsyncBufRead + Unpin>(rd: &mut R) -> TransferError {
+    match rd.fill_buf().await {
+        Err(e) => TransferError::conn(e),
+        Ok([]) => TransferError::PeerClosed,
+        Ok(_) => match wire::read_frame(rd, &[]).await {
+            Err(e) => e,
+            Ok((t, _)) => TransferError::Protocol(format!("unexpected {t:?} frame")),
+        },
+    }
+}
+
+/// Run `work` (our side's business) while watching `stop` and the peer.
+async fn meanwhile<T, R, W>(
+    work: impl std::future::Future<Output = Result<T>>,
+    rd: &mut R,
+    wr: &mut W,
+    stop: &Stop,
+) -> Result<T>
+where
+    R: AsyncBufRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    tokio::select! {
+        r = work => r,
+        () = stop.requested() => {
+            refuse(wr, Frame::Error, wire::STOPPED).await;
+            Err(TransferError::Stopped)
+        }
+        e = peer_interrupts(rd) => Err(e),
+    }
+}
+
+/// [`receive`], until `stop` fires: then the data already on disk stays for a resume (a
+/// stream's goes), the sender is told (ERROR [`wire::STOPPED`]) and the result is
+/// [`TransferError::Stopped`]. While the person is asked, the sender may stop too
+/// ([`TransferError::PeerStopped`]): the question is then abandoned.
+pub async fn receive_until<S>(
+    stream: S,
+    opts: ReceiveOptions,
+    reporter: &dyn Reporter,
+    stop: &Stop,
+) -> Result<ReceiveSummary>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let (rd, wr) = tokio::io::split(stream);
     let mut rd = BufReader::with_capacity(64 << 10, rd);
     let mut wr = BufWriter::with_capacity(16 << 10, wr);
 
     wire::write_frame(&mut wr, Frame::Hello, &wire::encode_hello()).await?;
     wr.flush().await.map_err(TransferError::conn)?;
-    let (_, p) = wire::read_frame(&mut rd, &[Frame::Offer]).await?;
+    let (_, p) = tokio::select! {
+        r = wire::read_frame(&mut rd, &[Frame::Offer]) => r?,
+        () = stop.requested() => {
+            refuse(&mut wr, Frame::Error, wire::STOPPED).await;
+            return Err(TransferError::Stopped);
+        }
+    };
     let offer = match wire::decode_offer(&p).and_then(|o| check_offer(&o).map(|()| o)) {
         Ok(o) => o,
         Err(e) => {
@@ -733,9 +793,14 @@ where
     // refusal nor its timing depends on them.
     let policy = Policy::of(&opts);
     if let Some(confirm) = opts.confirm {
-        let yes = tokio::task::spawn_blocking(move || confirm(&offer_summary))
-            .await
-            .map_err(|e| TransferError::io("asking for confirmation", std::io::Error::other(e)))?;
+        // On a blocking thread: a question abandoned (stop, or the sender gone) is left to the
+        // process's end.
+        let question = async {
+            tokio::task::spawn_blocking(move || confirm(&offer_summary))
+                .await
+                .map_err(|e| TransferError::io("asking for confirmation", std::io::Error::other(e)))
+        };
+        let yes = meanwhile(question, &mut rd, &mut wr, stop).await?;
         if !yes {
             refuse(&mut wr, Frame::Refuse, wire::DECLINED).await;
             return Err(TransferError::Declined);
@@ -745,12 +810,18 @@ where
     let planned = match &opts.destination {
         Destination::Dir(out) => {
             let (offer, out) = (offer.clone(), out.clone());
-            tokio::task::spawn_blocking(move || plan(&offer, &out, policy))
-                .await
-                .map_err(|e| {
-                    TransferError::io("looking at the target folder", std::io::Error::other(e))
-                })
-                .and_then(|r| r)
+            let planning = async {
+                tokio::task::spawn_blocking(move || plan(&offer, &out, policy))
+                    .await
+                    .map_err(|e| {
+                        TransferError::io("looking at the target folder", std::io::Error::other(e))
+                    })
+                    .and_then(|r| r)
+            };
+            match meanwhile(async { Ok(planning.await) }, &mut rd, &mut wr, stop).await {
+                Ok(planned) => planned,
+                Err(e) => return Err(e),
+            }
         }
         Destination::Writer(_) => Ok(Plan::to_writer()),
     };
@@ -816,7 +887,12 @@ where
                 target(out, &offer.entries[j.idx], j.offset, &stream_stem),
             )
         });
-        let done = data_phase(&mut rd, &mut sink, targets, &offer, reporter, &mut summary).await?;
+        // A stop drops the data phase wherever it is: what reached the writer stays on disk.
+        let done = tokio::select! {
+            biased;
+            () = stop.requested() => Err(TransferError::Stopped),
+            d = data_phase(&mut rd, &mut sink, targets, &offer, reporter, &mut summary) => d,
+        }?;
         sink.finish().await?;
         // All arrived and checked: the files take their final names together, so that an
         // interrupted transfer leaves only partial files, which the next one resumes (complete
@@ -859,12 +935,7 @@ where
             {
                 let _ = fs::remove_file(target(Some(out), entry, 0, &stream_stem).partial);
             }
-            if !matches!(
-                e,
-                TransferError::PeerError(_)
-                    | TransferError::PeerClosed
-                    | TransferError::Connection(_)
-            ) {
+            if !e.peer_ended() {
                 refuse(&mut wr, Frame::Error, &e.peer_text(LOCAL_FAILURE)).await;
             }
             Err(e)
@@ -1195,7 +1266,7 @@ async fn data_phase<R: AsyncRead + Unpin>(
                 }
                 Frame::Error => {
                     let p = wire::read_payload(rd, len).await?;
-                    return Err(TransferError::PeerError(wire::decode_text(&p)));
+                    return Err(wire::peer_error(&p));
                 }
                 Frame::Done => {
                     return Err(TransferError::SizeMismatch {
@@ -1222,7 +1293,7 @@ async fn data_phase<R: AsyncRead + Unpin>(
         }
         Frame::Error => {
             let p = wire::read_payload(rd, len).await?;
-            return Err(TransferError::PeerError(wire::decode_text(&p)));
+            return Err(wire::peer_error(&p));
         }
         other => {
             return Err(TransferError::Protocol(format!(

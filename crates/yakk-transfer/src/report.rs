@@ -87,6 +87,8 @@ pub trait Reporter: Send + Sync {
     fn file_done(&self, _name: &str, _size: u64) {}
     /// Everything is complete.
     fn done(&self, _info: &DoneInfo) {}
+    /// The transfer ended without completing (an error, a stop): leave the screen clean.
+    fn abandon(&self) {}
 }
 
 /// Reports nothing.
@@ -303,6 +305,12 @@ impl Reporter for TerminalReporter {
 
     fn done(&self, _d: &DoneInfo) {
         // The caller prints the summary line (on a terminal or not).
+        self.file.finish_and_clear();
+        self.total.finish_and_clear();
+    }
+
+    fn abandon(&self) {
+        // The caller says how far it went.
         self.file.finish_and_clear();
         self.total.finish_and_clear();
     }
