@@ -218,11 +218,25 @@ where
     // to go out (a receiver that does not read), it is dropped mid-frame and nothing is said.
     let mut mid_frame = false;
     let outcome = tokio::select! {
-        r = data => r,
+        // The receiver's word first: a receiver that stops writes its ERROR and then closes,
+        // and its reason matters more than our broken write.
+        biased;
         early = &mut watch => Err(match early {
             Ok(_) => TransferError::Protocol("receiver acknowledged before the end".into()),
             Err(e) => e,
         }),
+        r = data => match r {
+            Err(e @ (TransferError::PeerClosed | TransferError::Connection(_))) => {
+                // Its ERROR may be just behind the close.
+                match tokio::time::timeout(std::time::Duration::from_millis(500), &mut watch).await {
+                    Ok(Err(said @ (TransferError::PeerStopped | TransferError::PeerError(_)))) => {
+                        Err(said)
+                    }
+                    _ => Err(e),
+                }
+            }
+            r => r,
+        },
         () = async {
             stop.requested().await;
             tokio::time::sleep(STOP_GRACE).await;
