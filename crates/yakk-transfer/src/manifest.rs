@@ -107,7 +107,7 @@ impl Manifest {
                     "standard input (-) must be the only thing sent",
                 ));
             }
-            return Ok(Self::from_reader("stdin", Box::new(tokio::io::stdin())));
+            return Ok(Self::stdin("stdin"));
         }
         let mut m = Manifest {
             entries: Vec::new(),
@@ -135,6 +135,16 @@ impl Manifest {
             m.add(p, name, &meta)?;
         }
         Ok(m)
+    }
+
+    /// Offer standard input as one stream entry called `name` (`yakk filesend - --name NAME`).
+    pub fn stdin(name: &str) -> Manifest {
+        Self::from_reader(name, Box::new(tokio::io::stdin()))
+    }
+
+    /// What is offered, counted and escaped as the receiver will show it.
+    pub fn summary(&self) -> crate::OfferSummary {
+        crate::receive::summarize(&self.offer())
     }
 
     /// Offer the bytes of `reader` as one stream entry called `name` (standard input).

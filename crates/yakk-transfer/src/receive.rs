@@ -998,8 +998,8 @@ fn check_offer(offer: &Offer) -> Result<()> {
     Ok(())
 }
 
-/// The offer, escaped and counted, for the question.
-fn summarize(offer: &Offer) -> OfferSummary {
+/// The offer, escaped and counted, for the question (and for the sender's own words).
+pub(crate) fn summarize(offer: &Offer) -> OfferSummary {
     let mut os = OfferSummary::default();
     for e in &offer.entries {
         let (size, is_dir) = match e.kind {

@@ -216,7 +216,32 @@ fn reporter(out: Out, data_on_stdout: bool) -> Box<dyn Reporter + Send + Sync> {
     }
 }
 
+/// `--name`: only for standard input, and a plain file name the receiver will accept.
+fn stdin_name(args: &FilesendArgs) -> Result<Option<String>, Failure> {
+    let Some(name) = &args.name else {
+        return Ok(None);
+    };
+    let shown = yakk_transfer::names::escape(name);
+    if !matches!(args.paths.as_slice(), [p] if p.as_os_str() == "-") {
+        return Err(Failure::usage(format!(
+            "--name {shown}: --name names standard input, give it with - alone"
+        )));
+    }
+    if let Err(reason) = yakk_transfer::names::check_component(name) {
+        return Err(Failure::usage(format!(
+            "--name {shown}: not a plain file name ({reason})"
+        )));
+    }
+    if name.starts_with(".yakk-") && name.ends_with(".part") {
+        return Err(Failure::usage(format!(
+            "--name {shown}: names like this are yakk's partial files"
+        )));
+    }
+    Ok(Some(name.clone()))
+}
+
 pub async fn send(mut args: FilesendArgs, out: Out) -> anyhow::Result<()> {
+    let stdin_name = stdin_name(&args)?;
     let interrupt = Interrupt::listen();
     let mut setup = peer::owner_setup(&mut args.common, out).await?;
     setup.config.max_peers = Some(args.max_peers.max(1));
@@ -235,7 +260,10 @@ pub async fn send(mut args: FilesendArgs, out: Out) -> anyhow::Result<()> {
         }
     }
     let paths = args.paths.clone();
-    let scan = tokio::task::spawn_blocking(move || Manifest::scan(&paths));
+    let scan = tokio::task::spawn_blocking(move || match stdin_name {
+        Some(name) => Ok(Manifest::stdin(&name)),
+        None => Manifest::scan(&paths),
+    });
     let mut owner = Owner::create(setup.config.clone())
         .await
         .map_err(Failure::from)?;
@@ -255,9 +283,8 @@ pub async fn send(mut args: FilesendArgs, out: Out) -> anyhow::Result<()> {
         );
     }
     out.say(&format!(
-        "Offering {} file(s), {} bytes. Waiting for the receiver…",
-        manifest.file_count(),
-        manifest.total_bytes()
+        "Offering {}. Waiting for the receiver…",
+        manifest.summary().headline()
     ));
     let manifest = Arc::new(manifest);
     let mut served = 0u32;

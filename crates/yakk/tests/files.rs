@@ -394,3 +394,88 @@ async fn accepting_the_offer_at_the_prompt_receives_it() {
     s.event("done", 30).await;
     assert_eq!(s.exit_code(10).await, 0);
 }
+
+/// `printf … | yakk filesend --name notes.txt -` in text mode: its stderr up to the line that
+/// starts with `until`, and the process (killed when dropped).
+async fn text_sender_of_stdin(
+    data: &str,
+    name: &str,
+    until: &str,
+) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt;
+    let line =
+        format!("printf '{data}' | exec '{BIN}' filesend --ice-ip 127.0.0.1 --name '{name}' -");
+    let mut child = tokio::process::Command::new("sh")
+        .args(["-c", &line])
+        .env_remove("YAKK_SIGNAL")
+        .env_remove("YAKK_PASSWORD")
+        .env_remove("YAKK_CODE")
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut text = String::new();
+    tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Some(l) = lines.next_line().await.unwrap() {
+            text.push_str(&l);
+            text.push('\n');
+            if l.starts_with(until) {
+                return;
+            }
+        }
+        panic!("sender ended: {text:?}");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {until:?} line from the sender"));
+    // Keep reading: a sender whose stderr is closed fails at its next line.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, text)
+}
+
+/// Standard input: named by the sender (--name), its size said to be unknown on both sides,
+/// and received under that name with nothing left behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn stdin_arrives_under_its_name_and_its_size_is_unknown() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let (mut s, said) = text_sender_of_stdin("hello from stdin", "notes.txt", "Offering").await;
+    assert!(
+        said.contains("Offering 1 file(s), unknown size. Waiting for the receiver"),
+        "{said:?}"
+    );
+    let code = said
+        .lines()
+        .find_map(|l| l.strip_prefix("Code: "))
+        .expect("a code")
+        .to_string();
+    let a = answer_on_a_terminal(&code, &out, "y").await;
+    assert!(
+        a.before.contains("1 file(s), unknown size:"),
+        "{:?}",
+        a.before
+    );
+    assert!(
+        a.before.contains("notes.txt (unknown size)"),
+        "{:?}",
+        a.before
+    );
+    assert_eq!(a.status, Some(0), "{:?}", a.after);
+    assert_eq!(
+        std::fs::read(out.join("notes.txt")).unwrap(),
+        b"hello from stdin"
+    );
+    let names: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["notes.txt"]);
+    let st = tokio::time::timeout(std::time::Duration::from_secs(20), s.wait())
+        .await
+        .expect("sender exits")
+        .unwrap();
+    assert!(st.success());
+}

@@ -293,33 +293,48 @@ async fn the_receiver_hears_the_sender_stop_during_its_question() {
     );
 }
 
-/// `producer | yakk filesend -`, and Ctrl-C on that pipeline: the producer dies of it too,
-/// which closes the pipe. That end is not the end of the data: the sender stops, the receiver
-/// hears that it stopped and keeps nothing (a stream cannot be resumed).
-#[tokio::test(flavor = "multi_thread")]
-async fn ctrl_c_on_a_pipeline_does_not_deliver_a_cut_stream() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let line = format!("yes yakk-line | exec '{BIN}' filesend --json --ice-ip 127.0.0.1 -");
-    let mut group = tokio::process::Command::new("sh")
-        .args(["-c", &line])
-        .env_remove("YAKK_SIGNAL")
-        .env_remove("YAKK_PASSWORD")
-        .env_remove("YAKK_CODE")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let pgid = group.id().unwrap();
-    let mut events = BufReader::new(group.stdout.take().unwrap()).lines();
-    let mut next_event = async |name: &str| -> Value {
+/// `sh -c "PRODUCER | yakk filesend --json -"` in its own process group, as a terminal runs a
+/// pipeline; its events, and the group's id. The whole group is killed when dropped.
+struct Pipeline {
+    group: tokio::process::Child,
+    pgid: u32,
+    events: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Pipeline {
+    fn start(producer: &str) -> Pipeline {
+        let line = format!("{producer} | exec '{BIN}' filesend --json --ice-ip 127.0.0.1 -");
+        let mut group = tokio::process::Command::new("sh")
+            .args(["-c", &line])
+            .env_remove("YAKK_SIGNAL")
+            .env_remove("YAKK_PASSWORD")
+            .env_remove("YAKK_CODE")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let pgid = group.id().unwrap();
+        let events = BufReader::new(group.stdout.take().unwrap()).lines();
+        Pipeline {
+            group,
+            pgid,
+            events,
+        }
+    }
+
+    async fn event(&mut self, name: &str) -> Value {
         tokio::time::timeout(Duration::from_secs(30), async {
             loop {
-                let line = events.next_line().await.unwrap().expect("sender output");
+                let line = self
+                    .events
+                    .next_line()
+                    .await
+                    .unwrap()
+                    .expect("sender output");
                 let v: Value = serde_json::from_str(&line).unwrap();
                 if v["event"] == name {
                     return v;
@@ -328,21 +343,40 @@ async fn ctrl_c_on_a_pipeline_does_not_deliver_a_cut_stream() {
         })
         .await
         .unwrap_or_else(|_| panic!("no {name} event from the sender"))
-    };
-    let code = next_event("code").await["code"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    }
+
+    /// Signals the whole group, as Ctrl-C on a terminal does.
+    fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([sig, "--", &format!("-{}", self.pgid)])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} -{}", self.pgid);
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        if self.group.try_wait().ok().flatten().is_none() {
+            self.signal("-KILL");
+        }
+    }
+}
+
+/// `producer | yakk filesend -`, and Ctrl-C on that pipeline: the producer dies of it too,
+/// which closes the pipe. That end is not the end of the data: the sender stops, the receiver
+/// hears that it stopped and keeps nothing (a stream cannot be resumed).
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_on_a_pipeline_does_not_deliver_a_cut_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut p = Pipeline::start("yes yakk-line");
+    let code = p.event("code").await["code"].as_str().unwrap().to_string();
     let mut r = receiver(&code, &out);
     r.event("progress", 60).await;
-    // Ctrl-C on a terminal signals the whole foreground process group.
-    let ok = std::process::Command::new("kill")
-        .args(["-INT", "--", &format!("-{pgid}")])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-    let stopped = next_event("stopped").await;
+    p.signal("-INT");
+    let stopped = p.event("stopped").await;
     let msg = stopped["message"].as_str().unwrap();
     assert!(
         msg.starts_with("Stopped at ") && msg.ends_with("; this transfer cannot be resumed."),
@@ -361,5 +395,37 @@ async fn ctrl_c_on_a_pipeline_does_not_deliver_a_cut_stream() {
         .map(|d| d.map(|e| e.unwrap().file_name()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "nothing of a cut stream stays: {left:?}");
-    let _ = group.wait().await;
+}
+
+/// Ctrl-C on a receiver of standard input: a stream cannot be resumed, so its partial file
+/// goes (it stayed behind as `.yakk-stream-….part`), and the receiver says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_on_a_stream_receiver_leaves_no_partial_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut p = Pipeline::start("yes yakk-line");
+    let code = p.event("code").await["code"].as_str().unwrap().to_string();
+    let mut r = receiver(&code, &out);
+    r.event("progress", 60).await;
+    sigint(r.child.id().unwrap());
+    let stopped = r.event("stopped", 15).await;
+    let msg = stopped["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("Stopped at ")
+            && msg.ends_with("; this transfer cannot be resumed, nothing of it was kept."),
+        "{msg}"
+    );
+    assert_eq!(r.exit_code(15).await, STOPPED);
+    let err = p.event("error").await;
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("the receiver stopped the transfer"),
+        "{err}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&out)
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
 }
