@@ -61,7 +61,7 @@ pub use error::{Result, TransferError};
 /// Sizes as the offer and the progress show them ("14 B", "2.00 MiB").
 pub use indicatif::HumanBytes;
 pub use legacy::{LEGACY_PATH, fetch_http_v1, serve_http_v1};
-pub use manifest::{Entry, EntryKind, Manifest};
+pub use manifest::{Entry, EntryKind, Listing, Manifest};
 pub use receive::{
     Confirm, Destination, MAX_SUMMARY_ENTRIES, OfferEntrySummary, OfferSummary, ReceiveOptions,
     ReceiveSummary, receive, receive_until,

@@ -242,35 +242,40 @@ fn stdin_name(args: &FilesendArgs) -> Result<Option<String>, Failure> {
 
 pub async fn send(mut args: FilesendArgs, out: Out) -> anyhow::Result<()> {
     let stdin_name = stdin_name(&args)?;
+    // Everything about the paths given (missing, the same name twice, a name that cannot be
+    // sent) is refused before a code is handed out: the walk is quick, reading the files is
+    // not, so they are hashed while the room opens.
+    let listing = match stdin_name {
+        Some(_) => None,
+        None => {
+            let paths = args.paths.clone();
+            let listed = tokio::task::spawn_blocking(move || Manifest::list(&paths))
+                .await
+                .map_err(|_| Failure::new(ExitCode::Error, "listing the files failed"))?;
+            Some(listed.map_err(|e| Failure::usage(e.to_string()))?)
+        }
+    };
     let interrupt = Interrupt::listen();
     let mut setup = peer::owner_setup(&mut args.common, out).await?;
     setup.config.max_peers = Some(args.max_peers.max(1));
     setup.config.allow_retries = args.owner.allow_retries;
-    // Refuse missing paths before a code is handed out.
-    for p in &args.paths {
-        if p.as_os_str() == "-" {
-            continue;
-        }
-        if let Err(e) = std::fs::symlink_metadata(p) {
-            return Err(Failure::usage(format!(
-                "cannot send {}: {e}",
-                yakk_transfer::names::escape(&p.display().to_string())
-            ))
-            .into());
-        }
-    }
-    let paths = args.paths.clone();
-    let scan = tokio::task::spawn_blocking(move || match stdin_name {
-        Some(name) => Ok(Manifest::stdin(&name)),
-        None => Manifest::scan(&paths),
+    let scan = tokio::task::spawn_blocking(move || match (stdin_name, listing) {
+        (Some(name), _) => Ok(Manifest::stdin(&name)),
+        (None, Some(listing)) => listing.hash(),
+        (None, None) => unreachable!("listed above"),
     });
     let mut owner = Owner::create(setup.config.clone())
         .await
         .map_err(Failure::from)?;
     peer::announce(out, &setup, &owner.room, "filereceive", args.owner.qr);
-    let manifest = scan
-        .await
-        .map_err(|_| Failure::new(ExitCode::Error, "scanning the files failed"))?
+    let manifest = tokio::select! {
+        m = scan => m,
+        () = interrupt.wait() => {
+            return Err(Failure::stopped("Stopped while reading the files to send.").into());
+        }
+    };
+    let manifest = manifest
+        .map_err(|_| Failure::new(ExitCode::Error, "reading the files failed"))?
         .map_err(|e| Failure::new(ExitCode::Error, e.to_string()))?;
     for skipped in manifest.skipped() {
         out.event(
