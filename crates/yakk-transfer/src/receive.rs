@@ -178,6 +178,13 @@ pub struct ReceiveSummary {
     pub paths: Vec<PathBuf>,
 }
 
+impl ReceiveSummary {
+    /// Files of the offer now here complete (all of them): what both sides count.
+    pub fn files(&self) -> u64 {
+        self.files_received + self.files_skipped
+    }
+}
+
 /// Where one file goes, decided before anything is written.
 pub(crate) struct FileTarget {
     /// Escaped name for messages.

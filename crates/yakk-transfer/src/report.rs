@@ -288,6 +288,18 @@ impl Reporter for TerminalReporter {
         };
         self.total
             .set_message(format!("{verb} {} file(s)", i.files));
+        if i.resumed_bytes > 0 {
+            let _ = self.multi.println(match i.direction {
+                Direction::Send => format!(
+                    "Resuming: the receiver already has {}, not sent again.",
+                    indicatif::HumanBytes(i.resumed_bytes)
+                ),
+                Direction::Receive => format!(
+                    "Resuming: {} already here, not received again.",
+                    indicatif::HumanBytes(i.resumed_bytes)
+                ),
+            });
+        }
         self.shown.call_once(|| {
             self.multi.add(self.file.clone());
             self.multi.add(self.total.clone());

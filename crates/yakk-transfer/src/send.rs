@@ -49,6 +49,13 @@ pub struct SendSummary {
     pub files_skipped: u64,
 }
 
+impl SendSummary {
+    /// Files of the offer the receiver now holds complete (all of them): what both sides count.
+    pub fn files(&self) -> u64 {
+        self.files_sent + self.files_skipped
+    }
+}
+
 /// One file to read, from `offset` to `size`.
 pub(crate) struct ReadJob {
     pub path: PathBuf,

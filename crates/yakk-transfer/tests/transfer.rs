@@ -499,11 +499,19 @@ async fn stdout_mode_and_stdin_stream() {
         };
         let (a, b) = tokio::io::duplex(1 << 16);
         let (s, r) = transfer(a, b, &m, opts).await;
+        let e = r.unwrap_err();
+        assert!(matches!(e, TransferError::StdoutSingleFile(_)), "{e:?}");
+        // Counted as the sender counts (it said "2 entries" for one file in one folder).
+        assert_eq!(m.summary().headline(), "1 file(s) in 1 folder(s), 3.00 MiB");
         assert!(
-            matches!(r, Err(TransferError::StdoutSingleFile(_))),
-            "{r:?}"
+            e.to_string()
+                .contains("the sender offers 1 file(s) in 1 folder(s), 3.00 MiB"),
+            "{e}"
         );
-        assert!(s.is_err());
+        assert_eq!(
+            s.unwrap_err().to_string(),
+            "the receiver declined the transfer"
+        );
     })
     .await
 }

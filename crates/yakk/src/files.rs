@@ -195,6 +195,54 @@ impl Reporter for Recording {
     }
 }
 
+/// The summary of a finished transfer, in the same words and units on both sides: every file
+/// of the offer is counted (empty ones, and ones that were already there, included).
+fn last_words(side: Side, files: u64, moved: u64, already: u64, took: &str) -> String {
+    let (verb, there) = match side {
+        Side::Sender => ("Sent", "there"),
+        Side::Receiver => ("Received", "here"),
+    };
+    if moved == 0 && already > 0 {
+        return match side {
+            Side::Sender => format!(
+                "Nothing to send: the receiver already had all {files} file(s) ({}).",
+                HumanBytes(already)
+            ),
+            Side::Receiver => format!(
+                "Nothing to receive: all {files} file(s) ({}) were already here.",
+                HumanBytes(already)
+            ),
+        };
+    }
+    let mut s = format!("{verb} {files} file(s), {}{took}", HumanBytes(moved));
+    if already > 0 {
+        s.push_str(&format!(" ({} were already {there})", HumanBytes(already)));
+    }
+    s.push('.');
+    s
+}
+
+/// " Saved in /abs/out: a.txt, tree/." (a few names), or nothing with `--stdout`.
+fn saved(paths: &[std::path::PathBuf], output: &std::path::Path) -> String {
+    if paths.is_empty() {
+        return String::new();
+    }
+    const NAMED: usize = 3;
+    let mut names: Vec<String> = paths
+        .iter()
+        .take(NAMED)
+        .filter_map(|p| {
+            let name = p.file_name()?.to_string_lossy();
+            let slash = if p.is_dir() { "/" } else { "" };
+            Some(format!("{}{slash}", yakk_transfer::names::escape(&name)))
+        })
+        .collect();
+    if paths.len() > NAMED {
+        names.push(format!("and {} more", paths.len() - NAMED));
+    }
+    format!(" Saved in {}: {}.", shown_folder(output), names.join(", "))
+}
+
 /// The receiving folder as the person can find it: absolute, escaped.
 fn shown_folder(dir: &std::path::Path) -> String {
     let abs = std::fs::canonicalize(dir)
@@ -367,19 +415,12 @@ pub async fn send(mut args: FilesendArgs, out: Out) -> anyhow::Result<()> {
         };
         let summary = result.map_err(|e| ended.failure(e))?;
         served += 1;
-        out.say(&format!(
-            "Sent {} file(s), {}{}{}.",
-            summary.files_sent,
-            HumanBytes(summary.bytes_sent),
-            rep.took(),
-            if summary.resumed_bytes > 0 {
-                format!(
-                    " ({} were already there)",
-                    HumanBytes(summary.resumed_bytes)
-                )
-            } else {
-                String::new()
-            }
+        out.say(&last_words(
+            Side::Sender,
+            summary.files(),
+            summary.bytes_sent,
+            summary.resumed_bytes,
+            &rep.took(),
         ));
         conn.close().await;
     }
@@ -462,20 +503,53 @@ pub async fn receive(mut args: FilereceiveArgs, out: Out) -> anyhow::Result<()> 
     let summary = result.map_err(|e| ended.failure(e))?;
     if !out.json {
         eprintln!(
-            "Received {} file(s), {}{}{}.",
-            summary.files_received,
-            HumanBytes(summary.bytes_received),
-            rep.took(),
-            if summary.resumed_bytes > 0 {
-                format!(
-                    " (resumed: {} were already here)",
-                    HumanBytes(summary.resumed_bytes)
-                )
-            } else {
-                String::new()
-            }
+            "{}{}",
+            last_words(
+                Side::Receiver,
+                summary.files(),
+                summary.bytes_received,
+                summary.resumed_bytes,
+                &rep.took(),
+            ),
+            saved(&summary.paths, &args.output)
         );
     }
     conn.close().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both sides count every file of the offer and say the same figures.
+    #[test]
+    fn both_sides_say_the_same_words() {
+        // A folder of 6 files, one of them empty: 5 carried data.
+        assert_eq!(
+            last_words(Side::Sender, 6, 2048, 0, " in 0.1 s, 20.00 KiB/s"),
+            "Sent 6 file(s), 2.00 KiB in 0.1 s, 20.00 KiB/s."
+        );
+        assert_eq!(
+            last_words(Side::Receiver, 6, 2048, 0, " in 0.1 s, 20.00 KiB/s"),
+            "Received 6 file(s), 2.00 KiB in 0.1 s, 20.00 KiB/s."
+        );
+        assert_eq!(
+            last_words(Side::Receiver, 2, 1 << 20, 3 << 20, ""),
+            "Received 2 file(s), 1.00 MiB (3.00 MiB were already here)."
+        );
+        assert_eq!(
+            last_words(Side::Sender, 2, 1 << 20, 3 << 20, ""),
+            "Sent 2 file(s), 1.00 MiB (3.00 MiB were already there)."
+        );
+        // Nothing moved because everything was there: said plainly, not "0 file(s), 0 B".
+        assert_eq!(
+            last_words(Side::Receiver, 1, 0, 300_000_000, " in 0.0 s, 0 B/s"),
+            "Nothing to receive: all 1 file(s) (286.10 MiB) were already here."
+        );
+        assert_eq!(
+            last_words(Side::Sender, 1, 0, 300_000_000, " in 0.0 s, 0 B/s"),
+            "Nothing to send: the receiver already had all 1 file(s) (286.10 MiB)."
+        );
+    }
 }

@@ -122,7 +122,16 @@ async fn resume_after_the_sender_is_killed() {
     let seen = p["bytes"].as_u64().unwrap();
     s.child.start_kill().unwrap();
     s.exit_code(10).await;
-    assert_ne!(r.exit_code(30).await, 0, "the first receive must fail");
+    // The code is dead: the advice is a new code, and the transfer continues by itself.
+    let err = r.event("error", 30).await;
+    let msg = err["message"].as_str().unwrap();
+    assert!(
+        msg.contains("the partial files are kept in ")
+            && msg.contains("ask the sender for a new code and receive again")
+            && !msg.contains("same command"),
+        "{msg}"
+    );
+    assert_eq!(r.exit_code(30).await, 4, "the first receive must fail");
     assert!(
         !out.join("resume.bin").exists(),
         "no final file from a broken transfer"
@@ -478,4 +487,73 @@ async fn stdin_arrives_under_its_name_and_its_size_is_unknown() {
         .expect("sender exits")
         .unwrap();
     assert!(st.success());
+}
+
+/// Polls `y`'s stderr until it holds `what` (text mode prints there).
+async fn stderr_until(y: &Yakk, what: &str, secs: u64) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let text = y.stderr_text();
+        if text.contains(what) {
+            return text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {what:?} within {secs} s: {text:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// A folder with an empty file: both sides count the same files with the same words (it was
+/// "Sent 5 file(s)" / "Received 6 file(s)"), sizes in the same units, and the receiver says
+/// where the files are.
+#[tokio::test(flavor = "multi_thread")]
+async fn both_sides_count_the_same_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("sub/deeper")).unwrap();
+    std::fs::write(tree.join("empty"), b"").unwrap();
+    for (i, name) in ["a", "b", "sub/c", "sub/d", "sub/deeper/e"]
+        .iter()
+        .enumerate()
+    {
+        std::fs::write(tree.join(name), pattern(1000 + i, i as u64)).unwrap();
+    }
+    let out = dir.path().join("out");
+    let s = Yakk::start(&["filesend", "--ice-ip", "127.0.0.1", tree.to_str().unwrap()]);
+    let said = stderr_until(&s, "Waiting for the receiver", 30).await;
+    assert!(
+        said.contains("Offering 6 file(s) in 3 folder(s), 4.89 KiB."),
+        "{said:?}"
+    );
+    let code = said
+        .lines()
+        .find_map(|l| l.strip_prefix("Code: "))
+        .expect("a code")
+        .to_string();
+    let mut r = Yakk::start(&[
+        "filereceive",
+        "--yes",
+        "--ice-ip",
+        "127.0.0.1",
+        "-o",
+        out.to_str().unwrap(),
+        &code,
+    ]);
+    assert_eq!(r.exit_code(60).await, 0, "{}", r.stderr_text());
+    let mut s = s;
+    assert_eq!(s.exit_code(20).await, 0, "{}", s.stderr_text());
+    let (sent, received) = (s.stderr_text(), r.stderr_text());
+    assert!(sent.contains("Sent 6 file(s), 4.89 KiB in "), "{sent:?}");
+    assert!(
+        received.contains("Received 6 file(s), 4.89 KiB in "),
+        "{received:?}"
+    );
+    let folder = std::fs::canonicalize(&out).unwrap();
+    assert!(
+        received.contains(&format!("Saved in {}: tree/.", folder.display())),
+        "{received:?}"
+    );
+    assert_eq!(std::fs::metadata(out.join("tree/empty")).unwrap().len(), 0);
 }
