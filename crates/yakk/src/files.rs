@@ -43,13 +43,13 @@ impl Ended<'_> {
         self.rep.started()?;
         Some(match (self.side, self.resumable) {
             (Side::Receiver, true) => format!(
-                "the partial files are kept{}: ask the sender for a new code and receive again,                  the transfer continues where it stopped",
+                "the partial files are kept{}: ask the sender for a new code and receive again, the transfer continues where it stopped",
                 self.folder
                     .as_deref()
                     .map(|f| format!(" in {f}"))
                     .unwrap_or_default()
             ),
-            (Side::Sender, true) => "the receiver keeps what it received: run yakk filesend                  again and give it the new code, the transfer continues where it stopped"
+            (Side::Sender, true) => "the receiver keeps what it received: run yakk filesend again and give it the new code, the transfer continues where it stopped"
                 .into(),
             (Side::Receiver, false) => "this transfer cannot be resumed, nothing of it was kept".into(),
             (Side::Sender, false) => "this transfer cannot be resumed".into(),
@@ -444,7 +444,10 @@ pub async fn receive(mut args: FilereceiveArgs, out: Out) -> anyhow::Result<()> 
     if !args.stdout {
         connected_event(out, &conn, "sender");
     }
-    let mut stream = conn.open_stream("DataConn1").await.map_err(Failure::from)?;
+    let mut stream = tokio::select! {
+        s = conn.open_stream("DataConn1") => s.map_err(Failure::from)?,
+        () = interrupt.wait() => return Err(Failure::stopped("Stopped: nothing was received.").into()),
+    };
     let destination = if args.stdout {
         Destination::Writer(Box::new(tokio::io::stdout()))
     } else {

@@ -91,8 +91,15 @@ async fn ctrl_c_stops_the_receiver_and_the_transfer_resumes() {
     sigint(r.child.id().unwrap());
     let stopped = r.event("stopped", 15).await;
     let msg = stopped["message"].as_str().unwrap();
+    let folder = std::fs::canonicalize(&out).unwrap();
     assert!(
-        msg.starts_with("Stopped at ") && msg.contains("partial files are kept"),
+        msg.starts_with("Stopped at ")
+            && msg.contains(" MiB of 300.00 MiB; ")
+            && msg.ends_with(&format!(
+                "; the partial files are kept in {}: ask the sender for a new code and receive \
+                 again, the transfer continues where it stopped.",
+                folder.display()
+            )),
         "{msg}"
     );
     assert_eq!(r.exit_code(15).await, STOPPED, "{}", r.stderr_text());
@@ -136,12 +143,14 @@ async fn ctrl_c_stops_the_sender_and_the_receiver_keeps_its_part() {
     s.event("progress", 60).await;
     sigint(s.child.id().unwrap());
     let stopped = s.event("stopped", 15).await;
+    let msg = stopped["message"].as_str().unwrap();
     assert!(
-        stopped["message"]
-            .as_str()
-            .unwrap()
-            .contains("the receiver keeps what it received"),
-        "{stopped}"
+        msg.starts_with("Stopped at ")
+            && msg.ends_with(
+                "; the receiver keeps what it received: run yakk filesend again and give it \
+                 the new code, the transfer continues where it stopped."
+            ),
+        "{msg}"
     );
     assert_eq!(s.exit_code(15).await, STOPPED, "{}", s.stderr_text());
     let err = r.event("error", 15).await;
