@@ -11,9 +11,12 @@
 //! ([`crate::wire::DECLINED`]); the reason is shown only here.
 //!
 //! Data goes to a partial file `.yakk-<hash>.part` next to its final name, through a blocking
-//! writer thread fed by a bounded channel; the writer hashes as it writes and renames the partial
-//! to the final name only when the BLAKE3 hash matches the offer. On disk full, permission denied
-//! or a broken connection the partial file stays, and the next run resumes from its length.
+//! writer thread fed by a bounded channel; the writer hashes as it writes and checks the BLAKE3
+//! hash against the offer at each file's end. The yakk/2 receiver renames the partial files to
+//! their final names together once the whole transfer arrived ([`commit`]), so that an
+//! interrupted transfer leaves only partial files; the yakk/1 fetch renames its one file at once.
+//! On disk full, permission denied, a broken connection or a stop the partial files stay, and the
+//! next run resumes from their length (complete ones are only checked and renamed).
 
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -65,16 +68,6 @@ impl ReceiveOptions {
     pub fn into_dir(dir: impl Into<PathBuf>) -> Self {
         Self {
             destination: Destination::Dir(dir.into()),
-            overwrite: false,
-            skip_identical: false,
-            confirm: None,
-        }
-    }
-
-    /// Receive a single file into `w` (`--stdout`), no question.
-    pub fn into_writer(w: Box<dyn AsyncWrite + Send + Unpin>) -> Self {
-        Self {
-            destination: Destination::Writer(w),
             overwrite: false,
             skip_identical: false,
             confirm: None,
