@@ -22,12 +22,10 @@ pub enum TransferError {
         source: io::Error,
     },
     /// Reading from or writing to the peer failed.
-    #[error("connection to the peer lost: {0}; run the same command again to resume")]
+    #[error("connection to the peer lost: {0}")]
     Connection(#[source] io::Error),
     /// The peer closed the stream in the middle of the exchange.
-    #[error(
-        "the peer closed the connection before the transfer finished; run the same command again to resume"
-    )]
+    #[error("the peer closed the connection before the transfer finished")]
     PeerClosed,
     /// The peer broke the protocol (bad frame, bound exceeded, unexpected message).
     #[error("protocol error: {0}")]
@@ -45,8 +43,10 @@ pub enum TransferError {
         /// Why it was refused.
         reason: &'static str,
     },
-    /// A file we would write already exists and differs from the offered one.
-    #[error("file exists: {0} (use --overwrite)")]
+    /// Files we would write exist already (the escaped names, a few of them and how many more).
+    #[error(
+        "already here: {0}; nothing was received (--overwrite replaces existing files, --skip-identical keeps those identical to the offered ones)"
+    )]
     FileExists(String),
     /// A file we would write exists as a folder.
     #[error("{0} exists as a folder: move it away or receive into another folder (-o)")]
@@ -61,12 +61,12 @@ pub enum TransferError {
     Symlink(String),
     /// The disk filled up while writing.
     #[error(
-        "disk full while writing {0}: partial data kept, free some space and run the same command again to resume"
+        "disk full while writing {0}: partial data kept; free some space, then ask the sender for a new code and receive again: it continues where it stopped"
     )]
     DiskFull(String),
     /// We may not write there.
     #[error(
-        "permission denied while writing {0}: partial data kept, fix the permissions or choose another folder (-o), then run the same command again to resume"
+        "permission denied while writing {0}: partial data kept; fix the permissions or choose another folder (-o), then ask the sender for a new code and receive again"
     )]
     PermissionDenied(String),
     /// The sender sent more or fewer bytes than it declared.
@@ -82,17 +82,26 @@ pub enum TransferError {
         declared: u64,
     },
     /// The data received does not hash to the offered value.
-    #[error("{0} arrived damaged (hash mismatch): it was discarded; run the same command again")]
+    #[error(
+        "{0} arrived damaged (hash mismatch): it was discarded; ask the sender for a new code to try again"
+    )]
     HashMismatch(String),
     /// The local person declined the offer.
     #[error("transfer declined: nothing was written")]
     Declined,
-    /// The receiver declined our offer.
-    #[error("the receiver declined the transfer: {0}")]
+    /// The receiver declined our offer (with the text it gave, escaped; yakk's receivers give
+    /// no reason, see [`crate::wire::DECLINED`]).
+    #[error("the receiver declined the transfer{}", reason_suffix(.0))]
     PeerRefused(String),
-    /// The peer stopped the transfer and said why.
-    #[error("the peer stopped the transfer: {0}")]
+    /// The peer gave up and said why.
+    #[error("the peer gave up: {0}")]
     PeerError(String),
+    /// The peer's user stopped the transfer (Ctrl-C on the other side).
+    #[error("the peer stopped the transfer")]
+    PeerStopped,
+    /// Our user stopped the transfer ([`crate::Stop`]); the peer was told.
+    #[error("stopped")]
+    Stopped,
     /// A file to send changed on disk since it was scanned.
     #[error("{0} changed since yakk filesend started: run yakk filesend again")]
     SourceChanged(String),
@@ -122,7 +131,39 @@ pub enum TransferError {
     Http(String),
 }
 
+/// ": reason" for a reason other than yakk's generic one, else nothing.
+fn reason_suffix(reason: &str) -> String {
+    if reason.is_empty() || reason == crate::wire::DECLINED {
+        String::new()
+    } else {
+        format!(": {reason}")
+    }
+}
+
 impl TransferError {
+    /// The text to send the peer when we stop on this error. What the peer sent wrong (names,
+    /// sizes, hashes, frames) is said; the state of our own disk never is: a local failure is
+    /// told as `local` ("the receiver could not save the files").
+    pub(crate) fn peer_text(&self, local: &str) -> String {
+        match self {
+            Self::Protocol(_)
+            | Self::UnsupportedVersion(_)
+            | Self::UnsafeName { .. }
+            | Self::SizeMismatch { .. } => self.to_string(),
+            Self::HashMismatch(name) => format!("{name} arrived damaged (hash mismatch)"),
+            Self::Stopped => crate::wire::STOPPED.to_owned(),
+            _ => local.to_owned(),
+        }
+    }
+
+    /// The peer ended the exchange (or the connection did): nothing more to tell it.
+    pub(crate) fn peer_ended(&self) -> bool {
+        matches!(
+            self,
+            Self::PeerError(_) | Self::PeerStopped | Self::PeerClosed | Self::Connection(_)
+        )
+    }
+
     /// An error of the stream to the peer: an early end is reported as [`Self::PeerClosed`].
     pub(crate) fn conn(e: io::Error) -> Self {
         match e.kind() {
@@ -184,9 +225,14 @@ mod tests {
                 TransferError::DiskFull(_)
             ));
         }
+        assert!(
+            TransferError::FileExists("photo.jpg".into())
+                .to_string()
+                .starts_with("already here: photo.jpg; nothing was received (--overwrite")
+        );
         assert_eq!(
-            TransferError::FileExists("photo.jpg".into()).to_string(),
-            "file exists: photo.jpg (use --overwrite)"
+            TransferError::PeerRefused(crate::wire::DECLINED.into()).to_string(),
+            "the receiver declined the transfer"
         );
     }
 }

@@ -475,16 +475,10 @@ where
         files: 1,
         folders: 0,
         total_bytes: size.unwrap_or(0),
-        resumed_bytes: 0,
         size_unknown: size.is_none(),
     };
-    let target = match &opts.destination {
-        Destination::Dir(out) => {
-            let stem = format!("legacy-{}", &blake3::hash(name.as_bytes()).to_hex()[..32]);
-            Some(receive::plan_file(out, &name, None, None, opts.overwrite, &stem, false)?.0)
-        }
-        Destination::Writer(_) => None,
-    };
+    // Ask first, then look at the disk (as the yakk/2 receiver does).
+    let policy = receive::Policy::of(&opts);
     if let Some(confirm) = opts.confirm {
         let yes = tokio::task::spawn_blocking(move || confirm(&summary_for_user))
             .await
@@ -494,6 +488,17 @@ where
             return Err(TransferError::Declined);
         }
     }
+    let target = match &opts.destination {
+        Destination::Dir(out) => {
+            let stem = format!("legacy-{}", &blake3::hash(name.as_bytes()).to_hex()[..32]);
+            let (t, existing) = receive::plan_file(out, &name, None, None, policy, &stem, false)?;
+            if existing == receive::Existing::Conflict {
+                return Err(TransferError::FileExists(escape(&name)));
+            }
+            Some(t)
+        }
+        Destination::Writer(_) => None,
+    };
     let mut summary = ReceiveSummary::default();
     let (mut sink, target) = match (opts.destination, target) {
         (Destination::Dir(out), Some(t)) => {

@@ -14,7 +14,8 @@
 //!   HTTP/1.1 exchange, `GET /yakkfilesendreceive`.
 //!
 //! The CLI scans what to send once ([`Manifest::scan`]) and may serve it to several receivers in
-//! turn; it picks a [`Reporter`] ([`TerminalReporter`] or [`JsonReporter`]) for progress.
+//! turn; it picks a [`Reporter`] ([`TerminalReporter`] or [`JsonReporter`]) for progress, and
+//! hands [`send_until`] / [`receive_until`] a [`Stop`] that Ctrl-C fires.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -53,19 +54,21 @@ pub mod names;
 mod receive;
 mod report;
 mod send;
+mod stop;
 pub mod wire;
 
 pub use error::{Result, TransferError};
 /// Sizes as the offer and the progress show them ("14 B", "2.00 MiB").
 pub use indicatif::HumanBytes;
 pub use legacy::{LEGACY_PATH, fetch_http_v1, serve_http_v1};
-pub use manifest::{Entry, EntryKind, Manifest};
+pub use manifest::{Entry, EntryKind, Listing, Manifest};
 pub use receive::{
     Confirm, Destination, MAX_SUMMARY_ENTRIES, OfferEntrySummary, OfferSummary, ReceiveOptions,
-    ReceiveSummary, receive,
+    ReceiveSummary, receive, receive_until,
 };
 pub use report::{
     Direction, DoneInfo, JsonReporter, NullReporter, Progress, Reporter, StartInfo,
     TerminalReporter,
 };
-pub use send::{SendSummary, send};
+pub use send::{SendSummary, send, send_until};
+pub use stop::Stop;

@@ -92,11 +92,57 @@ pub(crate) fn hash_file(path: &Path) -> std::io::Result<(u64, Hash)> {
     Ok((n, *h.finalize().as_bytes()))
 }
 
+/// The paths to send, walked and checked (names, duplicates, bounds), their files not read yet:
+/// what [`Manifest::list`] gives, quickly, so that a bad path is refused before a room is opened.
+/// [`Listing::hash`] then reads every file.
+#[derive(Debug)]
+pub struct Listing(Manifest);
+
+impl Listing {
+    /// Read and hash every file: the manifest to offer. A file whose size changes meanwhile is
+    /// refused.
+    ///
+    /// This reads every byte once; call it from a blocking context (`spawn_blocking`).
+    pub fn hash(mut self) -> Result<Manifest> {
+        for e in &mut self.0.entries {
+            let (EntryKind::File { size, hash }, Some(path)) = (&mut e.kind, &e.source) else {
+                continue;
+            };
+            let meta = fs::metadata(path).map_err(|err| bad(path, err.to_string()))?;
+            let (n, h) = hash_file(path).map_err(|err| bad(path, err.to_string()))?;
+            if n != *size || meta.len() != *size {
+                return Err(bad(path, "it changed while yakk was reading it"));
+            }
+            *hash = h;
+            e.modified = meta.modified().ok();
+        }
+        Ok(self.0)
+    }
+
+    /// What will be offered, with the sizes the file system gives now.
+    pub fn summary(&self) -> crate::OfferSummary {
+        self.0.summary()
+    }
+
+    /// Symbolic links and special files found inside folders and left out.
+    pub fn skipped(&self) -> &[PathBuf] {
+        self.0.skipped()
+    }
+}
+
 impl Manifest {
-    /// Scan files and folders (or `-` alone for standard input) and hash every file.
+    /// Scan files and folders (or `-` alone for standard input) and hash every file:
+    /// [`Manifest::list`] then [`Listing::hash`].
     ///
     /// This reads every byte once; call it from a blocking context (`spawn_blocking`).
     pub fn scan<P: AsRef<Path>>(paths: &[P]) -> Result<Manifest> {
+        Self::list(paths)?.hash()
+    }
+
+    /// Walk and check files and folders (or `-` alone for standard input) without reading the
+    /// files: every refusal of the paths given (missing, duplicate names, a name that cannot be
+    /// sent, too many entries) comes from here.
+    pub fn list<P: AsRef<Path>>(paths: &[P]) -> Result<Listing> {
         if paths.is_empty() {
             return Err(bad(Path::new(""), "nothing to send"));
         }
@@ -107,7 +153,7 @@ impl Manifest {
                     "standard input (-) must be the only thing sent",
                 ));
             }
-            return Ok(Self::from_reader("stdin", Box::new(tokio::io::stdin())));
+            return Ok(Listing(Self::stdin("stdin")));
         }
         let mut m = Manifest {
             entries: Vec::new(),
@@ -134,7 +180,17 @@ impl Manifest {
             }
             m.add(p, name, &meta)?;
         }
-        Ok(m)
+        Ok(Listing(m))
+    }
+
+    /// Offer standard input as one stream entry called `name` (`yakk filesend - --name NAME`).
+    pub fn stdin(name: &str) -> Manifest {
+        Self::from_reader(name, Box::new(tokio::io::stdin()))
+    }
+
+    /// What is offered, counted and escaped as the receiver will show it.
+    pub fn summary(&self) -> crate::OfferSummary {
+        crate::receive::summarize(&self.offer())
     }
 
     /// Offer the bytes of `reader` as one stream entry called `name` (standard input).
@@ -170,12 +226,15 @@ impl Manifest {
 
     fn add(&mut self, path: &Path, name: String, meta: &fs::Metadata) -> Result<()> {
         if meta.is_file() {
-            let (size, hash) = hash_file(path).map_err(|e| bad(path, e.to_string()))?;
+            // Hashed by `Listing::hash`.
             return self.push(
                 Entry {
                     name,
                     source: Some(path.to_owned()),
-                    kind: EntryKind::File { size, hash },
+                    kind: EntryKind::File {
+                        size: meta.len(),
+                        hash: [0; 32],
+                    },
                     modified: meta.modified().ok(),
                 },
                 path,
@@ -317,6 +376,35 @@ mod tests {
             panic!()
         };
         assert_eq!(hash, blake3::hash(b"hello").as_bytes());
+    }
+
+    #[test]
+    fn listing_checks_first_and_hashing_reads_later() {
+        let t = tempfile::tempdir().unwrap();
+        fs::write(t.path().join("a"), b"12345").unwrap();
+        fs::create_dir(t.path().join("d")).unwrap();
+        fs::write(t.path().join("d/a"), b"x").unwrap();
+        // Duplicate names are refused by the walk alone.
+        let dup = Manifest::list(&[t.path().join("a"), t.path().join("d/a")]).unwrap_err();
+        assert!(dup.to_string().contains("same name"), "{dup}");
+        let listing = Manifest::list(&[t.path().join("a"), t.path().join("d")]).unwrap();
+        assert_eq!(
+            listing.summary().headline(),
+            "2 file(s) in 1 folder(s), 6 B"
+        );
+        let m = Manifest::list(&[t.path().join("a")])
+            .unwrap()
+            .hash()
+            .unwrap();
+        let EntryKind::File { hash, .. } = &m.entries()[0].kind else {
+            panic!()
+        };
+        assert_eq!(hash, blake3::hash(b"12345").as_bytes());
+        // A file that changes between the walk and the reading is refused.
+        let listing = Manifest::list(&[t.path().join("a")]).unwrap();
+        fs::write(t.path().join("a"), b"1234567").unwrap();
+        let e = listing.hash().unwrap_err();
+        assert!(e.to_string().contains("changed"), "{e}");
     }
 
     #[test]

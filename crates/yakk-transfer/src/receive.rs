@@ -1,16 +1,22 @@
 //! The receiving side of yakk/2, and the safe writing of files shared with the yakk/1 fetch.
 //!
-//! Order of work, so that a refusal or an error writes nothing: decode and check the offer
-//! (names, bounds) → plan every target path without touching the disk (walking each existing
-//! component with `symlink_metadata`: a symbolic link or a file where a folder should be stops
-//! the plan; an existing file is an error unless it already has the offered content or
-//! `--overwrite` was given; a partial file gives the resume offset) → ask the person → create
-//! folders → accept with the offsets → receive.
+//! Order of work, so that a refusal or an error writes nothing and the sender learns nothing of
+//! the receiver's files: decode and check the offer (names, bounds: an offer that does not decode
+//! is answered with ERROR) → ask the person (or `--yes`) → only then look at the disk: plan every
+//! target path without writing (walking each existing component with `symlink_metadata`: a
+//! symbolic link or a file where a folder should be stops the plan; an existing file is refused
+//! unless `--overwrite`, or `--skip-identical` and it already has the offered content; a partial
+//! file gives the resume offset) → create folders → accept with the offsets → receive. Every
+//! refusal, whether the person said no or the plan failed, is the same REFUSE
+//! ([`crate::wire::DECLINED`]); the reason is shown only here.
 //!
 //! Data goes to a partial file `.yakk-<hash>.part` next to its final name, through a blocking
-//! writer thread fed by a bounded channel; the writer hashes as it writes and renames the partial
-//! to the final name only when the BLAKE3 hash matches the offer. On disk full, permission denied
-//! or a broken connection the partial file stays, and the next run resumes from its length.
+//! writer thread fed by a bounded channel; the writer hashes as it writes and checks the BLAKE3
+//! hash against the offer at each file's end. The yakk/2 receiver renames the partial files to
+//! their final names together once the whole transfer arrived ([`commit`]), so that an
+//! interrupted transfer leaves only partial files; the yakk/1 fetch renames its one file at once.
+//! On disk full, permission denied, a broken connection or a stop the partial files stay, and the
+//! next run resumes from their length (complete ones are only checked and renamed).
 
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -18,12 +24,16 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{
+    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
+    BufWriter,
+};
 use tokio::sync::mpsc;
 
 use crate::error::{Result, TransferError};
 use crate::names::{self, escape};
 use crate::report::{Direction, DoneInfo, Progress, Reporter, StartInfo};
+use crate::stop::Stop;
 use crate::wire::{self, Frame, Hash, Offer, WireEntry, WireKind};
 
 /// Where received data goes.
@@ -41,8 +51,13 @@ pub type Confirm = Box<dyn FnOnce(&OfferSummary) -> bool + Send>;
 pub struct ReceiveOptions {
     /// Where the data goes.
     pub destination: Destination,
-    /// Replace existing files that differ from the offered ones.
+    /// Replace existing files.
     pub overwrite: bool,
+    /// Keep an existing file that already has the offered content (same size and BLAKE3) and
+    /// tell the sender it needs no data for it. Off by default: the sender then learns which
+    /// files the receiver already had, and without it such a file is an existing file like any
+    /// other (refused unless `overwrite`).
+    pub skip_identical: bool,
     /// Ask before writing anything; `None` accepts (`--yes`). Runs on a blocking thread, so it may
     /// prompt on the terminal.
     pub confirm: Option<Confirm>,
@@ -54,7 +69,24 @@ impl ReceiveOptions {
         Self {
             destination: Destination::Dir(dir.into()),
             overwrite: false,
+            skip_identical: false,
             confirm: None,
+        }
+    }
+}
+
+/// What to do with files that exist already.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Policy {
+    pub overwrite: bool,
+    pub skip_identical: bool,
+}
+
+impl Policy {
+    pub(crate) fn of(opts: &ReceiveOptions) -> Self {
+        Self {
+            overwrite: opts.overwrite,
+            skip_identical: opts.skip_identical,
         }
     }
 }
@@ -84,37 +116,36 @@ pub struct OfferSummary {
     pub folders: u64,
     /// Sum of the file sizes (unknown parts, a stream, count 0).
     pub total_bytes: u64,
-    /// Bytes already here from an earlier, interrupted run.
-    pub resumed_bytes: u64,
     /// The size is not known up front (standard input, or a yakk/1 sender without length).
     pub size_unknown: bool,
 }
 
-impl std::fmt::Display for OfferSummary {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} file(s)", self.files)?;
+impl OfferSummary {
+    /// The counts and the size, as both sides say them: "6 file(s) in 2 folder(s), 1.20 MiB",
+    /// "1 file(s), unknown size".
+    pub fn headline(&self) -> String {
+        let mut s = format!("{} file(s)", self.files);
         if self.folders > 0 {
-            write!(f, " in {} folder(s)", self.folders)?;
+            s.push_str(&format!(" in {} folder(s)", self.folders));
         }
         if self.size_unknown {
-            write!(f, ", size unknown")?;
+            s.push_str(", unknown size");
         } else {
-            write!(f, ", {}", indicatif::HumanBytes(self.total_bytes))?;
+            s.push_str(&format!(", {}", indicatif::HumanBytes(self.total_bytes)));
         }
-        if self.resumed_bytes > 0 {
-            write!(
-                f,
-                " ({} already here, resuming)",
-                indicatif::HumanBytes(self.resumed_bytes)
-            )?;
-        }
-        writeln!(f, ":")?;
+        s
+    }
+}
+
+impl std::fmt::Display for OfferSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{}:", self.headline())?;
         const SHOWN: usize = 20;
         for e in self.entries.iter().take(SHOWN) {
             match (e.is_dir, e.size) {
                 (true, _) => writeln!(f, "  {}/", e.name)?,
                 (false, Some(s)) => writeln!(f, "  {} ({})", e.name, indicatif::HumanBytes(s))?,
-                (false, None) => writeln!(f, "  {}", e.name)?,
+                (false, None) => writeln!(f, "  {} (unknown size)", e.name)?,
             }
         }
         let all = (self.files + self.folders) as usize;
@@ -138,6 +169,13 @@ pub struct ReceiveSummary {
     pub resumed_bytes: u64,
     /// Top-level paths written (empty with `--stdout`).
     pub paths: Vec<PathBuf>,
+}
+
+impl ReceiveSummary {
+    /// Files of the offer now here complete (all of them): what both sides count.
+    pub fn files(&self) -> u64 {
+        self.files_received + self.files_skipped
+    }
 }
 
 /// Where one file goes, decided before anything is written.
@@ -218,36 +256,53 @@ pub(crate) fn is_partial_name(n: &str) -> bool {
     n.starts_with(".yakk-") && n.ends_with(".part")
 }
 
+/// What planning found at a file's final path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Existing {
+    /// Nothing there, or a file `--overwrite` replaces.
+    Free,
+    /// A file with the offered content, kept (`--skip-identical`).
+    Identical,
+    /// A file that stops the transfer (neither `--overwrite` nor an identical file skipped).
+    Conflict,
+}
+
 /// Plan a file target for `name` (checked), size `size`, hash `expected`.
 pub(crate) fn plan_file(
     out: &Path,
     name: &str,
     size: Option<u64>,
     expected: Option<Hash>,
-    overwrite: bool,
+    policy: Policy,
     partial_stem: &str,
     resumable: bool,
-) -> Result<(FileTarget, bool)> {
+) -> Result<(FileTarget, Existing)> {
     let parts = names::validate(name)?;
     let shown = escape(name);
     let (final_path, found) = inspect(out, &parts)?;
-    let mut already = false;
+    let mut existing = Existing::Free;
     match found {
         Found::Nothing => {}
         Found::Dir => return Err(TransferError::ExistsAsFolder(shown)),
         Found::File(m) => {
-            if let (Some(size), Some(h)) = (size, expected)
+            // Hashed only when asked to: reading a file the sender named is nobody's business
+            // otherwise.
+            if policy.skip_identical
+                && let (Some(size), Some(h)) = (size, expected)
                 && m.len() == size
             {
                 let (_, have) = crate::manifest::hash_file(&final_path)
                     .map_err(|e| TransferError::io(format!("reading {shown}"), e))?;
-                already = have == h;
+                if have == h {
+                    existing = Existing::Identical;
+                }
             }
-            if !already && !overwrite {
-                return Err(TransferError::FileExists(shown));
+            if existing == Existing::Free && !policy.overwrite {
+                existing = Existing::Conflict;
             }
         }
     }
+    let already = existing == Existing::Identical;
     let partial = final_path.with_file_name(format!(".yakk-{partial_stem}.part"));
     let mut offset = 0;
     if resumable && !already {
@@ -268,8 +323,17 @@ pub(crate) fn plan_file(
             keep_partial: resumable,
             expected,
         },
-        already,
+        existing,
     ))
+}
+
+/// "a, b, c and 4 more" (escaped names) for the files that are in the way.
+fn conflict_list(names: &[String], count: usize) -> String {
+    let mut s = names.join(", ");
+    if count > names.len() {
+        s.push_str(&format!(" and {} more", count - names.len()));
+    }
+    s
 }
 
 /// Create `out/parts…` folder by folder, refusing links and files on the way.
@@ -364,7 +428,9 @@ impl Open {
         })
     }
 
-    fn end(mut self, trailer: Option<(u64, Hash)>) -> Result<()> {
+    /// Check the file; rename it to its final name unless `defer` (the caller renames every
+    /// file at the end of the transfer, [`commit`]).
+    fn end(mut self, trailer: Option<(u64, Hash)>, defer: bool) -> Result<()> {
         let got = *self.hasher.finalize().as_bytes();
         let want = match (self.t.expected, trailer) {
             (Some(h), _) => Some(h),
@@ -389,6 +455,9 @@ impl Open {
             .flush()
             .map_err(|e| TransferError::write(e, &self.t.shown))?;
         drop(self.file);
+        if defer {
+            return Ok(());
+        }
         fs::rename(&self.t.partial, &self.t.final_path)
             .map_err(|e| TransferError::write(e, &self.t.shown))
     }
@@ -402,6 +471,7 @@ impl Open {
 pub(crate) fn write_files(
     mut cmds: mpsc::Receiver<Cmd>,
     spare: std_mpsc::Sender<Vec<u8>>,
+    defer_rename: bool,
 ) -> Result<()> {
     let mut cur: Option<Open> = None;
     let result = (|| {
@@ -417,7 +487,10 @@ pub(crate) fn write_files(
                     o.written += buf.len() as u64;
                     let _ = spare.send(buf);
                 }
-                Cmd::End(trailer) => cur.take().expect("end after begin").end(trailer)?,
+                Cmd::End(trailer) => cur
+                    .take()
+                    .expect("end after begin")
+                    .end(trailer, defer_rename)?,
             }
         }
         Ok(())
@@ -448,10 +521,21 @@ pub(crate) enum Sink {
 }
 
 impl Sink {
+    /// Files to disk, each renamed to its final name as soon as it is complete and checked.
     pub(crate) fn disk() -> Self {
+        Self::disk_with(false)
+    }
+
+    /// Files to disk, checked as they complete but left under their partial names: the caller
+    /// renames them all at the end ([`commit`]).
+    fn disk_deferred() -> Self {
+        Self::disk_with(true)
+    }
+
+    fn disk_with(defer_rename: bool) -> Self {
         let (tx, rx) = mpsc::channel(4);
         let (spare_tx, spare) = std_mpsc::channel();
-        let worker = tokio::task::spawn_blocking(move || write_files(rx, spare_tx));
+        let worker = tokio::task::spawn_blocking(move || write_files(rx, spare_tx, defer_rename));
         Sink::Disk {
             tx: Some(tx),
             worker: Some(worker),
@@ -613,11 +697,64 @@ fn target(out: Option<&Path>, e: &WireEntry, offset: u64, stream_stem: &str) -> 
     }
 }
 
+/// What the receiver tells the sender when it fails on its own side: nothing more.
+const LOCAL_FAILURE: &str = "the receiver could not save the files";
+
 /// Receive what the sender on `stream` offers (yakk/2).
 pub async fn receive<S>(
     stream: S,
     opts: ReceiveOptions,
     reporter: &dyn Reporter,
+) -> Result<ReceiveSummary>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    receive_until(stream, opts, reporter, &Stop::never()).await
+}
+
+/// Resolves when the peer speaks (or goes away) while we are busy on our side (asking the
+/// person, planning): all it may say then is ERROR. The error to stop with.
+async fn peer_interrupts<R: AsyncBufRead + Unpin>(rd: &mut R) -> TransferError {
+    match rd.fill_buf().await {
+        Err(e) => TransferError::conn(e),
+        Ok([]) => TransferError::PeerClosed,
+        Ok(_) => match wire::read_frame(rd, &[]).await {
+            Err(e) => e,
+            Ok((t, _)) => TransferError::Protocol(format!("unexpected {t:?} frame")),
+        },
+    }
+}
+
+/// Run `work` (our side's business) while watching `stop` and the peer.
+async fn meanwhile<T, R, W>(
+    work: impl std::future::Future<Output = Result<T>>,
+    rd: &mut R,
+    wr: &mut W,
+    stop: &Stop,
+) -> Result<T>
+where
+    R: AsyncBufRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    tokio::select! {
+        r = work => r,
+        () = stop.requested() => {
+            refuse(wr, Frame::Error, wire::STOPPED).await;
+            Err(TransferError::Stopped)
+        }
+        e = peer_interrupts(rd) => Err(e),
+    }
+}
+
+/// [`receive`], until `stop` fires: then the data already on disk stays for a resume (a
+/// stream's goes), the sender is told (ERROR [`wire::STOPPED`]) and the result is
+/// [`TransferError::Stopped`]. While the person is asked, the sender may stop too
+/// ([`TransferError::PeerStopped`]): the question is then abandoned.
+pub async fn receive_until<S>(
+    stream: S,
+    opts: ReceiveOptions,
+    reporter: &dyn Reporter,
+    stop: &Stop,
 ) -> Result<ReceiveSummary>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -628,45 +765,81 @@ where
 
     wire::write_frame(&mut wr, Frame::Hello, &wire::encode_hello()).await?;
     wr.flush().await.map_err(TransferError::conn)?;
-    let (_, p) = wire::read_frame(&mut rd, &[Frame::Offer]).await?;
-    let offer = match wire::decode_offer(&p) {
+    let (_, p) = tokio::select! {
+        r = wire::read_frame(&mut rd, &[Frame::Offer]) => r?,
+        () = stop.requested() => {
+            refuse(&mut wr, Frame::Error, wire::STOPPED).await;
+            return Err(TransferError::Stopped);
+        }
+    };
+    let offer = match wire::decode_offer(&p).and_then(|o| check_offer(&o).map(|()| o)) {
         Ok(o) => o,
         Err(e) => {
-            refuse(&mut wr, Frame::Error, &e.to_string()).await;
+            refuse(&mut wr, Frame::Error, &e.peer_text(LOCAL_FAILURE)).await;
             return Err(e);
         }
     };
     drop(p);
+    let offer = std::sync::Arc::new(offer);
+    let offer_summary = summarize(&offer);
+    if let Destination::Writer(_) = opts.destination
+        && let Err(e) = single_file(&offer, &offer_summary)
+    {
+        refuse(&mut wr, Frame::Refuse, wire::DECLINED).await;
+        return Err(e);
+    }
 
-    let planned = plan(&offer, &opts);
+    // Ask first: nothing of this machine's files is looked at before the answer, so neither a
+    // refusal nor its timing depends on them.
+    let policy = Policy::of(&opts);
+    if let Some(confirm) = opts.confirm {
+        // On a blocking thread: a question abandoned (stop, or the sender gone) is left to the
+        // process's end.
+        let question = async {
+            tokio::task::spawn_blocking(move || confirm(&offer_summary))
+                .await
+                .map_err(|e| TransferError::io("asking for confirmation", std::io::Error::other(e)))
+        };
+        let yes = meanwhile(question, &mut rd, &mut wr, stop).await?;
+        if !yes {
+            refuse(&mut wr, Frame::Refuse, wire::DECLINED).await;
+            return Err(TransferError::Declined);
+        }
+    }
+
+    let planned = match &opts.destination {
+        Destination::Dir(out) => {
+            let (offer, out) = (offer.clone(), out.clone());
+            let planning = async {
+                tokio::task::spawn_blocking(move || plan(&offer, &out, policy))
+                    .await
+                    .map_err(|e| {
+                        TransferError::io("looking at the target folder", std::io::Error::other(e))
+                    })
+                    .and_then(|r| r)
+            };
+            match meanwhile(async { Ok(planning.await) }, &mut rd, &mut wr, stop).await {
+                Ok(planned) => planned,
+                Err(e) => return Err(e),
+            }
+        }
+        Destination::Writer(_) => Ok(Plan::to_writer()),
+    };
     let Plan {
         mut summary,
         jobs,
         finish_only,
         dirs,
-        mut offer_summary,
         offsets,
+        rename,
         stream_stem,
     } = match planned {
         Ok(x) => x,
         Err(e) => {
-            refuse(&mut wr, Frame::Refuse, &e.to_string()).await;
+            refuse(&mut wr, Frame::Refuse, wire::DECLINED).await;
             return Err(e);
         }
     };
-    offer_summary.resumed_bytes = summary.resumed_bytes;
-    if let Some(confirm) = opts.confirm {
-        let (yes, _) = tokio::task::spawn_blocking(move || {
-            let yes = confirm(&offer_summary);
-            (yes, offer_summary)
-        })
-        .await
-        .map_err(|e| TransferError::io("asking for confirmation", std::io::Error::other(e)))?;
-        if !yes {
-            refuse(&mut wr, Frame::Refuse, "they answered no to the offer").await;
-            return Err(TransferError::Declined);
-        }
-    }
 
     let out = match &opts.destination {
         Destination::Dir(out) => Some(out.clone()),
@@ -683,7 +856,7 @@ where
                 })
             });
             if let Err(e) = made {
-                refuse(&mut wr, Frame::Error, &e.to_string()).await;
+                refuse(&mut wr, Frame::Refuse, wire::DECLINED).await;
                 return Err(e);
             }
             let mut seen = std::collections::HashSet::new();
@@ -693,7 +866,7 @@ where
                     summary.paths.push(out.join(top));
                 }
             }
-            Sink::disk()
+            Sink::disk_deferred()
         }
         Destination::Writer(w) => Sink::writer(w),
     };
@@ -714,8 +887,25 @@ where
                 target(out, &offer.entries[j.idx], j.offset, &stream_stem),
             )
         });
-        data_phase(&mut rd, &mut sink, targets, &offer, reporter, &mut summary).await?;
-        sink.finish().await
+        // A stop drops the data phase wherever it is: what reached the writer stays on disk.
+        let done = tokio::select! {
+            biased;
+            () = stop.requested() => Err(TransferError::Stopped),
+            d = data_phase(&mut rd, &mut sink, targets, &offer, reporter, &mut summary) => d,
+        }?;
+        sink.finish().await?;
+        // All arrived and checked: the files take their final names together, so that an
+        // interrupted transfer leaves only partial files, which the next one resumes (complete
+        // ones included) without mistaking them for files that were here before.
+        if let Some(out) = out {
+            let (out, offer) = (out.to_owned(), offer.clone());
+            let stem = stream_stem.clone();
+            tokio::task::spawn_blocking(move || commit(&out, &offer, &rename, &stem))
+                .await
+                .map_err(|e| TransferError::io("renaming the files", std::io::Error::other(e)))??;
+        }
+        reporter.done(&done);
+        Ok(())
     }
     .await;
     match result {
@@ -732,13 +922,21 @@ where
                 (TransferError::PeerClosed, Some(disk)) => disk,
                 (e, _) => e,
             };
-            if !matches!(
-                e,
-                TransferError::PeerError(_)
-                    | TransferError::PeerClosed
-                    | TransferError::Connection(_)
-            ) {
-                refuse(&mut wr, Frame::Error, &e.to_string()).await;
+            // A stream cannot be resumed: nothing of it stays, even complete but not renamed.
+            if let (
+                Some(out),
+                [
+                    entry @ WireEntry {
+                        kind: WireKind::Stream,
+                        ..
+                    },
+                ],
+            ) = (out, offer.entries.as_slice())
+            {
+                let _ = fs::remove_file(target(Some(out), entry, 0, &stream_stem).partial);
+            }
+            if !e.peer_ended() {
+                refuse(&mut wr, Frame::Error, &e.peer_text(LOCAL_FAILURE)).await;
             }
             Err(e)
         }
@@ -754,11 +952,28 @@ struct Plan {
     finish_only: Vec<Job>,
     /// Folders to create (declared ones and parents of files), each once.
     dirs: Vec<String>,
-    offer_summary: OfferSummary,
     /// The ACCEPT: bytes already held per entry.
     offsets: Vec<u64>,
+    /// Entries whose partial file takes the final name at the end (all files but those kept
+    /// as identical).
+    rename: Vec<bool>,
     /// Partial-file stem of a stream entry (no resume: unique per run).
     stream_stem: String,
+}
+
+impl Plan {
+    /// `--stdout`: the single file of the offer (checked by [`single_file`]), from its start.
+    fn to_writer() -> Self {
+        Plan {
+            summary: ReceiveSummary::default(),
+            jobs: vec![Job { idx: 0, offset: 0 }],
+            finish_only: Vec::new(),
+            dirs: Vec::new(),
+            offsets: vec![0],
+            rename: vec![false],
+            stream_stem: String::new(),
+        }
+    }
 }
 
 fn partial_stem(name: &str, hash: &Hash) -> String {
@@ -769,20 +984,23 @@ fn partial_stem(name: &str, hash: &Hash) -> String {
     hex(&h.finalize().as_bytes()[..16])
 }
 
-/// Decide every target before writing anything.
-fn plan(offer: &Offer, opts: &ReceiveOptions) -> Result<Plan> {
-    let mut summary = ReceiveSummary::default();
-    let mut os = OfferSummary::default();
-    let mut jobs = Vec::new();
-    let mut finish_only = Vec::new();
-    let mut dirs = Vec::new();
-    let mut dir_seen = std::collections::HashSet::new();
-    let mut add_dir = |d: &str, dirs: &mut Vec<String>| {
-        if dir_seen.insert(d.to_owned()) {
-            dirs.push(d.to_owned());
+/// What the offer alone says is wrong (no disk involved): names reserved for partial files.
+fn check_offer(offer: &Offer) -> Result<()> {
+    for e in &offer.entries {
+        let last = e.name.rsplit('/').next().unwrap_or_default();
+        if is_partial_name(last) {
+            return Err(TransferError::UnsafeName {
+                name: escape(&e.name),
+                reason: "reserved for yakk's partial files",
+            });
         }
-    };
-    let mut offsets = vec![0u64; offer.entries.len()];
+    }
+    Ok(())
+}
+
+/// The offer, escaped and counted, for the question (and for the sender's own words).
+pub(crate) fn summarize(offer: &Offer) -> OfferSummary {
+    let mut os = OfferSummary::default();
     for e in &offer.entries {
         let (size, is_dir) = match e.kind {
             WireKind::Dir => (None, true),
@@ -803,110 +1021,144 @@ fn plan(offer: &Offer, opts: &ReceiveOptions) -> Result<Plan> {
         }
         os.total_bytes += size.unwrap_or(0);
         os.size_unknown |= e.kind == WireKind::Stream;
-        let last = e.name.rsplit('/').next().unwrap_or_default();
-        if is_partial_name(last) {
-            return Err(TransferError::UnsafeName {
-                name: escape(&e.name),
-                reason: "reserved for yakk's partial files",
-            });
-        }
     }
-    let mut stream_stem = String::new();
-    match &opts.destination {
-        Destination::Writer(_) => {
-            let [e] = offer.entries.as_slice() else {
-                return Err(TransferError::StdoutSingleFile(format!(
-                    "{} entries",
-                    offer.entries.len()
-                )));
-            };
-            if e.kind == WireKind::Dir {
-                return Err(TransferError::StdoutSingleFile("a folder".into()));
-            }
-            jobs.push(Job { idx: 0, offset: 0 });
+    os
+}
+
+/// `--stdout` takes exactly one file (or stream).
+fn single_file(offer: &Offer, summary: &OfferSummary) -> Result<()> {
+    match offer.entries.as_slice() {
+        [e] if e.kind != WireKind::Dir => Ok(()),
+        _ => Err(TransferError::StdoutSingleFile(summary.headline())),
+    }
+}
+
+/// Decide every target in `out` before writing anything (after the person accepted).
+fn plan(offer: &Offer, out: &Path, policy: Policy) -> Result<Plan> {
+    let mut summary = ReceiveSummary::default();
+    let mut jobs = Vec::new();
+    let mut finish_only = Vec::new();
+    let mut dirs = Vec::new();
+    let mut dir_seen = std::collections::HashSet::new();
+    let mut add_dir = |d: &str, dirs: &mut Vec<String>| {
+        if dir_seen.insert(d.to_owned()) {
+            dirs.push(d.to_owned());
         }
-        Destination::Dir(out) => {
-            for (i, e) in offer.entries.iter().enumerate() {
-                match e.kind {
-                    WireKind::Dir => {
-                        let parts = names::validate(&e.name)?;
-                        match inspect(out, &parts)?.1 {
-                            Found::File(_) => {
-                                return Err(TransferError::NotAFolder(escape(&e.name)));
-                            }
-                            Found::Dir | Found::Nothing => add_dir(&e.name, &mut dirs),
-                        }
+    };
+    let mut offsets = vec![0u64; offer.entries.len()];
+    let mut rename = vec![false; offer.entries.len()];
+    let mut stream_stem = String::new();
+    // Files in the way: all of them are named in the one error, a few by name.
+    const NAMED: usize = 5;
+    let mut conflicts = Vec::new();
+    let mut conflict_count = 0;
+    let mut conflict = |name: &str| {
+        conflict_count += 1;
+        if conflicts.len() < NAMED {
+            conflicts.push(escape(name));
+        }
+    };
+    for (i, e) in offer.entries.iter().enumerate() {
+        match e.kind {
+            WireKind::Dir => {
+                let parts = names::validate(&e.name)?;
+                match inspect(out, &parts)?.1 {
+                    Found::File(_) => {
+                        return Err(TransferError::NotAFolder(escape(&e.name)));
                     }
-                    WireKind::File { size, hash } => {
-                        let (t, already) = plan_file(
-                            out,
-                            &e.name,
-                            Some(size),
-                            Some(hash),
-                            opts.overwrite,
-                            &partial_stem(&e.name, &hash),
-                            true,
-                        )?;
-                        if let Some((parent, _)) = e.name.rsplit_once('/') {
-                            add_dir(parent, &mut dirs);
-                        }
-                        if already {
-                            summary.files_skipped += 1;
-                            summary.resumed_bytes += size;
-                            offsets[i] = size;
-                            continue;
-                        }
-                        summary.resumed_bytes += t.offset;
-                        offsets[i] = t.offset;
-                        let job = Job {
-                            idx: i,
-                            offset: t.offset,
-                        };
-                        if t.offset == size {
-                            finish_only.push(job);
-                        } else {
-                            jobs.push(job);
-                        }
-                    }
-                    WireKind::Stream => {
-                        stream_stem = format!(
-                            "stream-{}-{}",
-                            std::process::id(),
-                            std::time::SystemTime::now()
-                                .duration_since(std::time::UNIX_EPOCH)
-                                .unwrap_or_default()
-                                .as_nanos()
-                        );
-                        plan_file(
-                            out,
-                            &e.name,
-                            None,
-                            None,
-                            opts.overwrite,
-                            &stream_stem,
-                            false,
-                        )?;
-                        if let Some((parent, _)) = e.name.rsplit_once('/') {
-                            add_dir(parent, &mut dirs);
-                        }
-                        jobs.push(Job { idx: i, offset: 0 });
-                    }
+                    Found::Dir | Found::Nothing => add_dir(&e.name, &mut dirs),
                 }
             }
+            WireKind::File { size, hash } => {
+                let (t, existing) = plan_file(
+                    out,
+                    &e.name,
+                    Some(size),
+                    Some(hash),
+                    policy,
+                    &partial_stem(&e.name, &hash),
+                    true,
+                )?;
+                if let Some((parent, _)) = e.name.rsplit_once('/') {
+                    add_dir(parent, &mut dirs);
+                }
+                match existing {
+                    Existing::Conflict => {
+                        conflict(&e.name);
+                        continue;
+                    }
+                    Existing::Identical => {
+                        summary.files_skipped += 1;
+                        summary.resumed_bytes += size;
+                        offsets[i] = size;
+                        continue;
+                    }
+                    Existing::Free => {}
+                }
+                summary.resumed_bytes += t.offset;
+                offsets[i] = t.offset;
+                rename[i] = true;
+                let job = Job {
+                    idx: i,
+                    offset: t.offset,
+                };
+                if t.offset == size {
+                    finish_only.push(job);
+                } else {
+                    jobs.push(job);
+                }
+            }
+            WireKind::Stream => {
+                stream_stem = format!(
+                    "stream-{}-{}",
+                    std::process::id(),
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_nanos()
+                );
+                let (_, existing) =
+                    plan_file(out, &e.name, None, None, policy, &stream_stem, false)?;
+                if existing == Existing::Conflict {
+                    conflict(&e.name);
+                    continue;
+                }
+                if let Some((parent, _)) = e.name.rsplit_once('/') {
+                    add_dir(parent, &mut dirs);
+                }
+                rename[i] = true;
+                jobs.push(Job { idx: i, offset: 0 });
+            }
         }
+    }
+    if conflict_count > 0 {
+        return Err(TransferError::FileExists(conflict_list(
+            &conflicts,
+            conflict_count,
+        )));
     }
     Ok(Plan {
         summary,
         jobs,
         finish_only,
         dirs,
-        offer_summary: os,
         offsets,
+        rename,
         stream_stem,
     })
 }
 
-/// Read DATA / FILE_END for each job in order, then DONE.
+/// Give every received file its final name (the transfer is complete and every file checked).
+fn commit(out: &Path, offer: &Offer, rename: &[bool], stream_stem: &str) -> Result<()> {
+    for (e, _) in offer.entries.iter().zip(rename).filter(|(_, r)| **r) {
+        let t = target(Some(out), e, 0, stream_stem);
+        fs::rename(&t.partial, &t.final_path).map_err(|err| TransferError::write(err, &t.shown))?;
+    }
+    Ok(())
+}
+
+/// Read DATA / FILE_END for each job in order, then DONE; the figures for the `done` report
+/// (made once the files have their final names).
 async fn data_phase<R: AsyncRead + Unpin>(
     rd: &mut R,
     sink: &mut Sink,
@@ -914,7 +1166,7 @@ async fn data_phase<R: AsyncRead + Unpin>(
     offer: &Offer,
     reporter: &dyn Reporter,
     summary: &mut ReceiveSummary,
-) -> Result<()> {
+) -> Result<DoneInfo> {
     let known: Option<u64> = offer
         .entries
         .iter()
@@ -1014,7 +1266,7 @@ async fn data_phase<R: AsyncRead + Unpin>(
                 }
                 Frame::Error => {
                     let p = wire::read_payload(rd, len).await?;
-                    return Err(TransferError::PeerError(wire::decode_text(&p)));
+                    return Err(wire::peer_error(&p));
                 }
                 Frame::Done => {
                     return Err(TransferError::SizeMismatch {
@@ -1041,7 +1293,7 @@ async fn data_phase<R: AsyncRead + Unpin>(
         }
         Frame::Error => {
             let p = wire::read_payload(rd, len).await?;
-            return Err(TransferError::PeerError(wire::decode_text(&p)));
+            return Err(wire::peer_error(&p));
         }
         other => {
             return Err(TransferError::Protocol(format!(
@@ -1049,15 +1301,13 @@ async fn data_phase<R: AsyncRead + Unpin>(
             )));
         }
     }
-    sink.finish().await?;
-    reporter.done(&DoneInfo {
+    Ok(DoneInfo {
         direction: Direction::Receive,
         files,
         bytes_transferred: summary.bytes_received,
         resumed_bytes: summary.resumed_bytes,
         elapsed: started.elapsed(),
-    });
-    Ok(())
+    })
 }
 
 /// Tell the peer we stop (best effort, bounded in time).

@@ -87,6 +87,8 @@ pub trait Reporter: Send + Sync {
     fn file_done(&self, _name: &str, _size: u64) {}
     /// Everything is complete.
     fn done(&self, _info: &DoneInfo) {}
+    /// The transfer ended without completing (an error, a stop): leave the screen clean.
+    fn abandon(&self) {}
 }
 
 /// Reports nothing.
@@ -225,6 +227,8 @@ pub struct TerminalReporter {
     file: ProgressBar,
     total: ProgressBar,
     shown: std::sync::Once,
+    /// For a size not known up front (standard input): bytes and rate, no total, no eta.
+    unknown: ProgressStyle,
 }
 
 impl Default for TerminalReporter {
@@ -246,6 +250,10 @@ impl TerminalReporter {
         )
         .expect("valid template")
         .progress_chars("=> ");
+        let unknown = ProgressStyle::with_template(
+            "{msg:24!} {bytes:>10} {binary_bytes_per_sec:>12} (unknown size)",
+        )
+        .expect("valid template");
         // Detached (hidden) until `start` adds them to the drawing.
         let file = ProgressBar::hidden().with_style(style.clone());
         let total = ProgressBar::hidden().with_style(style);
@@ -255,14 +263,22 @@ impl TerminalReporter {
             file,
             total,
             shown: std::sync::Once::new(),
+            unknown,
         }
     }
 }
 
 impl Reporter for TerminalReporter {
     fn start(&self, i: &StartInfo) {
-        if let Some(t) = i.total_bytes {
-            self.total.set_length(t);
+        match i.total_bytes {
+            Some(t) => self.total.set_length(t),
+            None => {
+                // A stream is the only entry of its offer: its bar too, before it is drawn.
+                for bar in [&self.total, &self.file] {
+                    bar.unset_length();
+                    bar.set_style(self.unknown.clone());
+                }
+            }
         }
         self.total.set_position(i.resumed_bytes);
         self.total.reset_eta();
@@ -272,6 +288,18 @@ impl Reporter for TerminalReporter {
         };
         self.total
             .set_message(format!("{verb} {} file(s)", i.files));
+        if i.resumed_bytes > 0 {
+            let _ = self.multi.println(match i.direction {
+                Direction::Send => format!(
+                    "Resuming: the receiver already has {}, not sent again.",
+                    indicatif::HumanBytes(i.resumed_bytes)
+                ),
+                Direction::Receive => format!(
+                    "Resuming: {} already here, not received again.",
+                    indicatif::HumanBytes(i.resumed_bytes)
+                ),
+            });
+        }
         self.shown.call_once(|| {
             self.multi.add(self.file.clone());
             self.multi.add(self.total.clone());
@@ -281,7 +309,13 @@ impl Reporter for TerminalReporter {
     fn file_start(&self, name: &str, size: Option<u64>, offset: u64) {
         // Length and position first: the message redraws, and must not show the new name
         // with the previous file's figures.
-        self.file.set_length(size.unwrap_or(0));
+        match size {
+            Some(s) => self.file.set_length(s),
+            None => {
+                self.file.unset_length();
+                self.file.set_style(self.unknown.clone());
+            }
+        }
         self.file.set_position(offset);
         self.file.reset_eta();
         self.file.set_message(names::escape(name));
@@ -289,20 +323,24 @@ impl Reporter for TerminalReporter {
 
     fn progress(&self, p: &Progress<'_>) {
         self.file.set_position(p.file_bytes);
-        if p.file_size.is_none() {
-            self.file.set_length(p.file_bytes);
-            self.total.set_length(p.bytes);
-        }
         self.total.set_position(p.bytes);
     }
 
     fn file_done(&self, _name: &str, size: u64) {
-        self.file.set_length(size);
+        if self.file.length().is_some() {
+            self.file.set_length(size);
+        }
         self.file.set_position(size);
     }
 
     fn done(&self, _d: &DoneInfo) {
         // The caller prints the summary line (on a terminal or not).
+        self.file.finish_and_clear();
+        self.total.finish_and_clear();
+    }
+
+    fn abandon(&self) {
+        // The caller says how far it went.
         self.file.finish_and_clear();
         self.total.finish_and_clear();
     }
@@ -419,6 +457,43 @@ mod tests {
         });
         let drawn = screen.0.lock().unwrap().clone();
         assert!(drawn.contains("receiving 2 file(s)"), "{drawn:?}");
+    }
+
+    /// Standard input has no size up front: the bars say so and show no total and no eta
+    /// (they showed "18.17 MiB/18.11 MiB, eta 0s", the total chasing the position).
+    #[test]
+    fn unknown_sizes_are_said_not_guessed() {
+        let screen = Screen::default();
+        let r =
+            TerminalReporter::with_target(ProgressDrawTarget::term_like(Box::new(screen.clone())));
+        r.start(&StartInfo {
+            direction: Direction::Receive,
+            files: 1,
+            total_bytes: None,
+            resumed_bytes: 0,
+        });
+        r.file_start("notes.txt", None, 0);
+        for i in 1..=5u64 {
+            std::thread::sleep(Duration::from_millis(60));
+            r.progress(&Progress {
+                name: "notes.txt",
+                file_bytes: i << 20,
+                file_size: None,
+                bytes: i << 20,
+                total_bytes: None,
+            });
+        }
+        let drawn = screen.0.lock().unwrap().clone();
+        assert!(drawn.contains("(unknown size)"), "{drawn:?}");
+        assert!(drawn.contains("MiB"), "{drawn:?}");
+        assert!(!drawn.contains("eta"), "{drawn:?}");
+        // No "done/total": the only slash is the rate's ("MiB/s").
+        assert!(
+            drawn
+                .match_indices('/')
+                .all(|(i, _)| drawn[i..].starts_with("/s")),
+            "{drawn:?}"
+        );
     }
 
     #[test]

@@ -19,8 +19,19 @@ use tokio::sync::mpsc;
 use crate::error::{Result, TransferError};
 use crate::manifest::{EntryKind, Manifest};
 use crate::names::escape;
+use crate::receive::refuse;
 use crate::report::{Direction, DoneInfo, Progress, Reporter, StartInfo};
+use crate::stop::Stop;
 use crate::wire::{self, Frame};
+
+/// How long a stop may wait for the frame being written to end (so that the stream stays
+/// readable for our ERROR) before the transfer is dropped without a word.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// At the end of standard input, how long to wait for a Ctrl-C that came with it: Ctrl-C on a
+/// terminal goes to the whole pipeline (`tar c . | yakk filesend -`), and the producer that
+/// dies of it closes the pipe; that end is not the end of the data.
+const STREAM_END_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Size of the chunks read from disk and sent in DATA frames.
 pub(crate) const CHUNK: usize = wire::MAX_DATA as usize;
@@ -36,6 +47,13 @@ pub struct SendSummary {
     pub resumed_bytes: u64,
     /// Files that needed no data (complete at the receiver already, or empty).
     pub files_skipped: u64,
+}
+
+impl SendSummary {
+    /// Files of the offer the receiver now holds complete (all of them): what both sides count.
+    pub fn files(&self) -> u64 {
+        self.files_sent + self.files_skipped
+    }
 }
 
 /// One file to read, from `offset` to `size`.
@@ -119,11 +137,28 @@ pub async fn send<S>(stream: S, manifest: &Manifest, reporter: &dyn Reporter) ->
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    send_until(stream, manifest, reporter, &Stop::never()).await
+}
+
+/// [`send`], until `stop` fires: then the receiver is told (ERROR [`wire::STOPPED`]) and the
+/// result is [`TransferError::Stopped`].
+pub async fn send_until<S>(
+    stream: S,
+    manifest: &Manifest,
+    reporter: &dyn Reporter,
+    stop: &Stop,
+) -> Result<SendSummary>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let (rd, wr) = tokio::io::split(stream);
     let mut rd = BufReader::with_capacity(16 << 10, rd);
     let mut wr = BufWriter::with_capacity(256 << 10, wr);
 
-    let (_, hello) = wire::read_frame(&mut rd, &[Frame::Hello]).await?;
+    let (_, hello) = tokio::select! {
+        r = wire::read_frame(&mut rd, &[Frame::Hello]) => r?,
+        () = stop.requested() => return Err(stopped(&mut wr).await),
+    };
     let version = wire::decode_hello(&hello)?;
     if version != wire::VERSION {
         let msg = format!("unsupported transfer protocol version {version}");
@@ -135,7 +170,10 @@ where
     wire::write_frame(&mut wr, Frame::Offer, &wire::encode_offer(&offer)).await?;
     wr.flush().await.map_err(TransferError::conn)?;
 
-    let (t, p) = wire::read_frame(&mut rd, &[Frame::Accept, Frame::Refuse]).await?;
+    let (t, p) = tokio::select! {
+        r = wire::read_frame(&mut rd, &[Frame::Accept, Frame::Refuse]) => r?,
+        () = stop.requested() => return Err(stopped(&mut wr).await),
+    };
     if t == Frame::Refuse {
         return Err(TransferError::PeerRefused(wire::decode_text(&p)));
     }
@@ -179,31 +217,54 @@ where
     tokio::pin!(watch);
     let data = async {
         match stream_name {
-            Some(name) => send_stream(&mut wr, manifest, &name, reporter, &mut summary).await,
-            None => send_files(&mut wr, jobs, total, reporter, &mut summary).await,
+            Some(name) => send_stream(&mut wr, manifest, &name, reporter, &mut summary, stop).await,
+            None => send_files(&mut wr, jobs, total, reporter, &mut summary, stop).await,
         }
     };
+    // The data phase stops itself between frames; should a frame take longer than the grace
+    // to go out (a receiver that does not read), it is dropped mid-frame and nothing is said.
+    let mut mid_frame = false;
     let outcome = tokio::select! {
-        r = data => r,
+        // The receiver's word first: a receiver that stops writes its ERROR and then closes,
+        // and its reason matters more than our broken write.
+        biased;
         early = &mut watch => Err(match early {
             Ok(_) => TransferError::Protocol("receiver acknowledged before the end".into()),
             Err(e) => e,
         }),
+        r = data => match r {
+            Err(e @ (TransferError::PeerClosed | TransferError::Connection(_))) => {
+                // Its ERROR may be just behind the close.
+                match tokio::time::timeout(std::time::Duration::from_millis(500), &mut watch).await {
+                    Ok(Err(said @ (TransferError::PeerStopped | TransferError::PeerError(_)))) => {
+                        Err(said)
+                    }
+                    _ => Err(e),
+                }
+            }
+            r => r,
+        },
+        () = async {
+            stop.requested().await;
+            tokio::time::sleep(STOP_GRACE).await;
+        } => {
+            mid_frame = true;
+            Err(TransferError::Stopped)
+        }
     };
     if let Err(e) = outcome {
-        if !matches!(
-            e,
-            TransferError::PeerError(_) | TransferError::PeerClosed | TransferError::Connection(_)
-        ) {
-            let _ =
-                wire::write_frame(&mut wr, Frame::Error, &wire::encode_text(&e.to_string())).await;
-            let _ = wr.flush().await;
+        if !mid_frame && !e.peer_ended() {
+            let text = e.peer_text("the sender could not read its files");
+            refuse(&mut wr, Frame::Error, &text).await;
         }
         return Err(e);
     }
     wire::write_frame(&mut wr, Frame::Done, &[]).await?;
     wr.flush().await.map_err(TransferError::conn)?;
-    watch.await?;
+    tokio::select! {
+        r = watch => { r?; }
+        () = stop.requested() => return Err(stopped(&mut wr).await),
+    }
     let _ = wr.shutdown().await;
     reporter.done(&DoneInfo {
         direction: Direction::Send,
@@ -215,12 +276,19 @@ where
     Ok(summary)
 }
 
+/// Tell the receiver we stop; the error to return.
+async fn stopped<W: AsyncWrite + Unpin>(wr: &mut W) -> TransferError {
+    refuse(wr, Frame::Error, wire::STOPPED).await;
+    TransferError::Stopped
+}
+
 async fn send_files<W: AsyncWrite + Unpin>(
     wr: &mut W,
     jobs: Vec<ReadJob>,
     total: u64,
     reporter: &dyn Reporter,
     summary: &mut SendSummary,
+    stop: &Stop,
 ) -> Result<()> {
     let meta: Vec<(String, u64, u64)> = jobs
         .iter()
@@ -234,7 +302,12 @@ async fn send_files<W: AsyncWrite + Unpin>(
         reporter.file_start(&name, Some(size), offset);
         let mut file_bytes = offset;
         loop {
-            match rx.recv().await {
+            let next = tokio::select! {
+                biased;
+                () = stop.requested() => return Err(TransferError::Stopped),
+                c = rx.recv() => c,
+            };
+            match next {
                 Some(Chunk::Data(buf)) => {
                     wire::write_frame(wr, Frame::Data, &buf).await?;
                     file_bytes += buf.len() as u64;
@@ -272,6 +345,7 @@ async fn send_stream<W: AsyncWrite + Unpin>(
     name: &str,
     reporter: &dyn Reporter,
     summary: &mut SendSummary,
+    stop: &Stop,
 ) -> Result<()> {
     let mut src = manifest.take_stream()?;
     let mut hasher = blake3::Hasher::new();
@@ -279,11 +353,18 @@ async fn send_stream<W: AsyncWrite + Unpin>(
     let mut n = 0u64;
     reporter.file_start(name, None, 0);
     loop {
-        let k = src
-            .read(&mut buf)
-            .await
-            .map_err(|e| TransferError::io("reading standard input", e))?;
+        let k = tokio::select! {
+            biased;
+            () = stop.requested() => return Err(TransferError::Stopped),
+            k = src.read(&mut buf) => k.map_err(|e| TransferError::io("reading standard input", e))?,
+        };
         if k == 0 {
+            if tokio::time::timeout(STREAM_END_GRACE, stop.requested())
+                .await
+                .is_ok()
+            {
+                return Err(TransferError::Stopped);
+            }
             break;
         }
         hasher.update(&buf[..k]);

@@ -27,6 +27,12 @@ pub const MAX_DATA: u32 = 1 << 20;
 pub const MAX_TEXT: u32 = 1024;
 /// Hash algorithm id of BLAKE3 (32-byte digest), the only one defined.
 pub const HASH_BLAKE3: u8 = 1;
+/// The text of every REFUSE yakk's receiver sends, whatever the reason (the person said no, or
+/// a file exists, a link is in the way…): the sender learns nothing of the receiver's files.
+pub const DECLINED: &str = "declined";
+/// The text of the ERROR a side sends when its user stops the transfer (Ctrl-C): the other side
+/// reports that the peer stopped, not a failure.
+pub const STOPPED: &str = "stopped";
 
 /// Frame types.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -388,9 +394,18 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     }
     let p = read_payload(r, len).await?;
     if t == Frame::Error {
-        return Err(TransferError::PeerError(decode_text(&p)));
+        return Err(peer_error(&p));
     }
     Ok((t, p))
+}
+
+/// The error an ERROR payload stands for: the peer stopped on its user's request, or gave up.
+pub fn peer_error(p: &[u8]) -> TransferError {
+    if p == STOPPED.as_bytes() {
+        TransferError::PeerStopped
+    } else {
+        TransferError::PeerError(decode_text(p))
+    }
 }
 
 /// Write one frame (not flushed).

@@ -366,3 +366,86 @@ async fn sender_checks_the_accept() {
     );
     assert_eq!(reply.unwrap().0, 8);
 }
+
+/// The first frame the receiver answers `offer_bytes` with (after its hello), and its result.
+async fn first_answer(
+    offer_bytes: Vec<u8>,
+    opts: ReceiveOptions,
+) -> (Result<ReceiveSummary, TransferError>, Option<(u8, Vec<u8>)>) {
+    let (mut a, b) = tokio::io::duplex(1 << 20);
+    let peer = async move {
+        read_frame(&mut a).await.unwrap();
+        a.write_all(&offer_bytes).await.unwrap();
+        read_frame(&mut a).await
+    };
+    bounded(20, async {
+        tokio::join!(receive(b, opts, &NullReporter), peer)
+    })
+    .await
+}
+
+/// A sender probes the receiver's folder by offering names that exist there in every state
+/// (a different file, an identical file, a folder, a link, a file where a folder should be) and
+/// reading the refusal. Every refusal is the same word, the same as when the person just says
+/// no, and an identical file is not reported as "already there" unless the receiver opted in.
+#[tokio::test]
+async fn refusals_say_nothing_of_the_receivers_files() {
+    let t = tempfile::tempdir().unwrap();
+    let dst = t.path();
+    let elsewhere = tempfile::tempdir().unwrap();
+    fs::write(elsewhere.path().join("f"), b"mine").unwrap();
+    let mine = *blake3::hash(b"mine").as_bytes();
+    let other = *blake3::hash(b"other").as_bytes();
+    fs::write(dst.join("notes.txt"), b"mine").unwrap();
+    fs::write(dst.join("same.txt"), b"mine").unwrap();
+    fs::create_dir(dst.join("folder")).unwrap();
+    fs::write(dst.join("afile"), b"x").unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(elsewhere.path().join("f"), dst.join("link")).unwrap();
+    let before = tree(dst);
+
+    let mut probes = vec![
+        ("a different file", vec![E::File("notes.txt", 5, other)]),
+        ("an identical file", vec![E::File("same.txt", 4, mine)]),
+        ("a folder", vec![E::File("folder", 4, mine)]),
+        ("a file as a folder", vec![E::File("afile/x", 4, mine)]),
+        ("a file as a folder entry", vec![E::Dir("afile")]),
+    ];
+    if cfg!(unix) {
+        probes.push(("a link", vec![E::File("link", 4, mine)]));
+        probes.push(("through a link", vec![E::File("link/x", 4, mine)]));
+    }
+    let mut answers = Vec::new();
+    for (what, entries) in probes {
+        let (r, answer) = first_answer(offer(&entries), ReceiveOptions::into_dir(dst)).await;
+        assert!(r.is_err(), "{what}: {r:?}");
+        answers.push((what, answer.expect("an answer")));
+    }
+    // The person says no to a name that does not exist.
+    let mut opts = ReceiveOptions::into_dir(dst);
+    opts.confirm = Some(Box::new(|_| false));
+    let (r, answer) = first_answer(offer(&[E::File("fresh.txt", 4, mine)]), opts).await;
+    assert!(matches!(r, Err(TransferError::Declined)), "{r:?}");
+    answers.push(("the person said no", answer.expect("an answer")));
+
+    for (what, (t, text)) in &answers {
+        assert_eq!(
+            (*t, String::from_utf8_lossy(text).as_ref()),
+            (4, "declined"),
+            "{what}: the sender must read a bare refusal"
+        );
+    }
+    assert_eq!(tree(dst), before, "nothing written");
+
+    // Opting in to skipping identical files tells the sender, by the offset, and nothing else.
+    let mut opts = ReceiveOptions::into_dir(dst);
+    opts.skip_identical = true;
+    let (r, answer) = first_answer(offer(&[E::File("same.txt", 4, mine)]), opts).await;
+    let (t, accept) = answer.unwrap();
+    assert_eq!(t, 3, "accepted");
+    assert_eq!(
+        accept,
+        [&1u32.to_be_bytes()[..], &4u64.to_be_bytes()].concat()
+    );
+    drop(r);
+}

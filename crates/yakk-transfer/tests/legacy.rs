@@ -64,6 +64,7 @@ async fn stdin_goes_chunked_and_comes_back() {
         let opts = ReceiveOptions {
             destination: Destination::Writer(Box::new(out.clone())),
             overwrite: false,
+            skip_identical: false,
             confirm: None,
         };
         let (a, b) = tokio::io::duplex(4096);
@@ -241,6 +242,7 @@ async fn legacy_fetch_respects_existing_files_and_refusal() {
     let opts = ReceiveOptions {
         destination: Destination::Dir(dst.path().to_owned()),
         overwrite: true,
+        skip_identical: false,
         confirm: Some(Box::new(|s| {
             assert_eq!(s.entries[0].name, "data.bin");
             assert_eq!(s.total_bytes, 5);

@@ -213,8 +213,10 @@ async fn resume_after_sender_task_killed() {
         sender.abort();
         let r = receiver.await.unwrap();
         assert!(matches!(r, Err(TransferError::PeerClosed)), "{r:?}");
-        let got_first = fs::read(dst.path().join("dir/a_first")).unwrap();
-        assert_eq!(got_first, fs::read(root.join("a_first")).unwrap());
+        // Files take their final names only when the whole transfer is complete: the first
+        // file is held, complete, as a partial file (so the next run does not take it for a
+        // file that was here before).
+        assert!(!dst.path().join("dir/a_first").exists());
         assert!(!dst.path().join("dir/b_second").exists());
         let held: u64 = fs::read_dir(dst.path().join("dir"))
             .unwrap()
@@ -222,14 +224,15 @@ async fn resume_after_sender_task_killed() {
             .filter(|e| e.file_name().to_string_lossy().ends_with(".part"))
             .map(|e| e.metadata().unwrap().len())
             .sum();
-        assert!(held >= 10 << 20, "held {held}");
+        assert!(held >= (1 << 20) + (10 << 20), "held {held}");
 
         let (a, b) = tcp_pair().await;
         let (s, r) = transfer(a, b, &m, ReceiveOptions::into_dir(dst.path())).await;
         let (s, r) = (s.unwrap(), r.unwrap());
         assert_eq!(s.files_skipped, 1);
-        assert_eq!(r.files_skipped, 1);
-        assert_eq!(s.bytes_sent, (40 << 20) - held, "bytes were sent again");
+        assert_eq!(r.files_skipped, 0);
+        assert_eq!(r.files_received, 2);
+        assert_eq!(s.bytes_sent, (41 << 20) - held, "bytes were sent again");
         assert_eq!(tree(&dst.path().join("dir")), tree(&root));
     })
     .await
@@ -267,6 +270,7 @@ async fn refusal_writes_nothing_and_confirm_sees_escaped_names() {
         let opts = ReceiveOptions {
             destination: Destination::Dir(dst.path().join("out")),
             overwrite: false,
+            skip_identical: false,
             confirm: Some(Box::new(move |s| {
                 *seen2.lock().unwrap() = Some(s.clone());
                 false
@@ -288,6 +292,44 @@ async fn refusal_writes_nothing_and_confirm_sees_escaped_names() {
     .await
 }
 
+/// The person is asked before the receiver looks at its disk: a file in the way does not keep
+/// the question from being asked (nor does it answer the sender before the person does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_question_comes_before_the_disk() {
+    bounded(30, async {
+        let src = tempfile::tempdir().unwrap();
+        let dst = tempfile::tempdir().unwrap();
+        let p = src.path().join("notes.txt");
+        fs::write(&p, "theirs").unwrap();
+        fs::write(dst.path().join("notes.txt"), "mine").unwrap();
+        let m = Manifest::scan(&[&p]).unwrap();
+        for answer in [false, true] {
+            let asked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let asked2 = asked.clone();
+            let mut opts = ReceiveOptions::into_dir(dst.path());
+            opts.confirm = Some(Box::new(move |_| {
+                asked2.store(true, Ordering::SeqCst);
+                answer
+            }));
+            let (a, b) = tokio::io::duplex(1 << 16);
+            let (s, r) = transfer(a, b, &m, opts).await;
+            assert!(asked.load(Ordering::SeqCst), "asked first");
+            if answer {
+                assert!(matches!(r, Err(TransferError::FileExists(_))), "{r:?}");
+            } else {
+                assert!(matches!(r, Err(TransferError::Declined)), "{r:?}");
+            }
+            // Either way the sender reads the same refusal.
+            assert_eq!(
+                s.unwrap_err().to_string(),
+                "the receiver declined the transfer"
+            );
+            assert_eq!(fs::read(dst.path().join("notes.txt")).unwrap(), b"mine");
+        }
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn existing_files_need_overwrite() {
     bounded(30, async {
@@ -301,8 +343,13 @@ async fn existing_files_need_overwrite() {
         let (a, b) = tcp_pair().await;
         let (s, r) = transfer(a, b, &m, ReceiveOptions::into_dir(dst.path())).await;
         let e = r.unwrap_err();
-        assert_eq!(e.to_string(), "file exists: photo.jpg (use --overwrite)");
-        assert!(matches!(s, Err(TransferError::PeerRefused(_))));
+        assert!(
+            e.to_string()
+                .starts_with("already here: photo.jpg; nothing was received (--overwrite"),
+            "{e}"
+        );
+        let s = s.unwrap_err();
+        assert_eq!(s.to_string(), "the receiver declined the transfer");
         assert_eq!(fs::read(dst.path().join("photo.jpg")).unwrap(), b"old");
         assert_eq!(fs::read_dir(dst.path()).unwrap().count(), 1);
 
@@ -317,11 +364,34 @@ async fn existing_files_need_overwrite() {
             b"new content"
         );
 
-        // The same content already there: skipped, no error, nothing sent.
+        // The same content already there: like any existing file, unless the receiver opts
+        // in to keeping identical files (then skipped, nothing sent).
         let (a, b) = tokio::io::duplex(1 << 16);
         let (s, r) = transfer(a, b, &m, ReceiveOptions::into_dir(dst.path())).await;
+        assert!(matches!(r, Err(TransferError::FileExists(_))), "{r:?}");
+        assert!(matches!(s, Err(TransferError::PeerRefused(_))), "{s:?}");
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let mut opts = ReceiveOptions::into_dir(dst.path());
+        opts.skip_identical = true;
+        let (s, r) = transfer(a, b, &m, opts).await;
         assert_eq!(s.unwrap().bytes_sent, 0);
         assert_eq!(r.unwrap().files_skipped, 1);
+        // Every file in the way is named in the one message.
+        let many = tempfile::tempdir().unwrap();
+        for i in 0..8 {
+            fs::write(src.path().join(format!("f{i}")), "new").unwrap();
+            fs::write(dst.path().join(format!("f{i}")), "old").unwrap();
+        }
+        let paths: Vec<_> = (0..8).map(|i| src.path().join(format!("f{i}"))).collect();
+        let m8 = Manifest::scan(&paths).unwrap();
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let (_, r) = transfer(a, b, &m8, ReceiveOptions::into_dir(dst.path())).await;
+        let e = r.unwrap_err().to_string();
+        assert!(
+            e.starts_with("already here: f0, f1, f2, f3, f4 and 3 more;"),
+            "{e}"
+        );
+        drop(many);
 
         // A folder where the file should go.
         let dst2 = tempfile::tempdir().unwrap();
@@ -379,6 +449,7 @@ async fn stdout_mode_and_stdin_stream() {
         let opts = ReceiveOptions {
             destination: Destination::Writer(Box::new(out.clone())),
             overwrite: false,
+            skip_identical: false,
             confirm: None,
         };
         let (a, b) = tcp_pair().await;
@@ -393,6 +464,7 @@ async fn stdout_mode_and_stdin_stream() {
         let opts = ReceiveOptions {
             destination: Destination::Writer(Box::new(out.clone())),
             overwrite: false,
+            skip_identical: false,
             confirm: None,
         };
         let (a, b) = tokio::io::duplex(1 << 16);
@@ -422,15 +494,24 @@ async fn stdout_mode_and_stdin_stream() {
         let opts = ReceiveOptions {
             destination: Destination::Writer(Box::new(SharedBuf::default())),
             overwrite: false,
+            skip_identical: false,
             confirm: None,
         };
         let (a, b) = tokio::io::duplex(1 << 16);
         let (s, r) = transfer(a, b, &m, opts).await;
+        let e = r.unwrap_err();
+        assert!(matches!(e, TransferError::StdoutSingleFile(_)), "{e:?}");
+        // Counted as the sender counts (it said "2 entries" for one file in one folder).
+        assert_eq!(m.summary().headline(), "1 file(s) in 1 folder(s), 3.00 MiB");
         assert!(
-            matches!(r, Err(TransferError::StdoutSingleFile(_))),
-            "{r:?}"
+            e.to_string()
+                .contains("the sender offers 1 file(s) in 1 folder(s), 3.00 MiB"),
+            "{e}"
         );
-        assert!(s.is_err());
+        assert_eq!(
+            s.unwrap_err().to_string(),
+            "the receiver declined the transfer"
+        );
     })
     .await
 }

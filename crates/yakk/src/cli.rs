@@ -171,6 +171,9 @@ pub struct FilesendArgs {
     /// Files and folders to send; - for standard input
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
+    /// The name standard input (-) gets at the receiver [default: stdin]
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
     /// Receivers served in turn before exiting
     #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_peers: u32,
@@ -197,6 +200,10 @@ pub struct FilereceiveArgs {
     /// Replace files that already exist
     #[arg(long)]
     pub overwrite: bool,
+    /// Keep existing files that are identical to the offered ones (same size and hash) instead
+    /// of refusing the offer; the sender then learns which files you already had
+    #[arg(long)]
+    pub skip_identical: bool,
     #[command(flatten)]
     pub common: Common,
 }

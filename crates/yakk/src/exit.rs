@@ -14,6 +14,9 @@ pub enum ExitCode {
     NoPath = 7,
     LegacyRefused = 8,
     Refused = 9,
+    /// Ctrl-C: the user stopped the command (128 + SIGINT, as a shell reports a process that
+    /// Ctrl-C ended). Printed as a `stopped` event, not as an error.
+    Interrupted = 130,
 }
 
 /// An error that knows its exit code.
@@ -32,6 +35,10 @@ impl Failure {
     }
     pub fn usage(message: impl Into<String>) -> Self {
         Failure::new(ExitCode::Usage, message)
+    }
+    /// Ctrl-C stopped the command; `message` is shown as it is ("Stopped.").
+    pub fn stopped(message: impl Into<String>) -> Self {
+        Failure::new(ExitCode::Interrupted, message)
     }
 }
 

@@ -11,6 +11,7 @@ use yakk_session::{Connection, Owner, OwnerEvent, PathKind, Version};
 
 use crate::cli::{ClientArgs, ServerArgs};
 use crate::exit::{ExitCode, Failure};
+use crate::interrupt::Interrupt;
 use crate::output::Out;
 use crate::peer;
 
@@ -87,6 +88,7 @@ pub async fn server(mut args: ServerArgs, out: Out) -> anyhow::Result<()> {
     setup.config.max_peers = args.max_peers;
     setup.config.allow_retries = args.owner.allow_retries;
     let target = format!("{}:{}", args.host, args.port);
+    let interrupt = Interrupt::listen();
     let owner = Owner::create(setup.config.clone())
         .await
         .map_err(Failure::from)?;
@@ -112,10 +114,7 @@ pub async fn server(mut args: ServerArgs, out: Out) -> anyhow::Result<()> {
         let ev = tokio::select! {
             ev = async { owner.as_mut().expect("guarded").next().await }, if owner.is_some() => ev,
             Some(_) = tunnels.join_next(), if !tunnels.is_empty() => continue,
-            _ = tokio::signal::ctrl_c() => {
-                out.event("stopped", json!({}), Some("Stopped."));
-                return Ok(());
-            }
+            () = interrupt.wait() => return Err(Failure::stopped("Stopped.").into()),
         };
         match ev {
             None => {
@@ -193,9 +192,10 @@ pub async fn client(mut args: ClientArgs, out: Out) -> anyhow::Result<()> {
     let listener = yakk_forward::listen(addr)
         .map_err(|e| Failure::usage(format!("cannot listen on {addr}: {e}")))?;
     let local = listener.local_addr().context("listener address")?;
+    let interrupt = Interrupt::listen();
     let conn = tokio::select! {
         c = yakk_session::join(config, &room) => c.map_err(Failure::from)?,
-        _ = tokio::signal::ctrl_c() => return Err(Failure::new(ExitCode::Error, "interrupted").into()),
+        () = interrupt.wait() => return Err(Failure::stopped("Stopped before connecting.").into()),
     };
     connected_event(out, &conn, "owner");
     out.event(
@@ -211,10 +211,7 @@ pub async fn client(mut args: ClientArgs, out: Out) -> anyhow::Result<()> {
         why = yakk_forward::serve_joiner(conn, listener, stats) => {
             Err(Failure::new(ExitCode::PeerGone, format!("the owner went away: {why}")).into())
         }
-        _ = tokio::signal::ctrl_c() => {
-            out.event("stopped", json!({}), Some("Stopped."));
-            Ok(())
-        }
+        () = interrupt.wait() => Err(Failure::stopped("Stopped.").into()),
     }
 }
 

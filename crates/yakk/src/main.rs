@@ -7,6 +7,7 @@ mod code;
 mod exit;
 mod files;
 mod forward;
+mod interrupt;
 mod output;
 mod peer;
 
@@ -95,11 +96,15 @@ fn main() {
     rt.shutdown_timeout(std::time::Duration::from_millis(200));
     if let Err(e) = result {
         let (code, message) = exit::classify(&e);
-        out.event(
-            "error",
-            json!({"message": message, "exit_code": code as i32}),
-            Some(&format!("yakk: {message}")),
-        );
+        if code == ExitCode::Interrupted {
+            out.event("stopped", json!({"message": message}), Some(&message));
+        } else {
+            out.event(
+                "error",
+                json!({"message": message, "exit_code": code as i32}),
+                Some(&format!("yakk: {message}")),
+            );
+        }
         std::process::exit(code as i32);
     }
 }

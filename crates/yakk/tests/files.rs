@@ -122,7 +122,16 @@ async fn resume_after_the_sender_is_killed() {
     let seen = p["bytes"].as_u64().unwrap();
     s.child.start_kill().unwrap();
     s.exit_code(10).await;
-    assert_ne!(r.exit_code(30).await, 0, "the first receive must fail");
+    // The code is dead: the advice is a new code, and the transfer continues by itself.
+    let err = r.event("error", 30).await;
+    let msg = err["message"].as_str().unwrap();
+    assert!(
+        msg.contains("the partial files are kept in ")
+            && msg.contains("ask the sender for a new code and receive again")
+            && !msg.contains("same command"),
+        "{msg}"
+    );
+    assert_eq!(r.exit_code(30).await, 4, "the first receive must fail");
     assert!(
         !out.join("resume.bin").exists(),
         "no final file from a broken transfer"
@@ -201,11 +210,12 @@ async fn existing_file_is_not_overwritten() {
     let out = dir.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("same-name.txt"), b"precious").unwrap();
-    let (_s, code) = sender(&[src.to_str().unwrap()]).await;
+    let (mut s, code) = sender(&[src.to_str().unwrap()]).await;
     let mut r = receiver(&code, &out, &[]);
     let err = r.event("error", 60).await;
+    let msg = err["message"].as_str().unwrap();
     assert!(
-        err["message"].as_str().unwrap().contains("--overwrite"),
+        msg.contains("same-name.txt") && msg.contains("--overwrite"),
         "{err}"
     );
     assert_ne!(r.exit_code(10).await, 0);
@@ -213,6 +223,51 @@ async fn existing_file_is_not_overwritten() {
         std::fs::read(out.join("same-name.txt")).unwrap(),
         b"precious"
     );
+    // The sender learns that the receiver declined, not why.
+    let err = s.event("error", 30).await;
+    assert_eq!(
+        err["message"], "the receiver declined the transfer",
+        "{err}"
+    );
+    assert_eq!(s.exit_code(10).await, 9);
+}
+
+/// An identical file already in the folder is refused like any other unless the receiver
+/// opts in with --skip-identical; then nothing travels and both sides say so.
+#[tokio::test(flavor = "multi_thread")]
+async fn identical_files_are_skipped_only_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("same.txt");
+    std::fs::write(&src, b"same content").unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("same.txt"), b"same content").unwrap();
+    let (mut s, code) = sender(&[src.to_str().unwrap()]).await;
+    let mut r = receiver(&code, &out, &[]);
+    let err = r.event("error", 60).await;
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("--skip-identical"),
+        "{err}"
+    );
+    assert_eq!(r.exit_code(10).await, 1);
+    let err = s.event("error", 30).await;
+    assert_eq!(
+        err["message"], "the receiver declined the transfer",
+        "{err}"
+    );
+    s.exit_code(10).await;
+
+    let (mut s, code) = sender(&[src.to_str().unwrap()]).await;
+    let mut r = receiver(&code, &out, &["--skip-identical"]);
+    let done = r.event("done", 60).await;
+    assert_eq!(done["bytes"], 0);
+    assert_eq!(done["resumed_bytes"], 12);
+    assert_eq!(r.exit_code(10).await, 0, "{}", r.stderr_text());
+    assert_eq!(s.event("done", 30).await["bytes"], 0);
+    assert_eq!(s.exit_code(10).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -317,9 +372,8 @@ async fn declining_the_offer_at_the_prompt_writes_nothing() {
     assert_eq!(a.status, Some(9), "{:?}", a.after);
     assert!(a.after.contains("declined"), "{:?}", a.after);
     let err = s.event("error", 30).await;
-    let msg = err["message"].as_str().unwrap();
-    assert!(
-        msg.contains("declined") && msg.contains("answered no"),
+    assert_eq!(
+        err["message"], "the receiver declined the transfer",
         "{err}"
     );
     assert_eq!(s.exit_code(10).await, 9);
@@ -348,4 +402,158 @@ async fn accepting_the_offer_at_the_prompt_receives_it() {
     assert_eq!(sha(&out.join("wanted.bin")), sha(&src));
     s.event("done", 30).await;
     assert_eq!(s.exit_code(10).await, 0);
+}
+
+/// `printf … | yakk filesend --name notes.txt -` in text mode: its stderr up to the line that
+/// starts with `until`, and the process (killed when dropped).
+async fn text_sender_of_stdin(
+    data: &str,
+    name: &str,
+    until: &str,
+) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt;
+    let line =
+        format!("printf '{data}' | exec '{BIN}' filesend --ice-ip 127.0.0.1 --name '{name}' -");
+    let mut child = tokio::process::Command::new("sh")
+        .args(["-c", &line])
+        .env_remove("YAKK_SIGNAL")
+        .env_remove("YAKK_PASSWORD")
+        .env_remove("YAKK_CODE")
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut text = String::new();
+    tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Some(l) = lines.next_line().await.unwrap() {
+            text.push_str(&l);
+            text.push('\n');
+            if l.starts_with(until) {
+                return;
+            }
+        }
+        panic!("sender ended: {text:?}");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {until:?} line from the sender"));
+    // Keep reading: a sender whose stderr is closed fails at its next line.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, text)
+}
+
+/// Standard input: named by the sender (--name), its size said to be unknown on both sides,
+/// and received under that name with nothing left behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn stdin_arrives_under_its_name_and_its_size_is_unknown() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let (mut s, said) = text_sender_of_stdin("hello from stdin", "notes.txt", "Offering").await;
+    assert!(
+        said.contains("Offering 1 file(s), unknown size. Waiting for the receiver"),
+        "{said:?}"
+    );
+    let code = said
+        .lines()
+        .find_map(|l| l.strip_prefix("Code: "))
+        .expect("a code")
+        .to_string();
+    let a = answer_on_a_terminal(&code, &out, "y").await;
+    assert!(
+        a.before.contains("1 file(s), unknown size:"),
+        "{:?}",
+        a.before
+    );
+    assert!(
+        a.before.contains("notes.txt (unknown size)"),
+        "{:?}",
+        a.before
+    );
+    assert_eq!(a.status, Some(0), "{:?}", a.after);
+    assert_eq!(
+        std::fs::read(out.join("notes.txt")).unwrap(),
+        b"hello from stdin"
+    );
+    let names: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["notes.txt"]);
+    let st = tokio::time::timeout(std::time::Duration::from_secs(20), s.wait())
+        .await
+        .expect("sender exits")
+        .unwrap();
+    assert!(st.success());
+}
+
+/// Polls `y`'s stderr until it holds `what` (text mode prints there).
+async fn stderr_until(y: &Yakk, what: &str, secs: u64) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let text = y.stderr_text();
+        if text.contains(what) {
+            return text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {what:?} within {secs} s: {text:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// A folder with an empty file: both sides count the same files with the same words (it was
+/// "Sent 5 file(s)" / "Received 6 file(s)"), sizes in the same units, and the receiver says
+/// where the files are.
+#[tokio::test(flavor = "multi_thread")]
+async fn both_sides_count_the_same_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("sub/deeper")).unwrap();
+    std::fs::write(tree.join("empty"), b"").unwrap();
+    for (i, name) in ["a", "b", "sub/c", "sub/d", "sub/deeper/e"]
+        .iter()
+        .enumerate()
+    {
+        std::fs::write(tree.join(name), pattern(1000 + i, i as u64)).unwrap();
+    }
+    let out = dir.path().join("out");
+    let s = Yakk::start(&["filesend", "--ice-ip", "127.0.0.1", tree.to_str().unwrap()]);
+    let said = stderr_until(&s, "Waiting for the receiver", 30).await;
+    assert!(
+        said.contains("Offering 6 file(s) in 3 folder(s), 4.89 KiB."),
+        "{said:?}"
+    );
+    let code = said
+        .lines()
+        .find_map(|l| l.strip_prefix("Code: "))
+        .expect("a code")
+        .to_string();
+    let mut r = Yakk::start(&[
+        "filereceive",
+        "--yes",
+        "--ice-ip",
+        "127.0.0.1",
+        "-o",
+        out.to_str().unwrap(),
+        &code,
+    ]);
+    assert_eq!(r.exit_code(60).await, 0, "{}", r.stderr_text());
+    let mut s = s;
+    assert_eq!(s.exit_code(20).await, 0, "{}", s.stderr_text());
+    let (sent, received) = (s.stderr_text(), r.stderr_text());
+    assert!(sent.contains("Sent 6 file(s), 4.89 KiB in "), "{sent:?}");
+    assert!(
+        received.contains("Received 6 file(s), 4.89 KiB in "),
+        "{received:?}"
+    );
+    let folder = std::fs::canonicalize(&out).unwrap();
+    assert!(
+        received.contains(&format!("Saved in {}: tree/.", folder.display())),
+        "{received:?}"
+    );
+    assert_eq!(std::fs::metadata(out.join("tree/empty")).unwrap().len(), 0);
 }
