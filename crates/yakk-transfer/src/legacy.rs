@@ -6,9 +6,11 @@
 //! declares one, writes to a partial file and renames it at the end, and discards the partial
 //! file on failure.
 //!
-//! Serving: the request head (at most 16 KiB) must be `GET /yakkfilesendreceive` (a query string
-//! is ignored); the answer carries `Content-Length` for a file and `Transfer-Encoding: chunked`
-//! for standard input, then `Connection: close`. The name is written bare, as the reference
+//! Serving: the request head (at most 16 KiB) must be `GET` or `HEAD /yakkfilesendreceive` (a
+//! query string is ignored); the answer carries `Accept-Ranges: bytes` and `Content-Length` for
+//! a file (one byte range is honoured) and `Transfer-Encoding: chunked` for standard input, then
+//! `Connection: close`. One request per stream: the original program's downloader asks `HEAD`
+//! and then `GET` on a new connection, so the caller serves every stream the receiver opens. The name is written bare, as the reference
 //! does, unless it contains a space, `;`, `"`, `\` or a comma, in which case it is a quoted string.
 //!
 //! Fetching accepts a body delimited by `Content-Length`, by chunked encoding, or by the end of
@@ -102,12 +104,57 @@ fn parse_filename(v: &str) -> Option<String> {
     None
 }
 
-/// Serve a single-file `manifest` to one yakk/1 receiver over `stream`.
+/// What one request of a yakk/1 receiver got.
+#[derive(Debug)]
+pub enum LegacyServed {
+    /// A `HEAD`: the response head only, as a `GET` would have it.
+    Head,
+    /// A `GET`: the file (or the range of it that was asked for).
+    File(SendSummary),
+}
+
+/// A `Range: bytes=…` header, as far as it is honoured: one range (`N-`, `N-M` or `-N`), or
+/// `None` for anything else, which is ignored and answered with the whole file.
+fn parse_range(value: &str, size: u64) -> Option<std::result::Result<(u64, u64), ()>> {
+    let (unit, spec) = value.trim().split_once('=')?;
+    if !unit.trim().eq_ignore_ascii_case("bytes") || spec.contains(',') {
+        return None;
+    }
+    let (first, last) = spec.trim().split_once('-')?;
+    let number = |t: &str| -> Option<Option<u64>> {
+        let t = t.trim();
+        if t.is_empty() {
+            Some(None)
+        } else if t.len() <= 19 && t.bytes().all(|b| b.is_ascii_digit()) {
+            t.parse().ok().map(Some)
+        } else {
+            None
+        }
+    };
+    let range = match (number(first)?, number(last)?) {
+        (Some(a), None) => (a, size.saturating_sub(1)),
+        (Some(a), Some(b)) if a <= b => (a, b.min(size.saturating_sub(1))),
+        (None, Some(n)) if n > 0 => (size.saturating_sub(n), size.saturating_sub(1)),
+        _ => return None,
+    };
+    if range.0 >= size {
+        return Some(Err(()));
+    }
+    Some(Ok(range))
+}
+
+/// Answer one request of a yakk/1 receiver on `stream` for a single-file `manifest`.
+///
+/// `GET /yakkfilesendreceive` gets the file, `HEAD` the same head without a body (the original
+/// program's downloader asks `HEAD` first, then `GET` on a new connection). Files are served
+/// with `Accept-Ranges: bytes` and one byte range is honoured (`206`), as the original did,
+/// so that its downloader can resume a partial file. Anything else is answered with an error
+/// status and returned as an error; the caller may go on serving other streams.
 pub async fn serve_http_v1<S>(
     stream: S,
     manifest: &Manifest,
     reporter: &dyn Reporter,
-) -> Result<SendSummary>
+) -> Result<LegacyServed>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -134,7 +181,8 @@ where
     let mut req = httparse::Request::new(&mut headers);
     let ok = matches!(req.parse(&head), Ok(httparse::Status::Complete(_)));
     let path = req.path.unwrap_or("").split('?').next().unwrap_or("");
-    if !ok || req.method != Some("GET") || path != LEGACY_PATH {
+    let head_only = req.method == Some("HEAD");
+    if !ok || !(head_only || req.method == Some("GET")) || path != LEGACY_PATH {
         let what = format!(
             "unexpected request {} {}",
             escape(req.method.unwrap_or("?")),
@@ -154,6 +202,12 @@ where
         let _ = wr.shutdown().await;
         return Err(http(what));
     }
+    let range_header = req
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("range"))
+        .and_then(|h| std::str::from_utf8(h.value).ok())
+        .map(str::to_owned);
 
     let started = Instant::now();
     let mut summary = SendSummary::default();
@@ -161,42 +215,75 @@ where
     match &entry.kind {
         EntryKind::File { size, .. } => {
             let size = *size;
+            let range = range_header.as_deref().and_then(|v| parse_range(v, size));
+            let (status, first, len, content_range) = match range {
+                None => ("200 OK", 0, size, String::new()),
+                Some(Ok((a, b))) => (
+                    "206 Partial Content",
+                    a,
+                    b - a + 1,
+                    format!("Content-Range: bytes {a}-{b}/{size}\r\n"),
+                ),
+                Some(Err(())) => {
+                    let _ = wr
+                        .write_all(
+                            format!(
+                                "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{size}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                            )
+                            .as_bytes(),
+                        )
+                        .await;
+                    let _ = wr.shutdown().await;
+                    return Err(http(format!(
+                        "unsatisfiable range {}",
+                        escape(range_header.as_deref().unwrap_or(""))
+                    )));
+                }
+            };
             let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Disposition: {}\r\nContent-Type: application/octet-stream\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n",
+                "HTTP/1.1 {status}\r\nContent-Disposition: {}\r\nContent-Type: application/octet-stream\r\nAccept-Ranges: bytes\r\n{content_range}Content-Length: {len}\r\nConnection: close\r\n\r\n",
                 disposition(name)
             );
             wr.write_all(head.as_bytes())
                 .await
                 .map_err(TransferError::conn)?;
+            if head_only {
+                return finish_head(wr).await;
+            }
             reporter.start(&StartInfo {
                 direction: Direction::Send,
                 files: 1,
-                total_bytes: Some(size),
-                resumed_bytes: 0,
+                total_bytes: Some(len),
+                resumed_bytes: first,
             });
-            reporter.file_start(name, Some(size), 0);
+            reporter.file_start(name, Some(size), first);
             let (tx, mut rx) = tokio::sync::mpsc::channel(4);
             let (spare_tx, spare_rx) = std::sync::mpsc::channel();
+            let Some(source) = entry.source.clone() else {
+                return Err(http("the file to serve has no source"));
+            };
             let job = crate::send::ReadJob {
-                path: entry.source.clone().expect("files have a source"),
+                path: source,
                 name: name.to_owned(),
-                offset: 0,
+                offset: first,
                 size,
                 modified: entry.modified,
             };
             tokio::task::spawn_blocking(move || crate::send::read_files(vec![job], tx, spare_rx));
-            loop {
+            // Dropping `rx` (when the range ends before the file) stops the reader.
+            while summary.bytes_sent < len {
                 match rx.recv().await {
-                    Some(crate::send::Chunk::Data(buf)) => {
+                    Some(crate::send::Chunk::Data(mut buf)) => {
+                        buf.truncate((len - summary.bytes_sent).min(buf.len() as u64) as usize);
                         wr.write_all(&buf).await.map_err(TransferError::conn)?;
                         summary.bytes_sent += buf.len() as u64;
                         let _ = spare_tx.send(buf);
                         reporter.progress(&Progress {
                             name,
-                            file_bytes: summary.bytes_sent,
+                            file_bytes: first + summary.bytes_sent,
                             file_size: Some(size),
                             bytes: summary.bytes_sent,
-                            total_bytes: Some(size),
+                            total_bytes: Some(len),
                         });
                     }
                     Some(crate::send::Chunk::End) => break,
@@ -204,6 +291,7 @@ where
                     None => return Err(http("file reader stopped")),
                 }
             }
+            summary.resumed_bytes = first;
         }
         EntryKind::Stream => {
             let head = format!(
@@ -213,6 +301,9 @@ where
             wr.write_all(head.as_bytes())
                 .await
                 .map_err(TransferError::conn)?;
+            if head_only {
+                return finish_head(wr).await;
+            }
             reporter.start(&StartInfo {
                 direction: Direction::Send,
                 files: 1,
@@ -248,20 +339,37 @@ where
                 .await
                 .map_err(TransferError::conn)?;
         }
-        EntryKind::Dir => unreachable!("checked above"),
+        EntryKind::Dir => {
+            return Err(TransferError::LegacySingleFile(format!(
+                "{} is a folder",
+                escape(name)
+            )));
+        }
     }
     wr.flush().await.map_err(TransferError::conn)?;
     let _ = wr.shutdown().await;
     summary.files_sent = 1;
-    reporter.file_done(name, summary.bytes_sent);
+    reporter.file_done(name, first_plus(&summary));
     reporter.done(&DoneInfo {
         direction: Direction::Send,
         files: 1,
         bytes_transferred: summary.bytes_sent,
-        resumed_bytes: 0,
+        resumed_bytes: summary.resumed_bytes,
         elapsed: started.elapsed(),
     });
-    Ok(summary)
+    Ok(LegacyServed::File(summary))
+}
+
+/// The size the receiver holds once a (possibly partial) answer is complete.
+fn first_plus(s: &SendSummary) -> u64 {
+    s.resumed_bytes + s.bytes_sent
+}
+
+/// Send a `HEAD` answer's head and end the stream.
+async fn finish_head<W: AsyncWrite + Unpin>(mut wr: W) -> Result<LegacyServed> {
+    wr.flush().await.map_err(TransferError::conn)?;
+    let _ = wr.shutdown().await;
+    Ok(LegacyServed::Head)
 }
 
 /// How the response body ends.
@@ -596,6 +704,33 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-", 10), Some(Ok((0, 9))));
+        assert_eq!(parse_range("bytes=4-", 10), Some(Ok((4, 9))));
+        assert_eq!(parse_range("bytes=2-5", 10), Some(Ok((2, 5))));
+        assert_eq!(parse_range("bytes=2-50", 10), Some(Ok((2, 9))));
+        assert_eq!(parse_range("bytes=-3", 10), Some(Ok((7, 9))));
+        assert_eq!(parse_range("bytes=-30", 10), Some(Ok((0, 9))));
+        assert_eq!(parse_range(" Bytes = 1-1 ", 10), Some(Ok((1, 1))));
+        assert_eq!(parse_range("bytes=10-", 10), Some(Err(())));
+        assert_eq!(parse_range("bytes=0-", 0), Some(Err(())));
+        // Ignored: several ranges, other units, nonsense.
+        for v in [
+            "bytes=0-1,3-4",
+            "items=0-1",
+            "bytes=5-2",
+            "bytes=-0",
+            "bytes=a-",
+            "bytes=-",
+            "bytes=+1-",
+            "bytes=99999999999999999999-",
+            "bytes",
+        ] {
+            assert_eq!(parse_range(v, 10), None, "{v}");
+        }
+    }
 
     #[test]
     fn filenames_round_trip() {

@@ -60,7 +60,7 @@ pub mod wire;
 pub use error::{Result, TransferError};
 /// Sizes as the offer and the progress show them ("14 B", "2.00 MiB").
 pub use indicatif::HumanBytes;
-pub use legacy::{LEGACY_PATH, fetch_http_v1, serve_http_v1};
+pub use legacy::{LEGACY_PATH, LegacyServed, fetch_http_v1, serve_http_v1};
 pub use manifest::{Entry, EntryKind, Listing, Manifest};
 pub use receive::{
     Confirm, Destination, MAX_SUMMARY_ENTRIES, OfferEntrySummary, OfferSummary, ReceiveOptions,

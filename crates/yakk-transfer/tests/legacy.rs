@@ -8,9 +8,17 @@ use std::fs;
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use yakk_transfer::{
-    Destination, Manifest, NullReporter, ReceiveOptions, TransferError, fetch_http_v1,
-    serve_http_v1,
+    Destination, LegacyServed, Manifest, NullReporter, ReceiveOptions, TransferError,
+    fetch_http_v1, serve_http_v1,
 };
+
+/// The bytes a served GET sent.
+fn sent(s: Result<LegacyServed, TransferError>) -> u64 {
+    match s.unwrap() {
+        LegacyServed::File(summary) => summary.bytes_sent,
+        LegacyServed::Head => panic!("a GET was answered as a HEAD"),
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_server_and_fetcher_over_tcp_and_duplex() {
@@ -44,7 +52,7 @@ async fn our_server_and_fetcher_over_tcp_and_duplex() {
                         fetch_http_v1(b, opts, &NullReporter)
                     )
                 };
-                assert_eq!(s.unwrap().bytes_sent, data.len() as u64);
+                assert_eq!(sent(s), data.len() as u64);
                 let r = r.unwrap();
                 assert_eq!(r.paths, vec![dst.path().join(name)]);
                 assert_eq!(fs::read(dst.path().join(name)).unwrap(), data);
@@ -72,7 +80,7 @@ async fn stdin_goes_chunked_and_comes_back() {
             serve_http_v1(a, &m, &NullReporter),
             fetch_http_v1(b, opts, &NullReporter)
         );
-        s.unwrap();
+        sent(s);
         r.unwrap();
         assert_eq!(*out.0.lock().unwrap(), data);
     })
@@ -99,16 +107,86 @@ async fn raw_request_gets_the_documented_response() {
             resp
         };
         let (s, resp) = tokio::join!(serve_http_v1(a, &m, &NullReporter), client);
-        s.unwrap();
+        assert_eq!(sent(s), 12);
         assert_eq!(
             String::from_utf8(resp).unwrap(),
             "HTTP/1.1 200 OK\r\n\
              Content-Disposition: attachment; filename=hello.txt\r\n\
              Content-Type: application/octet-stream\r\n\
+             Accept-Ranges: bytes\r\n\
              Content-Length: 12\r\n\
              Connection: close\r\n\
              \r\n\
              hello world\n"
+        );
+
+        // What the original program's downloader (grab) asks first: the same head, no body.
+        let (a, mut b) = tcp_pair().await;
+        let client = async move {
+            b.write_all(
+                b"HEAD /yakkfilesendreceive HTTP/1.1\r\nHost: localhost:6000\r\nUser-Agent: Go-http-client/1.1\r\n\r\n",
+            )
+            .await
+            .unwrap();
+            let mut resp = Vec::new();
+            b.read_to_end(&mut resp).await.unwrap();
+            resp
+        };
+        let (s, resp) = tokio::join!(serve_http_v1(a, &m, &NullReporter), client);
+        assert!(matches!(s, Ok(LegacyServed::Head)), "{s:?}");
+        assert_eq!(
+            String::from_utf8(resp).unwrap(),
+            "HTTP/1.1 200 OK\r\n\
+             Content-Disposition: attachment; filename=hello.txt\r\n\
+             Content-Type: application/octet-stream\r\n\
+             Accept-Ranges: bytes\r\n\
+             Content-Length: 12\r\n\
+             Connection: close\r\n\
+             \r\n"
+        );
+
+        // A resumed download (grab sends "bytes=N-" when a partial file is there).
+        let (a, mut b) = tcp_pair().await;
+        let client = async move {
+            b.write_all(
+                b"GET /yakkfilesendreceive HTTP/1.1\r\nHost: localhost\r\nRange: bytes=6-\r\n\r\n",
+            )
+            .await
+            .unwrap();
+            let mut resp = Vec::new();
+            b.read_to_end(&mut resp).await.unwrap();
+            resp
+        };
+        let (s, resp) = tokio::join!(serve_http_v1(a, &m, &NullReporter), client);
+        assert_eq!(sent(s), 6);
+        assert_eq!(
+            String::from_utf8(resp).unwrap(),
+            "HTTP/1.1 206 Partial Content\r\n\
+             Content-Disposition: attachment; filename=hello.txt\r\n\
+             Content-Type: application/octet-stream\r\n\
+             Accept-Ranges: bytes\r\n\
+             Content-Range: bytes 6-11/12\r\n\
+             Content-Length: 6\r\n\
+             Connection: close\r\n\
+             \r\n\
+             world\n"
+        );
+
+        // A range past the end is refused, as an error the caller can go on from.
+        let (a, mut b) = tcp_pair().await;
+        let client = async move {
+            b.write_all(b"GET /yakkfilesendreceive HTTP/1.1\r\nRange: bytes=12-\r\n\r\n")
+                .await
+                .unwrap();
+            let mut resp = Vec::new();
+            b.read_to_end(&mut resp).await.unwrap();
+            resp
+        };
+        let (s, resp) = tokio::join!(serve_http_v1(a, &m, &NullReporter), client);
+        assert!(matches!(s, Err(TransferError::Http(_))), "{s:?}");
+        assert_eq!(
+            String::from_utf8(resp).unwrap(),
+            "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */12\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         );
 
         // Anything else is not served.

@@ -19,7 +19,7 @@ use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
     RTCIceCandidateInit, RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
-    RTCSessionDescription, SettingEngineBuilder, StatsSelector,
+    RTCSessionDescription, RTCStatsReportEntry, SettingEngineBuilder, StatsSelector,
 };
 
 use crate::flow::{self, Admit, Flow, Pool};
@@ -392,6 +392,10 @@ impl AsyncPeer {
                 .create_data_channel(label, Some(reliable()))
                 .await
                 .map_err(|e| err(e.to_string()))?;
+            // Messages taken off the channel while waiting for it to open (none are expected:
+            // the peer sends only once it has acknowledged the open). Counted, so that the
+            // channel's reader knows what the stack has delivered (see `read_pump`).
+            let mut early: u32 = 0;
             let outcome = async {
                 let mut check = tokio::time::interval_at(
                     tokio::time::Instant::now() + OPEN_WAIT_CHECK,
@@ -415,6 +419,12 @@ impl AsyncPeer {
                     match ev {
                         Some(DataChannelEvent::OnOpen) => return Ok(Some(true)),
                         Some(DataChannelEvent::OnClose) | None => return Ok(Some(false)),
+                        Some(DataChannelEvent::OnMessage(_)) => {
+                            early = early.wrapping_add(1);
+                            tracing::warn!(
+                                "channel {label:?}: a message before it opened, dropped"
+                            );
+                        }
                         Some(_) => {}
                     }
                 }
@@ -438,7 +448,7 @@ impl AsyncPeer {
                 }
             };
             if opened {
-                let (stream, ended) = attach(&self.inner, dc, true);
+                let (stream, ended) = attach(&self.inner, dc, true, early);
                 if !self.peer_closed_since(started.checked_sub(OPEN_RISK).unwrap_or(started)) {
                     return Ok(stream);
                 }
@@ -617,7 +627,7 @@ async fn run_events(
                         *strong.command.lock().unwrap_or_else(|p| p.into_inner()) = Some(dc);
                         return;
                     }
-                    let (stream, _) = attach(&strong, dc, false);
+                    let (stream, _) = attach(&strong, dc, false, 0);
                     let dead = strong.dead.clone();
                     drop(strong);
                     tokio::select! {
@@ -642,7 +652,12 @@ async fn path_info(pc: &dyn PeerConnection) -> PathInfo {
 /// have ended (see `ChannelState::both_done`).
 const CLOSE_HANDSHAKE_WAIT: Duration = Duration::from_secs(10);
 const CLOSE_WAIT_STEP: Duration = Duration::from_millis(5);
-const CLOSE_WAIT_POLLS: usize = 12_000; // one minute
+/// How long a closing channel waits for the peer to acknowledge more of what was sent before
+/// it closes anyway (a peer that stops reading for good does not keep the channel forever).
+const CLOSE_STALL: Duration = Duration::from_secs(60);
+/// After the peer closed a channel, how long its reader waits for the next of the messages
+/// the stack still owes it (they come as soon as every reader on the connection keeps up).
+const PEER_CLOSE_STALL: Duration = Duration::from_secs(60);
 
 /// Per-channel state shared by its two pumps.
 struct ChannelState {
@@ -666,15 +681,30 @@ struct ChannelState {
     finishing: AtomicBool,
     /// The connection's `last_peer_close`.
     last_peer_close: Arc<Mutex<Option<Instant>>>,
+    /// The peer connection, for the stack's count of the channel's messages.
+    pc: Weak<dyn PeerConnection>,
 }
 
 impl ChannelState {
     /// Close once what was sent has been delivered: closing resets the SCTP stream, which
-    /// would drop data still in flight. Bounded: a peer that stops reading for good does not
-    /// keep the channel forever.
+    /// would drop data still in flight. A slow reader is waited for as long as it makes
+    /// progress; one that stops acknowledging for `CLOSE_STALL` does not keep the channel.
     async fn close(&self) {
-        for _ in 0..CLOSE_WAIT_POLLS {
-            if self.ended.is_cancelled() || self.dc.outstanding_bytes().await.unwrap_or(0) == 0 {
+        let mut least = usize::MAX;
+        let mut progress = Instant::now();
+        while !self.ended.is_cancelled() {
+            let outstanding = self.dc.outstanding_bytes().await.unwrap_or(0);
+            if outstanding == 0 {
+                break;
+            }
+            if outstanding < least {
+                least = outstanding;
+                progress = Instant::now();
+            } else if progress.elapsed() >= CLOSE_STALL {
+                tracing::warn!(
+                    "closing a channel whose peer acknowledged nothing for {CLOSE_STALL:?}: \
+                     {outstanding} bytes not delivered"
+                );
                 break;
             }
             tokio::time::sleep(CLOSE_WAIT_STEP).await;
@@ -740,8 +770,13 @@ impl ChannelState {
 }
 
 /// Wire an open data channel to a new `Stream`; the token is cancelled when the channel is
-/// finished.
-fn attach(inner: &Inner, dc: Arc<dyn DataChannel>, opener: bool) -> (Stream, CancellationToken) {
+/// finished. `seen`: messages already taken off the channel (while it was opening).
+fn attach(
+    inner: &Inner,
+    dc: Arc<dyn DataChannel>,
+    opener: bool,
+    seen: u32,
+) -> (Stream, CancellationToken) {
     let flow = (inner.half_close
         && inner.flow.load(Ordering::SeqCst)
         && inner.max_message as u64 <= flow::INITIAL_WINDOW)
@@ -760,9 +795,10 @@ fn attach(inner: &Inner, dc: Arc<dyn DataChannel>, opener: bool) -> (Stream, Can
         peer_closing: AtomicBool::new(false),
         finishing: AtomicBool::new(false),
         last_peer_close: inner.last_peer_close.clone(),
+        pc: Arc::downgrade(&inner.pc),
     });
     let ended = state.ended.clone();
-    tokio::spawn(read_pump(state.clone(), to_app));
+    tokio::spawn(read_pump(state.clone(), to_app, seen));
     tokio::spawn(write_pump(
         state,
         from_app,
@@ -777,21 +813,55 @@ fn attach(inner: &Inner, dc: Arc<dyn DataChannel>, opener: bool) -> (Stream, Can
 }
 
 /// Channel → application. Ends on close, on the peer's marker (EOF) or with the connection.
-async fn read_pump(st: Arc<ChannelState>, to_app: mpsc::Sender<bytes::Bytes>) {
+///
+/// The peer's close does not end the stream at once: the stack can hand us the close before
+/// the channel's last messages (see `messages_delivered`), so after the close the pump reads on
+/// until it has taken every message the stack received for the channel. `seen` counts the
+/// messages taken off the channel (wrapping, as the stack's count does).
+async fn read_pump(st: Arc<ChannelState>, to_app: mpsc::Sender<bytes::Bytes>, mut seen: u32) {
     let mut to_app = Some(to_app);
+    // After the peer's close: how many messages the stack received for the channel in all.
+    let mut closed_at: Option<u32> = None;
     loop {
+        if let Some(total) = closed_at
+            && !more_to_come(total, seen)
+        {
+            break;
+        }
         let ev = tokio::select! {
             ev = st.dc.poll() => ev,
             _ = st.ended.cancelled() => break,
+            _ = tokio::time::sleep(PEER_CLOSE_STALL), if closed_at.is_some() => {
+                tracing::warn!(
+                    "a closed channel's last messages did not arrive within {PEER_CLOSE_STALL:?}"
+                );
+                break;
+            }
         };
         match ev {
-            None | Some(DataChannelEvent::OnClose) => {
+            None => break,
+            Some(DataChannelEvent::OnClose) => {
                 if st.opener {
                     *st.last_peer_close.lock().expect("not poisoned") = Some(Instant::now());
                 }
-                break;
+                // With the peer's end-of-stream marker taken, nothing the application wants
+                // can follow; and after our own close we want nothing more.
+                if st.remote_done.load(Ordering::SeqCst) || *st.closed.lock().await {
+                    break;
+                }
+                match messages_delivered(&st).await {
+                    Some(total) if more_to_come(total, seen) => {
+                        tracing::debug!(
+                            "the peer closed a channel with {} message(s) still on their way",
+                            total.wrapping_sub(seen)
+                        );
+                        closed_at = Some(total);
+                    }
+                    _ => break,
+                }
             }
             Some(DataChannelEvent::OnMessage(m)) => {
+                seen = seen.wrapping_add(1);
                 if m.is_string && st.half_close && !m.data.is_empty() {
                     // A control message: a window grant, the closing marker, or something
                     // newer we ignore.
@@ -857,6 +927,35 @@ async fn read_pump(st: Arc<ChannelState>, to_app: mpsc::Sender<bytes::Bytes>) {
         }
     }
     st.ended.cancel();
+}
+
+/// Whether a stack that received `total` messages for a channel has more to hand over to a
+/// reader that took `seen` (both counts wrap).
+fn more_to_come(total: u32, seen: u32) -> bool {
+    (total.wrapping_sub(seen) as i32) > 0
+}
+
+/// How many messages the stack received for this channel in all, from its statistics; `None`
+/// when they do not say (the connection is gone).
+///
+/// Why this is needed: the `webrtc` crate's driver hands out the stack's events (a channel's
+/// close among them) before the messages the stack has read, and while any reader on the
+/// connection is behind it leaves those messages in the stack and hands out events all the
+/// same. So when the peer closes a channel right after its last bytes (yakk/1 closes a
+/// channel as its end of stream; a yakk/2 peer that aborts closes without a marker), the
+/// close can reach us ahead of the last messages. The stack counts every message it delivers
+/// to the channel before it learns of the close, so this count, read after the close, is final.
+async fn messages_delivered(st: &ChannelState) -> Option<u32> {
+    let pc = st.pc.upgrade()?;
+    let report = pc.get_stats(Instant::now(), StatsSelector::None).await;
+    let key = format!("RTCDataChannel_{}", st.dc.id());
+    match report.get(&key) {
+        Some(RTCStatsReportEntry::DataChannel(s)) => Some(s.messages_received),
+        _ => {
+            tracing::warn!("no statistics for a closed channel: its last messages may be lost");
+            None
+        }
+    }
 }
 
 /// A channel's share of the connection's send budget: bytes it handed to the stack that

@@ -76,6 +76,15 @@
 //!   about 1.5 s; with flow control, the close handshake leaves the closing to the acceptor
 //!   (the opener's ids are then freed only once their streams are gone) and makes sure
 //!   nothing arrives after it. The driver backend does not retry.
+//! * The `webrtc` crate's driver hands out a channel's close ahead of messages the stack has
+//!   read but not yet delivered (it holds messages back while any reader is behind). The
+//!   async layer therefore reads on after a peer's close until it has every message the stack
+//!   counted for the channel; the driver backend drains reads before it ends a channel.
+//! * rtc 0.21.1 can drop the last messages of a channel whose peer resets it while the
+//!   receiver is behind (the stack defers the reset until the data is read, then discards
+//!   what it read in the pass that completes it: "failed to resume parked SCTP streams").
+//!   Nothing above the stack can recover them; yakk/2 streams are not exposed (a channel is
+//!   closed only after both end-of-stream markers were read), yakk/1 ones are.
 #![forbid(unsafe_code)]
 
 mod async_layer;

@@ -651,3 +651,46 @@ async fn yakk1_messages_never_exceed_4096() {
     .await
     .expect("test timed out");
 }
+
+/// A peer's close must not overtake the channel's last messages (issue 18). The stack hands
+/// out a channel's close ahead of the messages it has read but not yet delivered, and it holds
+/// messages back while any reader on the connection is behind. So: stream A's reader stops
+/// reading, enough for the stack to stop delivering to anyone; meanwhile stream B gets its data
+/// and the peer closes it (yakk/1 closes a channel as its end of stream). B's reader must get
+/// every byte before EOF, once A's reader reads again. Before the fix, B's reader saw the
+/// close first and lost its data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_close_does_not_overtake_the_last_messages() {
+    timeout(T, async {
+        let p = connect(yakk1(), yakk1()).await;
+        let (mut a_send, mut a_recv) = open_pair(&p, "DataConn1").await;
+        let (mut b_send, mut b_recv) = open_pair(&p, "DataConn2").await;
+        // A: enough 4096-byte messages to fill A's queues on the receiving side (the stream's
+        // own and the stack's for the channel) and stop the stack's delivery, but few enough
+        // that the stack still takes B's messages out of SCTP (so they wait, read, in the
+        // stack, behind the close).
+        let a_data = pattern(21, 300 * 4096);
+        a_send.write_all(&a_data).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // B: a hundred messages, then the end of the stream (a close, in yakk/1).
+        let b_data = pattern(22, 100 * 4096);
+        b_send.write_all(&b_data).await.unwrap();
+        b_send.shutdown().await.unwrap();
+        // Let the close arrive while A still holds up the stack.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let b_reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            b_recv.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut got_a = vec![0u8; a_data.len()];
+        a_recv.read_exact(&mut got_a).await.unwrap();
+        assert!(got_a == a_data, "stream A intact");
+        let got_b = b_reader.await.unwrap();
+        assert_eq!(got_b.len(), b_data.len(), "every byte of B before its EOF");
+        assert!(got_b == b_data);
+    })
+    .await
+    .expect("test timed out");
+}

@@ -390,21 +390,24 @@ pub async fn send(mut args: FilesendArgs, out: Out) -> anyhow::Result<()> {
         let Some((_, mut stream)) = stream else {
             return Err(Failure::new(ExitCode::PeerGone, "the receiver went away").into());
         };
-        let rep = Recording::new(reporter(out, false));
+        let rep = Arc::new(Recording::new(reporter(out, false)));
         let result = match conn.version() {
             Version::V1 => tokio::select! {
-                r = yakk_transfer::serve_http_v1(&mut stream, &manifest, &rep) => r,
+                r = serve_legacy(&conn, stream, &manifest, &rep, out) => r,
                 () = interrupt.wait() => Err(TransferError::Stopped),
             },
             Version::V2 => {
-                yakk_transfer::send_until(&mut stream, &manifest, &rep, &interrupt.stop()).await
+                let result =
+                    yakk_transfer::send_until(&mut stream, &manifest, &*rep, &interrupt.stop())
+                        .await;
+                if peer_may_listen(&result) {
+                    linger(&mut stream).await;
+                }
+                result
             }
         };
         if result.is_err() {
             rep.abandon();
-        }
-        if peer_may_listen(&result) {
-            linger(&mut stream).await;
         }
         let ended = Ended {
             side: Side::Sender,
@@ -425,6 +428,58 @@ pub async fn send(mut args: FilesendArgs, out: Out) -> anyhow::Result<()> {
         conn.close().await;
     }
     Ok(())
+}
+
+/// yakk/1: one HTTP request per stream, and a receiver may open several (the original
+/// program's downloader asks `HEAD`, then `GET` on a new channel). Serves every stream the
+/// receiver opens, each on its own, until a `GET` has carried the file; a request that fails is
+/// reported and does not end the session.
+async fn serve_legacy(
+    conn: &yakk_session::Connection,
+    first: yakk_session::Stream,
+    manifest: &Arc<Manifest>,
+    rep: &Arc<Recording>,
+    out: Out,
+) -> Result<yakk_transfer::SendSummary, TransferError> {
+    let mut serving = tokio::task::JoinSet::new();
+    let serve = |serving: &mut tokio::task::JoinSet<_>, mut stream: yakk_session::Stream| {
+        let (manifest, rep) = (manifest.clone(), rep.clone());
+        serving.spawn(async move {
+            let result = yakk_transfer::serve_http_v1(&mut stream, &manifest, &*rep).await;
+            if peer_may_listen(&result) {
+                linger(&mut stream).await;
+            }
+            result
+        });
+    };
+    serve(&mut serving, first);
+    // Once the receiver is gone, the requests in flight still finish (a GET that carried the
+    // whole file counts even if the receiver left while we lingered).
+    let mut gone = false;
+    loop {
+        if gone && serving.is_empty() {
+            return Err(TransferError::PeerClosed);
+        }
+        tokio::select! {
+            done = serving.join_next(), if !serving.is_empty() => {
+                let failed = match done {
+                    Some(Ok(Ok(yakk_transfer::LegacyServed::File(summary)))) => return Ok(summary),
+                    Some(Ok(Ok(yakk_transfer::LegacyServed::Head))) | None => continue,
+                    Some(Ok(Err(e))) => e.to_string(),
+                    Some(Err(e)) => format!("the request's task failed: {e}"),
+                };
+                out.event(
+                    "warning",
+                    json!({"message": failed}),
+                    Some(&format!("A request of the receiver failed: {failed}")),
+                );
+            }
+            s = conn.accept_stream(), if !gone => match s {
+                Some((_, stream)) => serve(&mut serving, stream),
+                None => gone = true,
+            },
+        }
+    }
 }
 
 pub async fn receive(mut args: FilereceiveArgs, out: Out) -> anyhow::Result<()> {
