@@ -368,6 +368,7 @@ pub async fn send(mut args: FilesendArgs, out: Out) -> anyhow::Result<()> {
             Some(OwnerEvent::Burned) => {
                 // The receiver learns its password was wrong from our key confirmation.
                 owner.close().await;
+                setup.drain_embedded().await;
                 out.event(
                     "burned",
                     json!({"message": "the code is burned after a failed password attempt"}),

@@ -153,6 +153,7 @@ pub async fn server(mut args: ServerArgs, out: Out) -> anyhow::Result<()> {
                 if let Some(o) = owner.take() {
                     o.close().await;
                 }
+                setup.drain_embedded().await;
                 closed = Some(Failure::new(
                     ExitCode::WrongPassword,
                     "someone tried a wrong password, so the code was burned: run yakk server again for a new code",

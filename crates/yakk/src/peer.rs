@@ -53,6 +53,24 @@ pub struct OwnerSetup {
     pub _embedded: Option<yakk_signal::ServerHandle>,
 }
 
+impl OwnerSetup {
+    /// With the embedded server, once the room is closed: waits (at most `LINGER`) until every
+    /// joiner's socket has left it, so that what the owner sent last (the key confirmation a
+    /// wrong guess is judged by) reaches the joiner before this process, and the server in it,
+    /// ends. Without it the joiner could see its signalling connection drop instead of hearing
+    /// that its password was wrong.
+    pub async fn drain_embedded(&self) {
+        const LINGER: std::time::Duration = std::time::Duration::from_secs(3);
+        let Some(server) = &self._embedded else {
+            return;
+        };
+        let until = tokio::time::Instant::now() + LINGER;
+        while server.counts().1 > 0 && tokio::time::Instant::now() < until {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
 /// The owner's setup; the password given in `c` is wiped from it once copied.
 pub async fn owner_setup(c: &mut Common, out: Out) -> anyhow::Result<OwnerSetup> {
     let given = c.password.take().map(Zeroizing::new);
