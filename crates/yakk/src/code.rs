@@ -14,9 +14,11 @@ pub struct Code {
 }
 
 impl Code {
-    /// Parses what the user typed. A bare room (no dash) has no password.
-    pub fn parse(s: &str) -> Result<Code, String> {
-        let s = s.trim();
+    /// Parses what the user typed. A bare room (no dash) has no password. What people do to
+    /// codes when they pass them on is forgiven (see [`normalize`]).
+    pub fn parse(typed: &str) -> Result<Code, String> {
+        let normal = normalize(typed);
+        let s = normal.as_str();
         let (main, server) = match s.split_once('@') {
             Some((m, srv)) if !srv.is_empty() => (m, Some(srv.to_string())),
             Some(_) => return Err(format!("code {s:?} ends with '@' but names no server")),
@@ -29,12 +31,13 @@ impl Code {
         };
         if room.is_empty() || !room.chars().all(|c| c.is_ascii_alphanumeric()) {
             return Err(format!(
-                "{s:?} is not a yakk code: codes look like 123-crossbow-nimble (ask the sender for theirs)"
+                "{:?} is not a yakk code: codes look like 123-crossbow-nimble (ask the sender for theirs)",
+                typed.trim()
             ));
         }
         Ok(Code {
             room: room.to_string(),
-            password,
+            password: password.map(|p| normalize_password(&p)),
             server,
         })
     }
@@ -61,6 +64,57 @@ impl Drop for Code {
             zeroize::Zeroize::zeroize(pw);
         }
     }
+}
+
+/// A code as people pass it on, made canonical: surrounding spaces and a trailing full stop,
+/// comma, semicolon or colon (from a sentence) go; runs of spaces between words become one dash
+/// (`417 crossbow nimble`), and so do runs of dashes. The server part, after `@`, is kept as
+/// typed; the password part is lower-cased by [`normalize_password`].
+pub fn normalize(typed: &str) -> zeroize::Zeroizing<String> {
+    let t = typed
+        .trim()
+        .trim_end_matches(['.', ',', ';', ':'])
+        .trim_end();
+    let (main, server) = match t.split_once('@') {
+        Some((m, srv)) => (m, Some(srv.trim())),
+        None => (t, None),
+    };
+    let mut out = String::with_capacity(t.len());
+    // A code that starts with a dash has no room: keep the dash for `parse` to refuse.
+    if main.starts_with('-') {
+        out.push('-');
+    }
+    for part in main.split(|c: char| c.is_whitespace() || c == '-') {
+        if part.is_empty() {
+            continue;
+        }
+        if !out.is_empty() && out != "-" {
+            out.push('-');
+        }
+        out.push_str(part);
+    }
+    if let Some(srv) = server {
+        out.push('@');
+        out.push_str(srv);
+    }
+    zeroize::Zeroizing::new(out)
+}
+
+/// A password as both sides use it: generated passwords are lower-case words joined by dashes,
+/// and people type them with capitals or spaces; one canonical form (lower case, spaces as one
+/// dash) means such a slip never costs the one guess a code allows. Applied to the owner's
+/// `--pw` as well, so that both sides agree.
+pub fn normalize_password(pw: &str) -> String {
+    pw.split(|c: char| c.is_whitespace() || c == '-')
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+/// The built-in word list passwords are made of.
+pub fn word_list() -> Vec<&'static str> {
+    WORDS.split_whitespace().collect()
 }
 
 /// A password of `words` random words from the built-in list, joined by dashes.
@@ -98,8 +152,34 @@ mod tests {
     }
 
     #[test]
+    fn forgives_what_people_do_to_codes() {
+        for typed in [
+            "417-crossbow-nimble",
+            "  417-crossbow-nimble  ",
+            "417-Crossbow-NIMBLE",
+            "417 crossbow nimble",
+            "417  crossbow\tnimble.",
+            "417-crossbow-nimble,",
+            "417 - crossbow - nimble;",
+            "417--crossbow--nimble",
+        ] {
+            let c = Code::parse(typed).unwrap_or_else(|e| panic!("{typed:?}: {e}"));
+            assert_eq!(c.room, "417", "{typed:?}");
+            assert_eq!(c.password.as_deref(), Some("crossbow-nimble"), "{typed:?}");
+            assert_eq!(c.server, None, "{typed:?}");
+        }
+        let c = Code::parse(" 417 Crossbow Nimble@10.0.0.5:6006. ").unwrap();
+        assert_eq!(c.password.as_deref(), Some("crossbow-nimble"));
+        assert_eq!(c.server.as_deref(), Some("10.0.0.5:6006"));
+        // The server part keeps its case (a URL path may need it).
+        let c = Code::parse("7-a@wss://Signal.example/Path").unwrap();
+        assert_eq!(c.server.as_deref(), Some("wss://Signal.example/Path"));
+        assert_eq!(normalize_password("My  Secret"), "my-secret");
+    }
+
+    #[test]
     fn rejects_garbage() {
-        for bad in ["", "-pw", "a b-c", "x@", "../1-a", "r\u{1b}[2J-pw"] {
+        for bad in ["", "-pw", "x@", "../1-a", "r\u{1b}[2J-pw", "a.b-c"] {
             assert!(Code::parse(bad).is_err(), "{bad:?}");
         }
     }

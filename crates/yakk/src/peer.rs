@@ -72,15 +72,19 @@ impl OwnerSetup {
 }
 
 /// The owner's setup; the password given in `c` is wiped from it once copied.
-pub async fn owner_setup(c: &mut Common, out: Out) -> anyhow::Result<OwnerSetup> {
+pub async fn owner_setup(c: &mut Common, code_length: u8, out: Out) -> anyhow::Result<OwnerSetup> {
     let given = c.password.take().map(Zeroizing::new);
     let password = match given {
-        Some(p) if p.is_empty() => return Err(Failure::usage("--pw must not be empty").into()),
-        Some(p) => {
-            warn_if_in_argv(out, Some(&p), "YAKK_PASSWORD", "password");
-            p.to_string()
+        Some(given) => {
+            // The form a joiner's code takes after it is typed (see `code::normalize_password`).
+            let p = code::normalize_password(&given);
+            if p.is_empty() {
+                return Err(Failure::usage("--pw must not be empty").into());
+            }
+            warn_if_in_argv(out, Some(&given), "YAKK_PASSWORD", "password");
+            p
         }
-        None => code::generate_password(usize::from(c.code_length)),
+        None => code::generate_password(usize::from(code_length)),
     };
     let (signal, code_server, embedded) = match &c.signal {
         Some(s) => (s.clone(), None, None),
@@ -184,16 +188,21 @@ fn warn_if_in_argv(out: Out, value: Option<&str>, env: &str, what: &str) {
     );
 }
 
-/// A joiner's configuration from the code (or room + --pw), prompting on a terminal if needed.
+/// A joiner's configuration from the code (or room + --pw), prompting on a terminal if needed;
+/// the room; and whether the code named the signalling server (an owner's embedded one).
 pub fn joiner_config(
     c: &mut Common,
-    code_arg: Option<String>,
+    mut code_args: Vec<String>,
     out: Out,
-) -> anyhow::Result<(SessionConfig, String)> {
-    let from_args = code_arg.is_some();
-    let typed = match code_arg {
-        Some(s) => Zeroizing::new(s),
-        None => prompt("Code: ")?,
+) -> anyhow::Result<(SessionConfig, String, bool)> {
+    let from_args = !code_args.is_empty();
+    // A code's words given apart (`417 crossbow nimble`) are one code.
+    let typed = if from_args {
+        let joined = Zeroizing::new(code_args.join(" "));
+        code_args.iter_mut().for_each(zeroize::Zeroize::zeroize);
+        joined
+    } else {
+        prompt_code()?
     };
     let given_pw = c.password.take().map(Zeroizing::new);
     let code = Code::parse(&typed).map_err(Failure::usage)?;
@@ -209,10 +218,13 @@ pub fn joiner_config(
         );
     }
     let password = match (&given_pw, &code.password) {
-        (Some(pw), _) => pw.to_string(),
+        (Some(pw), _) => code::normalize_password(pw),
         (None, Some(pw)) => pw.clone(),
-        (None, None) => prompt("Password: ")?.to_string(),
+        (None, None) => code::normalize_password(&prompt_password("Password: ")?),
     };
+    if password.is_empty() {
+        return Err(Failure::usage("the password must not be empty").into());
+    }
     let signal = match (&code.server, &c.signal) {
         (Some(s), _) => s.clone(),
         (None, Some(s)) => s.clone(),
@@ -223,18 +235,138 @@ pub fn joiner_config(
             .into());
         }
     };
-    Ok((base_config(c, signal, password), code.room.clone()))
+    let from_code = code.server.is_some();
+    Ok((
+        base_config(c, signal, password),
+        code.room.clone(),
+        from_code,
+    ))
 }
 
-fn prompt(what: &str) -> anyhow::Result<Zeroizing<String>> {
-    use std::io::IsTerminal;
-    if !std::io::stdin().is_terminal() {
-        return Err(Failure::usage(format!(
-            "missing {}: give it as an argument (no terminal to ask on)",
-            what.trim_end_matches(": ").to_lowercase()
-        ))
-        .into());
+/// A joiner's failure to join, said for people. `from_code`: the signalling server came from
+/// the code, which means the owner runs it: if it cannot be reached, the owner has stopped or
+/// closed the code (after a failed attempt, perhaps), which is what the joiner needs to hear.
+pub fn join_failure(e: yakk_session::SessionError, from_code: bool) -> Failure {
+    let f = Failure::from(e);
+    if from_code && f.code == crate::exit::ExitCode::SignalUnreachable {
+        return Failure::new(
+            f.code,
+            format!(
+                "{}: the yakk that made this code, which also relays for it, is no longer running (it \
+                 stopped, or closed the code after a failed attempt): ask for a new code",
+                f.message
+            ),
+        );
     }
+    f
+}
+
+/// Refuses to prompt where nobody can answer.
+fn need_terminal(what: &str) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        return Ok(());
+    }
+    Err(Failure::usage(format!(
+        "missing {what}: give it as an argument (no terminal to ask on)"
+    ))
+    .into())
+}
+
+/// A password asked for on the terminal, not shown as it is typed.
+fn prompt_password(what: &str) -> anyhow::Result<Zeroizing<String>> {
+    need_terminal("password")?;
     let v = rpassword::prompt_password(what).context("cannot read from the terminal")?;
     Ok(Zeroizing::new(v.trim().to_string()))
+}
+
+/// The code, asked for on the terminal. It is shown as it is typed (once read aloud, a code is
+/// no secret from the person typing it, and seeing it avoids typing slips), and Tab completes
+/// the words of the built-in list, as magic-wormhole's prompt does.
+fn prompt_code() -> anyhow::Result<Zeroizing<String>> {
+    use rustyline::error::ReadlineError;
+    need_terminal("code")?;
+    let config = rustyline::Config::builder()
+        // The terminal itself, not stdout: with --json, stdout carries only events.
+        .behavior(rustyline::Behavior::PreferTerm)
+        .auto_add_history(false)
+        .completion_type(rustyline::CompletionType::List)
+        .build();
+    let mut editor =
+        rustyline::Editor::<CodeWords, rustyline::history::DefaultHistory>::with_config(config)
+            .context("cannot use the terminal")?;
+    editor.set_helper(Some(CodeWords(code::word_list())));
+    match editor.readline("Code: ") {
+        Ok(line) => Ok(Zeroizing::new(line)),
+        Err(ReadlineError::Interrupted) => Err(Failure::stopped("Stopped.").into()),
+        Err(ReadlineError::Eof) => Err(Failure::usage("no code given").into()),
+        Err(e) => Err(anyhow::Error::new(e).context("cannot read from the terminal")),
+    }
+}
+
+/// Tab completion of a code's words at the prompt.
+#[derive(rustyline::Helper, rustyline::Hinter, rustyline::Highlighter, rustyline::Validator)]
+struct CodeWords(Vec<&'static str>);
+
+impl rustyline::completion::Completer for CodeWords {
+    type Candidate = String;
+
+    fn complete(
+        &self,
+        line: &str,
+        pos: usize,
+        _: &rustyline::Context<'_>,
+    ) -> rustyline::Result<(usize, Vec<String>)> {
+        Ok(complete_word(&self.0, &line[..pos]))
+    }
+}
+
+/// The completions of the word being typed at the end of `before` (the code up to the
+/// cursor), and where that word starts. The first part of a code is the room: never completed.
+fn complete_word(words: &[&'static str], before: &str) -> (usize, Vec<String>) {
+    let Some(start) = before
+        .rfind(|c: char| c == '-' || c.is_whitespace())
+        .map(|i| i + 1)
+    else {
+        return (before.len(), Vec::new());
+    };
+    let prefix = before[start..].to_lowercase();
+    if prefix.is_empty() {
+        return (start, Vec::new());
+    }
+    let found = words
+        .iter()
+        .filter(|w| w.starts_with(&prefix))
+        .map(|w| (*w).to_string())
+        .collect();
+    (start, found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tab_completes_the_word_being_typed_but_not_the_room() {
+        let words = code::word_list();
+        let (at, found) = complete_word(&words, "417-cross");
+        assert_eq!(at, 4);
+        assert!(!found.is_empty());
+        assert!(found.iter().all(|w| w.starts_with("cross")), "{found:?}");
+        // After a space, in capitals: the same words.
+        let (at, upper) = complete_word(&words, "417 CROSS");
+        assert_eq!((at, &upper), (4, &found));
+        // The room, and an empty word, are not completed; nor is a word of no list.
+        assert!(complete_word(&words, "41").1.is_empty());
+        assert!(complete_word(&words, "417-").1.is_empty());
+        assert!(complete_word(&words, "417-qqqq").1.is_empty());
+        // Every word of the list completes from its whole self.
+        for w in &words {
+            assert!(
+                complete_word(&words, &format!("1-{w}"))
+                    .1
+                    .contains(&w.to_string())
+            );
+        }
+    }
 }

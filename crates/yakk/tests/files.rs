@@ -218,7 +218,11 @@ async fn existing_file_is_not_overwritten() {
         msg.contains("same-name.txt") && msg.contains("--overwrite"),
         "{err}"
     );
-    assert_ne!(r.exit_code(10).await, 0);
+    assert_eq!(
+        r.exit_code(10).await,
+        9,
+        "a refusal, as the sender's exit says"
+    );
     assert_eq!(
         std::fs::read(out.join("same-name.txt")).unwrap(),
         b"precious"
@@ -252,7 +256,11 @@ async fn identical_files_are_skipped_only_when_asked() {
             .contains("--skip-identical"),
         "{err}"
     );
-    assert_eq!(r.exit_code(10).await, 1);
+    assert_eq!(
+        r.exit_code(10).await,
+        9,
+        "a refusal, as the sender's exit says"
+    );
     let err = s.event("error", 30).await;
     assert_eq!(
         err["message"], "the receiver declined the transfer",
@@ -276,14 +284,153 @@ async fn a_wrong_password_burns_the_code() {
     let src = dir.path().join("secret.txt");
     std::fs::write(&src, b"secret").unwrap();
     let (mut s, code) = sender(&[src.to_str().unwrap()]).await;
-    let (room_pw, server) = code.split_once('@').unwrap();
-    let room = room_pw.split_once('-').unwrap().0;
-    let wrong = format!("{room}-guess-word@{server}");
-    let mut r = receiver(&wrong, dir.path(), &[]);
+    let mut r = receiver(&with_wrong_password(&code, "guess-word"), dir.path(), &[]);
     assert_eq!(r.exit_code(30).await, 3, "{}", r.stderr_text());
     let err = s.event("error", 30).await;
     assert!(err["message"].as_str().unwrap().contains("burned"), "{err}");
     assert_eq!(s.exit_code(10).await, 3);
+}
+
+/// What people do to codes they pass on: the words given apart, in capitals, with a full stop
+/// from the sentence they came in. The code still works: such a slip must not cost the one
+/// guess a code allows.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_code_typed_apart_in_capitals_still_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("note.txt");
+    std::fs::write(&src, b"typed loosely").unwrap();
+    let (mut s, code) = sender(&[src.to_str().unwrap()]).await;
+    let loose = format!("{}.", code.to_uppercase());
+    let out = dir.path().join("out");
+    let o = out.to_str().unwrap();
+    let mut args = vec![
+        "filereceive",
+        "--json",
+        "--yes",
+        "--ice-ip",
+        "127.0.0.1",
+        "-o",
+        o,
+    ];
+    // `123` `CROSSBOW` `NIMBLE@127.0.0.1:PORT.`
+    args.extend(loose.split('-'));
+    assert!(args.len() >= 10, "{args:?}");
+    let mut r = Yakk::start(&args);
+    // With --json the offer is an event too, before anything is written.
+    let offer = r.event("offer", 30).await;
+    assert_eq!(offer["files"], 1, "{offer}");
+    assert_eq!(offer["total_bytes"], 13, "{offer}");
+    assert_eq!(offer["entries"][0]["name"], "note.txt", "{offer}");
+    assert_eq!(r.exit_code(30).await, 0, "{}", r.stderr_text());
+    assert_eq!(
+        std::fs::read(out.join("note.txt")).unwrap(),
+        b"typed loosely"
+    );
+    assert_eq!(s.exit_code(10).await, 0, "{}", s.stderr_text());
+}
+
+/// `--allow-retries` with filesend's one receiver: a wrong code does not use up the room, so the
+/// right one still gets in (it used to get "Room is full" while the sender waited forever).
+#[tokio::test(flavor = "multi_thread")]
+async fn allow_retries_lets_the_right_receiver_in_after_a_wrong_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("retry.txt");
+    std::fs::write(&src, b"second time lucky").unwrap();
+    let (mut s, code) = sender(&["--allow-retries", "1", src.to_str().unwrap()]).await;
+    let mut r = receiver(&with_wrong_password(&code, "guess-word"), dir.path(), &[]);
+    assert_eq!(r.exit_code(30).await, 3, "{}", r.stderr_text());
+    let out = dir.path().join("out");
+    let mut r = receiver(&code, &out, &[]);
+    assert_eq!(r.exit_code(30).await, 0, "{}", r.stderr_text());
+    assert_eq!(
+        std::fs::read(out.join("retry.txt")).unwrap(),
+        b"second time lucky"
+    );
+    assert_eq!(s.exit_code(10).await, 0, "{}", s.stderr_text());
+}
+
+/// The code typed at the prompt on a terminal: shown as it is typed, and Tab completes a word
+/// of the list. The receiver types the room, a space, the start of the first word in capitals
+/// and Tab, then the rest of the code.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_code_prompt_shows_the_code_and_completes_words() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("prompted.txt");
+    std::fs::write(&src, b"asked for").unwrap();
+    let (mut s, code) = sender(&["--code-length", "2", src.to_str().unwrap()]).await;
+    let (room_pw, server) = code.split_once('@').unwrap();
+    let (room, pw) = room_pw.split_once('-').unwrap();
+    let (first, second) = pw.split_once('-').unwrap();
+    // The shortest start of the first word that only it has in the list.
+    let words: Vec<&str> = include_str!("../src/words.txt")
+        .split_whitespace()
+        .collect();
+    let start = (1..=first.len())
+        .map(|n| &first[..n])
+        .find(|p| words.iter().filter(|w| w.starts_with(p)).count() == 1)
+        .expect("every word has a start of its own");
+    let out = dir.path().join("out");
+    let line = format!(
+        "'{BIN}' filereceive --yes --ice-ip 127.0.0.1 -s '{server}' -o '{}'",
+        out.display()
+    );
+    let mut r = on_a_terminal(&line);
+    let mut stdin = r.stdin.take().unwrap();
+    let mut stdout = r.stdout.take().unwrap();
+    let mut shown = Vec::new();
+    let mut buf = [0u8; 4096];
+    let prompt = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while !String::from_utf8_lossy(&shown).contains("Code: ") {
+            let n = stdout.read(&mut buf).await.unwrap();
+            assert!(n > 0, "receiver ended before asking for the code");
+            shown.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    assert!(
+        prompt.is_ok(),
+        "no prompt: {:?}",
+        String::from_utf8_lossy(&shown)
+    );
+    let typed = format!("{room} {}\t", start.to_uppercase());
+    stdin.write_all(typed.as_bytes()).await.unwrap();
+    // Tab completed the word: the terminal shows it whole.
+    let completed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while !String::from_utf8_lossy(&shown).contains(first) {
+            let n = stdout.read(&mut buf).await.unwrap();
+            assert!(n > 0, "receiver ended at the prompt");
+            shown.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&shown).to_string();
+    assert!(
+        completed.is_ok(),
+        "Tab did not complete {first:?}: {text:?}"
+    );
+    assert!(text.contains(room), "the room is shown as typed: {text:?}");
+    stdin
+        .write_all(format!(" {second}\r").as_bytes())
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        stdout.read_to_end(&mut rest),
+    )
+    .await;
+    let status = tokio::time::timeout(std::time::Duration::from_secs(10), r.wait())
+        .await
+        .expect("receiver exits")
+        .unwrap();
+    let rest = String::from_utf8_lossy(&rest);
+    assert_eq!(status.code(), Some(0), "{rest:?}");
+    assert_eq!(
+        std::fs::read(out.join("prompted.txt")).unwrap(),
+        b"asked for"
+    );
+    assert_eq!(s.exit_code(10).await, 0);
 }
 
 /// What a receiver on a terminal showed before and after it answered the offer question.
@@ -301,17 +448,7 @@ async fn answer_on_a_terminal(code: &str, out: &Path, answer: &str) -> Answered 
         "'{BIN}' filereceive --ice-ip 127.0.0.1 -o '{}' '{code}'",
         out.display()
     );
-    let mut r = tokio::process::Command::new("script")
-        .args(["-qec", &line, "/dev/null"])
-        .env_remove("YAKK_SIGNAL")
-        .env_remove("YAKK_PASSWORD")
-        .env_remove("YAKK_CODE")
-        .env("RUST_LOG", "warn")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("script (util-linux) runs the receiver on a pseudo-terminal");
+    let mut r = on_a_terminal(&line);
     let mut stdin = r.stdin.take().unwrap();
     let mut stdout = r.stdout.take().unwrap();
     let mut shown = Vec::new();

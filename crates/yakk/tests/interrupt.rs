@@ -203,17 +203,7 @@ async fn asked_on_a_terminal(code: &str, out: &Path) -> Asked {
         BIN,
         out.display()
     );
-    let mut child = tokio::process::Command::new("script")
-        .args(["-qec", &line, "/dev/null"])
-        .env_remove("YAKK_SIGNAL")
-        .env_remove("YAKK_PASSWORD")
-        .env_remove("YAKK_CODE")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("script (util-linux) runs the receiver on a pseudo-terminal");
+    let mut child = on_a_terminal(&line);
     let stdin = child.stdin.take().unwrap();
     let mut stdout = child.stdout.take().unwrap();
     let mut shown = Vec::new();

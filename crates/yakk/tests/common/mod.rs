@@ -204,3 +204,27 @@ pub async fn round_trip(addr: &str, data: &[u8]) -> Vec<u8> {
     writer.await.unwrap();
     back
 }
+
+/// The same code with another password: what a guesser types.
+pub fn with_wrong_password(code: &str, password: &str) -> String {
+    let (room_pw, server) = code.split_once('@').expect("a code with its server");
+    let room = room_pw.split_once('-').expect("a code with a password").0;
+    format!("{room}-{password}@{server}")
+}
+
+/// Runs the shell command `line` on a pseudo-terminal (util-linux `script`), with none of the
+/// caller's signalling server, password or code; its stdin and stdout are piped (what the
+/// terminal shows comes on stdout); killed when dropped.
+pub fn on_a_terminal(line: &str) -> Child {
+    Command::new("script")
+        .args(["-qec", line, "/dev/null"])
+        .env_remove("YAKK_SIGNAL")
+        .env_remove("YAKK_PASSWORD")
+        .env_remove("YAKK_CODE")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("script (util-linux) runs yakk on a pseudo-terminal")
+}
