@@ -130,6 +130,12 @@ pub enum SessionError {
     NoSuchRoom(String),
     #[error("wrong password, or someone else joined the room first: ask for a new code")]
     WrongPassword,
+    /// The signalling server admits nobody more to the room: someone else used the code first
+    /// (or its owner admits no more joiners).
+    #[error(
+        "the room is full: someone else joined with this code first, or its owner admits no more joiners: ask for a new code"
+    )]
+    RoomFull,
     #[error(
         "the peer speaks only yakk/1 (the original YAKK program), whose key exchange is weaker; run again with --legacy to allow it"
     )]

@@ -236,6 +236,9 @@ pub async fn join_room(signal: &str, room: &str) -> Result<Membership, SessionEr
     if reply.msg_type == msg::ERROR && reply.payload == "No such room" {
         return Err(SessionError::NoSuchRoom(room.to_string()));
     }
+    if reply.msg_type == msg::ERROR && reply.payload == "Room is full" {
+        return Err(SessionError::RoomFull);
+    }
     if reply.msg_type != msg::ROOM_JOINED {
         return Err(server_refusal(&reply));
     }

@@ -138,6 +138,7 @@ pub struct SignalArgs {
     /// Static TURN password given to every peer (with --turn-user).
     #[arg(
         long,
+        visible_alias = "turn-pass",
         value_name = "PASSWORD",
         env = "YAKK_TURN_PASSWORD",
         hide_env_values = true,

@@ -61,7 +61,18 @@ pub async fn run(args: SignalArgs) -> anyhow::Result<()> {
             addr: args.listen,
             source,
         })?;
+    let tls = config.tls.is_some();
     let server = spawn(config, listener).await?;
+    // Said without -v: an operator needs to know where to point clients.
+    let addr = server.local_addr();
+    let (ws, http) = if tls {
+        ("wss", "https")
+    } else {
+        ("ws", "http")
+    };
+    eprintln!(
+        "yakk signal: listening on {ws}://{addr} (clients: -s {ws}://{addr}; metrics: {http}://{addr}/metrics). Ctrl-C stops it."
+    );
     let stun = match args.stun_listen {
         Some(addr) => {
             let socket = tokio::net::UdpSocket::bind(addr)
@@ -83,8 +94,10 @@ pub async fn run(args: SignalArgs) -> anyhow::Result<()> {
 fn raise_fd_limit(max_connections: usize) {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) if limit < max_connections as u64 + 64 => tracing::warn!(
-            "the open-file limit is {limit}, below --max-connections {max_connections}: \
-             raise it (ulimit -n) or lower --max-connections"
+            "the open-file limit is {limit}: --max-connections {max_connections} needs {} \
+             (one per WebSocket, and a few more for the server itself); raise it (ulimit -n) \
+             or lower --max-connections",
+            max_connections as u64 + 64
         ),
         Ok(_) => {}
         Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),

@@ -52,7 +52,14 @@ pub enum Command {
 pub struct Common {
     /// Signalling server (host:port means ws://host:port; wss:// works). Without it, the room
     /// owner runs one inside its own process and puts its address in the code
-    #[arg(short, long, env = "YAKK_SIGNAL", value_name = "URL")]
+    #[arg(
+        short,
+        long,
+        env = "YAKK_SIGNAL",
+        value_name = "URL",
+        // Shown as [env: YAKK_SIGNAL] (not with its value, which may be empty)
+        hide_env_values = true
+    )]
     pub signal: Option<String>,
     /// The password, instead of a generated one (owner) or the one in the code (joiner)
     #[arg(
@@ -80,6 +87,7 @@ pub struct Common {
     /// Credential for --turn
     #[arg(
         long,
+        visible_alias = "turn-password",
         value_name = "PASSWORD",
         requires = "turn",
         env = "YAKK_TURN_PASSWORD",
@@ -90,6 +98,7 @@ pub struct Common {
     #[arg(
         long = "ice-ip",
         env = "YAKK_ICE_IPS",
+        hide_env_values = true,
         value_delimiter = ',',
         value_name = "IP"
     )]
@@ -97,9 +106,6 @@ pub struct Common {
     /// Print one JSON object per line on stdout for each event, instead of text
     #[arg(long)]
     pub json: bool,
-    /// Words in a generated password (owner)
-    #[arg(long, default_value_t = 2, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=8))]
-    pub code_length: u8,
     /// Peer connections to spread every stream over: 1-32, or auto. On long links that lose
     /// packets each connection's congestion window limits the rate, so several carry several
     /// times more. auto: 32 when the round trip to the signalling server (with the built-in
@@ -126,9 +132,12 @@ fn parse_lanes(s: &str) -> Result<u32, String> {
 /// Options of the room owner.
 #[derive(Args, Debug, Clone)]
 pub struct OwnerOpts {
-    /// Failed password attempts tolerated before the code is burned (default 0: one guess per code)
+    /// Failed password attempts tolerated before the code is burned (0: one guess per code)
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub allow_retries: u32,
+    /// Words in the generated password
+    #[arg(long, default_value_t = 2, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=8))]
+    pub code_length: u8,
     /// Also print the code as a QR code
     #[arg(long)]
     pub qr: bool,
@@ -137,7 +146,7 @@ pub struct OwnerOpts {
 #[derive(Args, Debug)]
 pub struct ServerArgs {
     /// The local port to share
-    #[arg(short, long)]
+    #[arg(short, long, value_parser = clap::value_parser!(u16).range(1..))]
     pub port: u16,
     /// The host the shared port is on
     #[arg(long, default_value = "127.0.0.1")]
@@ -159,9 +168,10 @@ pub struct ClientArgs {
     /// The local address to listen on
     #[arg(long, default_value = "127.0.0.1", value_name = "ADDR")]
     pub bind: IpAddr,
-    /// The code from the owner (or, with --pw, just the room); prompted for when absent
-    #[arg(env = "YAKK_CODE", hide_env_values = true)]
-    pub code: Option<String>,
+    /// The code from the owner (or, with --pw, just the room); its words may be given apart
+    /// (417 crossbow nimble); prompted for when absent
+    #[arg(env = "YAKK_CODE", hide_env_values = true, value_name = "CODE")]
+    pub code: Vec<String>,
     #[command(flatten)]
     pub common: Common,
 }
@@ -185,9 +195,10 @@ pub struct FilesendArgs {
 
 #[derive(Args, Debug)]
 pub struct FilereceiveArgs {
-    /// The code from the sender; prompted for when absent
-    #[arg(env = "YAKK_CODE", hide_env_values = true)]
-    pub code: Option<String>,
+    /// The code from the sender; its words may be given apart (417 crossbow nimble); prompted
+    /// for when absent
+    #[arg(env = "YAKK_CODE", hide_env_values = true, value_name = "CODE")]
+    pub code: Vec<String>,
     /// Folder to save into
     #[arg(short, long, default_value = ".", value_name = "DIR")]
     pub output: PathBuf,

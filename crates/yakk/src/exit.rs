@@ -52,7 +52,9 @@ impl std::error::Error for Failure {}
 
 fn code_of(e: &SessionError) -> ExitCode {
     match e {
-        SessionError::WrongPassword | SessionError::Refused(_) => ExitCode::WrongPassword,
+        SessionError::WrongPassword | SessionError::Refused(_) | SessionError::RoomFull => {
+            ExitCode::WrongPassword
+        }
         SessionError::PeerGone(_) | SessionError::HandshakeTimeout => ExitCode::PeerGone,
         SessionError::NoSuchRoom(_) => ExitCode::NoSuchRoom,
         SessionError::SignalUnreachable(_) | SessionError::SignalClosed(_) => {

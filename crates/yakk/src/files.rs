@@ -92,9 +92,15 @@ impl Ended<'_> {
                     None => format!("{e}: {nothing}"),
                 },
             ),
-            TransferError::Declined | TransferError::PeerRefused(_) => {
-                Failure::new(ExitCode::Refused, e.to_string())
-            }
+            // Refusing an offer (asked, or because of what is on disk) exits as the sender
+            // does when it hears of it.
+            TransferError::Declined
+            | TransferError::PeerRefused(_)
+            | TransferError::FileExists(_)
+            | TransferError::ExistsAsFolder(_)
+            | TransferError::NotAFolder(_)
+            | TransferError::Symlink(_)
+            | TransferError::UnsafeName { .. } => Failure::new(ExitCode::Refused, e.to_string()),
             e => Failure::new(ExitCode::Error, e.to_string()),
         }
     }
@@ -304,7 +310,7 @@ pub async fn send(mut args: FilesendArgs, out: Out) -> anyhow::Result<()> {
         }
     };
     let interrupt = Interrupt::listen();
-    let mut setup = peer::owner_setup(&mut args.common, out).await?;
+    let mut setup = peer::owner_setup(&mut args.common, args.owner.code_length, out).await?;
     setup.config.max_peers = Some(args.max_peers.max(1));
     setup.config.allow_retries = args.owner.allow_retries;
     let scan = tokio::task::spawn_blocking(move || match (stdin_name, listing) {
@@ -483,6 +489,21 @@ async fn serve_legacy(
     }
 }
 
+/// The `offer` event: what the sender offers, as the receiver's question shows it.
+fn offer_event(offer: &yakk_transfer::OfferSummary) -> serde_json::Value {
+    let entries: Vec<_> = offer
+        .entries
+        .iter()
+        .map(|e| json!({"name": e.name, "size": e.size, "folder": e.is_dir}))
+        .collect();
+    json!({
+        "files": offer.files,
+        "folders": offer.folders,
+        "total_bytes": (!offer.size_unknown).then_some(offer.total_bytes),
+        "entries": entries,
+    })
+}
+
 pub async fn receive(mut args: FilereceiveArgs, out: Out) -> anyhow::Result<()> {
     if !args.yes && !std::io::stdin().is_terminal() {
         return Err(Failure::usage(
@@ -490,11 +511,12 @@ pub async fn receive(mut args: FilereceiveArgs, out: Out) -> anyhow::Result<()> 
         )
         .into());
     }
-    let (config, room) = peer::joiner_config(&mut args.common, args.code.take(), out)?;
+    let (config, room, from_code) =
+        peer::joiner_config(&mut args.common, std::mem::take(&mut args.code), out)?;
     // After the prompt for the code: Ctrl-C there still ends the process at once.
     let interrupt = Interrupt::listen();
     let conn = tokio::select! {
-        c = yakk_session::join(config, &room) => c.map_err(Failure::from)?,
+        c = yakk_session::join(config, &room) => c.map_err(|e| peer::join_failure(e, from_code))?,
         () = interrupt.wait() => return Err(Failure::stopped("Stopped before connecting.").into()),
     };
     if !args.stdout {
@@ -511,11 +533,16 @@ pub async fn receive(mut args: FilereceiveArgs, out: Out) -> anyhow::Result<()> 
     };
     // Set while the question waits for its answer: a message that ends it starts a new line.
     let asking = Arc::new(AtomicBool::new(false));
-    let confirm: Option<yakk_transfer::Confirm> = if args.yes {
+    let confirm: Option<yakk_transfer::Confirm> = if args.yes && !out.json {
         None
     } else {
         let asking = asking.clone();
+        let yes = args.yes;
         Some(Box::new(move |offer: &yakk_transfer::OfferSummary| {
+            out.event("offer", offer_event(offer), None);
+            if yes {
+                return true;
+            }
             eprintln!("{offer}");
             eprint!("Accept? [y/N] ");
             asking.store(true, Ordering::SeqCst);

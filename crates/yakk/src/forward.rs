@@ -1,6 +1,6 @@
 //! `yakk server` and `yakk client`: port forwarding between a room's owner and its joiners.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,8 +34,10 @@ pub fn connected_event(out: Out, conn: &Connection, who: &str) {
             "peer": who,
             "protocol": conn.version().to_string(),
             "path": path_name(path.kind),
-            "local": path.local,
-            "remote": path.remote,
+            // null where the stack does not say (it reports no address for a peer-reflexive
+            // candidate, the one an answerer often learns its peer by).
+            "local": (!path.local.is_empty()).then_some(&path.local),
+            "remote": (!path.remote.is_empty()).then_some(&path.remote),
             "rtt_ms": rtt,
             "lanes": conn.lanes(),
         }),
@@ -83,8 +85,42 @@ fn lanes_hint(version: Version, lanes: usize, rtt: Option<Duration>) -> Option<S
     })
 }
 
+/// A shared port where nothing listens is a mistake people make (a service not started yet,
+/// the wrong port): say so at once instead of leaving joiners with empty replies. Only a
+/// warning: the service may start later.
+fn warn_if_nothing_listens(out: Out, host: &str, port: u16) {
+    if !nothing_listens(host, port) {
+        return;
+    }
+    let msg = format!(
+        "nothing listens on {host}:{port}: joiners' connections will fail until something does"
+    );
+    out.event(
+        "warning",
+        json!({"message": msg}),
+        Some(&format!("Warning: {msg}.")),
+    );
+}
+
+/// Whether no socket of this machine listens on `host:port`, for a local host; `false` when it
+/// cannot tell (another machine). Asked by binding the address for an instant rather than by
+/// connecting: a connection would be one the service accepts, and a one-shot service (`nc -l`)
+/// would spend itself on it.
+fn nothing_listens(host: &str, port: u16) -> bool {
+    let free = |ip: IpAddr| std::net::TcpListener::bind((ip, port)).is_ok();
+    match host.trim_start_matches('[').trim_end_matches(']') {
+        "localhost" => {
+            free(IpAddr::from([127, 0, 0, 1])) && free(IpAddr::from(std::net::Ipv6Addr::LOCALHOST))
+        }
+        h => match h.parse::<IpAddr>() {
+            Ok(ip) if ip.is_loopback() => free(ip),
+            _ => false,
+        },
+    }
+}
+
 pub async fn server(mut args: ServerArgs, out: Out) -> anyhow::Result<()> {
-    let mut setup = peer::owner_setup(&mut args.common, out).await?;
+    let mut setup = peer::owner_setup(&mut args.common, args.owner.code_length, out).await?;
     setup.config.max_peers = args.max_peers;
     setup.config.allow_retries = args.owner.allow_retries;
     let target = format!("{}:{}", args.host, args.port);
@@ -100,8 +136,11 @@ pub async fn server(mut args: ServerArgs, out: Out) -> anyhow::Result<()> {
         args.owner.qr,
     );
     out.say(&format!("Sharing {target}. Press Ctrl-C to stop."));
+    warn_if_nothing_listens(out, &args.host, args.port);
     let stats = Arc::new(Stats::default());
     let mut tunnels = tokio::task::JoinSet::new();
+    // The joiners' connections, to close on Ctrl-C (so that they hear we left).
+    let mut live: Vec<std::sync::Weak<Connection>> = Vec::new();
     let mut joiners = 0u64;
     // `None` once the room is closed (code burned, or the signalling server gone): no new
     // joiners, existing tunnels keep running; `closed` says why, for the exit once they end.
@@ -114,7 +153,10 @@ pub async fn server(mut args: ServerArgs, out: Out) -> anyhow::Result<()> {
         let ev = tokio::select! {
             ev = async { owner.as_mut().expect("guarded").next().await }, if owner.is_some() => ev,
             Some(_) = tunnels.join_next(), if !tunnels.is_empty() => continue,
-            () = interrupt.wait() => return Err(Failure::stopped("Stopped.").into()),
+            () = interrupt.wait() => {
+                close_all(live.iter().filter_map(std::sync::Weak::upgrade)).await;
+                return Err(Failure::stopped("Stopped.").into());
+            }
         };
         match ev {
             None => {
@@ -169,6 +211,8 @@ pub async fn server(mut args: ServerArgs, out: Out) -> anyhow::Result<()> {
                 let who = format!("joiner {joiners}");
                 connected_event(out, &conn, &who);
                 let conn: Arc<_> = Arc::from(conn);
+                live.retain(|c| c.strong_count() > 0);
+                live.push(Arc::downgrade(&conn));
                 let (target, stats) = (target.clone(), stats.clone());
                 tunnels.spawn(async move {
                     let why = yakk_forward::serve_owner(conn, target, stats).await;
@@ -187,7 +231,8 @@ pub async fn server(mut args: ServerArgs, out: Out) -> anyhow::Result<()> {
 }
 
 pub async fn client(mut args: ClientArgs, out: Out) -> anyhow::Result<()> {
-    let (config, room) = peer::joiner_config(&mut args.common, args.code.take(), out)?;
+    let (config, room, from_code) =
+        peer::joiner_config(&mut args.common, std::mem::take(&mut args.code), out)?;
     // Bind first: a port in use is the user's to fix before anyone connects.
     let addr = SocketAddr::new(args.bind, args.port);
     let listener = yakk_forward::listen(addr)
@@ -195,7 +240,7 @@ pub async fn client(mut args: ClientArgs, out: Out) -> anyhow::Result<()> {
     let local = listener.local_addr().context("listener address")?;
     let interrupt = Interrupt::listen();
     let conn = tokio::select! {
-        c = yakk_session::join(config, &room) => c.map_err(Failure::from)?,
+        c = yakk_session::join(config, &room) => c.map_err(|e| peer::join_failure(e, from_code))?,
         () = interrupt.wait() => return Err(Failure::stopped("Stopped before connecting.").into()),
     };
     connected_event(out, &conn, "owner");
@@ -209,11 +254,21 @@ pub async fn client(mut args: ClientArgs, out: Out) -> anyhow::Result<()> {
     let conn = Arc::new(conn);
     let stats = Arc::new(Stats::default());
     tokio::select! {
-        why = yakk_forward::serve_joiner(conn, listener, stats) => {
+        why = yakk_forward::serve_joiner(conn.clone(), listener, stats) => {
             Err(Failure::new(ExitCode::PeerGone, format!("the owner went away: {why}")).into())
         }
-        () = interrupt.wait() => Err(Failure::stopped("Stopped.").into()),
+        () = interrupt.wait() => {
+            close_all([conn]).await;
+            Err(Failure::stopped("Stopped.").into())
+        }
     }
+}
+
+/// Closes these connections so that their peers hear we left (rather than find out from a
+/// silence), waiting at most a second: Ctrl-C must not hang.
+async fn close_all(conns: impl IntoIterator<Item = Arc<Connection>>) {
+    let all = futures::future::join_all(conns.into_iter().map(|c| async move { c.close().await }));
+    let _ = tokio::time::timeout(Duration::from_secs(1), all).await;
 }
 
 #[cfg(test)]

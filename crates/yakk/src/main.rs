@@ -20,8 +20,8 @@ use output::Out;
 
 fn init_logging(verbose: u8) {
     // The WebRTC stack logs routine events of connection setup as warnings (checks that
-    // arrive before the answer, a check round with no pairs yet): users see only its errors,
-    // and its warnings from -v on.
+    // arrive before the answer, "pingAllCandidates called with no candidate pairs"): users
+    // see only its errors, and everything it says with -vv.
     const STACK: &[&str] = &[
         "webrtc",
         "rtc",
@@ -35,7 +35,7 @@ fn init_logging(verbose: u8) {
     ];
     let (ours, stack) = match verbose {
         0 => ("warn", "error"),
-        1 => ("info", "warn"),
+        1 => ("info", "error"),
         _ => ("debug", "debug"),
     };
     let mut default = ours.to_string();
@@ -47,6 +47,8 @@ fn init_logging(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: never escape codes in a log file or a pipe.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(verbose > 1)
         .try_init();
 }

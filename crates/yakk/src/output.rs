@@ -10,20 +10,9 @@ pub struct Out {
 
 impl Out {
     /// A machine-readable event; in text mode `text` is printed instead (if any).
-    pub fn event(&self, event: &str, mut fields: Value, text: Option<&str>) {
+    pub fn event(&self, event: &str, fields: Value, text: Option<&str>) {
         if self.json {
-            if let Value::Object(m) = &mut fields {
-                m.insert("event".into(), json!(event));
-                // Keep "event" first for readers that grep.
-                let mut ordered = serde_json::Map::new();
-                ordered.insert("event".into(), json!(event));
-                for (k, v) in m.iter() {
-                    if k != "event" {
-                        ordered.insert(k.clone(), v.clone());
-                    }
-                }
-                println!("{}", Value::Object(ordered));
-            }
+            println!("{}", json_line(event, &fields));
         } else if let Some(t) = text {
             eprintln!("{t}");
         }
@@ -34,5 +23,41 @@ impl Out {
         if !self.json {
             eprintln!("{text}");
         }
+    }
+}
+
+/// One event as a JSON line with `"event"` first, whatever the order of the other fields, so that
+/// readers can tell events apart by their first bytes (`{"event":"code",...`).
+fn json_line(event: &str, fields: &Value) -> String {
+    let mut line = format!("{{\"event\":{}", json!(event));
+    if let Value::Object(m) = fields {
+        for (k, v) in m.iter().filter(|(k, _)| k.as_str() != "event") {
+            line.push(',');
+            line.push_str(&json!(k).to_string());
+            line.push(':');
+            line.push_str(&v.to_string());
+        }
+    }
+    line.push('}');
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_comes_first_and_the_line_is_json() {
+        let line = json_line(
+            "connected",
+            &json!({"a": 1, "peer": "owner", "remote": null, "event": "ignored", "z": "q\"x"}),
+        );
+        assert!(line.starts_with(r#"{"event":"connected","#), "{line}");
+        let back: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(back["event"], "connected");
+        assert_eq!(back["a"], 1);
+        assert_eq!(back["z"], "q\"x");
+        assert_eq!(back.as_object().unwrap().len(), 5);
+        assert_eq!(json_line("stopped", &json!({})), r#"{"event":"stopped"}"#);
     }
 }

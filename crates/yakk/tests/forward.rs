@@ -146,9 +146,7 @@ async fn wrong_password_fails_on_both_sides() {
         .as_str()
         .unwrap()
         .to_string();
-    let (room_pw, server) = code.split_once('@').unwrap();
-    let room = room_pw.split_once('-').unwrap().0;
-    let bad = format!("{room}-not-the-password@{server}");
+    let bad = with_wrong_password(&code, "not-the-password");
     let mut joiner = Yakk::start(&["client", "-p", "0", "--json", "--ice-ip", "127.0.0.1", &bad]);
     let err = joiner.event("error", 30).await;
     assert!(
@@ -188,9 +186,7 @@ async fn allow_retries_keeps_the_code_alive() {
         .as_str()
         .unwrap()
         .to_string();
-    let (room_pw, server) = code.split_once('@').unwrap();
-    let room = room_pw.split_once('-').unwrap().0;
-    let bad = format!("{room}-wrong-guess@{server}");
+    let bad = with_wrong_password(&code, "wrong-guess");
     let mut j1 = Yakk::start(&["client", "-p", "0", "--json", "--ice-ip", "127.0.0.1", &bad]);
     assert_eq!(j1.exit_code(30).await, 3);
     owner.event("warning", 10).await;
@@ -502,4 +498,71 @@ async fn the_printed_command_works_and_keeps_the_code_out_of_ps() {
     let w = joiner.event("warning", 20).await;
     assert!(w["message"].as_str().unwrap().contains("ps"), "{w}");
     drop(first);
+}
+
+/// A second joiner with the code of a room whose one place is taken hears that the room is
+/// full (someone else used the code first), with the exit code of a code that did not work (3).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_room_is_said_and_exits_like_a_used_code() {
+    let (port, _srv) = echo_server().await;
+    let p = port.to_string();
+    let mut owner = Yakk::start(&[
+        "server",
+        "-p",
+        &p,
+        "--json",
+        "--ice-ip",
+        "127.0.0.1",
+        "--max-peers",
+        "1",
+    ]);
+    let code = owner.event("code", 20).await["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let join = || {
+        Yakk::start(&[
+            "client",
+            "-p",
+            "0",
+            "--json",
+            "--ice-ip",
+            "127.0.0.1",
+            &code,
+        ])
+    };
+    let mut first = join();
+    first.event("connected", 30).await;
+    let mut second = join();
+    let err = second.event("error", 30).await;
+    assert!(
+        err["message"].as_str().unwrap().contains("room is full"),
+        "{err}"
+    );
+    assert_eq!(second.exit_code(10).await, 3);
+    // The first joiner's tunnel is untouched.
+    let addr = first.event("listening", 10).await["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(round_trip(&addr, b"still here\n").await, b"still here\n");
+}
+
+/// Sharing a port where nothing listens: the owner says so at once (a warning: the service may
+/// start later), and port 0 is refused as a usage error.
+#[tokio::test(flavor = "multi_thread")]
+async fn sharing_a_port_where_nothing_listens_warns() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let p = free.local_addr().unwrap().port().to_string();
+    drop(free);
+    let mut owner = Yakk::start(&["server", "-p", &p, "--json", "--ice-ip", "127.0.0.1"]);
+    owner.event("code", 20).await;
+    let warn = owner.event("warning", 10).await;
+    let msg = warn["message"].as_str().unwrap();
+    assert!(
+        msg.contains(&format!("127.0.0.1:{p}")) && msg.contains("until something does"),
+        "{warn}"
+    );
+    let mut zero = Yakk::start(&["server", "-p", "0", "--json"]);
+    assert_eq!(zero.exit_code(10).await, 2);
 }

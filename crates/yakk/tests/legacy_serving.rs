@@ -92,7 +92,11 @@ async fn head_then_get_on_separate_channels_and_a_failed_request_does_not_end_th
     );
     // The sender's first warning is that the session speaks yakk/1; the next one is this.
     let mut warning = sender.event("warning", 10).await;
-    if warning["message"].as_str().unwrap().contains("speaks yakk/1") {
+    if warning["message"]
+        .as_str()
+        .unwrap()
+        .contains("speaks yakk/1")
+    {
         warning = sender.event("warning", 10).await;
     }
     assert!(

@@ -220,6 +220,19 @@ fn start_joiner(port: u16, signal: &str, code: &str) -> Proc {
 // ---------------------------------------------------------------------------------------------
 // 1. The signalling server is gone before anyone connects.
 
+/// `yakk signal` says where it listens when it starts, without -v: the address clients use.
+#[tokio::test(flavor = "multi_thread")]
+async fn signal_says_where_it_listens() {
+    let (p, port) = start_signal().await;
+    let want = format!("listening on ws://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !p.stderr_text().contains(&want) {
+        assert!(Instant::now() < deadline, "{:?}", p.stderr_text());
+        sleep(Duration::from_millis(25)).await;
+    }
+    assert!(p.stderr_text().contains("/metrics"), "{}", p.stderr_text());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn unreachable_signal_server_exits_6() {
     let dead = format!("ws://127.0.0.1:{}", free_port().await);
