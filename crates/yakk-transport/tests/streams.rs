@@ -246,25 +246,31 @@ async fn echo_cycle(
 /// ids are freed and handed out again all the time. rtc 0.21.1 frees an id before its SCTP
 /// stream reset completes; before the close handshake (docs/yakk2.md) a run like this stalled
 /// within the first five channels, and before the hold-back of channels opened right after a
-/// peer close about one channel in a thousand failed. None failed in 1000 since; the test
-/// still allows two in 200 (an open the stack loses is only retried after 3 s, beyond this
-/// test's 3 s per channel) and stops at the third.
+/// peer close about one channel in a thousand failed. An open the stack loses is retried
+/// after 3 s: on a loaded machine (CI building beside the tests) a few of 200 channels take
+/// that long, so each channel has 10 s, those slow ones are counted and reported, and the
+/// test fails at the third channel that fails or stalls for good.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channels_open_and_close_one_after_another() {
     const CHANNELS: u64 = 200;
     const ALLOWED_FAILURES: usize = 2;
-    timeout(Duration::from_secs(120), async {
+    timeout(Duration::from_secs(240), async {
         let p = connect(yakk2(), yakk2()).await;
         let server = serve_echo(p.b.clone());
         let mut failures = Vec::new();
+        let mut slow = Vec::new();
         for i in 0..CHANNELS {
             let data = pattern(100 + i, 100_000);
             let phase = Arc::new(Mutex::new("opening"));
+            let began = std::time::Instant::now();
             let cycle = timeout(
-                Duration::from_secs(3),
+                Duration::from_secs(10),
                 echo_cycle(p.a.clone(), "seq", data.clone(), phase),
             )
             .await;
+            if began.elapsed() >= Duration::from_secs(3) {
+                slow.push(i);
+            }
             match cycle {
                 Ok(Ok(back)) if back == data => {}
                 Ok(Ok(back)) => failures.push(format!("{i}: {} bytes back", back.len())),
@@ -276,7 +282,9 @@ async fn channels_open_and_close_one_after_another() {
                 "too many failed channels: {failures:?}"
             );
         }
-        eprintln!("{CHANNELS} channels one after another, failures: {failures:?}");
+        eprintln!(
+            "{CHANNELS} channels one after another, failures: {failures:?}, 3 s or slower: {slow:?}"
+        );
         server.abort();
     })
     .await
