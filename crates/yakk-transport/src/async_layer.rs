@@ -110,6 +110,10 @@ struct Inner {
     pool: Arc<Pool>,
     /// When the peer last closed a channel we opened (see `OPEN_SETTLE`).
     last_peer_close: Arc<Mutex<Option<Instant>>>,
+    /// To the connection's own task (`run_events`), for what the stack's callbacks do not say.
+    internal: mpsc::UnboundedSender<Internal>,
+    /// Set once we close the connection ourselves (see `AsyncPeer::close`).
+    closing: AtomicBool,
 }
 
 impl Drop for Inner {
@@ -131,6 +135,8 @@ enum Internal {
     Candidate(RTCIceCandidateInit),
     State(RTCPeerConnectionState),
     Channel(Arc<dyn DataChannel>),
+    /// The peer closed the "command" channel: it is closing the connection on purpose.
+    PeerClosed,
 }
 
 /// Callbacks must return at once: they run on the stack's driver.
@@ -222,7 +228,7 @@ impl AsyncPeer {
                 cfg.udp_buffer,
                 clock.clone(),
             )))
-            .with_handler(Arc::new(Handler { tx: itx }))
+            .with_handler(Arc::new(Handler { tx: itx.clone() }))
             .with_udp_addrs(udp_addrs)
             .with_data_channel_send_buffer_limit(SEND_BUFFER_LIMIT)
             .build()
@@ -245,6 +251,8 @@ impl AsyncPeer {
             flow: AtomicBool::new(false),
             pool: Arc::new(Pool::default()),
             last_peer_close: Arc::new(Mutex::new(None)),
+            internal: itx,
+            closing: AtomicBool::new(false),
         });
         tokio::spawn(run_events(
             Arc::downgrade(&inner),
@@ -267,11 +275,7 @@ impl AsyncPeer {
                 label: COMMAND_LABEL.into(),
                 reason: e.to_string(),
             })?;
-        spawn_drain(
-            dc.clone(),
-            self.inner.dead.clone(),
-            self.inner.sctp_up.clone(),
-        );
+        spawn_drain(dc.clone(), &self.inner);
         *self.inner.command.lock().unwrap_or_else(|p| p.into_inner()) = Some(dc);
         let offer = pc.create_offer(None).await.map_err(setup_err)?;
         let sdp = offer.sdp.clone();
@@ -514,12 +518,43 @@ impl AsyncPeer {
         }
     }
 
-    /// Close the connection; every stream ends.
+    /// Close the connection; every stream ends. The peer hears of it at once: the "command"
+    /// channel is closed first, and a peer that sees it close knows we are leaving (closing
+    /// the connection alone, it would find out only when ICE consent fails, seconds later,
+    /// and could not tell a deliberate close from a lost network). Every yakk and the
+    /// original program keep that channel open for the connection's lifetime.
     pub(crate) async fn close(&self) {
+        self.inner.closing.store(true, Ordering::SeqCst);
+        let take = || {
+            self.inner
+                .command
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+        };
+        let mut command = take();
+        // Right after connecting, the peer's "command" channel may not have reached us yet.
+        let until = Instant::now() + COMMAND_CLOSE_GRACE * 3;
+        while command.is_none() && *self.inner.sctp_up.borrow() && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            command = take();
+        }
+        tracing::debug!(
+            command = command.is_some(),
+            "closing the connection: telling the peer"
+        );
+        if let Some(dc) = command {
+            let _ = dc.close().await;
+            // The stream reset goes out with the stack's next pass.
+            tokio::time::sleep(COMMAND_CLOSE_GRACE).await;
+        }
         let _ = self.inner.pc.close().await;
         self.inner.dead.cancel();
     }
 }
+
+/// How long `close` lets the "command" channel's reset leave before the connection closes.
+const COMMAND_CLOSE_GRACE: Duration = Duration::from_millis(100);
 
 /// Candidates accepted before the remote description, against a flooding peer.
 const MAX_EARLY_CANDIDATES: usize = 256;
@@ -544,12 +579,11 @@ fn reliable() -> RTCDataChannelInit {
 }
 
 /// Drain a channel nobody reads (the "command" channel) so the stack never blocks on it;
-/// its opening says the association is up.
-fn spawn_drain(
-    dc: Arc<dyn DataChannel>,
-    dead: CancellationToken,
-    sctp_up: tokio::sync::watch::Sender<bool>,
-) {
+/// its opening says the association is up, and its closing by the peer that the peer is
+/// leaving (see `AsyncPeer::close`).
+fn spawn_drain(dc: Arc<dyn DataChannel>, inner: &Arc<Inner>) {
+    let (dead, sctp_up) = (inner.dead.clone(), inner.sctp_up.clone());
+    let inner = Arc::downgrade(inner);
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -557,6 +591,14 @@ fn spawn_drain(
                     None => break,
                     Some(DataChannelEvent::OnOpen) => {
                         sctp_up.send_replace(true);
+                    }
+                    Some(DataChannelEvent::OnClose) => {
+                        if let Some(inner) = inner.upgrade()
+                            && !inner.closing.load(Ordering::SeqCst)
+                        {
+                            let _ = inner.internal.send(Internal::PeerClosed);
+                        }
+                        break;
                     }
                     Some(_) => {}
                 },
@@ -615,6 +657,10 @@ async fn run_events(
                 }
                 _ => {}
             },
+            Internal::PeerClosed => {
+                reason = Some("the peer closed the session".into());
+                break;
+            }
             Internal::Channel(dc) => {
                 let Some(strong) = inner.upgrade() else { break };
                 // The peer opened a channel: the association is up.
@@ -623,7 +669,7 @@ async fn run_events(
                 tokio::spawn(async move {
                     let label = dc.label().await.unwrap_or_default();
                     if label == COMMAND_LABEL {
-                        spawn_drain(dc.clone(), strong.dead.clone(), strong.sctp_up.clone());
+                        spawn_drain(dc.clone(), &strong);
                         *strong.command.lock().unwrap_or_else(|p| p.into_inner()) = Some(dc);
                         return;
                     }

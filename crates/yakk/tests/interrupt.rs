@@ -179,12 +179,36 @@ async fn ctrl_c_gives_every_command_the_same_exit_code() {
     assert_eq!(s.exit_code(10).await, STOPPED, "{}", s.stderr_text());
 
     let (port, _echo) = echo_server().await;
-    let (mut owner, mut joiner, _) = tunnel(port, &[], &[]).await;
+    let (mut owner, mut joiner, addr) = tunnel(port, &[], &[]).await;
+    // Used, as people do before they stop it (a close in the first milliseconds after
+    // connecting, before the offerer's channel has opened, goes untold).
+    assert_eq!(round_trip(&addr, b"used\n").await, b"used\n");
     sigint(joiner.child.id().unwrap());
     joiner.event("stopped", 10).await;
     assert_eq!(joiner.exit_code(10).await, STOPPED);
+    // The owner hears at once that the joiner closed the session (not that the network failed).
+    let gone = owner.event("disconnected", 3).await;
+    assert_eq!(gone["reason"], "the peer closed the session", "{gone}");
     sigint(owner.child.id().unwrap());
     owner.event("stopped", 10).await;
+    assert_eq!(owner.exit_code(10).await, STOPPED);
+}
+
+/// Ctrl-C on a sharing owner: its joiner says the owner closed the session, within a moment,
+/// rather than "the peer stopped answering" once ICE gives up seconds later.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_joiner_hears_that_the_owner_stopped() {
+    let (port, _echo) = echo_server().await;
+    let (mut owner, mut joiner, _) = tunnel(port, &[], &[]).await;
+    let t0 = std::time::Instant::now();
+    sigint(owner.child.id().unwrap());
+    let err = joiner.event("error", 3).await;
+    assert_eq!(
+        err["message"], "the owner went away: the peer closed the session",
+        "{err}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(3));
+    assert_eq!(joiner.exit_code(10).await, PEER_GONE);
     assert_eq!(owner.exit_code(10).await, STOPPED);
 }
 
