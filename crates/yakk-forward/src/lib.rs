@@ -45,6 +45,39 @@ pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
+/// Something the person running a side should hear about one forwarded connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// Owner: the shared port refused (or did not answer) a joiner's connection.
+    TargetUnreachable { target: String, error: String },
+    /// Joiner: the owner's side closed a connection at once without sending a byte, which is
+    /// what happens when nothing listens on the owner's shared port.
+    ClosedWithoutReply { from: std::net::SocketAddr },
+}
+
+impl std::fmt::Display for Notice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Notice::TargetUnreachable { target, error } => write!(
+                f,
+                "a joiner's connection could not be carried on: cannot connect to {target}: {error}"
+            ),
+            Notice::ClosedWithoutReply { from } => write!(
+                f,
+                "the connection from {from} was closed at once on the owner's side, with no reply: \
+                 is the shared service running on the owner's machine?"
+            ),
+        }
+    }
+}
+
+/// Where a side's [`Notice`]s go.
+pub type Notify = Arc<dyn Fn(Notice) + Send + Sync>;
+
+/// How soon after a joiner's connection is carried the owner's side must close it, without a
+/// byte, for the joiner to hear [`Notice::ClosedWithoutReply`].
+const AT_ONCE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Counters of a forwarding session.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -68,6 +101,53 @@ where
     )
 }
 
+/// How one direction of a [`splice_timed`] went.
+struct Direction {
+    bytes: u64,
+    error: Option<std::io::Error>,
+}
+
+/// As [`splice`], but each direction runs to its end, even when the other failed, and says how
+/// many bytes it carried. `b_ended` hears of the direction b→a as soon as it ends, with whether
+/// a→b was still running then.
+async fn splice_timed<A, B>(
+    a: &mut A,
+    b: &mut B,
+    b_ended: impl FnOnce(&Direction, bool),
+) -> (Direction, Direction)
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    let (mut a_read, mut a_write) = tokio::io::split(a);
+    let (mut b_read, mut b_write) = tokio::io::split(b);
+    let a_done = std::sync::atomic::AtomicBool::new(false);
+    let up = async {
+        let d = one_way_timed(&mut a_read, &mut b_write).await;
+        a_done.store(true, Ordering::SeqCst);
+        d
+    };
+    let down = async {
+        let d = one_way_timed(&mut b_read, &mut a_write).await;
+        b_ended(&d, !a_done.load(Ordering::SeqCst));
+        d
+    };
+    tokio::join!(up, down)
+}
+
+async fn one_way_timed<R, W>(r: &mut R, w: &mut W) -> Direction
+where
+    R: AsyncRead + Unpin + ?Sized,
+    W: AsyncWrite + Unpin + ?Sized,
+{
+    let mut bytes = 0;
+    let result = one_way_counted(r, w, &mut bytes).await;
+    Direction {
+        bytes,
+        error: result.err(),
+    }
+}
+
 /// Copies `r` to `w` until EOF, then shuts `w` down. Waits for data with a small buffer and
 /// takes a large one only while a burst lasts.
 async fn one_way<R, W>(r: &mut R, w: &mut W) -> std::io::Result<u64>
@@ -75,16 +155,26 @@ where
     R: AsyncRead + Unpin + ?Sized,
     W: AsyncWrite + Unpin + ?Sized,
 {
-    let mut small = [0u8; IDLE_READ];
     let mut total = 0u64;
+    one_way_counted(r, w, &mut total).await?;
+    Ok(total)
+}
+
+/// [`one_way`], counting into `total` as it goes (so that it is known after an error too).
+async fn one_way_counted<R, W>(r: &mut R, w: &mut W, total: &mut u64) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin + ?Sized,
+    W: AsyncWrite + Unpin + ?Sized,
+{
+    let mut small = [0u8; IDLE_READ];
     loop {
         let n = r.read(&mut small).await?;
         if n == 0 {
             w.shutdown().await?;
-            return Ok(total);
+            return Ok(());
         }
         w.write_all(&small[..n]).await?;
-        total += n as u64;
+        *total += n as u64;
         if n == IDLE_READ {
             let mut big = vec![0u8; CHUNK];
             // Whatever is ready now, without waiting: a pending read consumes nothing.
@@ -92,10 +182,10 @@ where
                 let n = got?;
                 if n == 0 {
                     w.shutdown().await?;
-                    return Ok(total);
+                    return Ok(());
                 }
                 w.write_all(&big[..n]).await?;
-                total += n as u64;
+                *total += n as u64;
             }
         }
         w.flush().await?;
@@ -104,7 +194,12 @@ where
 
 /// Owner side: every stream the peer opens is connected to `target` until the peer goes away.
 /// Returns the reason the peer connection ended.
-pub async fn serve_owner(conn: Arc<Connection>, target: String, stats: Arc<Stats>) -> String {
+pub async fn serve_owner(
+    conn: Arc<Connection>,
+    target: String,
+    stats: Arc<Stats>,
+    notify: Notify,
+) -> String {
     let mut tasks = JoinSet::new();
     loop {
         tokio::select! {
@@ -118,12 +213,14 @@ pub async fn serve_owner(conn: Arc<Connection>, target: String, stats: Arc<Stats
                     return conn.closed().await;
                 };
                 let target = target.clone();
-                let stats = stats.clone();
+                let (stats, notify) = (stats.clone(), notify.clone());
                 tasks.spawn(async move {
                     let mut tcp = match TcpStream::connect(&target).await {
                         Ok(t) => t,
                         Err(e) => {
-                            tracing::warn!("cannot connect to {target} for {label}: {e}");
+                            tracing::debug!(%label, "cannot connect to {target}: {e}");
+                            // Dropping the stream closes it at once: the joiner hears of it.
+                            notify(Notice::TargetUnreachable { target, error: e.to_string() });
                             return;
                         }
                     };
@@ -150,6 +247,7 @@ pub async fn serve_joiner(
     conn: Arc<Connection>,
     listener: TcpListener,
     stats: Arc<Stats>,
+    notify: Notify,
 ) -> String {
     let mut tasks = JoinSet::new();
     let mut n: u64 = 0;
@@ -172,8 +270,9 @@ pub async fn serve_joiner(
                 // The reference owner expects DataConn<N>, N counting from 1.
                 let label = format!("DataConn{n}");
                 let conn = conn.clone();
-                let stats = stats.clone();
+                let (stats, notify) = (stats.clone(), notify.clone());
                 tasks.spawn(async move {
+                    let began = std::time::Instant::now();
                     let mut stream = match conn.open_stream(&label).await {
                         Ok(s) => s,
                         Err(e) => {
@@ -182,12 +281,18 @@ pub async fn serve_joiner(
                         }
                     };
                     stats.connections.fetch_add(1, Ordering::Relaxed);
-                    match splice(&mut tcp, &mut stream).await {
-                        Ok((to_peer, from_peer)) => {
-                            stats.bytes_to_peer.fetch_add(to_peer, Ordering::Relaxed);
-                            stats.bytes_from_peer.fetch_add(from_peer, Ordering::Relaxed);
+                    // The owner's side ended first, at once and empty: its service is most
+                    // likely not running (a client that hangs up first is not that).
+                    let owner_ended = |down: &Direction, client_still_sending: bool| {
+                        if down.bytes == 0 && client_still_sending && began.elapsed() < AT_ONCE {
+                            notify(Notice::ClosedWithoutReply { from });
                         }
-                        Err(e) => tracing::debug!(%label, "connection ended: {e}"),
+                    };
+                    let (up, down) = splice_timed(&mut tcp, &mut stream, owner_ended).await;
+                    stats.bytes_to_peer.fetch_add(up.bytes, Ordering::Relaxed);
+                    stats.bytes_from_peer.fetch_add(down.bytes, Ordering::Relaxed);
+                    if let Some(e) = up.error.as_ref().or(down.error.as_ref()) {
+                        tracing::debug!(%label, "connection ended: {e}");
                     }
                 });
             }

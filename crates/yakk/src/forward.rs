@@ -215,7 +215,7 @@ pub async fn server(mut args: ServerArgs, out: Out) -> anyhow::Result<()> {
                 live.push(Arc::downgrade(&conn));
                 let (target, stats) = (target.clone(), stats.clone());
                 tunnels.spawn(async move {
-                    let why = yakk_forward::serve_owner(conn, target, stats).await;
+                    let why = yakk_forward::serve_owner(conn, target, stats, notices(out)).await;
                     out.event(
                         "disconnected",
                         json!({"peer": who, "reason": why}),
@@ -254,7 +254,7 @@ pub async fn client(mut args: ClientArgs, out: Out) -> anyhow::Result<()> {
     let conn = Arc::new(conn);
     let stats = Arc::new(Stats::default());
     tokio::select! {
-        why = yakk_forward::serve_joiner(conn.clone(), listener, stats) => {
+        why = yakk_forward::serve_joiner(conn.clone(), listener, stats, notices(out)) => {
             Err(Failure::new(ExitCode::PeerGone, format!("the owner went away: {why}")).into())
         }
         () = interrupt.wait() => {
@@ -262,6 +262,18 @@ pub async fn client(mut args: ClientArgs, out: Out) -> anyhow::Result<()> {
             Err(Failure::stopped("Stopped.").into())
         }
     }
+}
+
+/// What the forwarding layer notices about single connections, said as warnings.
+fn notices(out: Out) -> yakk_forward::Notify {
+    Arc::new(move |n: yakk_forward::Notice| {
+        let msg = n.to_string();
+        out.event(
+            "warning",
+            json!({"message": msg}),
+            Some(&format!("Warning: {msg}.")),
+        );
+    })
 }
 
 /// Closes these connections so that their peers hear we left (rather than find out from a

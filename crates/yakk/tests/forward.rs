@@ -556,11 +556,49 @@ async fn sharing_a_port_where_nothing_listens_warns() {
     let p = free.local_addr().unwrap().port().to_string();
     drop(free);
     let mut owner = Yakk::start(&["server", "-p", &p, "--json", "--ice-ip", "127.0.0.1"]);
-    owner.event("code", 20).await;
+    let code = owner.event("code", 20).await["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let warn = owner.event("warning", 10).await;
     let msg = warn["message"].as_str().unwrap();
     assert!(
         msg.contains(&format!("127.0.0.1:{p}")) && msg.contains("until something does"),
+        "{warn}"
+    );
+    // A joiner's connection: both sides say what happened to it, not a bare empty reply.
+    let mut joiner = Yakk::start(&[
+        "client",
+        "-p",
+        "0",
+        "--json",
+        "--ice-ip",
+        "127.0.0.1",
+        &code,
+    ]);
+    let addr = joiner.event("listening", 30).await["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut reply)).await;
+    assert!(reply.is_empty(), "{reply:?}");
+    let told = joiner.event("warning", 10).await;
+    assert!(
+        told["message"]
+            .as_str()
+            .unwrap()
+            .contains("is the shared service running"),
+        "{told}"
+    );
+    let warn = owner.event("warning", 10).await;
+    assert!(
+        warn["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("cannot connect to 127.0.0.1:{p}")),
         "{warn}"
     );
     let mut zero = Yakk::start(&["server", "-p", "0", "--json"]);
