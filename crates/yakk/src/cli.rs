@@ -24,19 +24,34 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Every peer command has a fixed usage line: the one clap builds for an error lists the
+/// arguments that were given, environment variables included, so `YAKK_ICE_IPS` made
+/// `--ice-ip` look required.
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Share a local TCP port: open a room and forward every joiner's connections to HOST:PORT
-    #[command(visible_alias = "share")]
+    #[command(
+        visible_alias = "share",
+        override_usage = "yakk server [OPTIONS] --port <PORT>"
+    )]
     Server(ServerArgs),
     /// Reach a shared port: listen on a local port and carry each connection to the room's owner
-    #[command(visible_alias = "connect")]
+    #[command(
+        visible_alias = "connect",
+        override_usage = "yakk client [OPTIONS] --port <PORT> [CODE]..."
+    )]
     Client(ClientArgs),
     /// Send files, folders or standard input: open a room and wait for the receiver
-    #[command(visible_alias = "send")]
+    #[command(
+        visible_alias = "send",
+        override_usage = "yakk filesend [OPTIONS] <PATHS>..."
+    )]
     Filesend(FilesendArgs),
     /// Receive what a sender offers
-    #[command(visible_alias = "receive")]
+    #[command(
+        visible_alias = "receive",
+        override_usage = "yakk filereceive [OPTIONS] [CODE]..."
+    )]
     Filereceive(FilereceiveArgs),
     /// Run a signalling server
     Signal(yakk_signal::SignalArgs),

@@ -252,8 +252,11 @@ pub fn join_failure(e: yakk_session::SessionError, from_code: bool) -> Failure {
         return Failure::new(
             f.code,
             format!(
-                "{}: the yakk that made this code, which also relays for it, is no longer running (it \
-                 stopped, or closed the code after a failed attempt): ask for a new code",
+                "{}: this code points to the signalling server inside the yakk that made it, which \
+                 can be reached only from its own network and only while it runs: if you are on \
+                 another network, the sender needs a signalling server you both reach (-s, see \
+                 README); otherwise it stopped, or closed the code after a failed attempt: ask \
+                 for a new code",
                 f.message
             ),
         );
