@@ -4,6 +4,7 @@
 
 mod cli;
 mod code;
+mod config;
 mod exit;
 mod files;
 mod forward;

@@ -73,6 +73,7 @@ impl OwnerSetup {
 
 /// The owner's setup; the password given in `c` is wiped from it once copied.
 pub async fn owner_setup(c: &mut Common, code_length: u8, out: Out) -> anyhow::Result<OwnerSetup> {
+    crate::config::apply_file(c)?;
     let given = c.password.take().map(Zeroizing::new);
     let password = match given {
         Some(given) => {
@@ -195,6 +196,7 @@ pub fn joiner_config(
     mut code_args: Vec<String>,
     out: Out,
 ) -> anyhow::Result<(SessionConfig, String, bool)> {
+    crate::config::apply_file(c)?;
     let from_args = !code_args.is_empty();
     // A code's words given apart (`417 crossbow nimble`) are one code.
     let typed = if from_args {

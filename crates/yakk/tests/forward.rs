@@ -604,3 +604,63 @@ async fn sharing_a_port_where_nothing_listens_warns() {
     let mut zero = Yakk::start(&["server", "-p", "0", "--json"]);
     assert_eq!(zero.exit_code(10).await, 2);
 }
+
+/// The configuration file names the rendezvous once: with it, both sides reach a standalone
+/// `yakk signal` without `-s`, and the code is the short one (no server in it).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_configuration_file_names_the_signalling_server() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let listen = format!("127.0.0.1:{port}");
+    let _signal = Yakk::start(&["signal", "--listen", &listen]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.toml");
+    std::fs::write(&file, format!("signal = \"ws://{listen}\"\n")).unwrap();
+    let env = [("YAKK_CONFIG", file.to_str().unwrap())];
+    let (echo, _srv) = echo_server().await;
+    let p = echo.to_string();
+    let mut owner = Yakk::start_env(
+        &["server", "-p", &p, "--json", "--ice-ip", "127.0.0.1"],
+        &env,
+    );
+    let code = owner.event("code", 20).await;
+    let short = code["code"].as_str().unwrap().to_string();
+    assert!(!short.contains('@'), "{code}");
+    // The printed command still names the server, for a joiner without the same file.
+    assert!(
+        code["command"]
+            .as_str()
+            .unwrap()
+            .contains(&format!(" -s ws://{listen}")),
+        "{code}"
+    );
+    let mut joiner = Yakk::start_env(
+        &[
+            "client",
+            "-p",
+            "0",
+            "--json",
+            "--ice-ip",
+            "127.0.0.1",
+            &short,
+        ],
+        &env,
+    );
+    let addr = joiner.event("listening", 30).await["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(round_trip(&addr, b"configured\n").await, b"configured\n");
+
+    // A mistake in the file is a usage error that names the file.
+    std::fs::write(&file, "signall = \"typo\"\n").unwrap();
+    let mut bad = Yakk::start_env(&["server", "-p", &p, "--json"], &env);
+    let err = bad.event("error", 10).await;
+    assert!(
+        err["message"].as_str().unwrap().contains("config.toml"),
+        "{err}"
+    );
+    assert_eq!(bad.exit_code(10).await, 2);
+}

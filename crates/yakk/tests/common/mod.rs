@@ -23,6 +23,9 @@ pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> (Child, ChildStdout, Arc<Mu
         .env_remove("YAKK_SIGNAL")
         .env_remove("YAKK_PASSWORD")
         .env_remove("YAKK_CODE")
+        // No configuration file of the person running the tests.
+        .env_remove("YAKK_CONFIG")
+        .env("XDG_CONFIG_HOME", "/nonexistent/yakk-tests")
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -1,0 +1,167 @@
+//! The user's configuration file, so that people set their rendezvous once: the signalling
+//! server (codes then stay short, `417-crossbow-nimble`) and the STUN and TURN servers.
+//!
+//! Read from `YAKK_CONFIG` when set, else `$XDG_CONFIG_HOME/yakk/config.toml`, else
+//! `~/.config/yakk/config.toml`. The command line and the environment come first; the file
+//! only fills in what they leave unset.
+//!
+//! ```toml
+//! signal = "wss://rendezvous.example.org"
+//! stun = ["stun:rendezvous.example.org:3478"]
+//! turn = ["turn:rendezvous.example.org:3478?transport=udp"]
+//! turn_user = "alice"
+//! turn_pass = "…"
+//! ```
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::cli::Common;
+use crate::exit::Failure;
+
+/// What the file may set.
+#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// As `--signal`.
+    pub signal: Option<String>,
+    /// As `--stun`.
+    #[serde(default)]
+    pub stun: Vec<String>,
+    /// As `--turn`.
+    #[serde(default)]
+    pub turn: Vec<String>,
+    /// As `--turn-user`.
+    pub turn_user: Option<String>,
+    /// As `--turn-pass`.
+    pub turn_pass: Option<String>,
+}
+
+/// Where the file is looked for, and whether it was named explicitly (then it must exist).
+fn location() -> Option<(PathBuf, bool)> {
+    if let Some(p) = std::env::var_os("YAKK_CONFIG").filter(|p| !p.is_empty()) {
+        return Some((PathBuf::from(p), true));
+    }
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some((base.join("yakk").join("config.toml"), false))
+}
+
+/// Reads the file, if there is one.
+pub fn load() -> Result<Option<FileConfig>, Failure> {
+    let Some((path, named)) = location() else {
+        return Ok(None);
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !named => return Ok(None),
+        Err(e) => {
+            return Err(Failure::usage(format!(
+                "cannot read the configuration file {}: {e}",
+                path.display()
+            )));
+        }
+    };
+    parse(&text).map(Some).map_err(|e| {
+        Failure::usage(format!(
+            "the configuration file {} is not valid: {e}",
+            path.display()
+        ))
+    })
+}
+
+fn parse(text: &str) -> Result<FileConfig, String> {
+    toml::from_str(text).map_err(|e| e.message().to_string())
+}
+
+/// Fills in what the command line and the environment left unset.
+pub fn apply(c: &mut Common, f: FileConfig) {
+    if c.signal.is_none() {
+        c.signal = f.signal;
+    }
+    if c.stun.is_empty() {
+        c.stun = f.stun;
+    }
+    if c.turn.is_empty() {
+        c.turn = f.turn;
+        if c.turn_user.is_none() {
+            c.turn_user = f.turn_user;
+        }
+        if c.turn_pass.is_none() {
+            c.turn_pass = f.turn_pass;
+        }
+    }
+}
+
+/// Applies the user's file, if any, to `c`.
+pub fn apply_file(c: &mut Common) -> Result<(), Failure> {
+    if let Some(f) = load()? {
+        apply(c, f);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn common(args: &[&str]) -> Common {
+        let mut all = vec!["yakk", "client", "-p", "1"];
+        all.extend_from_slice(args);
+        match crate::cli::Cli::parse_from(all).command {
+            crate::cli::Command::Client(a) => a.common,
+            _ => unreachable!("a client command"),
+        }
+    }
+
+    #[test]
+    fn the_file_fills_in_only_what_is_unset() {
+        let f = || {
+            parse(
+                r#"
+signal = "wss://rv.example.org"
+stun = ["stun:rv.example.org:3478"]
+turn = ["turn:rv.example.org:3478?transport=udp"]
+turn_user = "alice"
+turn_pass = "secret"
+"#,
+            )
+            .unwrap()
+        };
+        let mut c = common(&[]);
+        apply(&mut c, f());
+        assert_eq!(c.signal.as_deref(), Some("wss://rv.example.org"));
+        assert_eq!(c.stun, ["stun:rv.example.org:3478"]);
+        assert_eq!(c.turn, ["turn:rv.example.org:3478?transport=udp"]);
+        assert_eq!(
+            (c.turn_user.as_deref(), c.turn_pass.as_deref()),
+            (Some("alice"), Some("secret"))
+        );
+        // The command line wins, and a TURN server given there keeps its own credentials.
+        let mut c = common(&[
+            "-s",
+            "127.0.0.1:6006",
+            "--turn",
+            "turn:other:3478",
+            "--turn-user",
+            "bob",
+        ]);
+        apply(&mut c, f());
+        assert_eq!(c.signal.as_deref(), Some("127.0.0.1:6006"));
+        assert_eq!(c.turn, ["turn:other:3478"]);
+        assert_eq!(c.turn_user.as_deref(), Some("bob"));
+        assert_eq!(c.turn_pass, None);
+    }
+
+    #[test]
+    fn a_mistake_in_the_file_is_said() {
+        assert!(parse("signal = 3").is_err());
+        let e = parse("signall = \"x\"").unwrap_err();
+        assert!(e.contains("signall"), "{e}");
+        assert_eq!(parse("").unwrap(), FileConfig::default());
+    }
+}
