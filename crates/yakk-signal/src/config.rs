@@ -167,6 +167,23 @@ pub struct SignalArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+
+    /// Share rooms with every other instance that uses this Redis (or Valkey):
+    /// redis://[:PASSWORD@]HOST:PORT/DB, or rediss://… for TLS. Rooms created through one
+    /// instance can be joined through any other, owners get a secret to take their room back
+    /// from any instance, and SIGTERM drains the instance (clients are told to reconnect).
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "YAKK_REDIS_URL",
+        hide_env_values = true
+    )]
+    pub redis: Option<String>,
+
+    /// With --redis: how long a room whose owner lost its connection stays available for the
+    /// owner to take back (at least its empty-room grace).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub reclaim_grace: Duration,
 }
 
 impl fmt::Debug for SignalArgs {
@@ -198,6 +215,11 @@ impl fmt::Debug for SignalArgs {
             .field("turn_ttl", &self.turn_ttl)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
+            .field(
+                "redis",
+                &self.redis.as_deref().map(crate::redis_store::redact_url),
+            )
+            .field("reclaim_grace", &self.reclaim_grace)
             .finish()
     }
 }
@@ -236,6 +258,12 @@ pub struct Config {
     pub ice: IceConfig,
     /// Serve TLS with this configuration.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Keep rooms in this Redis, shared with other instances (`None`: in this process).
+    pub redis_url: Option<String>,
+    /// With Redis: how long an empty room stays available for its owner to reclaim.
+    pub reclaim_grace: Duration,
+    /// With Redis: how often the instance tells Redis it is alive (gone after three missed).
+    pub heartbeat: Duration,
 }
 
 impl Default for Config {
@@ -258,6 +286,9 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(5),
             ice: IceConfig::default(),
             tls: None,
+            redis_url: None,
+            reclaim_grace: Duration::from_secs(60),
+            heartbeat: Duration::from_secs(1),
         }
     }
 }
@@ -277,6 +308,13 @@ impl fmt::Debug for Config {
             .field("mailbox_queue_bytes", &self.mailbox_queue_bytes)
             .field("ice", &self.ice)
             .field("tls", &self.tls.is_some())
+            .field(
+                "redis_url",
+                &self
+                    .redis_url
+                    .as_deref()
+                    .map(crate::redis_store::redact_url),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -339,6 +377,8 @@ impl Config {
                 turn_auth,
             },
             tls,
+            redis_url: args.redis.clone(),
+            reclaim_grace: args.reclaim_grace,
             ..Config::default()
         })
     }
@@ -425,6 +465,11 @@ mod tests {
         assert_eq!(c.limits.empty_room_grace, Duration::from_secs(5));
         assert_eq!(c.limits.keep_alive_grace, Duration::from_secs(120));
         assert!(c.tls.is_none());
+        assert!(c.redis_url.is_none());
+        let r = parse(&["--redis", "redis://:pw@127.0.0.1:6379/2"]).unwrap();
+        let c = Config::from_args(&r).unwrap();
+        assert_eq!(c.redis_url.as_deref(), Some("redis://:pw@127.0.0.1:6379/2"));
+        assert!(!format!("{r:?}{c:?}").contains("pw"));
     }
 
     #[test]

@@ -78,11 +78,28 @@ pub struct RoomRef {
     serial: u64,
 }
 
+impl RoomRef {
+    pub(crate) fn new(name: String, serial: u64) -> Self {
+        RoomRef { name, serial }
+    }
+
+    /// The serial of this room's creation (the registry's counter, or a random value in Redis).
+    pub(crate) fn serial(&self) -> u64 {
+        self.serial
+    }
+}
+
 /// Why a room could not be created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum CreateError {
     #[error("too many rooms are open")]
     TooManyRooms,
+    /// The client created too many rooms in the last minute (stores that rate-limit).
+    #[error("too many rooms created from this address")]
+    RateLimited,
+    /// The shared store cannot be reached.
+    #[error("the room store is unavailable")]
+    Unavailable,
 }
 
 /// Why a room could not be joined.
@@ -92,6 +109,12 @@ pub enum JoinError {
     NoSuchRoom,
     #[error("room is full")]
     RoomFull,
+    /// The client tried to join too often in the last minute (stores that rate-limit).
+    #[error("too many join attempts from this address")]
+    RateLimited,
+    /// The shared store cannot be reached.
+    #[error("the room store is unavailable")]
+    Unavailable,
 }
 
 /// Where a message from a mailbox goes.
