@@ -679,3 +679,25 @@ async fn unreachable_redis_at_start_is_a_clear_error() {
         Err(e) => assert!(e.to_string().contains("invalid Redis URL"), "{e}"),
     }
 }
+
+/// `yakk signal --redis URL` with nothing listening there: `run` fails at once with the reason
+/// (the CLI turns it into one line and exit code 1).
+#[tokio::test]
+async fn yakk_signal_with_an_unreachable_redis_fails_with_a_reason() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: yakk_signal::SignalArgs,
+    }
+    let url = format!("redis://127.0.0.1:{}/0", free_port());
+    let cli = Cli::try_parse_from(["signal", "--listen", "127.0.0.1:0", "--redis", &url]).unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(15), yakk_signal::run(cli.args))
+        .await
+        .expect("gave up within its connection timeouts");
+    let err = format!("{:#}", result.expect_err("ran without Redis"));
+    assert!(
+        err.contains("cannot reach Redis at redis://127.0.0.1"),
+        "{err}"
+    );
+}
