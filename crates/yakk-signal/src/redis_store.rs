@@ -122,6 +122,11 @@ struct Member<M> {
 }
 
 impl<M> Member<M> {
+    /// Whether this membership is the one `room` refers to (not a later one with the same id).
+    fn is(&self, room: &RoomRef) -> bool {
+        room_ref(&room.name, self.serial, &self.token) == *room
+    }
+
     /// A member of a room created `age_ms` ago (by Redis's clock).
     fn new(serial: u64, token: String, handle: M, now: Instant, age_ms: u64) -> Self {
         Member {
@@ -495,6 +500,7 @@ impl<M: Mailbox> RedisStore<M> {
 }
 
 impl<M: Mailbox> Inner<M> {
+    /// A token for a new connection's membership, `INSTANCE/N`.
     fn new_token(&self) -> String {
         format!(
             "{}/{}",
@@ -695,6 +701,16 @@ async fn bounded<T>(
     }
 }
 
+/// A room reference for the membership holding `token`.
+fn room_ref(name: &str, serial: u64, token: &str) -> RoomRef {
+    let member = token
+        .rsplit('/')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(u64::MAX);
+    RoomRef::new(name.to_string(), serial, member)
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -828,9 +844,10 @@ impl<M: Mailbox> RoomStore for RedisStore<M> {
         match reply.first().map(String::as_str) {
             Some("ok") if reply.len() == 2 => {
                 let name = reply[1].clone();
+                let room = room_ref(&name, serial, &token);
                 inner.add_local(&name, OWNER_ID, Member::new(serial, token, owner, now, 0));
                 Ok(Created {
-                    room: RoomRef::new(name, serial),
+                    room,
                     reclaim: Some(secret),
                 })
             }
@@ -860,8 +877,9 @@ impl<M: Mailbox> RoomStore for RedisStore<M> {
                 ) else {
                     return Err(JoinError::Unavailable);
                 };
+                let room = room_ref(name, serial, &token);
                 inner.add_local(name, id, Member::new(serial, token, joiner, now, age));
-                Ok((RoomRef::new(name.to_string(), serial), id))
+                Ok((room, id))
             }
             Some("rate") => Err(JoinError::RateLimited),
             Some("full") => Err(JoinError::RoomFull),
@@ -888,9 +906,10 @@ impl<M: Mailbox> RoomStore for RedisStore<M> {
                 else {
                     return Err(JoinError::Unavailable);
                 };
+                let room = room_ref(name, serial, &token);
                 inner.add_local(name, OWNER_ID, Member::new(serial, token, owner, now, age));
                 Ok(Created {
-                    room: RoomRef::new(name.to_string(), serial),
+                    room,
                     reclaim: Some(secret.to_string()),
                 })
             }
@@ -904,7 +923,7 @@ impl<M: Mailbox> RoomStore for RedisStore<M> {
         let token = {
             let local = lock(&inner.local);
             match local.rooms.get(&room.name).and_then(|r| r.get(&id)) {
-                Some(m) if m.serial == room.serial() => m.token.clone(),
+                Some(m) if m.serial == room.serial() && m.is(room) => m.token.clone(),
                 _ => return false,
             }
         };
@@ -926,7 +945,7 @@ impl<M: Mailbox> RoomStore for RedisStore<M> {
         let token = {
             let local = lock(&inner.local);
             match local.rooms.get(&room.name).and_then(|r| r.get(&from)) {
-                Some(m) if m.serial == room.serial() => m.token.clone(),
+                Some(m) if m.serial == room.serial() && m.is(room) => m.token.clone(),
                 _ => return Relayed::SenderGone,
             }
         };

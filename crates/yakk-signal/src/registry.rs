@@ -76,11 +76,18 @@ pub struct CreateOptions {
 pub struct RoomRef {
     pub name: String,
     serial: u64,
+    /// Which connection holds the membership, where a mailbox id can pass from one
+    /// connection to another (an owner reclaiming its room in Redis); 0 in the registry.
+    member: u64,
 }
 
 impl RoomRef {
-    pub(crate) fn new(name: String, serial: u64) -> Self {
-        RoomRef { name, serial }
+    pub(crate) fn new(name: String, serial: u64, member: u64) -> Self {
+        RoomRef {
+            name,
+            serial,
+            member,
+        }
     }
 
     /// The serial of this room's creation (the registry's counter, or a random value in Redis).
@@ -274,7 +281,11 @@ impl<M> Registry<M> {
             },
         );
         self.mailboxes += 1;
-        Ok(RoomRef { name, serial })
+        Ok(RoomRef {
+            name,
+            serial,
+            member: 0,
+        })
     }
 
     /// Adds a joiner to room `name`; returns the room and the joiner's new mailbox id.
@@ -312,6 +323,7 @@ impl<M> Registry<M> {
             RoomRef {
                 name: name.to_string(),
                 serial: room.serial,
+                member: 0,
             },
             id,
         ))
@@ -383,6 +395,7 @@ impl<M> Registry<M> {
                 let room_ref = RoomRef {
                     name: name.clone(),
                     serial: room.serial,
+                    member: 0,
                 };
                 for (id, mailbox) in std::mem::take(&mut room.mailboxes) {
                     removed_mailboxes += 1;
@@ -410,6 +423,7 @@ impl<M> Registry<M> {
                         room: RoomRef {
                             name: name.clone(),
                             serial: room.serial,
+                            member: 0,
                         },
                         id,
                         handle: mailbox.handle,

@@ -107,7 +107,8 @@ pub trait RoomStore {
         now: Instant,
     ) -> Result<Created, JoinError>;
 
-    /// Removes a mailbox whose socket went away; `true` if it was still there.
+    /// Removes a mailbox whose socket went away; `true` if it was still there. `room` is the
+    /// reference that mailbox got from `create`, `join` or `reclaim` (as for `relay`).
     async fn leave(&self, room: &RoomRef, id: MailboxId, now: Instant) -> bool;
 
     /// Relays `frame` from mailbox `from` to mailbox `to` of `room`.

@@ -180,13 +180,14 @@ async fn room_semantics<S: RoomStore<Handle = TestBox>>(store: &S) {
         store.join(&room.name, j1, client(), now).await.unwrap().1,
         1
     );
-    let (_, j2) = store
+    let (j2_room, j2) = store
         .join(&room.name, TestBox::handle(), client(), now)
         .await
         .unwrap();
     assert_eq!(j2, 2);
-    assert!(store.leave(&room, j2, now).await);
-    assert!(!store.leave(&room, j2, now).await);
+    // A membership leaves through the reference it got.
+    assert!(store.leave(&j2_room, j2, now).await);
+    assert!(!store.leave(&j2_room, j2, now).await);
     assert_eq!(
         store
             .join(&room.name, TestBox::handle(), client(), now)
@@ -235,11 +236,11 @@ async fn room_semantics<S: RoomStore<Handle = TestBox>>(store: &S) {
         .await
         .unwrap()
         .room;
-    let (_, j) = store
+    let (j_room, j) = store
         .join(&single.name, TestBox::handle(), client(), now)
         .await
         .unwrap();
-    store.leave(&single, j, now).await;
+    assert!(store.leave(&j_room, j, now).await);
     assert_eq!(
         store
             .join(&single.name, TestBox::handle(), client(), now)
@@ -330,7 +331,7 @@ async fn reclaim_needs_the_secret_of_the_room() {
         .reclaim(name, &secret, owner, client(), now)
         .await
         .unwrap();
-    assert_eq!(back.room, created.room);
+    assert_eq!(back.room.name, created.room.name);
     // The old owner connection is told it lost the room.
     eventually("old owner closed", || {
         *old_owner.closed.lock().unwrap() == Some(CloseReason::Reclaimed)
@@ -352,8 +353,27 @@ async fn reclaim_needs_the_secret_of_the_room() {
     );
     assert_eq!(
         tokio::time::timeout(WAIT, j_rx.recv()).await.unwrap(),
+        Some(frame.clone())
+    );
+    // Reclaimed again on B itself: the replaced connection's departure leaves the new one in.
+    let (again, mut again_rx) = TestBox::new();
+    let third = b
+        .reclaim(name, &secret, again, client(), now)
+        .await
+        .unwrap();
+    assert!(
+        !b.leave(&back.room, 0, now).await,
+        "a replaced membership is gone"
+    );
+    assert_eq!(
+        a.relay(&room, id, 0, frame.clone(), now).await,
+        Relayed::Delivered
+    );
+    assert_eq!(
+        tokio::time::timeout(WAIT, again_rx.recv()).await.unwrap(),
         Some(frame)
     );
+    assert!(b.leave(&third.room, 0, now).await);
     // The in-process store has no secrets to reclaim with.
     let local = LocalStore::new(
         Registry::new(limits()),
