@@ -7,15 +7,15 @@
 //! unique names under concurrent creation, limits across instances, an instance killed under
 //! its owner (who reclaims the room elsewhere), draining, Redis restarted, Redis unreachable.
 
+#[path = "common/cluster.rs"]
+mod cluster;
 mod common;
 
-use std::net::{SocketAddr, TcpListener as StdListener};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use cluster::{RedisServer, cluster_config, free_port, start_killable};
 use common::*;
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -27,78 +27,6 @@ use yakk_signal::redis_store::{RedisConfig, RedisStore};
 use yakk_signal::registry::{CreateError, CreateOptions, JoinError, Registry, RegistryLimits};
 use yakk_signal::store::{CloseReason, LocalStore, Mailbox, Relayed, RoomStore};
 use yakk_wire::Envelope;
-
-/// A `redis-server` of one test: loopback only, no persistence, its own directory.
-struct RedisServer {
-    child: Option<Child>,
-    port: u16,
-    dir: PathBuf,
-}
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("yakk-redis-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut server = RedisServer {
-            child: None,
-            port,
-            dir,
-        };
-        server.launch();
-        server
-    }
-
-    fn launch(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start redis-server ({e}): these tests need it on the PATH \
-                     (Debian: apt-get install redis-server; .ci/run installs it)"
-                )
-            });
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    /// Kills the server (its data is gone: no persistence).
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// A mailbox handle for the store tests: frames go to a channel, closes are recorded.
 #[derive(Clone)]
@@ -389,18 +317,6 @@ async fn reclaim_needs_the_secret_of_the_room() {
     b.stop();
 }
 
-fn cluster_config(redis: &RedisServer) -> Config {
-    Config {
-        redis_url: Some(redis.url()),
-        heartbeat: Duration::from_millis(200),
-        max_connections_per_ip: 0,
-        creates_per_minute: 0,
-        joins_per_minute: 0,
-        shutdown_grace: Duration::from_secs(3),
-        ..Config::default()
-    }
-}
-
 /// Reads the `YAKKMSG_ROOMCREATED` reply; returns room name and reclaim secret.
 async fn created(owner: &mut Plain) -> (String, Option<String>) {
     let e = owner.recv().await;
@@ -511,40 +427,6 @@ async fn limits_hold_across_instances() {
     a.shutdown().await;
     b.shutdown().await;
     c.shutdown().await;
-}
-
-/// An instance in a runtime of its own, which the test can kill: all its tasks and sockets
-/// vanish at once, and nothing is said to Redis, as with `kill -9`.
-struct Killable {
-    addr: SocketAddr,
-    kill: std::sync::mpsc::Sender<()>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-fn start_killable(config: Config) -> Killable {
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let (kill, kill_rx) = std::sync::mpsc::channel::<()>();
-    let thread = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let server = rt.block_on(start(config));
-        addr_tx.send(server.local_addr()).unwrap();
-        let _ = kill_rx.recv();
-        drop(server);
-        rt.shutdown_background();
-    });
-    let addr = addr_rx.recv_timeout(WAIT).expect("instance started");
-    Killable { addr, kill, thread }
-}
-
-impl Killable {
-    fn kill(self) {
-        let _ = self.kill.send(());
-        self.thread.join().unwrap();
-    }
 }
 
 /// Reads until the socket ends (close frame, reset or EOF).
