@@ -429,6 +429,39 @@ async fn limits_hold_across_instances() {
     c.shutdown().await;
 }
 
+#[tokio::test]
+async fn room_count_and_lifetime_hold_across_instances() {
+    let redis = RedisServer::start();
+    let config = Config {
+        sweep_interval: Duration::from_millis(50),
+        limits: RegistryLimits {
+            max_rooms: 2,
+            room_lifetime: Duration::from_millis(1500),
+            ..RegistryLimits::default()
+        },
+        ..cluster_config(&redis)
+    };
+    let a = start(config.clone()).await;
+    let b = start(config).await;
+    let mut first = connect(a.local_addr(), "").await;
+    let (room, _) = created(&mut first).await;
+    let mut second = connect(b.local_addr(), "").await;
+    created(&mut second).await;
+    let mut third = connect(a.local_addr(), "").await;
+    assert_eq!(
+        third.recv().await,
+        error("Too many rooms are open, try again later")
+    );
+    // The lifetime counts from the room's creation on A, for its joiner on B too.
+    let (mut joiner, _) = join(b.local_addr(), &room).await;
+    for c in [&mut first, &mut joiner] {
+        let close = c.expect_close().await;
+        assert_eq!(close.reason, "room lifetime exceeded", "{close:?}");
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 /// Reads until the socket ends (close frame, reset or EOF).
 async fn expect_end(c: &mut Plain) {
     let deadline = tokio::time::Instant::now() + WAIT;
