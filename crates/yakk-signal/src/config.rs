@@ -36,6 +36,11 @@ pub enum ConfigError {
     Zero(&'static str),
     #[error("--max-message-bytes must be between 256 and 16777216")]
     MessageSize,
+    #[error("cannot read the Redis CA certificates from {path}: {source}")]
+    RedisCa {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 fn parse_duration(s: &str) -> Result<Duration, humantime::DurationError> {
@@ -180,6 +185,11 @@ pub struct SignalArgs {
     )]
     pub redis: Option<String>,
 
+    /// With a rediss:// URL: PEM certificates of the CA that signed Redis's certificate, to
+    /// trust instead of the system's roots.
+    #[arg(long, value_name = "FILE", requires = "redis")]
+    pub redis_ca: Option<PathBuf>,
+
     /// With --redis: how long a room whose owner lost its connection stays available for the
     /// owner to take back (at least its empty-room grace).
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
@@ -219,6 +229,7 @@ impl fmt::Debug for SignalArgs {
                 "redis",
                 &self.redis.as_deref().map(crate::redis_store::redact_url),
             )
+            .field("redis_ca", &self.redis_ca)
             .field("reclaim_grace", &self.reclaim_grace)
             .finish()
     }
@@ -260,6 +271,8 @@ pub struct Config {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Keep rooms in this Redis, shared with other instances (`None`: in this process).
     pub redis_url: Option<String>,
+    /// PEM certificates to trust for a `rediss://` URL instead of the system's roots.
+    pub redis_ca_pem: Option<Vec<u8>>,
     /// With Redis: how long an empty room stays available for its owner to reclaim.
     pub reclaim_grace: Duration,
     /// With Redis: how often the instance tells Redis it is alive (gone after three missed).
@@ -287,6 +300,7 @@ impl Default for Config {
             ice: IceConfig::default(),
             tls: None,
             redis_url: None,
+            redis_ca_pem: None,
             reclaim_grace: Duration::from_secs(60),
             heartbeat: Duration::from_secs(1),
         }
@@ -378,6 +392,13 @@ impl Config {
             },
             tls,
             redis_url: args.redis.clone(),
+            redis_ca_pem: match &args.redis_ca {
+                None => None,
+                Some(path) => Some(std::fs::read(path).map_err(|source| ConfigError::RedisCa {
+                    path: path.clone(),
+                    source,
+                })?),
+            },
             reclaim_grace: args.reclaim_grace,
             ..Config::default()
         })
@@ -470,6 +491,20 @@ mod tests {
         let c = Config::from_args(&r).unwrap();
         assert_eq!(c.redis_url.as_deref(), Some("redis://:pw@127.0.0.1:6379/2"));
         assert!(!format!("{r:?}{c:?}").contains("pw"));
+        assert!(
+            parse(&["--redis-ca", "ca.pem"]).is_err(),
+            "only with --redis"
+        );
+        let ca = parse(&[
+            "--redis",
+            "rediss://h:1/0",
+            "--redis-ca",
+            "/nonexistent/ca.pem",
+        ]);
+        assert!(matches!(
+            Config::from_args(&ca.unwrap()),
+            Err(ConfigError::RedisCa { .. })
+        ));
     }
 
     #[test]

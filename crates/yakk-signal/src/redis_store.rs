@@ -77,6 +77,8 @@ pub struct RedisConfig {
     pub reclaim_grace: Duration,
     /// How often this instance tells Redis it is alive; it counts as gone after three missed.
     pub heartbeat: Duration,
+    /// PEM certificates to trust for `rediss://` instead of the system's roots (a private CA).
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for RedisConfig {
@@ -363,11 +365,20 @@ impl<M: Mailbox> RedisStore<M> {
     /// (within a few seconds) if Redis cannot be reached.
     pub async fn connect(config: RedisConfig) -> Result<Self, RedisStoreError> {
         let shown = redact_url(&config.url);
-        let client =
-            redis::Client::open(config.url.as_str()).map_err(|source| RedisStoreError::Url {
-                url: shown.clone(),
-                source,
-            })?;
+        let client = match &config.ca_pem {
+            Some(pem) if config.url.starts_with("rediss://") => redis::Client::build_with_tls(
+                config.url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            ),
+            _ => redis::Client::open(config.url.as_str()),
+        }
+        .map_err(|source| RedisStoreError::Url {
+            url: shown.clone(),
+            source,
+        })?;
         let unreachable = |why: String| RedisStoreError::Unreachable {
             url: shown.clone(),
             why,

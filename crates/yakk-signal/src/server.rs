@@ -235,6 +235,7 @@ pub async fn spawn(config: Config, listener: TcpListener) -> Result<ServerHandle
                 joins_per_minute: config.joins_per_minute,
                 reclaim_grace: config.reclaim_grace,
                 heartbeat: config.heartbeat,
+                ca_pem: config.redis_ca_pem.clone(),
             })
             .await?,
         ),

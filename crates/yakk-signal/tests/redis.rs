@@ -83,6 +83,7 @@ fn redis_config(url: String) -> RedisConfig {
         joins_per_minute: 0,
         reclaim_grace: Duration::from_secs(60),
         heartbeat: Duration::from_millis(200),
+        ca_pem: None,
     }
 }
 
@@ -354,6 +355,58 @@ async fn create_on_one_instance_join_on_another_and_relay_both_ways() {
     assert_eq!(id2, 2);
     second.send(&env("HELLO", "x", 2, 1)).await;
     assert_eq!(joiner.recv().await, env("HELLO", "x", 2, 1));
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// A CA, and a certificate for 127.0.0.1 that it signed; written as PEM into `dir`.
+fn write_tls_files(dir: &std::path::Path) -> [std::path::PathBuf; 3] {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let paths = [
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+        dir.join("ca.pem"),
+    ];
+    std::fs::write(&paths[0], cert.pem()).unwrap();
+    std::fs::write(&paths[1], key.serialize_pem()).unwrap();
+    std::fs::write(&paths[2], ca.pem()).unwrap();
+    paths
+}
+
+#[tokio::test]
+async fn rooms_are_shared_through_redis_over_tls() {
+    let mut ca = None;
+    let redis = RedisServer::start_with(|dir| {
+        let files = write_tls_files(dir);
+        ca = Some(std::fs::read(&files[2]).unwrap());
+        Some(files)
+    });
+    assert!(redis.url().starts_with("rediss://"));
+    // Without the CA, the server's certificate is not trusted: a clear error at start.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    match yakk_signal::spawn(cluster_config(&redis), listener).await {
+        Ok(_) => panic!("trusted a certificate no root vouches for"),
+        Err(e) => assert!(e.to_string().contains("cannot reach Redis"), "{e}"),
+    }
+    let config = Config {
+        redis_ca_pem: ca,
+        ..cluster_config(&redis)
+    };
+    let a = start(config.clone()).await;
+    let b = start(config).await;
+    let mut owner = connect(a.local_addr(), "").await;
+    let (room, _) = created(&mut owner).await;
+    let (mut joiner, id) = join(b.local_addr(), &room).await;
+    joiner.send(&env("YAKKMSG_REQUESTOFFER", "", id, 0)).await;
+    assert_eq!(owner.recv().await, env("YAKKMSG_REQUESTOFFER", "", id, 0));
     a.shutdown().await;
     b.shutdown().await;
 }

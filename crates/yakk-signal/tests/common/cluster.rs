@@ -16,6 +16,8 @@ pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
+    /// With TLS only (`rediss://`): the files in `dir` of certificate, key and CA.
+    tls: Option<[PathBuf; 3]>,
 }
 
 pub fn free_port() -> u16 {
@@ -28,21 +30,40 @@ pub fn free_port() -> u16 {
 
 impl RedisServer {
     pub fn start() -> RedisServer {
+        Self::start_with(|_| None)
+    }
+
+    /// A server speaking TLS only; `write_tls` writes certificate, key and CA (PEM) into the
+    /// directory it is given and returns their paths.
+    pub fn start_with(write_tls: impl FnOnce(&std::path::Path) -> Option<[PathBuf; 3]>) -> Self {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("yakk-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
+        let tls = write_tls(&dir);
         let mut server = RedisServer {
             child: None,
             port,
             dir,
+            tls,
         };
         server.launch();
         server
     }
 
     pub fn launch(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
+        let mut command = Command::new("redis-server");
+        match &self.tls {
+            None => command.args(["--port", &self.port.to_string()]),
+            Some([cert, key, ca]) => command
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .args(["--tls-auth-clients", "no", "--tls-cert-file"])
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key)
+                .arg("--tls-ca-cert-file")
+                .arg(ca),
+        };
+        let child = command
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(&self.dir)
@@ -64,7 +85,12 @@ impl RedisServer {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
     }
 
     /// Kills the server (its data is gone: no persistence).
