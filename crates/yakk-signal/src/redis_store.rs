@@ -12,6 +12,9 @@
 //!   a mailbox whose instance stopped refreshing it is treated as gone (and removed) by the
 //!   next operation that looks at its room. A killed instance's rooms so survive it, and its
 //!   owners can take them back from another instance.
+//! - A janitor in every instance walks all rooms (a `SCAN` step per heartbeat) and does the
+//!   same for rooms nobody touches, so a room whose members all were on a killed instance is
+//!   deleted after its grace period rather than living to its hard lifetime.
 //! - `yakk:epoch`: a random value the first instance sets. If it disappears, Redis lost its
 //!   data (restarted without persistence): every instance then closes the sockets of the rooms
 //!   it had, with a clear reason, instead of relaying into rooms that no longer exist.
@@ -156,6 +159,7 @@ struct Scripts {
     leave: redis::Script,
     relay: redis::Script,
     heartbeat: redis::Script,
+    janitor: redis::Script,
 }
 
 struct Inner<M> {
@@ -344,6 +348,25 @@ end
 return e
 "#;
 
+// ARGV: room names. Forgets the mailboxes of instances that stopped and sets each room's expiry
+// again: a room whose members all were on a killed instance then goes after its grace period
+// instead of waiting for someone to look at it.
+const LUA_JANITOR: &str = r#"
+local now = now_ms()
+for i = 1, #ARGV do
+  if redis.call('EXISTS', 'yakk:room:' .. ARGV[i]) == 1 then
+    prune(ARGV[i])
+    settle(ARGV[i], now)
+  else
+    redis.call('DEL', 'yakk:mb:' .. ARGV[i])
+  end
+end
+return #ARGV
+"#;
+
+/// Rooms the janitor looks at per heartbeat (a `SCAN` step over the mailbox keys).
+const JANITOR_BATCH: usize = 200;
+
 fn script(parts: &[&str]) -> redis::Script {
     redis::Script::new(&format!("{LUA_PRELUDE}{}", parts.concat()))
 }
@@ -416,6 +439,7 @@ impl<M: Mailbox> RedisStore<M> {
                 leave: script(&[LUA_LEAVE]),
                 relay: script(&[LUA_RELAY]),
                 heartbeat: script(&[LUA_HEARTBEAT]),
+                janitor: script(&[LUA_JANITOR]),
             },
             stop: CancellationToken::new(),
             errors: AtomicU64::new(0),
@@ -552,6 +576,34 @@ impl<M: Mailbox> Inner<M> {
             Ok(reply) => Ok((token, reply)),
             Err(e) => Err(unavailable_or(&e, self, "join", JoinError::Unavailable)),
         }
+    }
+
+    /// One step of the janitor: the next batch of rooms in a `SCAN` over all of them; returns
+    /// the cursor for the next step (0: a pass is complete).
+    async fn janitor(&self, cursor: u64) -> redis::RedisResult<u64> {
+        let mut con = self.con.clone();
+        let (next, keys): (u64, Vec<String>) = bounded(
+            redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg("yakk:mb:*")
+                .arg("COUNT")
+                .arg(JANITOR_BATCH)
+                .query_async(&mut con),
+        )
+        .await?;
+        let names: Vec<&str> = keys
+            .iter()
+            .filter_map(|k| k.strip_prefix("yakk:mb:"))
+            .collect();
+        if !names.is_empty() {
+            let mut inv = self.scripts.janitor.prepare_invoke();
+            for n in names {
+                inv.arg(n);
+            }
+            self.run::<i64>(inv).await?;
+        }
+        Ok(next)
     }
 
     async fn heartbeat(&self) -> redis::RedisResult<String> {
@@ -770,6 +822,7 @@ async fn beat<M: Mailbox>(inner: std::sync::Weak<Inner<M>>, stop: CancellationTo
     };
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut cursor = 0;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -789,6 +842,13 @@ async fn beat<M: Mailbox>(inner: std::sync::Weak<Inner<M>>, stop: CancellationTo
                 }
             }
             Err(e) => inner.failed("heartbeat", &e),
+        }
+        match inner.janitor(cursor).await {
+            Ok(next) => cursor = next,
+            Err(e) => {
+                inner.failed("janitor", &e);
+                cursor = 0;
+            }
         }
     }
 }

@@ -559,6 +559,42 @@ async fn owner_reclaims_its_room_on_another_instance_after_its_instance_is_kille
     b.shutdown().await;
 }
 
+/// Nobody comes back for a room whose instance was killed: the janitor forgets its dead
+/// mailboxes and Redis deletes it after its grace period, freeing its place under the cap.
+#[tokio::test]
+async fn rooms_of_a_killed_instance_that_nobody_reclaims_go_away() {
+    let redis = RedisServer::start();
+    let config = Config {
+        reclaim_grace: Duration::from_millis(300),
+        limits: RegistryLimits {
+            max_rooms: 1,
+            empty_room_grace: Duration::from_millis(300),
+            ..RegistryLimits::default()
+        },
+        ..cluster_config(&redis)
+    };
+    let a = start_killable(config.clone());
+    let b = start(config).await;
+    let mut owner = connect(a.addr, "").await;
+    created(&mut owner).await;
+    a.kill();
+    let mut refused = connect(b.local_addr(), "").await;
+    assert_eq!(
+        refused.recv().await,
+        error("Too many rooms are open, try again later")
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(Instant::now() < deadline, "the dead instance's room stayed");
+        let mut owner = connect(b.local_addr(), "").await;
+        if owner.recv().await.msg_type == "YAKKMSG_ROOMCREATED" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    b.shutdown().await;
+}
+
 #[tokio::test]
 async fn draining_tells_clients_to_reconnect_and_the_owner_reclaims_elsewhere() {
     let redis = RedisServer::start();
