@@ -11,6 +11,12 @@
 //! cargo run --release -p yakk-signal --example signal_load -- --connections 10000 --rate 5000 --seconds 10
 //! ```
 //!
+//! `--instances 3` starts a `redis-server` (from the PATH, on a free loopback port, without
+//! persistence) and three server children sharing their rooms through it (`--redis`). Each
+//! room's owner is on instance `i mod 3`; the joiner of every other room is on the next
+//! instance, so half of the messages cross instances. Latency is then reported separately for
+//! messages within one instance and across instances, and memory per instance and for Redis.
+//!
 //! `--target ADDR --server-pid PID` measures an already running server instead; start it with
 //! its per-address limits lifted, as the child does (`yakk signal --creates-per-minute 0
 //! --joins-per-minute 0 --max-connections-per-ip 0 --max-connections 30100`): every connection
@@ -34,6 +40,9 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use yakk_wire::Envelope;
 
 const SERVER_ENV: &str = "YAKK_SIGNAL_LOAD_SERVER";
+/// Set for a server child that shares its rooms through this Redis.
+const REDIS_ENV: &str = "YAKK_SIGNAL_LOAD_REDIS";
+const MAX_INSTANCES: usize = 8;
 const MAX_CONNECTIONS: usize = 30_000;
 const MAX_SECONDS: u64 = 120;
 /// The whole run, connections included, ends by then whatever happens.
@@ -59,6 +68,10 @@ struct Args {
     /// Connections being opened at once.
     #[arg(long, default_value_t = 200)]
     parallel: usize,
+    /// Server instances to start; more than one share their rooms through a redis-server
+    /// that this program starts.
+    #[arg(long, default_value_t = 1)]
+    instances: usize,
     /// Measure a running server on this loopback address instead of starting one.
     #[arg(long)]
     target: Option<SocketAddr>,
@@ -94,6 +107,7 @@ async fn serve_child() -> anyhow::Result<()> {
         joins_per_minute: 0,
         max_connections_per_ip: 0,
         max_connections: MAX_CONNECTIONS + 100,
+        redis_url: std::env::var(REDIS_ENV).ok(),
         ..yakk_signal::Config::default()
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -143,20 +157,28 @@ async fn recv_envelope(ws: &mut Ws) -> anyhow::Result<Envelope> {
     }
 }
 
-/// One room: its owner and joiner sockets.
-async fn open_pair(i: usize, addr: SocketAddr, sources: u8) -> anyhow::Result<(Ws, Ws)> {
+/// One room: its owner and joiner sockets, and whether they are on different instances.
+async fn open_pair(i: usize, servers: &[Server], sources: u8) -> anyhow::Result<(Ws, Ws, bool)> {
     let src = |k: usize| IpAddr::from([127, 0, 0, 1 + (k % sources as usize) as u8]);
-    let mut owner = connect(src(2 * i), addr, "").await?;
+    let n = servers.len();
+    let owner_at = i % n;
+    let joiner_at = if n > 1 && i % 2 == 1 {
+        (owner_at + 1) % n
+    } else {
+        owner_at
+    };
+    let mut owner = connect(src(2 * i), servers[owner_at].addr, "").await?;
     let created = recv_envelope(&mut owner).await?;
     if created.msg_type != yakk_wire::msg::ROOM_CREATED {
         bail!("create refused: {created:?}");
     }
-    let mut joiner = connect(src(2 * i + 1), addr, &format!("roomID={}", created.payload)).await?;
+    let query = format!("roomID={}", created.payload);
+    let mut joiner = connect(src(2 * i + 1), servers[joiner_at].addr, &query).await?;
     let joined = recv_envelope(&mut joiner).await?;
     if joined.msg_type != yakk_wire::msg::ROOM_JOINED {
         bail!("join refused: {joined:?}");
     }
-    Ok((owner, joiner))
+    Ok((owner, joiner, owner_at != joiner_at))
 }
 
 struct Server {
@@ -165,7 +187,43 @@ struct Server {
     child: Option<tokio::process::Child>,
 }
 
-async fn start_server(args: &Args) -> anyhow::Result<Server> {
+/// A redis-server child on a free loopback port, without persistence.
+struct Redis {
+    child: tokio::process::Child,
+    dir: std::path::PathBuf,
+    url: String,
+}
+
+async fn start_redis() -> anyhow::Result<Redis> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let dir = std::env::temp_dir().join(format!("signal-load-redis-{port}"));
+    std::fs::create_dir_all(&dir)?;
+    let child = tokio::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no", "--maxclients", "1000"])
+        .arg("--dir")
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start redis-server: is it installed (apt-get install redis-server)?")?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        if Instant::now() > deadline {
+            bail!("redis-server did not start");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(Redis {
+        child,
+        dir,
+        url: format!("redis://127.0.0.1:{port}/0"),
+    })
+}
+
+async fn start_server(args: &Args, redis: Option<&Redis>) -> anyhow::Result<Server> {
     if let Some(addr) = args.target {
         if !addr.ip().is_loopback() {
             bail!("--target must be a loopback address");
@@ -176,7 +234,11 @@ async fn start_server(args: &Args) -> anyhow::Result<Server> {
             child: None,
         });
     }
-    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+    let mut command = tokio::process::Command::new(std::env::current_exe()?);
+    if let Some(r) = redis {
+        command.env(REDIS_ENV, &r.url);
+    }
+    let mut child = command
         .env(SERVER_ENV, "1")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -210,19 +272,39 @@ async fn drive(args: Args) -> anyhow::Result<()> {
     if args.connections > MAX_CONNECTIONS || args.seconds > MAX_SECONDS || args.sources == 0 {
         bail!("at most {MAX_CONNECTIONS} connections, {MAX_SECONDS} s and at least one source");
     }
+    if !(1..=MAX_INSTANCES).contains(&args.instances)
+        || (args.instances > 1 && args.target.is_some())
+    {
+        bail!("1 to {MAX_INSTANCES} instances, and one with --target");
+    }
     let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
     if (limit as usize) < args.connections + 100 {
         bail!("open-file limit {limit} is too low: raise it with ulimit -n");
     }
-    let mut server = start_server(&args).await?;
-    let rss = |field| server.pid.and_then(|pid| proc_status_kib(pid, field));
+    let mut redis = match args.instances {
+        1 => None,
+        _ => Some(start_redis().await?),
+    };
+    let mut servers = Vec::new();
+    for _ in 0..args.instances {
+        servers.push(start_server(&args, redis.as_ref()).await?);
+    }
+    let redis_pid = redis.as_ref().and_then(|r| r.child.id());
+    let rss = |field| -> Vec<Option<u64>> {
+        servers
+            .iter()
+            .map(|s| s.pid.and_then(|pid| proc_status_kib(pid, field)))
+            .collect()
+    };
+    let redis_rss = |field| redis_pid.and_then(|pid| proc_status_kib(pid, field));
     let base_rss = rss("VmRSS:");
+    let redis_base = redis_rss("VmRSS:");
 
     // Phase 1: open and hold the connections.
     let pairs = args.connections / 2;
     let t0 = Instant::now();
-    let results: Vec<anyhow::Result<(Ws, Ws)>> = futures::stream::iter(0..pairs)
-        .map(|i| open_pair(i, server.addr, args.sources))
+    let results: Vec<anyhow::Result<(Ws, Ws, bool)>> = futures::stream::iter(0..pairs)
+        .map(|i| open_pair(i, &servers, args.sources))
         .buffer_unordered(args.parallel.max(1))
         .collect()
         .await;
@@ -230,16 +312,22 @@ async fn drive(args: Args) -> anyhow::Result<()> {
     let mut sinks: Vec<SplitSink<Ws, Message>> = Vec::with_capacity(pairs);
     let mut failures = 0usize;
     let epoch = Instant::now();
+    // Latencies within one instance, and across instances.
     let latencies = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let cross_latencies = Arc::new(Mutex::new(Vec::<u64>::new()));
     let received = Arc::new(AtomicU64::new(0));
     let mut readers = tokio::task::JoinSet::new();
     for r in results {
         match r {
-            Ok((owner, joiner)) => {
+            Ok((owner, joiner, cross)) => {
                 let (owner_sink, mut owner_stream) = owner.split();
                 let (joiner_sink, mut joiner_stream) = joiner.split();
                 sinks.push(joiner_sink);
-                let lat = latencies.clone();
+                let lat = if cross {
+                    cross_latencies.clone()
+                } else {
+                    latencies.clone()
+                };
                 let rec = received.clone();
                 readers.spawn(async move {
                     let _keep = owner_sink;
@@ -275,6 +363,7 @@ async fn drive(args: Args) -> anyhow::Result<()> {
     let held = sinks.len() * 2;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let held_rss = rss("VmRSS:");
+    let redis_held = redis_rss("VmRSS:");
 
     // Phase 2: relay at the given rate, round robin over the rooms.
     let filler = "x".repeat(args.payload);
@@ -308,6 +397,7 @@ async fn drive(args: Args) -> anyhow::Result<()> {
     let recv_time = start.elapsed();
     let peak_rss = rss("VmHWM:");
     let end_rss = rss("VmRSS:");
+    let redis_peak = redis_rss("VmHWM:");
     let got = received.load(Ordering::Relaxed);
 
     // Close everything.
@@ -316,31 +406,57 @@ async fn drive(args: Args) -> anyhow::Result<()> {
     }
     readers.abort_all();
     while readers.join_next().await.is_some() {}
-    if let Some(mut child) = server.child.take() {
-        drop(child.stdin.take());
-        if tokio::time::timeout(Duration::from_secs(10), child.wait())
-            .await
-            .is_err()
-        {
-            let _ = child.kill().await;
+    for server in &mut servers {
+        if let Some(mut child) = server.child.take() {
+            drop(child.stdin.take());
+            if tokio::time::timeout(Duration::from_secs(10), child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.kill().await;
+            }
         }
     }
+    if let Some(r) = redis.as_mut() {
+        let _ = r.child.kill().await;
+        let _ = std::fs::remove_dir_all(&r.dir);
+    }
 
-    let mut lat = std::mem::take(&mut *latencies.lock().unwrap_or_else(|e| e.into_inner()));
-    lat.sort_unstable();
+    let sorted = |l: &Mutex<Vec<u64>>| {
+        let mut v = std::mem::take(&mut *l.lock().unwrap_or_else(|e| e.into_inner()));
+        v.sort_unstable();
+        v
+    };
+    let lat = sorted(&latencies);
+    let cross = sorted(&cross_latencies);
     let mib = |k: Option<u64>| {
         k.map_or("n/a".to_string(), |k| {
             format!("{:.1} MiB", k as f64 / 1024.0)
         })
     };
+    let sum = |v: &[Option<u64>]| v.iter().copied().sum::<Option<u64>>();
+    let each = |v: &[Option<u64>]| v.iter().map(|k| mib(*k)).collect::<Vec<_>>().join(", ");
+    println!(
+        "instances                 {}{}",
+        args.instances,
+        if redis.is_some() { " + Redis" } else { "" }
+    );
     println!("connections requested     {}", args.connections);
     println!(
         "connections held          {held} ({failures} rooms failed) in {:.1} s",
         open_time.as_secs_f64()
     );
-    println!("server RSS before         {}", mib(base_rss));
-    println!("server RSS holding them   {}", mib(held_rss));
-    if let (Some(b), Some(h)) = (base_rss, held_rss)
+    println!(
+        "server RSS before         {} ({})",
+        mib(sum(&base_rss)),
+        each(&base_rss)
+    );
+    println!(
+        "server RSS holding them   {} ({})",
+        mib(sum(&held_rss)),
+        each(&held_rss)
+    );
+    if let (Some(b), Some(h)) = (sum(&base_rss), sum(&held_rss))
         && held > 0
     {
         println!(
@@ -348,8 +464,24 @@ async fn drive(args: Args) -> anyhow::Result<()> {
             (h.saturating_sub(b)) as f64 / held as f64
         );
     }
-    println!("server RSS after relay    {}", mib(end_rss));
-    println!("server peak RSS (VmHWM)   {}", mib(peak_rss));
+    println!(
+        "server RSS after relay    {} ({})",
+        mib(sum(&end_rss)),
+        each(&end_rss)
+    );
+    println!(
+        "server peak RSS (VmHWM)   {} ({})",
+        mib(sum(&peak_rss)),
+        each(&peak_rss)
+    );
+    if redis.is_some() {
+        println!(
+            "Redis RSS                 {} before, {} holding, peak {}",
+            mib(redis_base),
+            mib(redis_held),
+            mib(redis_peak)
+        );
+    }
     println!(
         "messages sent             {sent} in {:.2} s ({:.0}/s), {send_errors} send errors",
         send_time.as_secs_f64(),
@@ -359,12 +491,19 @@ async fn drive(args: Args) -> anyhow::Result<()> {
         "messages received         {got} ({:.0}/s)",
         got as f64 / recv_time.as_secs_f64()
     );
-    println!(
-        "relay latency             p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms",
-        percentile(&lat, 0.50),
-        percentile(&lat, 0.99),
-        percentile(&lat, 0.999),
-        percentile(&lat, 1.0)
-    );
+    let report = |what: &str, lat: &[u64]| {
+        println!(
+            "{what} p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms ({} messages)",
+            percentile(lat, 0.50),
+            percentile(lat, 0.99),
+            percentile(lat, 0.999),
+            percentile(lat, 1.0),
+            lat.len()
+        )
+    };
+    report("relay latency             ", &lat);
+    if args.instances > 1 {
+        report("  across instances        ", &cross);
+    }
     Ok(())
 }

@@ -36,6 +36,11 @@ pub enum ConfigError {
     Zero(&'static str),
     #[error("--max-message-bytes must be between 256 and 16777216")]
     MessageSize,
+    #[error("cannot read the Redis CA certificates from {path}: {source}")]
+    RedisCa {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 fn parse_duration(s: &str) -> Result<Duration, humantime::DurationError> {
@@ -168,6 +173,28 @@ pub struct SignalArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+
+    /// Share rooms with every other instance that uses this Redis (or Valkey):
+    /// redis://[:PASSWORD@]HOST:PORT/DB, or rediss://… for TLS. Rooms created through one
+    /// instance can be joined through any other, owners get a secret to take their room back
+    /// from any instance, and SIGTERM drains the instance (clients are told to reconnect).
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "YAKK_REDIS_URL",
+        hide_env_values = true
+    )]
+    pub redis: Option<String>,
+
+    /// With a rediss:// URL: PEM certificates of the CA that signed Redis's certificate, to
+    /// trust instead of the system's roots.
+    #[arg(long, value_name = "FILE", requires = "redis")]
+    pub redis_ca: Option<PathBuf>,
+
+    /// With --redis: how long a room whose owner lost its connection stays available for the
+    /// owner to take back (at least its empty-room grace).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub reclaim_grace: Duration,
 }
 
 impl fmt::Debug for SignalArgs {
@@ -199,6 +226,12 @@ impl fmt::Debug for SignalArgs {
             .field("turn_ttl", &self.turn_ttl)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
+            .field(
+                "redis",
+                &self.redis.as_deref().map(crate::redis_store::redact_url),
+            )
+            .field("redis_ca", &self.redis_ca)
+            .field("reclaim_grace", &self.reclaim_grace)
             .finish()
     }
 }
@@ -237,6 +270,14 @@ pub struct Config {
     pub ice: IceConfig,
     /// Serve TLS with this configuration.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Keep rooms in this Redis, shared with other instances (`None`: in this process).
+    pub redis_url: Option<String>,
+    /// PEM certificates to trust for a `rediss://` URL instead of the system's roots.
+    pub redis_ca_pem: Option<Vec<u8>>,
+    /// With Redis: how long an empty room stays available for its owner to reclaim.
+    pub reclaim_grace: Duration,
+    /// With Redis: how often the instance tells Redis it is alive (gone after three missed).
+    pub heartbeat: Duration,
 }
 
 impl Default for Config {
@@ -259,6 +300,10 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(5),
             ice: IceConfig::default(),
             tls: None,
+            redis_url: None,
+            redis_ca_pem: None,
+            reclaim_grace: Duration::from_secs(60),
+            heartbeat: Duration::from_secs(1),
         }
     }
 }
@@ -278,6 +323,13 @@ impl fmt::Debug for Config {
             .field("mailbox_queue_bytes", &self.mailbox_queue_bytes)
             .field("ice", &self.ice)
             .field("tls", &self.tls.is_some())
+            .field(
+                "redis_url",
+                &self
+                    .redis_url
+                    .as_deref()
+                    .map(crate::redis_store::redact_url),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -340,6 +392,15 @@ impl Config {
                 turn_auth,
             },
             tls,
+            redis_url: args.redis.clone(),
+            redis_ca_pem: match &args.redis_ca {
+                None => None,
+                Some(path) => Some(std::fs::read(path).map_err(|source| ConfigError::RedisCa {
+                    path: path.clone(),
+                    source,
+                })?),
+            },
+            reclaim_grace: args.reclaim_grace,
             ..Config::default()
         })
     }
@@ -426,6 +487,25 @@ mod tests {
         assert_eq!(c.limits.empty_room_grace, Duration::from_secs(5));
         assert_eq!(c.limits.keep_alive_grace, Duration::from_secs(120));
         assert!(c.tls.is_none());
+        assert!(c.redis_url.is_none());
+        let r = parse(&["--redis", "redis://:pw@127.0.0.1:6379/2"]).unwrap();
+        let c = Config::from_args(&r).unwrap();
+        assert_eq!(c.redis_url.as_deref(), Some("redis://:pw@127.0.0.1:6379/2"));
+        assert!(!format!("{r:?}{c:?}").contains("pw"));
+        assert!(
+            parse(&["--redis-ca", "ca.pem"]).is_err(),
+            "only with --redis"
+        );
+        let ca = parse(&[
+            "--redis",
+            "rediss://h:1/0",
+            "--redis-ca",
+            "/nonexistent/ca.pem",
+        ]);
+        assert!(matches!(
+            Config::from_args(&ca.unwrap()),
+            Err(ConfigError::RedisCa { .. })
+        ));
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! One WebSocket: the task that creates or joins a room for it, relays its messages through
-//! the registry, writes what others relay to it, pings it, and closes it with a reason.
+//! One WebSocket: the task that creates, joins or reclaims a room for it, relays its messages
+//! through the room store, writes what others relay to it, pings it, and closes it with a reason.
 //!
 //! A mailbox's incoming queue is an unbounded channel with a byte budget checked by the sender
 //! side: a recipient that does not read while others write is disconnected as a slow consumer
@@ -30,8 +30,9 @@ use yakk_wire::{Envelope, SERVER_ID, WireError, msg};
 
 use crate::metrics::Rejection;
 use crate::ratelimit::ClientKey;
-use crate::registry::{CreateError, CreateOptions, JoinError, MailboxId, OWNER_ID, RoomRef, Route};
+use crate::registry::{CreateError, CreateOptions, JoinError, MailboxId, OWNER_ID, RoomRef};
 use crate::server::{MAX_ROOM_NAME, Shared};
+use crate::store::{CloseReason, Created, Mailbox, Relayed, RoomStore};
 
 type Ws = WebSocketStream<TokioIo<Upgraded>>;
 
@@ -44,6 +45,7 @@ pub mod errors {
     pub const MALFORMED: &str = "Malformed message";
     pub const NOT_IN_ROOM: &str = "Not in a room: join one first";
     pub const ALREADY_IN_ROOM: &str = "Already in a room";
+    pub const UNAVAILABLE: &str = "The signalling service is unavailable, try again shortly";
 }
 
 /// What the upgrade request asked for.
@@ -51,6 +53,11 @@ pub mod errors {
 pub(crate) enum Intent {
     Create(CreateOptions),
     Join(String),
+    /// An owner taking its room back with the secret it got at creation.
+    Reclaim {
+        name: String,
+        secret: String,
+    },
 }
 
 /// Why the server closes a socket: close code and reason.
@@ -101,6 +108,23 @@ impl Kick {
         code: CloseCode::Away,
         reason: "server shutting down",
     };
+    /// Draining an instance of a cluster: the client should reconnect (to any instance).
+    const DRAIN: Kick = Kick {
+        code: CloseCode::Restart,
+        reason: "server restarting: reconnect to continue",
+    };
+    const RECLAIMED: Kick = Kick {
+        code: CloseCode::Policy,
+        reason: "the room's owner reconnected elsewhere",
+    };
+    const ROOM_LOST: Kick = Kick {
+        code: CloseCode::Again,
+        reason: "room lost: the signalling service restarted, start again",
+    };
+    const UNAVAILABLE: Kick = Kick {
+        code: CloseCode::Again,
+        reason: "signalling service unavailable, try again shortly",
+    };
     const BAD_UTF8: Kick = Kick {
         code: CloseCode::Invalid,
         reason: "text frame is not UTF-8",
@@ -118,6 +142,8 @@ struct MailboxShared {
 pub(crate) struct MailboxHandle {
     tx: mpsc::UnboundedSender<Bytes>,
     shared: Arc<MailboxShared>,
+    /// Bytes that may wait in the queue.
+    budget: usize,
 }
 
 enum Offer {
@@ -127,17 +153,18 @@ enum Offer {
 }
 
 impl MailboxHandle {
-    fn new() -> (MailboxHandle, mpsc::UnboundedReceiver<Bytes>) {
+    fn new(budget: usize) -> (MailboxHandle, mpsc::UnboundedReceiver<Bytes>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(MailboxShared {
             queued_bytes: AtomicUsize::new(0),
             kick: OnceLock::new(),
             notify: Notify::new(),
         });
-        (MailboxHandle { tx, shared }, rx)
+        (MailboxHandle { tx, shared, budget }, rx)
     }
 
-    fn offer(&self, frame: Bytes, budget: usize) -> Offer {
+    fn offer(&self, frame: Bytes) -> Offer {
+        let budget = self.budget;
         let len = frame.len();
         let before = self.shared.queued_bytes.fetch_add(len, Ordering::AcqRel);
         if before + len > budget {
@@ -155,6 +182,22 @@ impl MailboxHandle {
         if self.shared.kick.set(kick).is_ok() {
             self.shared.notify.notify_one();
         }
+    }
+}
+
+impl Mailbox for MailboxHandle {
+    fn deliver(&self, frame: Bytes) -> bool {
+        matches!(self.offer(frame), Offer::Queued)
+    }
+
+    fn close(&self, why: CloseReason) {
+        self.kick(match why {
+            CloseReason::Idle => Kick::IDLE,
+            CloseReason::RoomLifetime => Kick::LIFETIME,
+            CloseReason::SlowConsumer => Kick::SLOW,
+            CloseReason::Reclaimed => Kick::RECLAIMED,
+            CloseReason::RoomLost => Kick::ROOM_LOST,
+        });
     }
 }
 
@@ -189,7 +232,7 @@ pub(crate) async fn run(
     peer: SocketAddr,
     intent: Result<Intent, String>,
 ) {
-    let (handle, mut rx) = MailboxHandle::new();
+    let (handle, mut rx) = MailboxHandle::new(shared.config.mailbox_queue_bytes);
     let lobby_deadline = tokio::time::Instant::now() + shared.config.lobby_timeout;
     let mut conn = Conn {
         shared,
@@ -202,7 +245,7 @@ pub(crate) async fn run(
         Ok(()) => conn.relay_loop(&mut rx, lobby_deadline).await,
         Err(end) => end,
     };
-    conn.leave();
+    conn.leave().await;
     drop(rx);
     if let End::Close(kick) = end {
         conn.close(kick).await;
@@ -219,84 +262,78 @@ impl Conn {
             }
             Ok(Intent::Create(options)) => self.create(options).await,
             Ok(Intent::Join(name)) => self.join(&name).await,
+            Ok(Intent::Reclaim { name, secret }) => self.reclaim(&name, &secret).await,
         }
     }
 
     async fn create(&mut self, options: CreateOptions) -> Result<(), End> {
-        let now = Instant::now();
-        let result = {
-            let mut st = self.shared.state();
-            if !st.creates.allow(ClientKey::from(self.peer.ip()), now) {
-                None
-            } else {
-                Some(st.registry.create(self.handle.clone(), options, now))
-            }
-        };
+        let client = ClientKey::from(self.peer.ip());
+        let result = self
+            .shared
+            .store
+            .create(self.handle.clone(), options, client, Instant::now())
+            .await;
         let m = &self.shared.metrics;
         match result {
-            None => {
+            Err(CreateError::RateLimited) => {
                 m.reject(Rejection::RateLimited);
                 tracing::debug!(peer = %self.peer, "room creation rate-limited");
                 self.reply(server_msg(msg::ERROR, errors::RATE_LIMITED))
                     .await?;
                 Err(End::Close(Kick::RATE))
             }
-            Some(Err(CreateError::TooManyRooms)) => {
+            Err(CreateError::TooManyRooms) => {
                 m.reject(Rejection::TooManyRooms);
                 tracing::warn!("refused a room: the limit of live rooms is reached");
                 self.reply(server_msg(msg::ERROR, errors::TOO_MANY_ROOMS))
                     .await?;
                 Err(End::Close(Kick::FULL))
             }
-            Some(Ok(room)) => {
+            Err(CreateError::Unavailable) => self.unavailable().await,
+            Ok(created) => {
                 m.rooms_created.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(room = %room.name, peer = %self.peer, "room created");
-                let mut reply =
-                    Envelope::new(msg::ROOM_CREATED, room.name.clone(), SERVER_ID, OWNER_ID);
-                reply.ice_servers = self
-                    .shared
-                    .config
-                    .ice
-                    .servers_for(&room.name, SystemTime::now());
-                self.place = Place::Room { room, id: OWNER_ID };
-                self.reply(reply).await
+                tracing::debug!(room = %created.room.name, peer = %self.peer, "room created");
+                self.owner_reply(created).await
             }
         }
     }
 
+    /// `YAKKMSG_ROOMCREATED` for a room created or reclaimed, with the reclaim secret if the
+    /// store hands one out.
+    async fn owner_reply(&mut self, created: Created) -> Result<(), End> {
+        let Created { room, reclaim } = created;
+        let mut reply = Envelope::new(msg::ROOM_CREATED, room.name.clone(), SERVER_ID, OWNER_ID);
+        reply.ice_servers = self
+            .shared
+            .config
+            .ice
+            .servers_for(&room.name, SystemTime::now());
+        reply.reclaim = reclaim;
+        self.place = Place::Room { room, id: OWNER_ID };
+        self.reply(reply).await
+    }
+
+    /// The store cannot be reached: say so, and close (the client should retry later).
+    async fn unavailable(&mut self) -> Result<(), End> {
+        tracing::debug!(peer = %self.peer, "refused: the room store is unavailable");
+        self.reply(server_msg(msg::ERROR, errors::UNAVAILABLE))
+            .await?;
+        Err(End::Close(Kick::UNAVAILABLE))
+    }
+
     async fn join(&mut self, name: &str) -> Result<(), End> {
-        let now = Instant::now();
-        let result = {
-            let mut st = self.shared.state();
-            if !st.joins.allow(ClientKey::from(self.peer.ip()), now) {
-                None
-            } else if name.len() > MAX_ROOM_NAME {
-                Some(Err(JoinError::NoSuchRoom))
-            } else {
-                Some(st.registry.join(name, self.handle.clone(), now))
+        let result = match self.client_for(name) {
+            Err(e) => Err(e),
+            Ok(client) => {
+                let handle = self.handle.clone();
+                let now = Instant::now();
+                self.shared.store.join(name, handle, client, now).await
             }
         };
-        let m = &self.shared.metrics;
         match result {
-            None => {
-                m.reject(Rejection::RateLimited);
-                tracing::debug!(peer = %self.peer, "join rate-limited");
-                self.reply(server_msg(msg::ERROR, errors::RATE_LIMITED))
-                    .await?;
-                Err(End::Close(Kick::RATE))
-            }
-            Some(Err(e)) => {
-                let (why, text) = match e {
-                    JoinError::NoSuchRoom => (Rejection::NoSuchRoom, errors::NO_SUCH_ROOM),
-                    JoinError::RoomFull => (Rejection::RoomFull, errors::ROOM_FULL),
-                };
-                m.reject(why);
-                tracing::debug!(peer = %self.peer, "join refused: {e}");
-                // The socket stays open: the client may retry with YAKKMSG_JOINROOM.
-                self.reply(server_msg(msg::ERROR, text)).await
-            }
-            Some(Ok((room, id))) => {
-                m.joins.fetch_add(1, Ordering::Relaxed);
+            Err(e) => self.join_refused(e).await,
+            Ok((room, id)) => {
+                self.shared.metrics.joins.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(room = %room.name, mailbox = id, peer = %self.peer, "joined");
                 let mut reply = Envelope::new(msg::ROOM_JOINED, id.to_string(), OWNER_ID, id);
                 reply.ice_servers = self
@@ -308,6 +345,54 @@ impl Conn {
                 self.reply(reply).await
             }
         }
+    }
+
+    async fn reclaim(&mut self, name: &str, secret: &str) -> Result<(), End> {
+        let result = match self.client_for(name) {
+            Err(e) => Err(e),
+            Ok(client) => {
+                let (handle, store) = (self.handle.clone(), &self.shared.store);
+                store
+                    .reclaim(name, secret, handle, client, Instant::now())
+                    .await
+            }
+        };
+        match result {
+            Err(e) => self.join_refused(e).await,
+            Ok(created) => {
+                tracing::debug!(room = %created.room.name, peer = %self.peer, "room reclaimed");
+                self.owner_reply(created).await
+            }
+        }
+    }
+
+    /// The client's key for a join or reclaim of `name`; a name too long to exist is refused
+    /// before the store is asked.
+    fn client_for(&self, name: &str) -> Result<ClientKey, JoinError> {
+        if name.len() > MAX_ROOM_NAME {
+            return Err(JoinError::NoSuchRoom);
+        }
+        Ok(ClientKey::from(self.peer.ip()))
+    }
+
+    async fn join_refused(&mut self, e: JoinError) -> Result<(), End> {
+        let m = &self.shared.metrics;
+        let (why, text) = match e {
+            JoinError::RateLimited => {
+                m.reject(Rejection::RateLimited);
+                tracing::debug!(peer = %self.peer, "join rate-limited");
+                self.reply(server_msg(msg::ERROR, errors::RATE_LIMITED))
+                    .await?;
+                return Err(End::Close(Kick::RATE));
+            }
+            JoinError::Unavailable => return self.unavailable().await,
+            JoinError::NoSuchRoom => (Rejection::NoSuchRoom, errors::NO_SUCH_ROOM),
+            JoinError::RoomFull => (Rejection::RoomFull, errors::ROOM_FULL),
+        };
+        m.reject(why);
+        tracing::debug!(peer = %self.peer, "join refused: {e}");
+        // The socket stays open: the client may retry with YAKKMSG_JOINROOM.
+        self.reply(server_msg(msg::ERROR, text)).await
     }
 
     /// Relays until the socket ends. A socket still in no room at `lobby_deadline` (its join
@@ -333,13 +418,15 @@ impl Conn {
                 _ = mailbox.notify.notified() => {
                     return End::Close(mailbox.kick.get().copied().unwrap_or(Kick::SHUTDOWN));
                 }
-                _ = shared.shutdown.cancelled() => return End::Close(Kick::SHUTDOWN),
+                _ = shared.shutdown.cancelled() => {
+                    return End::Close(if shared.store.is_shared() { Kick::DRAIN } else { Kick::SHUTDOWN });
+                }
                 frame = rx.recv() => match frame {
                     Some(frame) => {
                         mailbox.queued_bytes.fetch_sub(frame.len(), Ordering::AcqRel);
                         self.send(Message::Binary(frame)).await
                     }
-                    // The registry dropped this mailbox; its kick is on the way.
+                    // The store dropped this mailbox; its kick is on the way.
                     None => Ok(()),
                 },
                 incoming = self.ws.next() => {
@@ -418,54 +505,54 @@ impl Conn {
             }
             (Place::Room { room, id }, _) => {
                 let (room, id) = (room.clone(), *id);
-                self.relay(&room, id, envelope);
-                Ok(())
+                self.relay(&room, id, envelope).await
             }
         }
     }
 
-    /// Hands a message to its recipient's queue. Never waits: a full queue disconnects the
-    /// recipient, not the sender.
-    fn relay(&self, room: &RoomRef, from: MailboxId, mut envelope: Envelope) {
+    /// Hands a message to its recipient's queue. Never waits for the recipient: a full queue
+    /// disconnects the recipient, not the sender.
+    async fn relay(
+        &mut self,
+        room: &RoomRef,
+        from: MailboxId,
+        mut envelope: Envelope,
+    ) -> Result<(), End> {
         // A mailbox speaks only as itself, and only the server advertises ICE servers.
         envelope.sender = from;
         envelope.ice_servers = None;
+        envelope.reclaim = None;
         let recipient = envelope.recipient;
         let frame = Bytes::from(envelope.to_json());
         let len = frame.len() as u64;
-        let budget = self.shared.config.mailbox_queue_bytes;
         let m = &self.shared.metrics;
-        let now = Instant::now();
-        let mut st = self.shared.state();
-        let offer = match st.registry.route(room, from, recipient, now) {
-            Route::Deliver(target) => Some((target.offer(frame, budget), target.clone())),
-            Route::UnknownRecipient => {
-                m.dropped_unknown_recipient.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(room = %room.name, from, recipient, "no such recipient: dropped");
-                None
-            }
-            Route::SelfAddressed => {
-                m.reject(Rejection::SelfAddressed);
-                tracing::debug!(room = %room.name, from, "addressed to its sender: dropped");
-                None
-            }
-            // This mailbox was just evicted; its own kick closes it.
-            Route::SenderGone => None,
-        };
-        match offer {
-            Some((Offer::Queued, _)) => {
+        let relayed = self
+            .shared
+            .store
+            .relay(room, from, recipient, frame, Instant::now())
+            .await;
+        match relayed {
+            Relayed::Delivered => {
                 m.messages_relayed.fetch_add(1, Ordering::Relaxed);
                 m.bytes_relayed.fetch_add(len, Ordering::Relaxed);
             }
-            Some((Offer::Overflow, target)) => {
-                st.registry.leave(room, recipient, now);
-                drop(st);
+            Relayed::UnknownRecipient => {
+                m.dropped_unknown_recipient.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(room = %room.name, from, recipient, "no such recipient: dropped");
+            }
+            Relayed::SelfAddressed => {
+                m.reject(Rejection::SelfAddressed);
+                tracing::debug!(room = %room.name, from, "addressed to its sender: dropped");
+            }
+            Relayed::SlowConsumer => {
                 m.reject(Rejection::SlowConsumer);
                 tracing::debug!(room = %room.name, mailbox = recipient, "slow consumer disconnected");
-                target.kick(Kick::SLOW);
             }
-            Some((Offer::Gone, _)) | None => {}
+            // This mailbox was just evicted; its own kick closes it.
+            Relayed::SenderGone => {}
+            Relayed::Unavailable => return Err(End::Close(Kick::UNAVAILABLE)),
         }
+        Ok(())
     }
 
     /// Sends one of the server's own messages.
@@ -497,14 +584,10 @@ impl Conn {
         }
     }
 
-    fn leave(&mut self) {
+    async fn leave(&mut self) {
         if let Place::Room { room, id } = std::mem::replace(&mut self.place, Place::Lobby) {
-            let left = self
-                .shared
-                .state()
-                .registry
-                .leave(&room, id, Instant::now());
-            if left.is_some() {
+            let left = self.shared.store.leave(&room, id, Instant::now()).await;
+            if left {
                 tracing::debug!(room = %room.name, mailbox = id, "left");
             }
         }

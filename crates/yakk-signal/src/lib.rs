@@ -8,7 +8,10 @@
 //! - [`run`] with [`SignalArgs`] (the flags of `yakk signal`): serve until SIGINT/SIGTERM;
 //! - [`spawn`] with a [`Config`] and a bound listener: embed the server, e.g. on `127.0.0.1:0`.
 //!
-//! Layout: [`registry`] (pure room state, driven by a clock the caller passes),
+//! Layout: [`store`] (the [`store::RoomStore`] trait the connections use, and its in-process
+//! implementation over [`registry`]), [`redis_store`] (the same rooms in Redis, shared by
+//! several instances: `yakk signal --redis`), [`registry`] (pure room state, driven by a clock
+//! the caller passes),
 //! [`ratelimit`] (pure per-client token buckets), [`ice`] (ICE servers and TURN credentials),
 //! [`metrics`] (counters and `/metrics`), [`stun`] (an optional STUN Binding responder), `server` (HTTP, TLS, upgrade, sweep, shutdown) and
 //! `conn` (one WebSocket's task).
@@ -41,8 +44,10 @@ mod conn;
 pub mod ice;
 pub mod metrics;
 pub mod ratelimit;
+pub mod redis_store;
 pub mod registry;
 mod server;
+pub mod store;
 pub mod stun;
 
 pub use config::{Config, ConfigError, SignalArgs, tls_config, tls_config_from_files};

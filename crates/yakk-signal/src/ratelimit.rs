@@ -18,6 +18,13 @@ const WINDOW: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ClientKey(IpAddr);
 
+impl ClientKey {
+    /// The address (IPv6: the first address of its /64).
+    pub fn ip(&self) -> IpAddr {
+        self.0
+    }
+}
+
 impl From<IpAddr> for ClientKey {
     fn from(ip: IpAddr) -> Self {
         match ip {

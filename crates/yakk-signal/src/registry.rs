@@ -76,6 +76,24 @@ pub struct CreateOptions {
 pub struct RoomRef {
     pub name: String,
     serial: u64,
+    /// Which connection holds the membership, where a mailbox id can pass from one
+    /// connection to another (an owner reclaiming its room in Redis); 0 in the registry.
+    member: u64,
+}
+
+impl RoomRef {
+    pub(crate) fn new(name: String, serial: u64, member: u64) -> Self {
+        RoomRef {
+            name,
+            serial,
+            member,
+        }
+    }
+
+    /// The serial of this room's creation (the registry's counter, or a random value in Redis).
+    pub(crate) fn serial(&self) -> u64 {
+        self.serial
+    }
 }
 
 /// Why a room could not be created.
@@ -83,6 +101,12 @@ pub struct RoomRef {
 pub enum CreateError {
     #[error("too many rooms are open")]
     TooManyRooms,
+    /// The client created too many rooms in the last minute (stores that rate-limit).
+    #[error("too many rooms created from this address")]
+    RateLimited,
+    /// The shared store cannot be reached.
+    #[error("the room store is unavailable")]
+    Unavailable,
 }
 
 /// Why a room could not be joined.
@@ -92,6 +116,12 @@ pub enum JoinError {
     NoSuchRoom,
     #[error("room is full")]
     RoomFull,
+    /// The client tried to join too often in the last minute (stores that rate-limit).
+    #[error("too many join attempts from this address")]
+    RateLimited,
+    /// The shared store cannot be reached.
+    #[error("the room store is unavailable")]
+    Unavailable,
 }
 
 /// Where a message from a mailbox goes.
@@ -251,7 +281,11 @@ impl<M> Registry<M> {
             },
         );
         self.mailboxes += 1;
-        Ok(RoomRef { name, serial })
+        Ok(RoomRef {
+            name,
+            serial,
+            member: 0,
+        })
     }
 
     /// Adds a joiner to room `name`; returns the room and the joiner's new mailbox id.
@@ -289,6 +323,7 @@ impl<M> Registry<M> {
             RoomRef {
                 name: name.to_string(),
                 serial: room.serial,
+                member: 0,
             },
             id,
         ))
@@ -360,6 +395,7 @@ impl<M> Registry<M> {
                 let room_ref = RoomRef {
                     name: name.clone(),
                     serial: room.serial,
+                    member: 0,
                 };
                 for (id, mailbox) in std::mem::take(&mut room.mailboxes) {
                     removed_mailboxes += 1;
@@ -387,6 +423,7 @@ impl<M> Registry<M> {
                         room: RoomRef {
                             name: name.clone(),
                             serial: room.serial,
+                            member: 0,
                         },
                         id,
                         handle: mailbox.handle,

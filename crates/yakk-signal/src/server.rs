@@ -31,24 +31,111 @@ use crate::config::Config;
 use crate::conn::{self, Intent, MailboxHandle};
 use crate::metrics::{Metrics, Rejection};
 use crate::ratelimit::{ClientKey, ConnectionLimit, RateLimiter};
-use crate::registry::{CreateOptions, EvictReason, Registry};
+use crate::redis_store::{RedisConfig, RedisStore, RedisStoreError};
+use crate::registry::{
+    CreateError, CreateOptions, EvictReason, JoinError, MailboxId, Registry, RoomRef,
+};
+use crate::store::{Created, LocalStore, Relayed, RoomStore};
 
 /// Room names longer than this cannot exist; a join for one is answered "No such room".
 pub(crate) const MAX_ROOM_NAME: usize = 64;
 
 /// The mutable state of the server; one mutex, held only for short, non-async sections.
 pub(crate) struct State {
-    pub registry: Registry<MailboxHandle>,
-    pub creates: RateLimiter,
-    pub joins: RateLimiter,
     /// WebSockets open per client address.
     pub per_address: ConnectionLimit,
+}
+
+/// Where the rooms are: in this process, or in Redis shared with other instances.
+pub(crate) enum Store {
+    Local(Box<LocalStore<MailboxHandle>>),
+    Redis(RedisStore<MailboxHandle>),
+}
+
+impl Store {
+    /// Rooms and mailboxes: all of them (local), or those with a socket here (Redis).
+    pub fn counts(&self) -> (usize, usize) {
+        match self {
+            Store::Local(s) => s.counts(),
+            Store::Redis(s) => s.counts(),
+        }
+    }
+
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Store::Redis(_))
+    }
+}
+
+impl RoomStore for Store {
+    type Handle = MailboxHandle;
+
+    async fn create(
+        &self,
+        owner: MailboxHandle,
+        options: CreateOptions,
+        client: ClientKey,
+        now: Instant,
+    ) -> Result<Created, CreateError> {
+        match self {
+            Store::Local(s) => s.create(owner, options, client, now).await,
+            Store::Redis(s) => s.create(owner, options, client, now).await,
+        }
+    }
+
+    async fn join(
+        &self,
+        name: &str,
+        joiner: MailboxHandle,
+        client: ClientKey,
+        now: Instant,
+    ) -> Result<(RoomRef, MailboxId), JoinError> {
+        match self {
+            Store::Local(s) => s.join(name, joiner, client, now).await,
+            Store::Redis(s) => s.join(name, joiner, client, now).await,
+        }
+    }
+
+    async fn reclaim(
+        &self,
+        name: &str,
+        secret: &str,
+        owner: MailboxHandle,
+        client: ClientKey,
+        now: Instant,
+    ) -> Result<Created, JoinError> {
+        match self {
+            Store::Local(s) => s.reclaim(name, secret, owner, client, now).await,
+            Store::Redis(s) => s.reclaim(name, secret, owner, client, now).await,
+        }
+    }
+
+    async fn leave(&self, room: &RoomRef, id: MailboxId, now: Instant) -> bool {
+        match self {
+            Store::Local(s) => s.leave(room, id, now).await,
+            Store::Redis(s) => s.leave(room, id, now).await,
+        }
+    }
+
+    async fn relay(
+        &self,
+        room: &RoomRef,
+        from: MailboxId,
+        to: MailboxId,
+        frame: Bytes,
+        now: Instant,
+    ) -> Relayed {
+        match self {
+            Store::Local(s) => s.relay(room, from, to, frame, now).await,
+            Store::Redis(s) => s.relay(room, from, to, frame, now).await,
+        }
+    }
 }
 
 /// What every task of one server shares.
 pub(crate) struct Shared {
     pub config: Config,
     pub ws_config: WebSocketConfig,
+    pub store: Store,
     state: Mutex<State>,
     pub metrics: Metrics,
     ws_permits: Arc<Semaphore>,
@@ -75,6 +162,8 @@ pub enum ServerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Redis(#[from] RedisStoreError),
 }
 
 /// A running server. Dropping it leaves the server running; call [`ServerHandle::shutdown`].
@@ -92,8 +181,15 @@ impl ServerHandle {
 
     /// Live rooms and mailboxes, for embedders and tests.
     pub fn counts(&self) -> (usize, usize) {
-        let st = self.shared.state();
-        (st.registry.room_count(), st.registry.mailbox_count())
+        self.shared.store.counts()
+    }
+
+    /// This instance's id in Redis, when its rooms are there.
+    pub fn instance(&self) -> Option<String> {
+        match &self.shared.store {
+            Store::Redis(s) => Some(s.instance().to_string()),
+            Store::Local(_) => None,
+        }
     }
 
     /// The metrics page, as `/metrics` serves it.
@@ -101,8 +197,11 @@ impl ServerHandle {
         render_metrics(&self.shared)
     }
 
-    /// Stops accepting, closes every WebSocket with code 1001 and waits (at most the
-    /// configured shutdown grace) for connections to finish.
+    /// Stops accepting, closes every WebSocket and waits (at most the configured shutdown
+    /// grace) for connections to finish. Alone, the server closes them with code 1001 (going
+    /// away); sharing its rooms through Redis, it drains: code 1012 (service restart) tells
+    /// clients to reconnect, to any instance, and their mailboxes leave their rooms in Redis
+    /// (owners take theirs back with their reclaim secret).
     pub async fn shutdown(self) {
         self.shared.shutdown.cancel();
         if let Err(e) = self.task.await {
@@ -122,10 +221,26 @@ pub async fn spawn(config: Config, listener: TcpListener) -> Result<ServerHandle
         .max_write_buffer_size(config.max_message_bytes.saturating_mul(4).max(1 << 20))
         .max_message_size(Some(config.max_message_bytes))
         .max_frame_size(Some(config.max_message_bytes));
+    let store = match &config.redis_url {
+        None => Store::Local(Box::new(LocalStore::new(
+            Registry::new(config.limits.clone()),
+            RateLimiter::new(config.creates_per_minute, config.rate_limit_clients),
+            RateLimiter::new(config.joins_per_minute, config.rate_limit_clients),
+        ))),
+        Some(url) => Store::Redis(
+            RedisStore::connect(RedisConfig {
+                url: url.clone(),
+                limits: config.limits.clone(),
+                creates_per_minute: config.creates_per_minute,
+                joins_per_minute: config.joins_per_minute,
+                reclaim_grace: config.reclaim_grace,
+                heartbeat: config.heartbeat,
+                ca_pem: config.redis_ca_pem.clone(),
+            })
+            .await?,
+        ),
+    };
     let state = State {
-        registry: Registry::new(config.limits.clone()),
-        creates: RateLimiter::new(config.creates_per_minute, config.rate_limit_clients),
-        joins: RateLimiter::new(config.joins_per_minute, config.rate_limit_clients),
         per_address: ConnectionLimit::new(config.max_connections_per_ip),
     };
     let shared = Arc::new(Shared {
@@ -135,6 +250,7 @@ pub async fn spawn(config: Config, listener: TcpListener) -> Result<ServerHandle
         http_permits: Arc::new(Semaphore::new(config.max_connections.max(64))),
         config,
         ws_config,
+        store,
         state: Mutex::new(state),
         metrics: Metrics::default(),
         shutdown: CancellationToken::new(),
@@ -186,14 +302,21 @@ async fn serve(shared: Arc<Shared>, listener: TcpListener) {
     }
     drop(listener);
     tracing::info!("signalling server shutting down");
-    // Sockets in rooms learn of the shutdown through the cancellation token.
-    shared.state().registry.drain();
+    // Sockets in rooms learn of the shutdown through the cancellation token. Sharing rooms
+    // through Redis, each leaves its room there as it closes.
+    if let Store::Local(s) = &shared.store {
+        s.drain();
+    }
     shared.tracker.close();
     if tokio::time::timeout(shared.config.shutdown_grace, shared.tracker.wait())
         .await
         .is_err()
     {
         tracing::warn!("some connections did not close in time");
+    }
+    if let Store::Redis(s) = &shared.store {
+        s.drain();
+        s.stop();
     }
 }
 
@@ -254,11 +377,16 @@ fn text(
 }
 
 fn render_metrics(shared: &Shared) -> String {
-    let (rooms, mailboxes) = {
-        let st = shared.state();
-        (st.registry.room_count(), st.registry.mailbox_count())
-    };
-    shared.metrics.render(rooms, mailboxes)
+    let (rooms, mailboxes) = shared.store.counts();
+    let mut text = shared.metrics.render(rooms, mailboxes);
+    if let Store::Redis(s) = &shared.store {
+        text.push_str(
+            "# HELP yakk_signal_redis_errors_total Redis operations that failed (unreachable, timed out).\n\
+             # TYPE yakk_signal_redis_errors_total counter\n",
+        );
+        text.push_str(&format!("yakk_signal_redis_errors_total {}\n", s.errors()));
+    }
+    text
 }
 
 fn route(shared: Arc<Shared>, peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -288,19 +416,23 @@ fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) 
 /// What the `/ws/` query asks for; an error text for the client when it is unusable.
 fn parse_intent(query: Option<&str>, max_joiners: usize) -> Result<Intent, String> {
     let mut room = None;
+    let mut reclaim = None;
     let mut keep_alive = false;
     let mut max_peers = None;
     for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         match &*k {
             "roomID" => room = Some(v.into_owned()),
+            "reclaim" => reclaim = Some(v.into_owned()),
             "keepAlive" => keep_alive = v.eq_ignore_ascii_case("true") || v == "1",
             "maxPeers" => max_peers = Some(v.into_owned()),
             _ => {}
         }
     }
-    match room {
-        Some(name) => Ok(Intent::Join(name)),
-        None => {
+    match (room, reclaim) {
+        (Some(name), Some(secret)) => Ok(Intent::Reclaim { name, secret }),
+        (Some(name), None) => Ok(Intent::Join(name)),
+        (None, Some(_)) => Err("reclaim needs the roomID of the room to take back".into()),
+        (None, None) => {
             let max_joiners = match max_peers {
                 None => None,
                 Some(v) => match v.parse::<u32>() {
@@ -455,21 +587,31 @@ async fn sweeper(shared: Arc<Shared>) {
             _ = tick.tick() => {}
         }
         let now = Instant::now();
-        let sweep = {
-            let mut st = shared.state();
-            if now.duration_since(last_prune) >= Duration::from_secs(60) {
-                st.creates.prune(now);
-                st.joins.prune(now);
-                last_prune = now;
-            }
-            st.registry.sweep(now)
-        };
         let m = &shared.metrics;
+        let local = match &shared.store {
+            Store::Local(store) => {
+                let prune = now.duration_since(last_prune) >= Duration::from_secs(60);
+                if prune {
+                    last_prune = now;
+                }
+                store.sweep(now, prune)
+            }
+            Store::Redis(store) => {
+                let sweep = store.sweep(now).await;
+                for _ in 0..sweep.idle {
+                    m.reject(Rejection::IdleTimeout);
+                }
+                for _ in 0..sweep.lifetime {
+                    m.reject(Rejection::RoomLifetime);
+                }
+                continue;
+            }
+        };
         m.rooms_expired.fetch_add(
-            (sweep.rooms_expired + sweep.rooms_ended) as u64,
+            (local.rooms_expired + local.rooms_ended) as u64,
             Ordering::Relaxed,
         );
-        for e in sweep.evicted {
+        for e in local.evicted {
             let kick = match e.reason {
                 EvictReason::Idle => {
                     m.reject(Rejection::IdleTimeout);
@@ -516,6 +658,11 @@ mod tests {
         assert!(
             matches!(parse_intent(Some("roomID=12%33"), 15), Ok(Intent::Join(n)) if n == "123")
         );
+        assert!(matches!(
+            parse_intent(Some("roomID=7&reclaim=abc"), 15),
+            Ok(Intent::Reclaim { name, secret }) if name == "7" && secret == "abc"
+        ));
+        assert!(parse_intent(Some("reclaim=abc"), 15).is_err());
         assert!(parse_intent(Some("maxPeers=0"), 15).is_err());
         assert!(parse_intent(Some("maxPeers=x"), 15).is_err());
     }

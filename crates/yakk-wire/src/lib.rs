@@ -80,6 +80,12 @@ pub struct Envelope {
         skip_serializing_if = "Option::is_none"
     )]
     pub ice_servers: Option<Vec<IceServer>>,
+    /// Extra field in `YAKKMSG_ROOMCREATED` from a clustered server (`yakk signal --redis`): the
+    /// secret with which the owner takes its room back after losing its connection
+    /// (`/ws/?roomID=NAME&reclaim=SECRET`). Clients that do not know it ignore it, as the
+    /// reference client ignores every field it does not name.
+    #[serde(rename = "Reclaim", default, skip_serializing_if = "Option::is_none")]
+    pub reclaim: Option<String>,
 }
 
 /// Why a frame is not an envelope.
@@ -99,6 +105,7 @@ impl Envelope {
             sender,
             recipient,
             ice_servers: None,
+            reclaim: None,
         }
     }
 
@@ -138,6 +145,18 @@ mod tests {
             e.to_json(),
             r#"{"Msg_type":"YAKKMSG_ROOMCREATED","Payload":"armadillo","Sender":-1,"Recipient":0}"#
         );
+    }
+
+    #[test]
+    fn reclaim_secret_is_an_optional_extra_field() {
+        let mut e = Envelope::new(msg::ROOM_CREATED, "42", SERVER_ID, 0);
+        e.reclaim = Some("s3cret".into());
+        let json = e.to_json();
+        assert_eq!(
+            json,
+            r#"{"Msg_type":"YAKKMSG_ROOMCREATED","Payload":"42","Sender":-1,"Recipient":0,"Reclaim":"s3cret"}"#
+        );
+        assert_eq!(Envelope::parse(json.as_bytes(), 1024).unwrap(), e);
     }
 
     #[test]

@@ -54,7 +54,7 @@ pub enum Command {
     )]
     Filereceive(FilereceiveArgs),
     /// Run a signalling server
-    Signal(yakk_signal::SignalArgs),
+    Signal(Box<yakk_signal::SignalArgs>),
     /// Print a shell completion script
     Completions {
         /// The shell

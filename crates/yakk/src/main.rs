@@ -70,7 +70,7 @@ async fn run(cmd: Command, out: Out) -> anyhow::Result<()> {
         Command::Client(a) => forward::client(a, out).await,
         Command::Filesend(a) => files::send(a, out).await,
         Command::Filereceive(a) => files::receive(a, out).await,
-        Command::Signal(a) => yakk_signal::run(a).await,
+        Command::Signal(a) => yakk_signal::run(*a).await,
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "yakk", &mut std::io::stdout());
             Ok(())
