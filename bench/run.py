@@ -323,8 +323,7 @@ class Direct(Tunnel):
 class Yakk(Tunnel):
     name = "yakk (yakk/2)"
 
-    def __init__(self, cfg, ns_a=None, ns_b=None, ip_a="127.0.0.1", ip_b="127.0.0.1", backend=None,
-                 lanes=None):
+    def __init__(self, cfg, ns_a=None, ns_b=None, ip_a="127.0.0.1", ip_b="127.0.0.1", lanes=None):
         super().__init__(cfg)
         self.ns_a, self.ns_b, self.ip_a, self.ip_b = ns_a, ns_b, ip_a, ip_b
         self.env = dict(cfg.yakk_env)
@@ -332,12 +331,6 @@ class Yakk(Tunnel):
             # Every stream striped over this many peer connections (--lanes).
             self.env["YAKK_LANES"] = str(lanes)
             self.name = f"yakk (yakk/2, {lanes} lanes)"
-        if backend:
-            # yakk-transport's two backends: its own driver over `rtc`, or the `webrtc` crate.
-            # The driver backend has no per-stream flow control: measured with one lane.
-            self.env["YAKK_TRANSPORT_BACKEND"] = backend
-            self.env.setdefault("YAKK_LANES", "1")
-            self.name = f"yakk (yakk/2, {backend} backend)"
 
     def start(self, port):
         y = self.cfg.yakk
@@ -778,8 +771,8 @@ def default_cc():
         return "?"
 
 
-def wan_yakk(cfg, target_port, backend=None, lanes=None):
-    tun = Yakk(cfg, ns_a=NS_A, ns_b=NS_B, ip_a=IP_A, ip_b=IP_B, backend=backend, lanes=lanes)
+def wan_yakk(cfg, target_port, lanes=None):
+    tun = Yakk(cfg, ns_a=NS_A, ns_b=NS_B, ip_a=IP_A, ip_b=IP_B, lanes=lanes)
     try:
         addr = tun.start(target_port)
         v = run_loadgen("wan-yakk", ["stream", addr, "--seconds", str(cfg.wan_seconds)], ns=NS_B,
@@ -842,11 +835,9 @@ def bench_wan(cfg):
                 for v in cfg.wan_yakk.split(","):
                     if v == "default":
                         cases.append(("yakk", wan_yakk))
-                    elif v.startswith("lanes"):
+                    elif v:
                         n = int(v[len("lanes"):])
                         cases.append((f"yakk_{v}", lambda c, p, n=n: wan_yakk(c, p, lanes=n)))
-                    elif v:
-                        cases.append((f"yakk_{v}", lambda c, p, v=v: wan_yakk(c, p, v)))
                 for k in cfg.wan_parallel:
                     cases.append((f"parallel_{k}", lambda c, p, k=k: wan_yakk_parallel(c, p, k)))
                 if cfg.cc_default != "cubic":
@@ -994,7 +985,7 @@ def report(cfg, res, out_dir):
             if k.startswith("yakk_lanes"):
                 n = k[len('yakk_lanes'):]
                 return f"yakk ({n} lane{'' if n == '1' else 's'})"
-            return label.get(k, k.replace("yakk_", "yakk (") + " backend)")
+            return label.get(k, k)
 
         L.append("| RTT ms | loss % | " + " | ".join(f"{lab(k)} MB/s" for k in tcps + yks)
                  + " | yakk / TCP | target (50 ms) | yakk peak RSS MiB (owner / joiner) |")
@@ -1108,7 +1099,7 @@ def main():
         "YKB_NETEM", os.path.join(HERE, "netem/target/release/ykb-netem")),
         help="the user-space link emulator (bench/netem), used when the kernel has no netem")
     ap.add_argument("--only", default="forward,files,wan", help="comma-separated parts to run")
-    ap.add_argument("--tools", default="direct,yakk,yakk-driver,ssh,ssh-aes,socat,dumbpipe")
+    ap.add_argument("--tools", default="direct,yakk,ssh,ssh-aes,socat,dumbpipe")
     ap.add_argument("--size-mib", type=int, help="bytes per throughput cell, in MiB")
     ap.add_argument("--wan-seconds", type=float)
     ap.add_argument("--rtts", default="20,50,100")
@@ -1117,10 +1108,9 @@ def main():
     ap.add_argument("--no-wan", action="store_true")
     ap.add_argument("--yakk-env", action="append", default=[], metavar="K=V",
                     help="environment for the yakk processes (repeatable)")
-    ap.add_argument("--wan-yakk", default="default,lanes1,driver",
-                    help="yakk variants on the WAN: default (its defaults: --lanes auto), driver "
-                         "(the driver backend, one lane), and lanesN (every stream striped over N "
-                         "peer connections, --lanes N)")
+    ap.add_argument("--wan-yakk", default="default,lanes1",
+                    help="yakk variants on the WAN: default (its defaults: --lanes auto) and "
+                         "lanesN (every stream striped over N peer connections, --lanes N)")
     ap.add_argument("--wan-parallel", default="", metavar="K,K",
                     help="also run K separate yakk tunnels at once on each WAN cell, one stream "
                          "each, and report their sum (a diagnostic of striping; not in the report "
@@ -1135,6 +1125,9 @@ def main():
     cfg.rtts = [int(x) for x in cfg.rtts.split(",") if x]
     cfg.losses = [float(x) for x in cfg.losses.split(",") if x]
     cfg.wan_parallel = [int(x) for x in cfg.wan_parallel.split(",") if x]
+    for v in cfg.wan_yakk.split(","):
+        if v and v != "default" and not (v.startswith("lanes") and v[len("lanes"):].isdigit()):
+            sys.exit(f"--wan-yakk: unknown variant {v!r} (default, lanesN)")
     cfg.many = cfg.many if cfg.many is not None else (100 if cfg.quick else 1000)
     cfg.rtt_count = 200 if cfg.quick else 1000
     cfg.xfer_timeout = 60 if cfg.quick else 240
@@ -1176,7 +1169,6 @@ def main():
             tport = target.json(10)["listening"]
             res["forward"] = []
             makers = {"direct": lambda: Direct(cfg), "yakk": lambda: Yakk(cfg),
-                      "yakk-driver": lambda: Yakk(cfg, backend="driver"),
                       "ssh": lambda: Ssh(cfg), "ssh-aes": lambda: Ssh(cfg, "aes128-gcm@openssh.com"),
                       "socat": lambda: Socat(cfg), "dumbpipe": lambda: Dumbpipe(cfg)}
             for t in tools:

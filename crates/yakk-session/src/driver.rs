@@ -140,9 +140,7 @@ async fn drive(
                     deadline = tokio::time::Instant::now() + cfg.connect_timeout;
                     let t = transport_config(&cfg, &advertised, v);
                     let p = new_lane(&t, 0, &ev_tx).await?;
-                    if p.supports_flow_control() {
-                        hs.announce(FEATURE_WINDOW);
-                    }
+                    hs.announce(FEATURE_WINDOW);
                     if role == Role::Joiner {
                         let offer = p.create_offer().await?;
                         pending.extend(hs.on_local_description(0, offer));

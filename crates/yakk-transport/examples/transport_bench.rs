@@ -2,8 +2,6 @@
 //! 127.0.0.1, SDP and candidates passed in memory.
 //!
 //! usage: cargo run --release -p yakk-transport --example transport_bench -- [MiB=256] [max_message=65536]
-//! env:   YAKK_TRANSPORT_BACKEND=driver to measure yakk's own sans-IO driver instead of the
-//!        default `webrtc` async-layer backend.
 //!
 //! Prints: setup time (create_offer → first stream open), MB/s through one stream and
 //! through 8 streams, a plain loopback TCP copy of the same size as the baseline, and the
@@ -43,8 +41,7 @@ fn peak_rss_mb() -> f64 {
 }
 
 async fn run(total: usize, max_message: usize) -> Result<(), BoxErr> {
-    let backend = std::env::var("YAKK_TRANSPORT_BACKEND").unwrap_or_else(|_| "webrtc".into());
-    println!("backend={backend} bytes={total} max_message={max_message}");
+    println!("bytes={total} max_message={max_message}");
 
     let tcp = tcp_copy(total).await?;
     println!("tcp loopback baseline: {:.0} MB/s", mbps(total, tcp));
@@ -109,7 +106,7 @@ async fn run(total: usize, max_message: usize) -> Result<(), BoxErr> {
     println!("8 streams: {:.0} MB/s", mbps(per * 8, eight));
     println!("peak RSS (process, both peers): {:.1} MB", peak_rss_mb());
     println!(
-        "SUMMARY backend={backend} MiB={} setup_ms={:.1} one_MBps={:.0} eight_MBps={:.0} tcp_MBps={:.0} peak_rss_MB={:.1}",
+        "SUMMARY MiB={} setup_ms={:.1} one_MBps={:.0} eight_MBps={:.0} tcp_MBps={:.0} peak_rss_MB={:.1}",
         total >> 20,
         setup.as_secs_f64() * 1e3,
         mbps(total, one),

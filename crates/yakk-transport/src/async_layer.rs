@@ -1,8 +1,4 @@
-//! The fallback backend: one WebRTC peer connection driven by the `webrtc` crate's async layer.
-//!
-//! Used when STUN/TURN servers are configured (the `webrtc` crate gathers server-reflexive and
-//! relay candidates; yakk's own driver does not yet). Channel open takes 200–600 ms here
-//! because of timer-driven flushing inside the crate.
+//! One WebRTC peer connection driven by the `webrtc` crate's async layer.
 //!
 //! Owns the translation between yakk's types and WebRTC's: SDP and candidates in and out,
 //! connection state to [`PeerEvent`]s, and each data channel to a [`Stream`] through two pump
@@ -28,9 +24,15 @@ use crate::stats::selected_path;
 use crate::stream::{Outbound, Stream, StreamEnds, coalesce};
 use crate::{IceCandidate, PathInfo, PeerEvent, TransportConfig, TransportError};
 
-use crate::driver::COMMAND_LABEL;
-/// Bytes a channel may have queued in the stack before `send` waits (backpressure); like the
-/// driver's `SEND_CREDIT`, it caps one connection's data in flight per round trip.
+/// The label of the channel the offerer opens first (as the reference program does).
+const COMMAND_LABEL: &str = "command";
+/// The SCTP receive window advertised to the peer (rtc's default is 1 MiB, which caps any
+/// connection at 1 MiB per round trip). Keep it below what the UDP receive buffer holds
+/// (SO_RCVBUF 4 MiB ≈ 3.5 MiB of 1.2 KB datagrams): SCTP does not pace, a larger window
+/// arrives as a burst that overflows the socket, and throughput collapses (bench/WAN.md).
+const SCTP_RECEIVE_WINDOW: u32 = 3 * 1024 * 1024;
+/// Bytes a channel may have queued in the stack before `send` waits (backpressure); it caps
+/// one connection's data in flight per round trip.
 const SEND_BUFFER_LIMIT: usize = 3 * 1024 * 1024;
 /// Bytes all channels of one connection together may have in the stack unacknowledged. The
 /// association has one receive window (`SCTP_RECEIVE_WINDOW`), so more in flight buys
@@ -198,7 +200,7 @@ impl AsyncPeer {
                     (cfg.max_message.max(crate::YAKK2_MAX_MESSAGE)) as u32,
                 ),
             )
-            .with_sctp_max_receive_buffer_size(crate::driver::SCTP_RECEIVE_WINDOW)
+            .with_sctp_max_receive_buffer_size(SCTP_RECEIVE_WINDOW)
             .with_include_loopback_candidate(allow_loopback)
             // A pair whose remote side was learnt from the peer's own check (its candidate
             // had not arrived through signalling yet) is a direct path like any other: do

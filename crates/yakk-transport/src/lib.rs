@@ -28,10 +28,10 @@
 //!   between yakk/2 peers that both announce it; docs/yakk2.md, "Stream flow control") a
 //!   stream's sender never has more unread data at the receiver than the receiver granted
 //!   (64 KiB to 4 MiB per stream), so a reader that stops reading stops only its own stream.
-//!   Without it (yakk/1, older yakk/2 peers, the driver backend), a reader that stops reading
-//!   stops draining the channel, and once its queue is full the stack stops reading the whole
-//!   association: every stream of the connection waits for it. Memory is bounded per stream
-//!   whatever the amount sent.
+//!   Without it (yakk/1, older yakk/2 peers), a reader that stops reading stops draining the
+//!   channel, and once its queue is full the stack stops reading the whole association:
+//!   every stream of the connection waits for it. Memory is bounded per stream whatever the
+//!   amount sent.
 //! * Half-close (yakk/2, [`TransportConfig::half_close`]): `poll_shutdown` sends an
 //!   **empty string-type message** (SCTP PPID 56, "WebRTC String Empty") as the end-of-stream
 //!   marker. Data always travels as binary messages, so the marker cannot be confused with
@@ -51,35 +51,29 @@
 //!   broadcast or unspecified address: such remote candidates are refused, and the sockets
 //!   drop datagrams for them (whatever asked: a candidate, an advertised ICE server).
 //!
-//! # Backends
+//! # Implementation
 //!
-//! * The `webrtc` crate's async layer (`async_layer.rs`), the default: best bulk throughput
-//!   today and STUN/TURN support, but 400–800 ms from offer to first open channel (timer-driven
-//!   flushing inside the crate, see the bake-off).
-//! * yakk's own driver over the sans-IO `rtc` crate (`driver.rs`), selected with
-//!   `YAKK_TRANSPORT_BACKEND=driver` when no ICE server is configured: it drains every output
-//!   after every input, so the first channel opens 2–8 ms after the offer; its bulk
-//!   throughput is not yet on par (BENCHMARKS.md). `YAKK_DRIVER_DEBUG=1` makes it print its
-//!   state every 2 s.
+//! The `webrtc` crate's async layer (`async_layer.rs`). Its timers are capped while a
+//! connection is being set up (`netbuf.rs`, `SetupClock`), so the first channel opens
+//! without waiting for the stack's timer ticks.
 //!
 //! # Limits worth knowing
 //!
 //! * Without flow control (see above), a stream whose reader stops reading stalls reception
 //!   on the whole connection once its queue is full (head-of-line blocking across streams).
 //!   Other streams resume as soon as it reads again.
-//! * A peer that closes or drops its `Peer` is noticed at once (SCTP ABORT with the driver;
-//!   the async layer relies on ICE consent, ~4 s). A peer that vanishes silently is noticed by
-//!   ICE consent after about 4 s.
+//! * A peer that closes or drops its `Peer`, or vanishes silently, is noticed by ICE consent
+//!   after about 4 s.
 //! * rtc 0.21.1 frees a channel's stream id when it closes the channel, before the SCTP stream
 //!   reset completes, so opening a channel right after another one closed can fail ("there
-//!   already exists a stream with identifier"). The async layer retries such an open for
-//!   about 1.5 s; with flow control, the close handshake leaves the closing to the acceptor
-//!   (the opener's ids are then freed only once their streams are gone) and makes sure
-//!   nothing arrives after it. The driver backend does not retry.
+//!   already exists a stream with identifier"). Such an open is retried for about 1.5 s;
+//!   with flow control, the close handshake leaves the closing to the acceptor (the opener's
+//!   ids are then freed only once their streams are gone) and makes sure nothing arrives
+//!   after it.
 //! * The `webrtc` crate's driver hands out a channel's close ahead of messages the stack has
-//!   read but not yet delivered (it holds messages back while any reader is behind). The
-//!   async layer therefore reads on after a peer's close until it has every message the stack
-//!   counted for the channel; the driver backend drains reads before it ends a channel.
+//!   read but not yet delivered (it holds messages back while any reader is behind). A
+//!   channel therefore reads on after a peer's close until it has every message the stack
+//!   counted for the channel.
 //! * rtc 0.21.1 can drop the last messages of a channel whose peer resets it while the
 //!   receiver is behind (the stack defers the reset until the data is read, then discards
 //!   what it read in the pass that completes it: "failed to resume parked SCTP streams").
@@ -88,7 +82,6 @@
 #![forbid(unsafe_code)]
 
 mod async_layer;
-mod driver;
 mod flow;
 mod netbuf;
 mod peer;

@@ -1,33 +1,18 @@
-//! [`Peer`]: the public face of a peer connection, over one of two backends.
-//!
-//! * `async_layer` (default): the `webrtc` crate's async layer. Best bulk throughput today,
-//!   STUN/TURN support, per-stream flow control; but a connection takes 400–800 ms to open.
-//! * `driver`: yakk's own driver over the sans-IO `rtc` crate; a connection opens in 2–8 ms,
-//!   but bulk throughput is still 1/2–1/3 of the async layer's and a stalled reader pauses
-//!   the whole connection (see BENCHMARKS.md). Host candidates only, so it is never used
-//!   when ICE servers are configured.
-//!
-//! `YAKK_TRANSPORT_BACKEND=driver` selects the driver (when no ICE server is configured);
-//! `=webrtc` or unset selects the async layer.
+//! [`Peer`]: the public face of a peer connection, over the `webrtc` crate's async layer
+//! (`async_layer.rs`).
 
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
 use crate::async_layer::AsyncPeer;
-use crate::driver::DriverPeer;
 use crate::{IceCandidate, PeerEvent, Stream, TransportConfig, TransportError};
 
 /// A WebRTC peer connection that hands out byte streams. Cheap to clone; all clones are the
 /// same connection. The connection closes when the last clone is dropped or on [`Peer::close`].
 #[derive(Clone)]
 pub struct Peer {
-    backend: Arc<Backend>,
-}
-
-enum Backend {
-    Driver(DriverPeer),
-    Async(AsyncPeer),
+    inner: Arc<AsyncPeer>,
 }
 
 /// The connection address of a candidate line (`candidate:foundation component transport
@@ -53,47 +38,25 @@ impl Peer {
                 cfg.max_message
             )));
         }
-        let forced = std::env::var("YAKK_TRANSPORT_BACKEND").unwrap_or_default();
-        let use_async = forced != "driver" || !cfg.ice_servers.is_empty();
-        let (backend, events) = if use_async {
-            let (p, ev) = AsyncPeer::new(&cfg).await?;
-            (Backend::Async(p), ev)
-        } else {
-            let (p, ev) = DriverPeer::new(&cfg).await?;
-            (Backend::Driver(p), ev)
-        };
-        Ok((
-            Peer {
-                backend: Arc::new(backend),
-            },
-            events,
-        ))
+        let (p, events) = AsyncPeer::new(&cfg).await?;
+        Ok((Peer { inner: Arc::new(p) }, events))
     }
 
     /// Offerer: open the "command" channel (as the reference program does; it starts SCTP
     /// negotiation and is never handed out) and return the offer SDP. Local candidates follow
     /// as [`PeerEvent::LocalCandidate`].
     pub async fn create_offer(&self) -> Result<String, TransportError> {
-        match &*self.backend {
-            Backend::Driver(p) => p.create_offer().await,
-            Backend::Async(p) => p.create_offer().await,
-        }
+        self.inner.create_offer().await
     }
 
     /// Answerer: apply the peer's offer SDP and return the answer SDP.
     pub async fn accept_offer(&self, sdp: &str) -> Result<String, TransportError> {
-        match &*self.backend {
-            Backend::Driver(p) => p.accept_offer(sdp).await,
-            Backend::Async(p) => p.accept_offer(sdp).await,
-        }
+        self.inner.accept_offer(sdp).await
     }
 
     /// Offerer: apply the peer's answer SDP.
     pub async fn accept_answer(&self, sdp: &str) -> Result<(), TransportError> {
-        match &*self.backend {
-            Backend::Driver(p) => p.accept_answer(sdp).await,
-            Backend::Async(p) => p.accept_answer(sdp).await,
-        }
+        self.inner.accept_answer(sdp).await
     }
 
     /// Add a candidate from the peer. Candidates that arrive before the remote description
@@ -105,55 +68,34 @@ impl Peer {
                 "{ip} is not a unicast address"
             )));
         }
-        match &*self.backend {
-            Backend::Driver(p) => p.add_remote_candidate(c).await,
-            Backend::Async(p) => p.add_remote_candidate(c).await,
-        }
+        self.inner.add_remote_candidate(c).await
     }
 
     /// Open a reliable, ordered channel with this label; resolves once it is open. Put a
     /// timeout around it: a peer that never answers leaves it pending until the connection
     /// ends.
     pub async fn open_stream(&self, label: &str) -> Result<Stream, TransportError> {
-        match &*self.backend {
-            Backend::Driver(p) => p.open_stream(label).await,
-            Backend::Async(p) => p.open_stream(label).await,
-        }
+        self.inner.open_stream(label).await
     }
 
     /// The next channel the peer opened (never "command"), with its label; `None` once the
     /// connection has ended.
     pub async fn accept_stream(&self) -> Option<(String, Stream)> {
-        match &*self.backend {
-            Backend::Driver(p) => p.accept_stream().await,
-            Backend::Async(p) => p.accept_stream().await,
-        }
-    }
-
-    /// Whether this backend speaks per-stream flow control ("window" in docs/yakk2.md):
-    /// announce it to the peer only then.
-    pub fn supports_flow_control(&self) -> bool {
-        matches!(&*self.backend, Backend::Async(_))
+        self.inner.accept_stream().await
     }
 
     /// Use per-stream flow control on this connection's streams: only when both sides
     /// announced it (a peer without it would take the grants for end-of-stream markers), and
     /// before the first stream is opened or accepted. Needs half-close (yakk/2).
     pub fn set_flow_control(&self, on: bool) {
-        match &*self.backend {
-            Backend::Driver(_) => {}
-            Backend::Async(p) => p.set_flow_control(on),
-        }
+        self.inner.set_flow_control(on)
     }
 
     /// Limit the window growth all streams of this connection share together (32 MiB unless
     /// set): a session striped over several connections shares that amount among them.
     /// Call before the first stream.
     pub fn set_window_pool(&self, bytes: u64) {
-        match &*self.backend {
-            Backend::Driver(_) => {}
-            Backend::Async(p) => p.set_window_pool(bytes),
-        }
+        self.inner.set_window_pool(bytes)
     }
 
     /// Limit the bytes all streams of this connection together may have handed to the stack
@@ -161,18 +103,12 @@ impl Peer {
     /// session lowers it on each lane, so that a lane that is slow at the moment (after a
     /// loss) holds little of the stream. Call before the first stream.
     pub fn set_send_budget(&self, bytes: usize) {
-        match &*self.backend {
-            Backend::Driver(_) => {}
-            Backend::Async(p) => p.set_send_budget(bytes),
-        }
+        self.inner.set_send_budget(bytes)
     }
 
     /// Close the connection; every stream ends and a [`PeerEvent::Disconnected`] follows.
     pub async fn close(&self) {
-        match &*self.backend {
-            Backend::Driver(p) => p.close().await,
-            Backend::Async(p) => p.close().await,
-        }
+        self.inner.close().await
     }
 }
 

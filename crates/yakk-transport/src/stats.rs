@@ -1,5 +1,5 @@
 //! Reading the selected candidate pair (path kind, addresses, round-trip time) out of a stats
-//! report: shared by both backends, which get the same report type from `rtc`.
+//! report.
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! [`Stream`]: the application's end of one data channel, as a byte stream.
 //!
-//! A `Stream` knows nothing of WebRTC: it talks to the channel's pump tasks (in the backends)
+//! A `Stream` knows nothing of WebRTC: it talks to the channel's pump tasks (`async_layer.rs`)
 //! through two bounded queues, one per direction. The queues bound memory and carry
 //! backpressure: `poll_write` waits for a free slot. Inbound, without flow control the pump
 //! stops draining the channel while the application does not read; with it (`flow`), the
@@ -60,7 +60,7 @@ pub(crate) struct StreamEnds {
 /// Messages queued from the application toward the channel.
 const OUT_DEPTH: usize = 4;
 /// Messages queued from the channel toward the application (at most 16 × `max_message`
-/// bytes per stream); deep enough that the driver rarely finds it full while the reader keeps
+/// bytes per stream); deep enough that the pump rarely finds it full while the reader keeps
 /// up, since a full queue pauses reception on the connection.
 const IN_DEPTH: usize = 16;
 

@@ -78,8 +78,8 @@ async fn connect_inner(cfg_a: TransportConfig, cfg_b: TransportConfig, flow: boo
     let flow = flow && cfg_a.half_close && cfg_b.half_close;
     let (a, a_ev) = Peer::new(cfg_a).await.expect("peer a");
     let (b, b_ev) = Peer::new(cfg_b).await.expect("peer b");
-    a.set_flow_control(flow && a.supports_flow_control() && b.supports_flow_control());
-    b.set_flow_control(flow && a.supports_flow_control() && b.supports_flow_control());
+    a.set_flow_control(flow);
+    b.set_flow_control(flow);
     let stop = CancellationToken::new();
     let (a_ok, a_conn) = oneshot::channel();
     let (b_ok, b_conn) = oneshot::channel();
