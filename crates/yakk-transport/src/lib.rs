@@ -62,8 +62,11 @@
 //! * Without flow control (see above), a stream whose reader stops reading stalls reception
 //!   on the whole connection once its queue is full (head-of-line blocking across streams).
 //!   Other streams resume as soon as it reads again.
-//! * A peer that closes or drops its `Peer`, or vanishes silently, is noticed by ICE consent
-//!   after about 4 s.
+//! * A peer that calls [`Peer::close`] is noticed at once: it closes the "command" channel
+//!   first, and the other side ends the connection with "the peer closed the session". A peer
+//!   that only drops its `Peer`, or vanishes silently, is noticed by ICE consent after about
+//!   4 s (so is a close in the first milliseconds after connecting, before the offerer's
+//!   "command" channel has opened).
 //! * rtc 0.21.1 frees a channel's stream id when it closes the channel, before the SCTP stream
 //!   reset completes, so opening a channel right after another one closed can fail ("there
 //!   already exists a stream with identifier"). Such an open is retried for about 1.5 s;
