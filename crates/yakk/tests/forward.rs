@@ -615,6 +615,13 @@ async fn a_configuration_file_names_the_signalling_server() {
     };
     let listen = format!("127.0.0.1:{port}");
     let _signal = Yakk::start(&["signal", "--listen", &listen]);
+    let up = tokio::time::timeout(Duration::from_secs(15), async {
+        while TcpStream::connect(&listen).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    })
+    .await;
+    assert!(up.is_ok(), "yakk signal is not listening on {listen}");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("config.toml");
     std::fs::write(&file, format!("signal = \"ws://{listen}\"\n")).unwrap();
