@@ -406,7 +406,28 @@ fn choose_lanes(mut cfg: SessionConfig, server_rtt: Duration) -> SessionConfig {
 
 /// Joins `room` and returns the connection to its owner.
 pub async fn join(cfg: SessionConfig, room: &str) -> Result<Connection, SessionError> {
-    let mut m = rendezvous::join_room(&cfg.signal, room).await?;
+    match join_once(cfg.clone(), room).await {
+        // The signalling connection went away before the owner confirmed our key (an instance
+        // of a clustered service restarting or draining, a network blip): nothing was judged
+        // that a second attempt could add to, so try once more; behind a load balancer the
+        // next instance answers.
+        Err((SessionError::SignalClosed(why), false)) => {
+            tracing::info!("lost the signalling server {why}: joining once more");
+            tokio::time::sleep(JOIN_RETRY_PAUSE).await;
+            join_once(cfg, room).await.map_err(|(e, _)| e)
+        }
+        r => r.map_err(|(e, _)| e),
+    }
+}
+
+/// Pause before a joiner's second attempt after losing the signalling server.
+const JOIN_RETRY_PAUSE: Duration = Duration::from_millis(300);
+
+/// One attempt at joining; on failure, also whether the owner had confirmed our key.
+async fn join_once(cfg: SessionConfig, room: &str) -> Result<Connection, (SessionError, bool)> {
+    let mut m = rendezvous::join_room(&cfg.signal, room)
+        .await
+        .map_err(|e| (e, false))?;
     let cfg = choose_lanes(cfg, m.server_rtt);
     let owner = m.owner_id;
     let (hs, first) = Handshake::joiner(params(&cfg, &m, Role::Joiner, owner));
@@ -422,11 +443,12 @@ pub async fn join(cfg: SessionConfig, room: &str) -> Result<Connection, SessionE
     });
     let advertised = Arc::new(m.ice_servers.clone());
     let out = m.outgoing.clone();
+    let confirmed = Arc::new(AtomicBool::new(false));
     let ctx = Context {
         cfg: Arc::new(cfg),
         advertised,
         role: Role::Joiner,
-        confirmed: Default::default(),
+        confirmed: confirmed.clone(),
     };
     let conn = match run(hs, first, rx, out, ctx).await {
         Ok(conn) => conn,
@@ -434,7 +456,7 @@ pub async fn join(cfg: SessionConfig, room: &str) -> Result<Connection, SessionE
             // The caller may exit at once: first make sure our last messages (our key
             // confirmation, an abort notice) have reached the server.
             m.finish(FINISH_WAIT).await;
-            return Err(e);
+            return Err((e, confirmed.load(Ordering::Relaxed)));
         }
     };
     // Keep the membership alive as long as the connection: the owner may still be sending
