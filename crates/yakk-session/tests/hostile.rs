@@ -17,23 +17,15 @@ use yakk_session::rendezvous;
 use yakk_session::{Owner, OwnerEvent, SessionConfig, SessionError};
 use yakk_wire::{Envelope, msg};
 
+mod common;
+use common::{Relay, signal_server, ws_relay};
+
 const PASSWORD: &str = "crossbow-nimble";
 
 fn config(signal: &str, password: &str) -> SessionConfig {
     let mut c = SessionConfig::new(signal, password);
     c.ice_ips = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
     c
-}
-
-/// A fresh signalling server on loopback, alive as long as the test process.
-async fn signal_server() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = yakk_signal::spawn(yakk_signal::Config::default(), listener)
-        .await
-        .unwrap();
-    std::mem::forget(server);
-    addr
 }
 
 /// What an attacking joiner does once it has the owner's round 2.
@@ -374,54 +366,16 @@ async fn a_lying_server_that_fabricates_joiners_gets_one_guess() {
 /// A WebSocket relay in front of the real server that empties the joiner's version list:
 /// what a server that wants two yakk/2 peers on yakk/1 would do.
 async fn downgrading_relay(upstream: SocketAddr) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let path = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-                let p = path.clone();
-                // The callback's signature is tungstenite's.
-                #[allow(clippy::result_large_err)]
-                let cb = move |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
-                               resp| {
-                    *p.lock().unwrap() = req.uri().to_string();
-                    Ok(resp)
-                };
-                let Ok(client) = tokio_tungstenite::accept_hdr_async(tcp, cb).await else {
-                    return;
-                };
-                let url = format!("ws://{upstream}{}", path.lock().unwrap());
-                let Ok((server, _)) = tokio_tungstenite::connect_async(url).await else {
-                    return;
-                };
-                let (mut cs, mut cr) = client.split();
-                let (mut ss, mut sr) = server.split();
-                let up = async {
-                    while let Some(Ok(m)) = cr.next().await {
-                        let m = match Envelope::parse(&m.clone().into_data(), 65536) {
-                            Ok(mut e) if e.msg_type == msg::REQUEST_OFFER => {
-                                e.payload.clear();
-                                Message::text(e.to_json())
-                            }
-                            _ => m,
-                        };
-                        if ss.send(m).await.is_err() {
-                            break;
-                        }
-                    }
-                };
-                let down = async {
-                    while let Some(Ok(m)) = sr.next().await {
-                        if cs.send(m).await.is_err() {
-                            break;
-                        }
-                    }
-                };
-                tokio::select! { _ = up => {}, _ = down => {} }
-            });
-        }
-    });
+    let (addr, _) = ws_relay(upstream, |_, m| {
+        Relay::Pass(match Envelope::parse(&m.clone().into_data(), 65536) {
+            Ok(mut e) if e.msg_type == msg::REQUEST_OFFER => {
+                e.payload.clear();
+                Message::text(e.to_json())
+            }
+            _ => m,
+        })
+    })
+    .await;
     addr
 }
 

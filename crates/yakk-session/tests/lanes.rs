@@ -7,6 +7,9 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use yakk_session::{Connection, Owner, OwnerEvent, SessionConfig, Stream};
 
+mod common;
+use common::signal_server;
+
 fn config(signal: &str, lanes: u32) -> SessionConfig {
     let mut c = SessionConfig::new(signal, "lane-test-pw");
     c.ice_ips = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
@@ -65,17 +68,6 @@ async fn pair_via(
     };
     let mut owner = Owner::create(config(&signal, owner_lanes)).await.unwrap();
     next_joiner(&mut owner, config(&joiner_signal, joiner_lanes)).await
-}
-
-/// A fresh signalling server on loopback, alive as long as the test process.
-async fn signal_server() -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = yakk_signal::spawn(yakk_signal::Config::default(), listener)
-        .await
-        .unwrap();
-    std::mem::forget(server);
-    addr
 }
 
 /// A joiner with `cfg` joins `owner`'s room: the owner's and the joiner's connections.

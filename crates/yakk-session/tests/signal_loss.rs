@@ -9,8 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
+use common::{Relay, signal_server, ws_relay};
 use yakk_session::{Owner, OwnerEvent, SessionConfig, SessionError};
+
+mod common;
 
 const PASSWORD: &str = "crossbow-nimble";
 
@@ -20,66 +22,17 @@ fn config(signal: &str) -> SessionConfig {
     c
 }
 
-async fn signal_server() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = yakk_signal::spawn(yakk_signal::Config::default(), listener)
-        .await
-        .unwrap();
-    std::mem::forget(server);
-    addr
-}
-
-/// A WebSocket relay to `upstream` that cuts the first `cut` connections right after relaying
-/// the client's first message; the others are relayed faithfully. Counts the connections.
+/// A relay that cuts each of the first `cut` connections right after the client's first
+/// message of the exchange.
 async fn cutting_relay(upstream: SocketAddr, cut: usize) -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let seen = Arc::new(AtomicUsize::new(0));
-    let count = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let n = count.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let path = Arc::new(std::sync::Mutex::new(String::new()));
-                let p = path.clone();
-                // The callback's signature is tungstenite's.
-                #[allow(clippy::result_large_err)]
-                let cb = move |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
-                               resp| {
-                    *p.lock().unwrap() = req.uri().to_string();
-                    Ok(resp)
-                };
-                let Ok(client) = tokio_tungstenite::accept_hdr_async(tcp, cb).await else {
-                    return;
-                };
-                let url = format!("ws://{upstream}{}", path.lock().unwrap());
-                let Ok((server, _)) = tokio_tungstenite::connect_async(url).await else {
-                    return;
-                };
-                let (mut cs, mut cr) = client.split();
-                let (mut ss, mut sr) = server.split();
-                let up = async {
-                    while let Some(Ok(m)) = cr.next().await {
-                        let data = m.is_text() || m.is_binary();
-                        if ss.send(m).await.is_err() || (data && n < cut) {
-                            break;
-                        }
-                    }
-                };
-                let down = async {
-                    while let Some(Ok(m)) = sr.next().await {
-                        if cs.send(m).await.is_err() {
-                            break;
-                        }
-                    }
-                };
-                tokio::select! { _ = up => {}, _ = down => {} }
-                // Both sockets dropped here: the joiner sees its signalling connection end.
-            });
+    ws_relay(upstream, move |n, m| {
+        if n < cut && (m.is_text() || m.is_binary()) {
+            Relay::PassThenCut(m)
+        } else {
+            Relay::Pass(m)
         }
-    });
-    (addr, seen)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
