@@ -11,8 +11,8 @@ fuzz_target!(|data: &[u8]| {
     match Envelope::parse(data, MAX) {
         Ok(e) => {
             assert!(data.len() <= MAX);
-            let again = Envelope::parse(e.to_json().as_bytes(), usize::MAX)
-                .expect("what we print parses");
+            let again =
+                Envelope::parse(e.to_json().as_bytes(), usize::MAX).expect("what we print parses");
             assert_eq!(again.to_json(), e.to_json());
         }
         Err(WireError::TooLarge(n, max)) => assert!(n > max && max == MAX),
