@@ -57,6 +57,7 @@ const OPEN_SETTLE: Duration = Duration::from_millis(25);
 /// before the application gets it, when a peer close came this recently before the open
 /// (`OPEN_RISK`): if it is closed in the meantime, nothing was sent on it and the open is
 /// retried.
+const OPEN_PROBATION: Duration = Duration::from_millis(20);
 /// How long one attempt waits for the peer to acknowledge an open: `OPEN_WAIT` while the
 /// connection has nothing queued (many round trips), up to `OPEN_WAIT_MAX` while data is
 /// queued ahead of the open (up to the send budget, seconds on a slow link). Checked every
@@ -64,7 +65,6 @@ const OPEN_SETTLE: Duration = Duration::from_millis(25);
 const OPEN_WAIT: Duration = Duration::from_secs(3);
 const OPEN_WAIT_MAX: Duration = Duration::from_secs(15);
 const OPEN_WAIT_CHECK: Duration = Duration::from_millis(500);
-const OPEN_PROBATION: Duration = Duration::from_millis(20);
 const OPEN_RISK: Duration = Duration::from_millis(50);
 /// Data channels opened by the peer, waiting for `accept_stream`.
 const ACCEPT_QUEUE: usize = 64;
