@@ -17,6 +17,11 @@
 //! instance, so half of the messages cross instances. Latency is then reported separately for
 //! messages within one instance and across instances, and memory per instance and for Redis.
 //!
+//! `--generators N` spreads the client sockets over N child processes of this program (room
+//! *i* goes to generator *i* mod N, each sending its share of the rate), so that each stays
+//! below the per-process open-file limit; the parent adds up their counts and computes the
+//! percentiles over all their latency samples together.
+//!
 //! `--target ADDR --server-pid PID` measures an already running server instead; start it with
 //! its per-address limits lifted, as the child does (`yakk signal --creates-per-minute 0
 //! --joins-per-minute 0 --max-connections-per-ip 0 --max-connections 30100`): every connection
@@ -32,7 +37,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use futures::SinkExt;
 use futures::stream::{SplitSink, StreamExt};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -42,7 +47,12 @@ use yakk_wire::Envelope;
 const SERVER_ENV: &str = "YAKK_SIGNAL_LOAD_SERVER";
 /// Set for a server child that shares its rooms through this Redis.
 const REDIS_ENV: &str = "YAKK_SIGNAL_LOAD_REDIS";
+/// Set for a generator child: its part of the rooms, `PART/OF`.
+const GENERATOR_ENV: &str = "YAKK_SIGNAL_LOAD_GENERATOR";
+/// The servers' addresses for a generator child, comma separated.
+const SERVERS_ENV: &str = "YAKK_SIGNAL_LOAD_SERVERS";
 const MAX_INSTANCES: usize = 8;
+const MAX_GENERATORS: usize = 8;
 const MAX_CONNECTIONS: usize = 30_000;
 const MAX_SECONDS: u64 = 120;
 /// The whole run, connections included, ends by then whatever happens.
@@ -72,6 +82,10 @@ struct Args {
     /// that this program starts.
     #[arg(long, default_value_t = 1)]
     instances: usize,
+    /// Client processes to spread the WebSockets over, each below the open-file limit; their
+    /// results are merged.
+    #[arg(long, default_value_t = 1)]
+    generators: usize,
     /// Measure a running server on this loopback address instead of starting one.
     #[arg(long)]
     target: Option<SocketAddr>,
@@ -90,6 +104,27 @@ fn main() -> anyhow::Result<()> {
         return rt.block_on(serve_child());
     }
     let args = Args::parse();
+    if let Some(part) = std::env::var_os(GENERATOR_ENV) {
+        let share = part
+            .to_str()
+            .and_then(|p| p.split_once('/'))
+            .and_then(|(part, of)| Some((part.parse().ok()?, of.parse().ok()?)))
+            .filter(|&(part, of)| part < of && of <= MAX_GENERATORS)
+            .map(|(part, of)| Share { part, of })
+            .context("bad generator share")?;
+        let addrs = std::env::var(SERVERS_ENV)?
+            .split(',')
+            .map(|a| a.parse::<SocketAddr>())
+            .collect::<Result<Vec<_>, _>>()?;
+        if addrs.is_empty() || addrs.iter().any(|a| !a.ip().is_loopback()) {
+            bail!("a generator needs loopback server addresses");
+        }
+        return rt.block_on(async {
+            tokio::time::timeout(OVERALL_DEADLINE, generate_child(args, share, addrs))
+                .await
+                .context("the generator ran past its deadline")?
+        });
+    }
     rt.block_on(async {
         tokio::time::timeout(OVERALL_DEADLINE, drive(args))
             .await
@@ -158,7 +193,11 @@ async fn recv_envelope(ws: &mut Ws) -> anyhow::Result<Envelope> {
 }
 
 /// One room: its owner and joiner sockets, and whether they are on different instances.
-async fn open_pair(i: usize, servers: &[Server], sources: u8) -> anyhow::Result<(Ws, Ws, bool)> {
+async fn open_pair(
+    i: usize,
+    servers: &[SocketAddr],
+    sources: u8,
+) -> anyhow::Result<(Ws, Ws, bool)> {
     let src = |k: usize| IpAddr::from([127, 0, 0, 1 + (k % sources as usize) as u8]);
     let n = servers.len();
     let owner_at = i % n;
@@ -167,13 +206,13 @@ async fn open_pair(i: usize, servers: &[Server], sources: u8) -> anyhow::Result<
     } else {
         owner_at
     };
-    let mut owner = connect(src(2 * i), servers[owner_at].addr, "").await?;
+    let mut owner = connect(src(2 * i), servers[owner_at], "").await?;
     let created = recv_envelope(&mut owner).await?;
     if created.msg_type != yakk_wire::msg::ROOM_CREATED {
         bail!("create refused: {created:?}");
     }
     let query = format!("roomID={}", created.payload);
-    let mut joiner = connect(src(2 * i + 1), servers[joiner_at].addr, &query).await?;
+    let mut joiner = connect(src(2 * i + 1), servers[joiner_at], &query).await?;
     let joined = recv_envelope(&mut joiner).await?;
     if joined.msg_type != yakk_wire::msg::ROOM_JOINED {
         bail!("join refused: {joined:?}");
@@ -260,59 +299,74 @@ async fn start_server(args: &Args, redis: Option<&Redis>) -> anyhow::Result<Serv
     })
 }
 
-fn percentile(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i] as f64 / 1000.0
+/// The rooms one generator opens: pair indices `i` with `i mod of == part`, so that every
+/// generator has the same mix of rooms within one instance and across instances.
+#[derive(Clone, Copy, Debug)]
+struct Share {
+    part: usize,
+    of: usize,
 }
 
-async fn drive(args: Args) -> anyhow::Result<()> {
-    if args.connections > MAX_CONNECTIONS || args.seconds > MAX_SECONDS || args.sources == 0 {
-        bail!("at most {MAX_CONNECTIONS} connections, {MAX_SECONDS} s and at least one source");
-    }
-    if !(1..=MAX_INSTANCES).contains(&args.instances)
-        || (args.instances > 1 && args.target.is_some())
-    {
-        bail!("1 to {MAX_INSTANCES} instances, and one with --target");
-    }
-    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
-    if (limit as usize) < args.connections + 100 {
-        bail!("open-file limit {limit} is too low: raise it with ulimit -n");
-    }
-    let mut redis = match args.instances {
-        1 => None,
-        _ => Some(start_redis().await?),
-    };
-    let mut servers = Vec::new();
-    for _ in 0..args.instances {
-        servers.push(start_server(&args, redis.as_ref()).await?);
-    }
-    let redis_pid = redis.as_ref().and_then(|r| r.child.id());
-    let rss = |field| -> Vec<Option<u64>> {
-        servers
-            .iter()
-            .map(|s| s.pid.and_then(|pid| proc_status_kib(pid, field)))
-            .collect()
-    };
-    let redis_rss = |field| redis_pid.and_then(|pid| proc_status_kib(pid, field));
-    let base_rss = rss("VmRSS:");
-    let redis_base = redis_rss("VmRSS:");
+/// What one generator measured; the generators' tallies add up with `merge`.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Tally {
+    held: usize,
+    failures: usize,
+    open_secs: f64,
+    sent: u64,
+    send_errors: u64,
+    received: u64,
+    send_secs: f64,
+    recv_secs: f64,
+    /// Relay latencies in microseconds, within one instance and across instances: every
+    /// sample, so that the percentiles are those of all the generators' messages together.
+    latencies: Vec<u64>,
+    cross_latencies: Vec<u64>,
+}
 
-    // Phase 1: open and hold the connections.
+impl Tally {
+    /// Adds another generator's figures; the generators ran at the same time, so times are
+    /// the longest.
+    fn merge(&mut self, other: Tally) {
+        self.held += other.held;
+        self.failures += other.failures;
+        self.open_secs = self.open_secs.max(other.open_secs);
+        self.sent += other.sent;
+        self.send_errors += other.send_errors;
+        self.received += other.received;
+        self.send_secs = self.send_secs.max(other.send_secs);
+        self.recv_secs = self.recv_secs.max(other.recv_secs);
+        self.latencies.extend(other.latencies);
+        self.cross_latencies.extend(other.cross_latencies);
+    }
+}
+
+/// One generator's open rooms: the joiners' sinks (they send) and tasks reading every socket.
+struct Clients {
+    sinks: Vec<SplitSink<Ws, Message>>,
+    readers: tokio::task::JoinSet<()>,
+    epoch: Instant,
+    // Latencies within one instance, and across instances.
+    latencies: Arc<Mutex<Vec<u64>>>,
+    cross_latencies: Arc<Mutex<Vec<u64>>>,
+    received: Arc<AtomicU64>,
+    tally: Tally,
+}
+
+/// Opens and holds this generator's share of the rooms.
+async fn open_clients(args: &Args, servers: &[SocketAddr], share: Share) -> Clients {
     let pairs = args.connections / 2;
     let t0 = Instant::now();
-    let results: Vec<anyhow::Result<(Ws, Ws, bool)>> = futures::stream::iter(0..pairs)
-        .map(|i| open_pair(i, &servers, args.sources))
-        .buffer_unordered(args.parallel.max(1))
-        .collect()
-        .await;
+    let results: Vec<anyhow::Result<(Ws, Ws, bool)>> =
+        futures::stream::iter((share.part..pairs).step_by(share.of))
+            .map(|i| open_pair(i, servers, args.sources))
+            .buffer_unordered((args.parallel / share.of).max(1))
+            .collect()
+            .await;
     let open_time = t0.elapsed();
-    let mut sinks: Vec<SplitSink<Ws, Message>> = Vec::with_capacity(pairs);
+    let mut sinks: Vec<SplitSink<Ws, Message>> = Vec::with_capacity(results.len());
     let mut failures = 0usize;
     let epoch = Instant::now();
-    // Latencies within one instance, and across instances.
     let latencies = Arc::new(Mutex::new(Vec::<u64>::new()));
     let cross_latencies = Arc::new(Mutex::new(Vec::<u64>::new()));
     let received = Arc::new(AtomicU64::new(0));
@@ -360,52 +414,288 @@ async fn drive(args: Args) -> anyhow::Result<()> {
             }
         }
     }
-    let held = sinks.len() * 2;
+    let tally = Tally {
+        held: sinks.len() * 2,
+        failures,
+        open_secs: open_time.as_secs_f64(),
+        ..Tally::default()
+    };
+    Clients {
+        sinks,
+        readers,
+        epoch,
+        latencies,
+        cross_latencies,
+        received,
+        tally,
+    }
+}
+
+impl Clients {
+    /// Relays `total` messages at `rate` per second, round robin over the rooms, waits up to
+    /// 5 s for the last ones, and returns the tally with the latencies so far.
+    async fn relay(&mut self, rate: f64, total: u64, payload: usize) -> Tally {
+        let filler = "x".repeat(payload);
+        let mut sent = 0u64;
+        let mut send_errors = 0u64;
+        let start = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        if !self.sinks.is_empty() {
+            while sent < total {
+                tick.tick().await;
+                let due = ((start.elapsed().as_secs_f64() * rate) as u64).min(total);
+                while sent < due {
+                    let k = (sent as usize) % self.sinks.len();
+                    let stamp = self.epoch.elapsed().as_nanos();
+                    let e = Envelope::new("YAKKMSG_LOAD", format!("{stamp} {filler}"), 1, 0);
+                    if self.sinks[k]
+                        .send(Message::text(e.to_json()))
+                        .await
+                        .is_err()
+                    {
+                        send_errors += 1;
+                    }
+                    sent += 1;
+                }
+            }
+        }
+        let send_time = start.elapsed();
+        // Let the last messages arrive.
+        let drain_deadline = Instant::now() + Duration::from_secs(5);
+        while self.received.load(Ordering::Relaxed) < sent - send_errors
+            && Instant::now() < drain_deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let take =
+            |l: &Mutex<Vec<u64>>| std::mem::take(&mut *l.lock().unwrap_or_else(|e| e.into_inner()));
+        Tally {
+            sent,
+            send_errors,
+            received: self.received.load(Ordering::Relaxed),
+            send_secs: send_time.as_secs_f64(),
+            recv_secs: start.elapsed().as_secs_f64(),
+            latencies: take(&self.latencies),
+            cross_latencies: take(&self.cross_latencies),
+            ..std::mem::take(&mut self.tally)
+        }
+    }
+
+    async fn close(mut self) {
+        for mut s in self.sinks {
+            let _ = s.close().await;
+        }
+        self.readers.abort_all();
+        while self.readers.join_next().await.is_some() {}
+    }
+}
+
+/// The messages generator `share` sends: its part of `rate * seconds`, at its part of the rate.
+fn relay_share(args: &Args, share: Share) -> (f64, u64) {
+    let total = args.rate * args.seconds;
+    let of = share.of as u64;
+    let mine = total / of + u64::from((share.part as u64) < total % of);
+    (args.rate as f64 / share.of as f64, mine)
+}
+
+/// A generator child: opens its rooms and prints its tally (one JSON line), relays when told
+/// to (a line on stdin) and prints its tally again, then holds the connections until stdin
+/// closes.
+async fn generate_child(args: Args, share: Share, servers: Vec<SocketAddr>) -> anyhow::Result<()> {
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let mut clients = open_clients(&args, &servers, share).await;
+    println!("{}", serde_json::to_string(&clients.tally)?);
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
+    let mut line = String::new();
+    if stdin.read_line(&mut line).await? > 0 {
+        let (rate, total) = relay_share(&args, share);
+        let tally = clients.relay(rate, total, args.payload).await;
+        println!("{}", serde_json::to_string(&tally)?);
+        while !matches!(stdin.read_line(&mut line).await, Ok(0) | Err(_)) {}
+    }
+    clients.close().await;
+    Ok(())
+}
+
+struct Generator {
+    child: tokio::process::Child,
+    stdout: tokio::io::BufReader<tokio::process::ChildStdout>,
+}
+
+impl Generator {
+    async fn tally(&mut self) -> anyhow::Result<Tally> {
+        let mut line = String::new();
+        if self.stdout.read_line(&mut line).await? == 0 {
+            bail!("a generator child ended early");
+        }
+        Ok(serde_json::from_str(&line)?)
+    }
+}
+
+/// The clients: in this process, or spread over generator children.
+enum Load {
+    Here(Clients),
+    Children(Vec<Generator>),
+}
+
+impl Load {
+    /// Opens and holds all the rooms; returns the connections held and failures.
+    async fn open(args: &Args, servers: &[SocketAddr]) -> anyhow::Result<(Load, Tally)> {
+        if args.generators == 1 {
+            let clients = open_clients(args, servers, Share { part: 0, of: 1 }).await;
+            let tally = Tally {
+                held: clients.tally.held,
+                failures: clients.tally.failures,
+                open_secs: clients.tally.open_secs,
+                ..Tally::default()
+            };
+            return Ok((Load::Here(clients), tally));
+        }
+        let list = servers
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut generators = Vec::new();
+        for part in 0..args.generators {
+            let mut child = tokio::process::Command::new(std::env::current_exe()?)
+                .args(std::env::args_os().skip(1))
+                .env(GENERATOR_ENV, format!("{part}/{}", args.generators))
+                .env(SERVERS_ENV, &list)
+                .env_remove(SERVER_ENV)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()?;
+            let stdout = child.stdout.take().context("generator stdout")?;
+            generators.push(Generator {
+                child,
+                stdout: tokio::io::BufReader::new(stdout),
+            });
+        }
+        let mut tally = Tally::default();
+        for g in &mut generators {
+            tally.merge(g.tally().await?);
+        }
+        Ok((Load::Children(generators), tally))
+    }
+
+    /// Relays `--rate` messages per second for `--seconds` over all the rooms; returns the
+    /// merged tally. The connections stay open.
+    async fn relay(&mut self, args: &Args) -> anyhow::Result<Tally> {
+        match self {
+            Load::Here(clients) => {
+                let (rate, total) = relay_share(args, Share { part: 0, of: 1 });
+                Ok(clients.relay(rate, total, args.payload).await)
+            }
+            Load::Children(generators) => {
+                for g in generators.iter_mut() {
+                    let stdin = g.child.stdin.as_mut().context("generator stdin")?;
+                    stdin.write_all(b"relay\n").await?;
+                    stdin.flush().await?;
+                }
+                let mut tally = Tally::default();
+                for g in generators.iter_mut() {
+                    tally.merge(g.tally().await?);
+                }
+                Ok(tally)
+            }
+        }
+    }
+
+    async fn close(self) {
+        match self {
+            Load::Here(clients) => clients.close().await,
+            Load::Children(generators) => {
+                for mut g in generators {
+                    drop(g.child.stdin.take());
+                    if tokio::time::timeout(Duration::from_secs(30), g.child.wait())
+                        .await
+                        .is_err()
+                    {
+                        let _ = g.child.kill().await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+async fn drive(args: Args) -> anyhow::Result<()> {
+    if args.connections > MAX_CONNECTIONS || args.seconds > MAX_SECONDS || args.sources == 0 {
+        bail!("at most {MAX_CONNECTIONS} connections, {MAX_SECONDS} s and at least one source");
+    }
+    if !(1..=MAX_INSTANCES).contains(&args.instances)
+        || (args.instances > 1 && args.target.is_some())
+    {
+        bail!("1 to {MAX_INSTANCES} instances, and one with --target");
+    }
+    if !(1..=MAX_GENERATORS).contains(&args.generators) {
+        bail!("1 to {MAX_GENERATORS} generators");
+    }
+    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0) as usize;
+    let per_generator = (args.connections / 2).div_ceil(args.generators) * 2;
+    if limit < per_generator + 100 {
+        bail!(
+            "open-file limit {limit} is too low for {per_generator} client sockets per process: \
+             raise it with ulimit -n or use more --generators"
+        );
+    }
+    let per_instance = args.connections.div_ceil(args.instances);
+    if args.target.is_none() && limit < per_instance + 100 {
+        bail!(
+            "open-file limit {limit} is too low for {per_instance} sockets per server instance: \
+             raise it with ulimit -n, or use more --instances or fewer --connections"
+        );
+    }
+    let mut redis = match args.instances {
+        1 => None,
+        _ => Some(start_redis().await?),
+    };
+    let mut servers = Vec::new();
+    for _ in 0..args.instances {
+        servers.push(start_server(&args, redis.as_ref()).await?);
+    }
+    let redis_pid = redis.as_ref().and_then(|r| r.child.id());
+    let rss = |field| -> Vec<Option<u64>> {
+        servers
+            .iter()
+            .map(|s| s.pid.and_then(|pid| proc_status_kib(pid, field)))
+            .collect()
+    };
+    let redis_rss = |field| redis_pid.and_then(|pid| proc_status_kib(pid, field));
+    let base_rss = rss("VmRSS:");
+    let redis_base = redis_rss("VmRSS:");
+
+    // Phase 1: open and hold the connections.
+    let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
+    let (mut load, opened) = Load::open(&args, &addrs).await?;
+    let held = opened.held;
+    let failures = opened.failures;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let held_rss = rss("VmRSS:");
     let redis_held = redis_rss("VmRSS:");
 
     // Phase 2: relay at the given rate, round robin over the rooms.
-    let filler = "x".repeat(args.payload);
-    let total = args.rate * args.seconds;
-    let mut sent = 0u64;
-    let mut send_errors = 0u64;
-    let start = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    if !sinks.is_empty() {
-        while sent < total {
-            tick.tick().await;
-            let due = ((start.elapsed().as_secs_f64() * args.rate as f64) as u64).min(total);
-            while sent < due {
-                let k = (sent as usize) % sinks.len();
-                let stamp = epoch.elapsed().as_nanos();
-                let e = Envelope::new("YAKKMSG_LOAD", format!("{stamp} {filler}"), 1, 0);
-                if sinks[k].send(Message::text(e.to_json())).await.is_err() {
-                    send_errors += 1;
-                }
-                sent += 1;
-            }
-        }
-    }
-    let send_time = start.elapsed();
-    // Let the last messages arrive.
-    let drain_deadline = Instant::now() + Duration::from_secs(5);
-    while received.load(Ordering::Relaxed) < sent - send_errors && Instant::now() < drain_deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let recv_time = start.elapsed();
+    let tally = load.relay(&args).await?;
     let peak_rss = rss("VmHWM:");
     let end_rss = rss("VmRSS:");
     let redis_peak = redis_rss("VmHWM:");
-    let got = received.load(Ordering::Relaxed);
+    let (sent, send_errors, got) = (tally.sent, tally.send_errors, tally.received);
+    let send_time = Duration::from_secs_f64(tally.send_secs);
+    let recv_time = Duration::from_secs_f64(tally.recv_secs);
 
     // Close everything.
-    for mut s in sinks {
-        let _ = s.close().await;
-    }
-    readers.abort_all();
-    while readers.join_next().await.is_some() {}
+    load.close().await;
     for server in &mut servers {
         if let Some(mut child) = server.child.take() {
             drop(child.stdin.take());
@@ -422,13 +712,12 @@ async fn drive(args: Args) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&r.dir);
     }
 
-    let sorted = |l: &Mutex<Vec<u64>>| {
-        let mut v = std::mem::take(&mut *l.lock().unwrap_or_else(|e| e.into_inner()));
+    let sorted = |mut v: Vec<u64>| {
         v.sort_unstable();
         v
     };
-    let lat = sorted(&latencies);
-    let cross = sorted(&cross_latencies);
+    let lat = sorted(tally.latencies);
+    let cross = sorted(tally.cross_latencies);
     let mib = |k: Option<u64>| {
         k.map_or("n/a".to_string(), |k| {
             format!("{:.1} MiB", k as f64 / 1024.0)
@@ -441,10 +730,11 @@ async fn drive(args: Args) -> anyhow::Result<()> {
         args.instances,
         if redis.is_some() { " + Redis" } else { "" }
     );
+    println!("client processes          {}", args.generators);
     println!("connections requested     {}", args.connections);
     println!(
         "connections held          {held} ({failures} rooms failed) in {:.1} s",
-        open_time.as_secs_f64()
+        opened.open_secs
     );
     println!(
         "server RSS before         {} ({})",
