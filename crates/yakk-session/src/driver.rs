@@ -34,7 +34,27 @@ fn transport_config(cfg: &SessionConfig, advertised: &[IceServer], v: Version) -
         },
         half_close: v == Version::V2,
         udp_buffer: 4 * 1024 * 1024,
+        relay_only: cfg.relay_only,
     }
+}
+
+/// Whether any of these ICE servers is a TURN server (`turn:` or `turns:`).
+fn has_turn<'a>(servers: impl IntoIterator<Item = &'a IceServer>) -> bool {
+    servers.into_iter().flat_map(|s| &s.urls).any(|u| {
+        let u = u.trim().to_ascii_lowercase();
+        u.starts_with("turn:") || u.starts_with("turns:")
+    })
+}
+
+/// With [`SessionConfig::relay_only`], a relay is the only path: without any TURN server
+/// (configured here or advertised by the signalling server) no peer could ever be reached,
+/// so say so at once rather than after the ICE timeout.
+fn check_relay(cfg: &SessionConfig, advertised: &[IceServer]) -> Result<(), SessionError> {
+    if cfg.relay_only && !has_turn(cfg.ice_servers.iter().chain(advertised)) {
+        tracing::info!("--relay-only, and no TURN server is configured or advertised");
+        return Err(SessionError::NoPath);
+    }
+    Ok(())
 }
 
 /// Runs one handshake to a connected peer. `incoming` carries only this peer's envelopes. On
@@ -284,8 +304,11 @@ async fn drive(
                 Some((lane, PeerEvent::Connected(path))) => {
                     tracing::info!(
                         lane,
-                        "connected over a {} path ({} -> {}), rtt {}",
+                        "connected over a {} path{} ({} -> {}), rtt {}",
                         format!("{:?}", path.kind).to_lowercase(),
+                        path.relay
+                            .map(|r| format!(" (TURN over {})", r.name()))
+                            .unwrap_or_default(),
                         path.local,
                         path.remote,
                         path.rtt
@@ -428,6 +451,10 @@ async fn join_once(cfg: SessionConfig, room: &str) -> Result<Connection, (Sessio
     let mut m = rendezvous::join_room(&cfg.signal, room)
         .await
         .map_err(|e| (e, false))?;
+    if let Err(e) = check_relay(&cfg, &m.ice_servers) {
+        m.finish(FINISH_WAIT).await;
+        return Err((e, false));
+    }
     let cfg = choose_lanes(cfg, m.server_rtt);
     let owner = m.owner_id;
     let (hs, first) = Handshake::joiner(params(&cfg, &m, Role::Joiner, owner));
@@ -510,6 +537,10 @@ impl Owner {
         // count admissions ourselves too (a server may lie).
         let server_cap = cfg.max_peers.map(|m| m.saturating_add(cfg.allow_retries));
         let m = rendezvous::create_room(&cfg.signal, cfg.keep_alive, server_cap).await?;
+        if let Err(e) = check_relay(&cfg, &m.ice_servers) {
+            m.finish(FINISH_WAIT).await;
+            return Err(e);
+        }
         let cfg = choose_lanes(cfg, m.server_rtt);
         let (ev_tx, ev_rx) = mpsc::channel(16);
         let (stop_tx, stop_rx) = watch::channel(());
@@ -695,5 +726,41 @@ impl From<HandshakeError> for SessionError {
             }
             other => SessionError::Handshake(other.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(url: &str) -> IceServer {
+        IceServer {
+            urls: vec![url.to_string()],
+            username: None,
+            credential: None,
+        }
+    }
+
+    #[test]
+    fn relay_only_needs_a_turn_server_from_either_side() {
+        let mut cfg = SessionConfig::new("127.0.0.1:1", "pw");
+        let stun = [server("stun:10.0.0.1:3478")];
+        let turn = [server("turn:10.0.0.1:3478?transport=udp")];
+        let turns = [server("TURNS:relay.example.org:443")];
+        // Without --relay-only nothing is required.
+        assert!(check_relay(&cfg, &[]).is_ok());
+        cfg.relay_only = true;
+        assert!(matches!(check_relay(&cfg, &[]), Err(SessionError::NoPath)));
+        assert!(matches!(
+            check_relay(&cfg, &stun),
+            Err(SessionError::NoPath)
+        ));
+        assert!(check_relay(&cfg, &turn).is_ok());
+        assert!(check_relay(&cfg, &turns).is_ok());
+        cfg.ice_servers = turn.to_vec();
+        assert!(check_relay(&cfg, &stun).is_ok());
+        assert!(transport_config(&cfg, &[], Version::V2).relay_only);
+        cfg.relay_only = false;
+        assert!(!transport_config(&cfg, &[], Version::V2).relay_only);
     }
 }

@@ -33,7 +33,7 @@ use zeroize::Zeroizing;
 pub use driver::{Owner, OwnerEvent, join};
 pub use handshake::{MAX_LANES, Version};
 use stripe::Striped;
-pub use yakk_transport::{PathInfo, PathKind};
+pub use yakk_transport::{PathInfo, PathKind, RelayProtocol};
 use yakk_transport::{Peer, PeerEvent, TransportError};
 pub use yakk_wire::IceServer;
 
@@ -51,6 +51,10 @@ pub struct SessionConfig {
     pub ice_servers: Vec<IceServer>,
     /// Local addresses for host candidates; empty means every interface.
     pub ice_ips: Vec<IpAddr>,
+    /// Use only relayed paths (TURN) on every lane, even where a direct path exists:
+    /// diagnosis and tests. With no TURN server at all (none here, none advertised by the
+    /// signalling server), joining or creating a room fails with [`SessionError::NoPath`].
+    pub relay_only: bool,
     /// Owner: admit at most this many joiners over the room's life (checked by the owner
     /// itself; the server is asked to admit this many plus `allow_retries`).
     pub max_peers: Option<u32>,
@@ -101,6 +105,7 @@ impl SessionConfig {
             legacy_only: false,
             ice_servers: Vec::new(),
             ice_ips: Vec::new(),
+            relay_only: false,
             max_peers: None,
             allow_retries: 0,
             keep_alive: false,

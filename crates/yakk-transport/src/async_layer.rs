@@ -14,8 +14,9 @@ use tokio_util::sync::CancellationToken;
 use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
-    RTCIceCandidateInit, RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
-    RTCSessionDescription, RTCStatsReportEntry, SettingEngineBuilder, StatsSelector,
+    RTCIceCandidateInit, RTCIceServer, RTCIceTransportPolicy, RTCPeerConnectionIceEvent,
+    RTCPeerConnectionState, RTCSessionDescription, RTCStatsReportEntry, SettingEngineBuilder,
+    StatsSelector,
 };
 
 use crate::flow::{self, Admit, Flow, Pool};
@@ -219,10 +220,25 @@ impl AsyncPeer {
             .build();
         let (itx, irx) = mpsc::unbounded_channel();
         let clock = SetupClock::new(SETUP_QUICK);
+        // Relay only: the stack applies the policy itself (webrtc 0.21.1): its gatherers
+        // skip host and server-reflexive candidates (`RTCStunGatherer::gather`) and TCP host
+        // candidates (the driver's gathering), leaving only TURN allocations, and building the
+        // connection fails when no `turn:`/`turns:` server is configured. So no candidate of
+        // ours is filtered here; doing it at signalling would not be enough anyway, since the
+        // agent checks its own local candidates against the peer's whatever we send. The NAT
+        // lab checks that a pairing that would connect directly is relayed with it. The
+        // stack allocates over UDP only: it skips `turns:` and `?transport=tcp` servers
+        // (with a warning), so with only those, relay-only gathers nothing and ICE times out.
+        let policy = if cfg.relay_only {
+            RTCIceTransportPolicy::Relay
+        } else {
+            RTCIceTransportPolicy::All
+        };
         let pc = PeerConnectionBuilder::new()
             .with_configuration(
                 RTCConfigurationBuilder::new()
                     .with_ice_servers(ice_servers)
+                    .with_ice_transport_policy(policy)
                     .build(),
             )
             .with_setting_engine(settings)

@@ -45,7 +45,8 @@
 //!   they are gathered (never dropped); remote candidates may be added before the remote
 //!   description is set (they are queued). With [`TransportConfig::ice_ips`] set, host
 //!   candidates are gathered only on those addresses (loopback allowed). No STUN/TURN server
-//!   is contacted unless configured.
+//!   is contacted unless configured. With [`TransportConfig::relay_only`] only relay
+//!   candidates are gathered (the stack's relay ICE transport policy).
 //! * No multicast DNS: no socket on 224.0.0.251:5353, local candidates carry plain addresses,
 //!   and a peer's `.local` candidates are dropped. Nothing is ever sent to a multicast,
 //!   broadcast or unspecified address: such remote candidates are refused, and the sockets
@@ -113,6 +114,11 @@ pub struct TransportConfig {
     /// SO_RCVBUF/SO_SNDBUF for the ICE UDP sockets, in bytes (Linux caps it at
     /// `net.core.rmem_max`/`wmem_max`). 0 leaves the system default.
     pub udp_buffer: usize,
+    /// Use only relayed paths: gather and signal relay (TURN) candidates only, so the
+    /// connection goes through a TURN server even where a direct path exists (diagnosis and
+    /// tests). Needs a `turn:`/`turns:` server in [`Self::ice_servers`]: without one,
+    /// [`Peer::new`] fails with [`TransportError::Setup`].
+    pub relay_only: bool,
 }
 
 impl TransportConfig {
@@ -133,6 +139,7 @@ impl TransportConfig {
             max_message: YAKK2_MAX_MESSAGE,
             half_close: true,
             udp_buffer: 4 * 1024 * 1024,
+            relay_only: false,
         }
     }
 }
@@ -174,6 +181,30 @@ pub struct PathInfo {
     pub remote: String,
     /// Round-trip time of the pair, when measured.
     pub rtt: Option<Duration>,
+    /// How this side reaches its TURN server, when its own candidate of the pair is a relay
+    /// candidate. `None` otherwise: a direct path, or one relayed only on the peer's side
+    /// (its candidate does not say how the peer reaches its server).
+    pub relay: Option<RelayProtocol>,
+}
+
+/// The transport between a peer and its TURN server (the relay leg of a relayed path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayProtocol {
+    Udp,
+    Tcp,
+    /// TCP with TLS (`turns:`).
+    Tls,
+}
+
+impl RelayProtocol {
+    /// `udp`, `tcp` or `tls`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RelayProtocol::Udp => "udp",
+            RelayProtocol::Tcp => "tcp",
+            RelayProtocol::Tls => "tls",
+        }
+    }
 }
 
 /// How a path reaches the peer.

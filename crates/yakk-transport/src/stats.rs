@@ -1,12 +1,12 @@
-//! Reading the selected candidate pair (path kind, addresses, round-trip time) out of a stats
-//! report.
+//! Reading the selected candidate pair (path kind, addresses, round-trip time, how a relay
+//! candidate reaches its server) out of a stats report.
 
 use std::time::Duration;
 
-use rtc::peer_connection::transport::RTCIceCandidateType;
+use rtc::peer_connection::transport::{RTCIceCandidateType, RTCIceServerTransportProtocol};
 use rtc::statistics::report::{RTCStatsReport, RTCStatsReportEntry};
 
-use crate::{PathInfo, PathKind};
+use crate::{PathInfo, PathKind, RelayProtocol};
 
 /// The selected candidate pair, or the nominated one when no transport names a selection.
 pub(crate) fn selected_path(report: &RTCStatsReport) -> PathInfo {
@@ -32,6 +32,7 @@ pub(crate) fn selected_path(report: &RTCStatsReport) -> PathInfo {
         local: String::new(),
         remote: String::new(),
         rtt: None,
+        relay: None,
     };
     let Some(pair) = pair else { return info };
     let mut local_kind = PathKind::Host;
@@ -50,6 +51,9 @@ pub(crate) fn selected_path(report: &RTCStatsReport) -> PathInfo {
             {
                 info.local = format!("{}:{}", c.address.clone().unwrap_or_default(), c.port);
                 local_kind = kind_of(c.candidate_type);
+                if local_kind == PathKind::Relay {
+                    info.relay = Some(relay_protocol(c.relay_protocol, &c.url));
+                }
             }
             RTCStatsReportEntry::RemoteCandidate(c)
                 if same_id(
@@ -66,6 +70,32 @@ pub(crate) fn selected_path(report: &RTCStatsReport) -> PathInfo {
     }
     info.kind = path_kind(local_kind, remote_kind);
     info
+}
+
+/// How a local relay candidate reaches its TURN server: the stats' `relayProtocol` when the
+/// stack fills it in, else from the server URL the candidate was gathered from (rtc 0.21.1
+/// leaves `relayProtocol` unspecified for every candidate, but keeps the URL, written as
+/// `turn:host:port?transport=udp`). `turns:` is TLS; `turn:` is TCP with `transport=tcp`,
+/// else UDP (the default transport of a `turn:` URL, RFC 7065).
+pub(crate) fn relay_protocol(stated: RTCIceServerTransportProtocol, url: &str) -> RelayProtocol {
+    match stated {
+        RTCIceServerTransportProtocol::Udp => return RelayProtocol::Udp,
+        RTCIceServerTransportProtocol::Tcp => return RelayProtocol::Tcp,
+        RTCIceServerTransportProtocol::Tls => return RelayProtocol::Tls,
+        _ => {}
+    }
+    let url = url.trim().to_ascii_lowercase();
+    if url.starts_with("turns:") {
+        return RelayProtocol::Tls;
+    }
+    let tcp = url
+        .split_once('?')
+        .is_some_and(|(_, query)| query.split('&').any(|kv| kv == "transport=tcp"));
+    if tcp {
+        RelayProtocol::Tcp
+    } else {
+        RelayProtocol::Udp
+    }
 }
 
 fn kind_of(t: RTCIceCandidateType) -> PathKind {
@@ -112,5 +142,38 @@ mod tests {
         assert_eq!(path_kind(Srflx, Prflx), Srflx);
         assert_eq!(path_kind(Host, Prflx), Prflx);
         assert_eq!(path_kind(Relay, Srflx), Relay);
+    }
+
+    #[test]
+    fn the_relay_leg_is_told_by_the_stats_or_the_server_url() {
+        use RTCIceServerTransportProtocol as Stated;
+        let unknown = Stated::Unspecified;
+        // What rtc 0.21.1 reports: no relayProtocol, the URL as the stack writes it.
+        assert_eq!(
+            relay_protocol(unknown, "turn:10.200.0.1:3478?transport=udp"),
+            RelayProtocol::Udp
+        );
+        assert_eq!(
+            relay_protocol(unknown, "turn:turn.example.org:3478?transport=tcp"),
+            RelayProtocol::Tcp
+        );
+        assert_eq!(
+            relay_protocol(unknown, "turns:turn.example.org:443?transport=tcp"),
+            RelayProtocol::Tls
+        );
+        assert_eq!(
+            relay_protocol(unknown, "TURN:[::1]:3478"),
+            RelayProtocol::Udp
+        );
+        // A stated protocol wins over the URL.
+        assert_eq!(
+            relay_protocol(Stated::Tcp, "turn:h:3478?transport=udp"),
+            RelayProtocol::Tcp
+        );
+        assert_eq!(relay_protocol(Stated::Tls, ""), RelayProtocol::Tls);
+        assert_eq!(
+            relay_protocol(Stated::Udp, "turns:h:443"),
+            RelayProtocol::Udp
+        );
     }
 }

@@ -34,6 +34,9 @@ pub fn connected_event(out: Out, conn: &Connection, who: &str) {
             "peer": who,
             "protocol": conn.version().to_string(),
             "path": path_name(path.kind),
+            // How this side reaches its TURN server (udp, tcp, tls); null unless its own
+            // candidate of the pair is a relay candidate.
+            "relay": path.relay.map(|r| r.name()),
             // null where the stack does not say (it reports no address for a peer-reflexive
             // candidate, the one an answerer often learns its peer by).
             "local": (!path.local.is_empty()).then_some(&path.local),
@@ -42,9 +45,12 @@ pub fn connected_event(out: Out, conn: &Connection, who: &str) {
             "lanes": conn.lanes(),
         }),
         Some(&format!(
-            "Connected to {who} ({}, {} path{}{})",
+            "Connected to {who} ({}, {} path{}{}{})",
             conn.version(),
             path_name(path.kind),
+            path.relay
+                .map(|r| format!(" over {}", r.name().to_uppercase()))
+                .unwrap_or_default(),
             rtt.map(|r| format!(", rtt {r:.1} ms")).unwrap_or_default(),
             match conn.lanes() {
                 1 => String::new(),

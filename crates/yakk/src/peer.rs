@@ -39,6 +39,7 @@ fn base_config(c: &Common, signal: String, password: String) -> SessionConfig {
     cfg.legacy_only = c.legacy_only;
     cfg.ice_servers = ice_servers(c);
     cfg.ice_ips = c.ice_ips.clone();
+    cfg.relay_only = c.relay_only;
     cfg.lanes = c.lanes;
     cfg
 }

@@ -40,8 +40,60 @@ async fn connected_event_says_protocol_and_path() {
     let ev = joiner.event("connected", 30).await;
     assert_eq!(ev["protocol"], "yakk/2");
     assert_eq!(ev["path"], "host");
+    // Not relayed: the relay leg's transport is null (but the field is there).
+    assert_eq!(ev.get("relay"), Some(&serde_json::Value::Null), "{ev}");
     let ev = owner.event("connected", 30).await;
     assert_eq!(ev["protocol"], "yakk/2");
+    assert_eq!(ev.get("relay"), Some(&serde_json::Value::Null), "{ev}");
+}
+
+/// `--relay-only` with no TURN server anywhere (none given, none advertised by the embedded
+/// signalling server; a STUN server does not count) cannot ever reach the peer: the joiner
+/// and the owner each stop at once with "no network path … configure a TURN server", exit 7.
+#[tokio::test(flavor = "multi_thread")]
+async fn relay_only_without_a_turn_server_fails_with_exit_7() {
+    fn says_a_relay_is_needed(err: &serde_json::Value) {
+        let msg = err["message"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains("no network path") && msg.contains("configure a TURN server"),
+            "{err}"
+        );
+        assert_eq!(err["exit_code"], 7, "{err}");
+    }
+    let (port, _srv) = echo_server().await;
+    let (_owner, code) = owner_with_code(port, &[]).await;
+    for extra in [&[][..], &["--stun", "stun:127.0.0.1:9"][..]] {
+        let started = std::time::Instant::now();
+        let mut args = vec!["client", "-p", "0", "--json", "--ice-ip", "127.0.0.1"];
+        args.extend_from_slice(extra);
+        args.extend(["--relay-only", &code]);
+        let mut joiner = Yakk::start(&args);
+        says_a_relay_is_needed(&joiner.event("error", 20).await);
+        assert_eq!(
+            joiner.exit_code(10).await,
+            7,
+            "exit code 7 = no network path"
+        );
+        let secs = started.elapsed().as_secs_f64();
+        assert!(secs < 10.0, "the joiner took {secs:.1} s to give up");
+    }
+    // The code was not used up: a joiner without the option still connects.
+    let mut joiner = Yakk::start(&[
+        "client",
+        "-p",
+        "0",
+        "--json",
+        "--ice-ip",
+        "127.0.0.1",
+        &code,
+    ]);
+    assert_eq!(joiner.event("connected", 30).await["path"], "host");
+    drop(joiner);
+    // An owner with its embedded server (which advertises no relay) stops before it prints
+    // a code.
+    let mut owner = start_owner(port, &["--relay-only"]);
+    says_a_relay_is_needed(&owner.event("error", 20).await);
+    assert_eq!(owner.exit_code(10).await, 7);
 }
 
 /// 32 MiB each way at the same time, checked by hash, through one forwarded connection.

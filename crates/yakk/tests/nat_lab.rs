@@ -24,9 +24,40 @@ const BULK: usize = 64 << 20;
 /// the data arrives intact, within the test's time.
 const RELAYED_BULK: usize = 16 << 20;
 
+/// How a pairing is run, beyond the NATs of its sides.
+#[derive(Debug, Clone, Copy)]
+struct Extra {
+    /// Lanes the joiner asks for; both sides must report them all up.
+    lanes: u32,
+    /// `--relay-only` on the owner's side.
+    owner_relay_only: bool,
+    /// `--relay-only` on the joiner's side.
+    joiner_relay_only: bool,
+}
+
+impl Extra {
+    fn lanes(lanes: u32) -> Extra {
+        Extra {
+            lanes,
+            owner_relay_only: false,
+            joiner_relay_only: false,
+        }
+    }
+
+    fn forced(self) -> bool {
+        self.owner_relay_only || self.joiner_relay_only
+    }
+}
+
+/// Whether a pairing must go through the relay: the NATs leave no direct path, or a side
+/// allows only relayed ones.
+fn relayed(a: Nat, b: Nat, extra: Extra) -> bool {
+    Nat::needs_relay(a, b) || extra.forced()
+}
+
 /// Bytes each way for a pairing.
-fn bulk(a: Nat, b: Nat) -> usize {
-    if Nat::needs_relay(a, b) {
+fn bulk(a: Nat, b: Nat, extra: Extra) -> usize {
+    if relayed(a, b, extra) {
         RELAYED_BULK
     } else {
         BULK
@@ -44,6 +75,10 @@ struct Outcome {
     joiner_nat: Nat,
     owner_path: String,
     joiner_path: String,
+    /// The `relay` field of each side's `connected` event (`udp`/`tcp`/`tls`, or null).
+    owner_relay: Value,
+    joiner_relay: Value,
+    extra: Extra,
     rtt_ms: Option<f64>,
     setup: Duration,
     mib_per_s: f64,
@@ -75,10 +110,11 @@ fn helper_argv() -> Vec<String> {
 }
 
 /// One pairing: owner behind `a` shares an echo server, joiner behind `b` connects, then an
-/// echo and a `BULK` transfer go through the tunnel.
-/// One pairing; with `lanes` above 1 the joiner asks for that many lanes, and both sides must
-/// report them all up.
-async fn run_pairing(lab: &mut Lab, a: Nat, b: Nat, lanes: u32) -> Result<Outcome, String> {
+/// echo and a `BULK` transfer go through the tunnel. With `extra.lanes` above 1 the joiner
+/// asks for that many lanes, and both sides must report them all up.
+async fn run_pairing(lab: &mut Lab, a: Nat, b: Nat, extra: Extra) -> Result<Outcome, String> {
+    let lanes = extra.lanes;
+    let relay_only = |on: bool| if on { vec!["--relay-only"] } else { vec![] };
     lab.pairing(a, b)?;
     let argv = helper_argv();
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
@@ -93,44 +129,38 @@ async fn run_pairing(lab: &mut Lab, a: Nat, b: Nat, lanes: u32) -> Result<Outcom
     let signal = lab.signal_url(true);
     let port = ECHO_PORT.to_string();
     let log = std::env::var("YKL_RUST_LOG").unwrap_or_else(|_| "info".into());
-    let mut owner = lab.spawn(
-        0,
-        "owner",
-        &[
-            lab::BIN,
-            "server",
-            "-p",
-            &port,
-            "--json",
-            "-v",
-            "--signal",
-            &signal,
-        ],
-        &[("RUST_LOG", log.as_str())],
-    )?;
+    let mut owner_argv = vec![
+        lab::BIN,
+        "server",
+        "-p",
+        &port,
+        "--json",
+        "-v",
+        "--signal",
+        &signal,
+    ];
+    owner_argv.extend(relay_only(extra.owner_relay_only));
+    let mut owner = lab.spawn(0, "owner", &owner_argv, &[("RUST_LOG", log.as_str())])?;
     let code = owner.event("code", Duration::from_secs(15)).await?;
     let code = code["code"].as_str().ok_or("code event without a code")?;
     let jport = JOIN_PORT.to_string();
     let lanes_arg = lanes.to_string();
     let started = Instant::now();
-    let mut joiner = lab.spawn(
-        1,
-        "joiner",
-        &[
-            lab::BIN,
-            "client",
-            "-p",
-            &jport,
-            "--json",
-            "-v",
-            "--signal",
-            &signal,
-            "--lanes",
-            &lanes_arg,
-            code,
-        ],
-        &[("RUST_LOG", log.as_str())],
-    )?;
+    let mut joiner_argv = vec![
+        lab::BIN,
+        "client",
+        "-p",
+        &jport,
+        "--json",
+        "-v",
+        "--signal",
+        &signal,
+        "--lanes",
+        &lanes_arg,
+    ];
+    joiner_argv.extend(relay_only(extra.joiner_relay_only));
+    joiner_argv.push(code);
+    let mut joiner = lab.spawn(1, "joiner", &joiner_argv, &[("RUST_LOG", log.as_str())])?;
     let jev = joiner.event("connected", Duration::from_secs(40)).await?;
     let setup = started.elapsed();
     let oev = owner.event("connected", Duration::from_secs(10)).await?;
@@ -155,7 +185,7 @@ async fn run_pairing(lab: &mut Lab, a: Nat, b: Nat, lanes: u32) -> Result<Outcom
         }
     }
     let join_addr = format!("127.0.0.1:{JOIN_PORT}");
-    let bytes = bulk(a, b).to_string();
+    let bytes = bulk(a, b, extra).to_string();
     let mut load = lab.spawn(
         1,
         "load",
@@ -177,9 +207,12 @@ async fn run_pairing(lab: &mut Lab, a: Nat, b: Nat, lanes: u32) -> Result<Outcom
         joiner_nat: b,
         owner_path: oev["path"].as_str().unwrap_or("?").to_string(),
         joiner_path: jev["path"].as_str().unwrap_or("?").to_string(),
+        owner_relay: relay_field(&oev)?,
+        joiner_relay: relay_field(&jev)?,
+        extra,
         rtt_ms: rtt(&jev).or_else(|| rtt(&oev)),
         setup,
-        mib_per_s: (bulk(a, b) as f64 / (1 << 20) as f64) / secs,
+        mib_per_s: (bulk(a, b, extra) as f64 / (1 << 20) as f64) / secs,
     };
     owner.kill();
     joiner.kill();
@@ -187,16 +220,42 @@ async fn run_pairing(lab: &mut Lab, a: Nat, b: Nat, lanes: u32) -> Result<Outcom
     Ok(out)
 }
 
-fn expected(a: Nat, b: Nat) -> &'static str {
-    if Nat::needs_relay(a, b) {
+/// The `relay` field of a `connected` event: present, and a string or null.
+fn relay_field(ev: &Value) -> Result<Value, String> {
+    match ev.get("relay") {
+        Some(v @ (Value::Null | Value::String(_))) => Ok(v.clone()),
+        _ => Err(format!("connected event without a relay field: {ev}")),
+    }
+}
+
+fn expected(a: Nat, b: Nat, extra: Extra) -> &'static str {
+    if relayed(a, b, extra) {
         "relay"
     } else {
         "direct"
     }
 }
 
+/// What is wrong with a side's `relay` field, if anything: it names the TURN transport (UDP,
+/// the only one the lab's coturn serves) exactly when the side's own candidate is a relay,
+/// which it always is with `--relay-only`; a side that is not relayed says null.
+fn relay_problem(path: &str, relay: &Value, relay_only: bool) -> Option<String> {
+    let ok = match (path, relay_only) {
+        ("relay", true) => relay == "udp",
+        // Its own candidate, or only the peer's, may be the relay one.
+        ("relay", false) => relay == "udp" || relay.is_null(),
+        _ => relay.is_null(),
+    };
+    (!ok).then(|| {
+        format!(
+            "path {path}{} but relay {relay}",
+            if relay_only { " with --relay-only" } else { "" }
+        )
+    })
+}
+
 /// One row per pairing: what it gave, or why it did not connect.
-type Row = Result<Outcome, (Nat, Nat, String)>;
+type Row = Result<Outcome, (Nat, Nat, Extra, String)>;
 
 fn table(rows: &[Row]) -> String {
     let mut s = String::from(
@@ -211,14 +270,14 @@ fn table(rows: &[Row]) -> String {
                 o.joiner_nat.name(),
                 o.owner_path,
                 o.joiner_path,
-                expected(o.owner_nat, o.joiner_nat),
+                expected(o.owner_nat, o.joiner_nat, o.extra),
                 o.rtt_ms
                     .map(|r| format!("{r:.1} ms"))
                     .unwrap_or_else(|| "–".into()),
                 o.setup.as_secs_f64(),
                 o.mib_per_s,
             ),
-            Err((a, b, e)) => format!(
+            Err((a, b, extra, e)) => format!(
                 "| {} | {} | **no connection** ({}) | {} | – | – | – |\n",
                 a.name(),
                 b.name(),
@@ -233,7 +292,7 @@ fn table(rows: &[Row]) -> String {
                         .collect::<String>()
                         .replace('|', "/")
                 },
-                expected(*a, *b),
+                expected(*a, *b, *extra),
             ),
         };
     }
@@ -264,16 +323,12 @@ fn write_report(rows: &[Row]) {
 }
 
 /// Runs `pairings` in one lab; a row each, and the failures (no connection or wrong path).
-async fn run_pairings(
-    pairings: &[(Nat, Nat)],
-    budget: Duration,
-    lanes: u32,
-) -> (Vec<Row>, Vec<String>) {
+async fn run_pairings(pairings: &[(Nat, Nat, Extra)], budget: Duration) -> (Vec<Row>, Vec<String>) {
     let work = async {
         let mut lab = Lab::new().await?;
         let mut rows = Vec::new();
         let mut failures = Vec::new();
-        for &(a, b) in pairings {
+        for &(a, b, extra) in pairings {
             // YKL_ONLY=sym-sym (short names) runs one pairing, for debugging.
             if let Ok(only) = std::env::var("YKL_ONLY")
                 && only != format!("{}-{}", a.short(), b.short())
@@ -281,14 +336,22 @@ async fn run_pairings(
                 continue;
             }
             let t = Instant::now();
-            match run_pairing(&mut lab, a, b, lanes).await {
+            match run_pairing(&mut lab, a, b, extra).await {
                 Ok(o) => {
                     eprintln!(
-                        "lab: {} ↔ {}: {} / {} in {:.2} s, rtt {:?} ms, {:.1} MiB/s (pairing took {:.1} s)",
+                        "lab: {} ↔ {}{}: {} / {} (relay {} / {}) in {:.2} s, rtt {:?} ms, {:.1} MiB/s (pairing took {:.1} s)",
                         a.name(),
                         b.name(),
+                        match (extra.owner_relay_only, extra.joiner_relay_only) {
+                            (false, false) => "",
+                            (true, false) => " (owner --relay-only)",
+                            (false, true) => " (joiner --relay-only)",
+                            (true, true) => " (both --relay-only)",
+                        },
                         o.owner_path,
                         o.joiner_path,
+                        o.owner_relay,
+                        o.joiner_relay,
                         o.setup.as_secs_f64(),
                         o.rtt_ms,
                         o.mib_per_s,
@@ -297,15 +360,33 @@ async fn run_pairings(
                     if o.rtt_ms.is_none() {
                         failures.push(format!("{} ↔ {}: no RTT reported", a.name(), b.name()));
                     }
-                    if o.relayed() != Some(Nat::needs_relay(a, b)) {
+                    if o.relayed() != Some(relayed(a, b, extra)) {
                         failures.push(format!(
                             "{} ↔ {}: path {} / {}, expected {}",
                             a.name(),
                             b.name(),
                             o.owner_path,
                             o.joiner_path,
-                            expected(a, b)
+                            expected(a, b, extra)
                         ));
+                    }
+                    for (who, path, relay, only) in [
+                        (
+                            "owner",
+                            &o.owner_path,
+                            &o.owner_relay,
+                            extra.owner_relay_only,
+                        ),
+                        (
+                            "joiner",
+                            &o.joiner_path,
+                            &o.joiner_relay,
+                            extra.joiner_relay_only,
+                        ),
+                    ] {
+                        if let Some(p) = relay_problem(path, relay, only) {
+                            failures.push(format!("{} ↔ {}: {who}: {p}", a.name(), b.name()));
+                        }
                     }
                     rows.push(Ok(o));
                 }
@@ -315,7 +396,7 @@ async fn run_pairings(
                         eprintln!("coturn log:\n{}", lab.turn_log());
                     }
                     failures.push(format!("{} ↔ {}: {e}", a.name(), b.name()));
-                    rows.push(Err((a, b, e)));
+                    rows.push(Err((a, b, extra, e)));
                 }
             }
         }
@@ -329,12 +410,12 @@ async fn run_pairings(
     }
 }
 
-fn pairings(relay: Option<bool>) -> Vec<(Nat, Nat)> {
+fn pairings(relay: Option<bool>) -> Vec<(Nat, Nat, Extra)> {
     let mut v = Vec::new();
     for (i, &a) in ALL.iter().enumerate() {
         for &b in &ALL[i..] {
             if relay.is_none_or(|r| r == Nat::needs_relay(a, b)) {
-                v.push((a, b));
+                v.push((a, b, Extra::lanes(1)));
             }
         }
     }
@@ -349,7 +430,7 @@ async fn direct_pairings_connect_without_the_relay() {
         return;
     }
     let _one = ONE_LAB.lock().await;
-    let (rows, failures) = run_pairings(&pairings(Some(false)), Duration::from_secs(180), 1).await;
+    let (rows, failures) = run_pairings(&pairings(Some(false)), Duration::from_secs(180)).await;
     eprintln!("{}", table(&rows));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
@@ -363,7 +444,7 @@ async fn relay_pairings_connect_through_turn() {
         return;
     }
     let _one = ONE_LAB.lock().await;
-    let (rows, failures) = run_pairings(&pairings(Some(true)), Duration::from_secs(180), 1).await;
+    let (rows, failures) = run_pairings(&pairings(Some(true)), Duration::from_secs(180)).await;
     eprintln!("{}", table(&rows));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
@@ -376,10 +457,52 @@ async fn lanes_stripe_through_turn() {
         return;
     }
     let _one = ONE_LAB.lock().await;
-    let pair = [(Nat::Symmetric, Nat::Symmetric)];
-    let (rows, failures) = run_pairings(&pair, Duration::from_secs(120), 4).await;
+    let pair = [(Nat::Symmetric, Nat::Symmetric, Extra::lanes(4))];
+    let (rows, failures) = run_pairings(&pair, Duration::from_secs(120)).await;
     eprintln!("{}", table(&rows));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// `--relay-only` forces the relay where the NATs would connect directly: public ↔
+/// endpoint-independent with the joiner relay-only, endpoint-independent ↔ public with the
+/// owner relay-only. Both sides must report a `relay` path, the forced side's `connected`
+/// must say its relay leg is UDP (the side that is not forced reaches the peer's relay from
+/// its own direct candidate: null), and the echo and 16 MiB must arrive intact.
+#[tokio::test(flavor = "multi_thread")]
+async fn relay_only_forces_the_relay_on_a_direct_pairing() {
+    if lab::skip("relay_only_forces_the_relay_on_a_direct_pairing") {
+        return;
+    }
+    let _one = ONE_LAB.lock().await;
+    let joiner_only = Extra {
+        joiner_relay_only: true,
+        ..Extra::lanes(1)
+    };
+    let owner_only = Extra {
+        owner_relay_only: true,
+        ..Extra::lanes(1)
+    };
+    let runs = [
+        (Nat::Public, Nat::Eim, joiner_only),
+        (Nat::Eim, Nat::Public, owner_only),
+    ];
+    let (rows, failures) = run_pairings(&runs, Duration::from_secs(120)).await;
+    eprintln!("{}", table(&rows));
+    if std::env::var_os("YKL_ONLY").is_none() {
+        assert_eq!(rows.len(), runs.len(), "every pairing ran");
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    for o in rows.iter().flatten() {
+        for (path, relay, only) in [
+            (&o.owner_path, &o.owner_relay, o.extra.owner_relay_only),
+            (&o.joiner_path, &o.joiner_relay, o.extra.joiner_relay_only),
+        ] {
+            assert_eq!(path, "relay", "{o:?}");
+            if only {
+                assert_eq!(relay, "udp", "{o:?}");
+            }
+        }
+    }
 }
 
 /// All ten pairings, written to `$YKL_REPORT` as a table (`lab/run-report`); fails if any
@@ -391,7 +514,7 @@ async fn report() {
         return;
     }
     let _one = ONE_LAB.lock().await;
-    let (rows, failures) = run_pairings(&pairings(None), Duration::from_secs(300), 1).await;
+    let (rows, failures) = run_pairings(&pairings(None), Duration::from_secs(300)).await;
     eprintln!("{}", table(&rows));
     write_report(&rows);
     assert!(failures.is_empty(), "{}", failures.join("\n"));

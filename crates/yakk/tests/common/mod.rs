@@ -137,6 +137,24 @@ pub async fn echo_server() -> (u16, tokio::task::JoinHandle<()>) {
     (port, h)
 }
 
+/// Starts `yakk server --json` sharing `port`, on loopback, with these extra arguments.
+pub fn start_owner(port: u16, extra: &[&str]) -> Yakk {
+    let p = port.to_string();
+    let mut args = vec!["server", "-p", &p, "--json", "--ice-ip", "127.0.0.1"];
+    args.extend_from_slice(extra);
+    Yakk::start(&args)
+}
+
+/// [`start_owner`], and its code once it has one.
+pub async fn owner_with_code(port: u16, extra: &[&str]) -> (Yakk, String) {
+    let mut owner = start_owner(port, extra);
+    let code = owner.event("code", 20).await["code"]
+        .as_str()
+        .expect("the code event has a code")
+        .to_string();
+    (owner, code)
+}
+
 /// Starts an owner sharing `port` and a joiner listening on a free local port; returns both and
 /// the joiner's local address once the tunnel is up.
 pub async fn tunnel(
@@ -155,14 +173,7 @@ pub async fn tunnel_with_events(
     owner_extra: &[&str],
     joiner_extra: &[&str],
 ) -> (Yakk, Yakk, String, serde_json::Value, serde_json::Value) {
-    let p = port.to_string();
-    let mut args = vec!["server", "-p", &p, "--json", "--ice-ip", "127.0.0.1"];
-    args.extend_from_slice(owner_extra);
-    let mut owner = Yakk::start(&args);
-    let code = owner.event("code", 20).await["code"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (mut owner, code) = owner_with_code(port, owner_extra).await;
     let mut jargs = vec!["client", "-p", "0", "--json", "--ice-ip", "127.0.0.1"];
     jargs.extend_from_slice(joiner_extra);
     jargs.push(&code);
