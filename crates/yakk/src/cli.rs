@@ -118,7 +118,7 @@ pub struct Common {
         value_name = "IP"
     )]
     pub ice_ips: Vec<IpAddr>,
-    /// Use only relayed paths (TURN): for diagnosis and tests; needs a TURN server
+    /// Use only relayed paths (TURN), even where a direct one exists; needs a TURN server
     #[arg(long)]
     pub relay_only: bool,
     /// Print one JSON object per line on stdout for each event, instead of text

@@ -11,6 +11,7 @@
 //! turn = ["turn:rendezvous.example.org:3478?transport=udp"]
 //! turn_user = "alice"
 //! turn_pass = "…"
+//! relay_only = false
 //! ```
 
 use std::path::PathBuf;
@@ -36,6 +37,8 @@ pub struct FileConfig {
     pub turn_user: Option<String>,
     /// As `--turn-pass`.
     pub turn_pass: Option<String>,
+    /// As `--relay-only`.
+    pub relay_only: Option<bool>,
 }
 
 /// Where the file is looked for, and whether it was named explicitly (then it must exist).
@@ -94,6 +97,8 @@ pub fn apply(c: &mut Common, f: FileConfig) {
             c.turn_pass = f.turn_pass;
         }
     }
+    // A flag can only say yes; the file's yes holds unless the flag is given.
+    c.relay_only |= f.relay_only.unwrap_or(false);
 }
 
 /// Applies the user's file, if any, to `c`.
@@ -128,6 +133,7 @@ stun = ["stun:rv.example.org:3478"]
 turn = ["turn:rv.example.org:3478?transport=udp"]
 turn_user = "alice"
 turn_pass = "secret"
+relay_only = true
 "#,
             )
             .unwrap()
@@ -141,6 +147,10 @@ turn_pass = "secret"
             (c.turn_user.as_deref(), c.turn_pass.as_deref()),
             (Some("alice"), Some("secret"))
         );
+        assert!(c.relay_only);
+        let mut c = common(&[]);
+        apply(&mut c, parse("relay_only = false").unwrap());
+        assert!(!c.relay_only);
         // The command line wins, and a TURN server given there keeps its own credentials.
         let mut c = common(&[
             "-s",
@@ -160,6 +170,7 @@ turn_pass = "secret"
     #[test]
     fn a_mistake_in_the_file_is_said() {
         assert!(parse("signal = 3").is_err());
+        assert!(parse("relay_only = \"yes\"").is_err());
         let e = parse("signall = \"x\"").unwrap_err();
         assert!(e.contains("signall"), "{e}");
         assert_eq!(parse("").unwrap(), FileConfig::default());
