@@ -208,6 +208,16 @@ impl AsyncPeer {
             // not hold its nomination back (the default waits 1 s from the start, which
             // made every other setup take 1.1 s instead of 0.1 s on loopback).
             .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
+            // Nor a pair whose remote side is the peer's server-reflexive candidate, signalled
+            // before its first check arrived: it is as direct as the same address learnt from
+            // a check. Held back (the default waits 500 ms), it lost to a check that the peer
+            // sent from its TURN allocation: that one is learnt as peer-reflexive, with the
+            // peer-reflexive priority the check carries (RFC 8445, 7.1.1), above any
+            // server-reflexive pair, and was nominated while the direct pair waited (the NAT
+            // lab's endpoint-independent pairing went through the relay in 1 run of 5). A
+            // relay check that succeeds before every direct pair can still win that way: the
+            // stack cannot tell it from a direct one.
+            .with_srflx_acceptance_min_wait(Some(Duration::ZERO))
             // No multicast DNS: it binds 224.0.0.251:5353 for every peer connection (even
             // with --ice-ip 127.0.0.1) and answers or queries the local network; yakk's
             // candidates carry plain addresses, and a peer's `.local` names are dropped.

@@ -4,9 +4,12 @@
 //! report.
 //!
 //! Needs root and iproute2, nftables, coturn (CI has them). Without root or `ip`, every test
-//! here prints a loud SKIPPED message and passes.
+//! here prints a loud SKIPPED message and passes, unless `YAKK_CI` is set (`.ci/run` sets it):
+//! then it fails.
 //!
 //! `lab/run-report` runs the ignored `report` test, which writes `lab/REPORT.md`.
+//! `YKL_ONLY=eim-eim` runs one pairing; `YKL_RUST_LOG=info,rtc_ice=trace` sets the peers' log
+//! level, and `YKL_DUMP=DIR` writes their logs to `DIR/owner.log` and `DIR/joiner.log`.
 
 mod lab;
 
@@ -214,6 +217,10 @@ async fn run_pairing(lab: &mut Lab, a: Nat, b: Nat, extra: Extra) -> Result<Outc
         setup,
         mib_per_s: (bulk(a, b, extra) as f64 / (1 << 20) as f64) / secs,
     };
+    if let Ok(dir) = std::env::var("YKL_DUMP") {
+        let _ = std::fs::write(format!("{dir}/owner.log"), owner.stderr_text());
+        let _ = std::fs::write(format!("{dir}/joiner.log"), joiner.stderr_text());
+    }
     owner.kill();
     joiner.kill();
     echo.kill();
