@@ -54,9 +54,9 @@
 //!
 //! # Implementation
 //!
-//! The `webrtc` crate's async layer (`async_layer.rs`). Its timers are capped while a
-//! connection is being set up (`netbuf.rs`, `SetupClock`), so the first channel opens
-//! without waiting for the stack's timer ticks.
+//! The `webrtc` crate's async layer (`async_layer.rs`; each channel's pumps in
+//! `channel.rs`). Its timers are capped while a connection is being set up (`netbuf.rs`,
+//! `SetupClock`), so the first channel opens without waiting for the stack's timer ticks.
 //!
 //! # Limits worth knowing
 //!
@@ -86,6 +86,7 @@
 #![forbid(unsafe_code)]
 
 mod async_layer;
+mod channel;
 mod flow;
 mod netbuf;
 mod peer;
