@@ -557,7 +557,7 @@ where
         name: escape(&name),
         reason,
     })?;
-    if receive::is_partial_name(&name) {
+    if names::is_partial_name(&name) {
         return Err(TransferError::UnsafeName {
             name: escape(&name),
             reason: "reserved for yakk's partial files",

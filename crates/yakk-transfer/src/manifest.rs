@@ -270,7 +270,7 @@ impl Manifest {
                 .ok_or_else(|| bad(&cpath, "its name is not valid UTF-8"))?
                 .to_owned();
             // Leftovers of an interrupted receive are not content.
-            if crate::receive::is_partial_name(&cname) {
+            if crate::names::is_partial_name(&cname) {
                 self.skipped.push(cpath);
                 continue;
             }

@@ -69,6 +69,11 @@ pub fn check_component(part: &str) -> Result<(), &'static str> {
 /// escaping, shared with the session layer (signalling servers' texts).
 pub use yakk_wire::escape;
 
+/// True for names yakk uses for its own partial files.
+pub(crate) fn is_partial_name(n: &str) -> bool {
+    n.starts_with(".yakk-") && n.ends_with(".part")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
