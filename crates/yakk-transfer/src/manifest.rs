@@ -9,7 +9,6 @@
 //! skipped too.
 
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -75,23 +74,6 @@ fn bad(path: &Path, reason: impl Into<String>) -> TransferError {
     }
 }
 
-/// Hash a whole file with BLAKE3.
-pub(crate) fn hash_file(path: &Path) -> std::io::Result<(u64, Hash)> {
-    let mut f = fs::File::open(path)?;
-    let mut h = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut n = 0u64;
-    loop {
-        let k = f.read(&mut buf)?;
-        if k == 0 {
-            break;
-        }
-        h.update(&buf[..k]);
-        n += k as u64;
-    }
-    Ok((n, *h.finalize().as_bytes()))
-}
-
 /// The paths to send, walked and checked (names, duplicates, bounds), their files not read yet:
 /// what [`Manifest::list`] gives, quickly, so that a bad path is refused before a room is opened.
 /// [`Listing::hash`] then reads every file.
@@ -109,7 +91,7 @@ impl Listing {
                 continue;
             };
             let meta = fs::metadata(path).map_err(|err| bad(path, err.to_string()))?;
-            let (n, h) = hash_file(path).map_err(|err| bad(path, err.to_string()))?;
+            let (n, h) = crate::wire::hash_file(path).map_err(|err| bad(path, err.to_string()))?;
             if n != *size || meta.len() != *size {
                 return Err(bad(path, "it changed while yakk was reading it"));
             }

@@ -418,6 +418,23 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, t: Frame, payload: &[
     w.write_all(payload).await.map_err(TransferError::conn)
 }
 
+/// The [`Hash`] an offer carries for a file on disk (BLAKE3 of its whole content), and its size.
+pub(crate) fn hash_file(path: &std::path::Path) -> std::io::Result<(u64, Hash)> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let k = std::io::Read::read(&mut f, &mut buf)?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+        n += k as u64;
+    }
+    Ok((n, *h.finalize().as_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

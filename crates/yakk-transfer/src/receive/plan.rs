@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use super::{OfferSummary, Policy, ReceiveSummary};
 use crate::error::{Result, TransferError};
 use crate::names::{self, escape, is_partial_name};
-use crate::wire::{Hash, Offer, WireEntry, WireKind};
+use crate::wire::{self, Hash, Offer, WireEntry, WireKind};
 
 /// Where one file goes, decided before anything is written.
 pub(crate) struct FileTarget {
@@ -119,7 +119,7 @@ pub(crate) fn plan_file(
                 && let (Some(size), Some(h)) = (size, expected)
                 && m.len() == size
             {
-                let (_, have) = crate::manifest::hash_file(&final_path)
+                let (_, have) = wire::hash_file(&final_path)
                     .map_err(|e| TransferError::io(format!("reading {shown}"), e))?;
                 if have == h {
                     existing = Existing::Identical;
