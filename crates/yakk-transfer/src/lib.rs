@@ -72,3 +72,12 @@ pub use report::{
 };
 pub use send::{SendSummary, send, send_until};
 pub use stop::Stop;
+
+/// The yakk/1 HTTP head codec, for the fuzz targets in `fuzz/` (not a stable API).
+#[doc(hidden)]
+pub mod legacy_head {
+    pub use crate::legacy::head::{
+        BadRequest, Body, Request, Response, chunk_size, disposition, parse_filename, parse_range,
+        parse_request, parse_response,
+    };
+}

@@ -22,17 +22,20 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, B
 
 use crate::error::{Result, TransferError};
 use crate::manifest::{EntryKind, Manifest};
-use crate::names::{self, escape};
+use crate::names::escape;
 use crate::receive::{
     self, Destination, OfferEntrySummary, OfferSummary, ReceiveOptions, ReceiveSummary, Sink,
 };
 use crate::report::{Direction, DoneInfo, Progress, Reporter, StartInfo};
 use crate::send::{CHUNK, SendSummary};
+use head::{Body, disposition, parse_range};
 
 /// The request path of the yakk/1 file exchange.
 pub const LEGACY_PATH: &str = "/yakkfilesendreceive";
 const MAX_HEAD: usize = 16 << 10;
-const MAX_HEADERS: usize = 64;
+const MAX_HEADERS: usize = head::MAX_HEADERS;
+
+pub(crate) mod head;
 
 fn http(msg: impl Into<String>) -> TransferError {
     TransferError::Http(msg.into())
@@ -58,52 +61,6 @@ async fn read_head<R: AsyncRead + Unpin>(r: &mut R) -> Result<(Vec<u8>, Vec<u8>)
     }
 }
 
-/// Format the `filename=` parameter.
-fn disposition(name: &str) -> String {
-    if name
-        .chars()
-        .any(|c| c.is_whitespace() || matches!(c, ';' | '"' | '\\' | ','))
-    {
-        let q: String = name
-            .chars()
-            .flat_map(|c| match c {
-                '"' | '\\' => vec!['\\', c],
-                c => vec![c],
-            })
-            .collect();
-        format!("attachment; filename=\"{q}\"")
-    } else {
-        format!("attachment; filename={name}")
-    }
-}
-
-/// Find the `filename` parameter in a Content-Disposition value (bare or quoted).
-fn parse_filename(v: &str) -> Option<String> {
-    let mut rest = v;
-    while let Some(i) = rest.to_ascii_lowercase().find("filename") {
-        let after = rest[i + 8..].trim_start();
-        let before_ok = i == 0 || matches!(rest.as_bytes()[i - 1], b' ' | b';' | b'\t');
-        if before_ok && let Some(val) = after.strip_prefix('=') {
-            let val = val.trim_start();
-            if let Some(q) = val.strip_prefix('"') {
-                let mut out = String::new();
-                let mut it = q.chars();
-                while let Some(c) = it.next() {
-                    match c {
-                        '\\' => out.push(it.next()?),
-                        '"' => return Some(out),
-                        c => out.push(c),
-                    }
-                }
-                return None;
-            }
-            return Some(val.split(';').next().unwrap_or("").trim().to_owned());
-        }
-        rest = &rest[i + 8..];
-    }
-    None
-}
-
 /// What one request of a yakk/1 receiver got.
 #[derive(Debug)]
 pub enum LegacyServed {
@@ -111,36 +68,6 @@ pub enum LegacyServed {
     Head,
     /// A `GET`: the file (or the range of it that was asked for).
     File(SendSummary),
-}
-
-/// A `Range: bytes=…` header, as far as it is honoured: one range (`N-`, `N-M` or `-N`), or
-/// `None` for anything else, which is ignored and answered with the whole file.
-fn parse_range(value: &str, size: u64) -> Option<std::result::Result<(u64, u64), ()>> {
-    let (unit, spec) = value.trim().split_once('=')?;
-    if !unit.trim().eq_ignore_ascii_case("bytes") || spec.contains(',') {
-        return None;
-    }
-    let (first, last) = spec.trim().split_once('-')?;
-    let number = |t: &str| -> Option<Option<u64>> {
-        let t = t.trim();
-        if t.is_empty() {
-            Some(None)
-        } else if t.len() <= 19 && t.bytes().all(|b| b.is_ascii_digit()) {
-            t.parse().ok().map(Some)
-        } else {
-            None
-        }
-    };
-    let range = match (number(first)?, number(last)?) {
-        (Some(a), None) => (a, size.saturating_sub(1)),
-        (Some(a), Some(b)) if a <= b => (a, b.min(size.saturating_sub(1))),
-        (None, Some(n)) if n > 0 => (size.saturating_sub(n), size.saturating_sub(1)),
-        _ => return None,
-    };
-    if range.0 >= size {
-        return Some(Err(()));
-    }
-    Some(Ok(range))
 }
 
 /// Answer one request of a yakk/1 receiver on `stream` for a single-file `manifest`.
@@ -177,37 +104,24 @@ where
     let mut rd = BufReader::new(rd);
     let mut wr = BufWriter::with_capacity(256 << 10, wr);
     let (head, _) = read_head(&mut rd).await?;
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let ok = matches!(req.parse(&head), Ok(httparse::Status::Complete(_)));
-    let path = req.path.unwrap_or("").split('?').next().unwrap_or("");
-    let head_only = req.method == Some("HEAD");
-    if !ok || !(head_only || req.method == Some("GET")) || path != LEGACY_PATH {
-        let what = format!(
-            "unexpected request {} {}",
-            escape(req.method.unwrap_or("?")),
-            escape(req.path.unwrap_or("?"))
-        );
-        let status = if ok {
-            "404 Not Found"
-        } else {
-            "400 Bad Request"
-        };
-        let _ = wr
-            .write_all(
-                format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    let request = match head::parse_request(&head) {
+        Ok(r) => r,
+        Err(bad) => {
+            let _ = wr
+                .write_all(
+                    format!(
+                        "HTTP/1.1 {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        bad.status
+                    )
                     .as_bytes(),
-            )
-            .await;
-        let _ = wr.shutdown().await;
-        return Err(http(what));
-    }
-    let range_header = req
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("range"))
-        .and_then(|h| std::str::from_utf8(h.value).ok())
-        .map(str::to_owned);
+                )
+                .await;
+            let _ = wr.shutdown().await;
+            return Err(http(bad.what));
+        }
+    };
+    let head_only = request.head_only;
+    let range_header = request.range;
 
     let started = Instant::now();
     let mut summary = SendSummary::default();
@@ -372,13 +286,6 @@ async fn finish_head<W: AsyncWrite + Unpin>(mut wr: W) -> Result<LegacyServed> {
     Ok(LegacyServed::Head)
 }
 
-/// How the response body ends.
-enum Body {
-    Length(u64),
-    Chunked,
-    Close,
-}
-
 /// A reader of the response body that yields decoded bytes.
 struct BodyReader<R> {
     r: R,
@@ -441,11 +348,7 @@ impl<R: AsyncRead + Unpin> BodyReader<R> {
             && self.left == 0
         {
             let line = self.line().await?;
-            let hexlen = line.split(';').next().unwrap_or("").trim();
-            if hexlen.is_empty() || hexlen.len() > 15 {
-                return Err(http("bad chunk size"));
-            }
-            self.left = u64::from_str_radix(hexlen, 16).map_err(|_| http("bad chunk size"))?;
+            self.left = head::chunk_size(&line)?;
             if self.left == 0 {
                 // Trailers until the empty line.
                 for _ in 0..MAX_HEADERS {
@@ -514,60 +417,7 @@ where
     wr.flush().await.map_err(TransferError::conn)?;
     let mut rd = rd;
     let (head, rest) = read_head(&mut rd).await?;
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
-    match resp.parse(&head) {
-        Ok(httparse::Status::Complete(_)) => {}
-        _ => return Err(http("the sender's answer is not valid HTTP")),
-    }
-    if resp.code != Some(200) {
-        return Err(http(format!(
-            "the sender answered {} {}",
-            resp.code.unwrap_or(0),
-            escape(resp.reason.unwrap_or(""))
-        )));
-    }
-    let mut name = None;
-    let mut length = None;
-    let mut chunked = false;
-    for h in resp.headers.iter() {
-        let v = std::str::from_utf8(h.value).map_err(|_| http("header value is not UTF-8"))?;
-        if h.name.eq_ignore_ascii_case("content-disposition") {
-            name = parse_filename(v);
-        } else if h.name.eq_ignore_ascii_case("content-length") {
-            length = Some(
-                v.trim()
-                    .parse::<u64>()
-                    .map_err(|_| http("bad Content-Length"))?,
-            );
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            if !v.trim().eq_ignore_ascii_case("chunked") {
-                return Err(http(format!("unsupported Transfer-Encoding {}", escape(v))));
-            }
-            chunked = true;
-        } else if h.name.eq_ignore_ascii_case("content-encoding")
-            && !v.trim().eq_ignore_ascii_case("identity")
-        {
-            return Err(http(format!("unsupported Content-Encoding {}", escape(v))));
-        }
-    }
-    let name =
-        name.ok_or_else(|| http("the sender's answer names no file (Content-Disposition)"))?;
-    names::check_component(&name).map_err(|reason| TransferError::UnsafeName {
-        name: escape(&name),
-        reason,
-    })?;
-    if names::is_partial_name(&name) {
-        return Err(TransferError::UnsafeName {
-            name: escape(&name),
-            reason: "reserved for yakk's partial files",
-        });
-    }
-    let body = match (chunked, length) {
-        (true, _) => Body::Chunked,
-        (false, Some(n)) => Body::Length(n),
-        (false, None) => Body::Close,
-    };
+    let head::Response { name, body } = head::parse_response(&head)?;
     let size = if let Body::Length(n) = body {
         Some(n)
     } else {
@@ -699,61 +549,4 @@ where
         elapsed: started.elapsed(),
     });
     Ok(summary)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ranges() {
-        assert_eq!(parse_range("bytes=0-", 10), Some(Ok((0, 9))));
-        assert_eq!(parse_range("bytes=4-", 10), Some(Ok((4, 9))));
-        assert_eq!(parse_range("bytes=2-5", 10), Some(Ok((2, 5))));
-        assert_eq!(parse_range("bytes=2-50", 10), Some(Ok((2, 9))));
-        assert_eq!(parse_range("bytes=-3", 10), Some(Ok((7, 9))));
-        assert_eq!(parse_range("bytes=-30", 10), Some(Ok((0, 9))));
-        assert_eq!(parse_range(" Bytes = 1-1 ", 10), Some(Ok((1, 1))));
-        assert_eq!(parse_range("bytes=10-", 10), Some(Err(())));
-        assert_eq!(parse_range("bytes=0-", 0), Some(Err(())));
-        // Ignored: several ranges, other units, nonsense.
-        for v in [
-            "bytes=0-1,3-4",
-            "items=0-1",
-            "bytes=5-2",
-            "bytes=-0",
-            "bytes=a-",
-            "bytes=-",
-            "bytes=+1-",
-            "bytes=99999999999999999999-",
-            "bytes",
-        ] {
-            assert_eq!(parse_range(v, 10), None, "{v}");
-        }
-    }
-
-    #[test]
-    fn filenames_round_trip() {
-        for n in [
-            "a.txt",
-            "日本語.pdf",
-            "with space.txt",
-            "semi;colon",
-            "q\"uote",
-            "b\\s",
-        ] {
-            let d = disposition(n);
-            assert_eq!(parse_filename(&d).as_deref(), Some(n), "{d}");
-        }
-        assert_eq!(disposition("a.txt"), "attachment; filename=a.txt");
-        assert_eq!(
-            parse_filename("attachment; filename=\"x y\"; size=3").as_deref(),
-            Some("x y")
-        );
-        assert_eq!(parse_filename("attachment").as_deref(), None);
-        assert_eq!(
-            parse_filename("attachment; FILENAME = a.bin ").as_deref(),
-            Some("a.bin")
-        );
-    }
 }
