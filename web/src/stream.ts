@@ -250,8 +250,8 @@ export class DataStream {
         });
         if (this.closed) throw this.failure ?? new StreamClosed("the stream was closed");
       }
-      // A copy when `bytes` is a view: send() takes the whole underlying buffer otherwise.
-      this.channel.send(bytes.slice(off, off + n));
+      // send() of a view sends only the view's bytes.
+      this.channel.send(bytes.subarray(off, off + n));
       off += n;
     }
   }

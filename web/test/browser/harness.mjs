@@ -117,7 +117,14 @@ export async function signal(host = "127.0.0.1") {
     if (Date.now() > until) throw new Error(`yakk signal did not start: ${proc.stderr}`);
     await new Promise((r) => setTimeout(r, 50));
   }
-  return { proc, host, port, origin: `http://${host}:${port}`, ws: `ws://${host}:${port}` };
+  const server = { proc, host, port, origin: `http://${host}:${port}`, ws: `ws://${host}:${port}` };
+  if (process.env.YAKK_WEB_DEV === "1") {
+    // Development: the page from web/dist through a proxy, in front of a yakk built without it.
+    const { proxy } = await import("./proxy.mjs");
+    const p = await proxy({ host, port }, { staticDir: join(repo, "web", "dist") });
+    server.origin = p.origin;
+  }
+  return server;
 }
 
 /** A file of `size` pseudo-random bytes (deterministic per seed); returns its path. */
