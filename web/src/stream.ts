@@ -251,7 +251,7 @@ export class DataStream {
         if (this.closed) throw this.failure ?? new StreamClosed("the stream was closed");
       }
       // send() of a view sends only the view's bytes.
-      this.channel.send(bytes.subarray(off, off + n));
+      this.channel.send(bytes.subarray(off, off + n) as Uint8Array<ArrayBuffer>);
       off += n;
     }
   }
