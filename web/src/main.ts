@@ -200,7 +200,9 @@ function ask(entries: Entry[]): Promise<((e: Entry) => Promise<Sink>) | null> {
       $<HTMLButtonElement>("decline").onclick = null;
       resolve(v);
     };
-    $<HTMLButtonElement>("accept").onclick = () => done(async (e) => new BlobSink(e, addDownload));
+    // Folders need nothing saved: their files arrive as separate downloads.
+    $<HTMLButtonElement>("accept").onclick = () =>
+      done(async (e) => (e.kind === 0 ? { write() {}, finish() {}, discard() {} } : new BlobSink(e, addDownload)));
     $<HTMLButtonElement>("decline").onclick = () => done(null);
     $<HTMLButtonElement>("accept-disk").onclick = async () => {
       try {

@@ -187,6 +187,8 @@ export async function browser() {
   return {
     context,
     logs,
+    /** Console reports of Content-Security-Policy violations (there must be none). */
+    cspViolations: () => logs.filter((l) => /Content.Security.Policy/i.test(l)),
     async page() {
       const existing = context.pages().find((p) => p.url() === "about:blank");
       return existing ?? (await context.newPage());
