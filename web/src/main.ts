@@ -270,7 +270,8 @@ async function receiveWith(typed: string): Promise<void> {
       ($("downloads").childElementCount ? " Save them below." : "");
   } catch (e) {
     show();
-    showError(explain(e));
+    const partial = e instanceof TransferError && e.kind === "gone" && $("progress-text").textContent !== "";
+    showError(explain(e) + (partial ? ". The transfer did not finish and nothing of it was kept: ask the sender to send it again." : ""));
   } finally {
     conn?.close();
   }

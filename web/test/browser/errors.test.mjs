@@ -61,3 +61,27 @@ test("a tampering signalling proxy is caught, and nothing is sent", async (t) =>
   assert.match(JSON.stringify(warning), /tamper|sealed|signalling/i);
   assert.ok(!sender.events.some((e) => e.event === "start"));
 });
+
+test("the sender going away mid-transfer is reported, and nothing is offered to save", { timeout: 120_000 }, async (t) => {
+  const dir = tempDir();
+  const src = makeFile(dir, "big.bin", 400 << 20, 9);
+  const server = await signal();
+  const sender = yakk(["filesend", "--json", "-s", server.ws, src]);
+  const b = await browser();
+  t.after(async () => {
+    sender.kill();
+    server.proc.kill();
+    await b.close();
+  });
+  const { code } = await sender.event("code", 60000);
+  const page = await b.page();
+  await page.goto(`${server.origin}/#${code}`);
+  await waitFor(page, "offer", 30000);
+  await page.getByTestId("accept").click();
+  await waitFor(page, "progress", 30000);
+  sender.kill();
+  const text = await (await waitFor(page, "error", 60000)).textContent();
+  assert.match(text, /went away|closed|failed/i);
+  assert.equal(await page.getByTestId("download").count(), 0);
+  await screenshot(page, "error-peer-gone");
+});
