@@ -5,6 +5,24 @@
  */
 
 import { blake3 } from "@noble/hashes/blake3.js";
+import {
+  decodeAccept,
+  decodeFrameHeader,
+  decodeHello,
+  decodeOffer as decodeOfferCore,
+  decodeStreamEnd,
+  decodeText,
+  encodeAccept,
+  encodeFrame,
+  encodeHello,
+  encodeOffer as encodeOfferCore,
+  encodeText,
+  unsupportedVersionText,
+  type FrameType,
+  type Offer,
+  type OfferEntry,
+} from "./proto/transfer";
+import { escape } from "./proto/text";
 import { DataStream } from "./stream";
 
 export const HELLO = 1,
@@ -17,19 +35,6 @@ export const HELLO = 1,
   ERROR = 8,
   ACK = 9;
 
-const BOUNDS: Record<number, [number, number]> = {
-  [HELLO]: [15, 15],
-  [OFFER]: [6, 64 * 1024 * 1024],
-  [ACCEPT]: [4, 8_000_004],
-  [REFUSE]: [0, 1024],
-  [DATA]: [1, 1024 * 1024],
-  [FILE_END]: [0, 41],
-  [DONE]: [0, 0],
-  [ERROR]: [0, 1024],
-  [ACK]: [0, 0],
-};
-
-const MAGIC = new TextEncoder().encode("yakk-transfer");
 const CHUNK = 1024 * 1024;
 
 export class TransferError extends Error {
@@ -50,35 +55,25 @@ export interface Entry {
 }
 
 /** Shows text from the peer escaped: control, bidi and invisible format characters as \u{…}. */
-export function escapeText(s: string): string {
-  return s.replace(/[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]/g, (c) =>
-    `\\u{${c.codePointAt(0)!.toString(16)}}`,
-  );
-}
+export const escapeText = escape;
 
-function frame(type: number, payload: Uint8Array): Uint8Array {
-  const out = new Uint8Array(5 + payload.length);
-  out[0] = type;
-  new DataView(out.buffer).setUint32(1, payload.length);
-  out.set(payload, 5);
-  return out;
-}
+const frame = (type: number, payload: Uint8Array): Uint8Array => encodeFrame(type as FrameType, payload);
+const text = encodeText;
 
-function text(s: string): Uint8Array {
-  let b = new TextEncoder().encode(s);
-  if (b.length > 1024) b = b.subarray(0, 1024);
-  return b;
+/** The protocol core's errors, as this page's. */
+function core<T>(f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    throw e instanceof TransferError ? e : new TransferError(e instanceof Error ? e.message : String(e), "protocol");
+  }
 }
 
 /** A frame's header; the payload is left on the stream. Checks the type's bounds first. */
 async function readHeader(s: DataStream): Promise<{ type: number; len: number } | null> {
   const h = await s.readExact(5);
   if (h === null) return null;
-  const type = h[0]!;
-  const len = new DataView(h.buffer, h.byteOffset, 5).getUint32(1);
-  const b = BOUNDS[type];
-  if (!b) throw new TransferError(`a frame of unknown type ${type}`, "protocol");
-  if (len < b[0] || len > b[1]) throw new TransferError(`a frame of type ${type} with a length of ${len}`, "protocol");
+  const { type, length: len } = core(() => decodeFrameHeader(h));
   return { type, len };
 }
 
@@ -91,7 +86,7 @@ async function readFrame(s: DataStream): Promise<{ type: number; payload: Uint8A
 }
 
 function peerText(payload: Uint8Array): string {
-  return escapeText(new TextDecoder().decode(payload));
+  return decodeText(payload);
 }
 
 function errorFrom(f: { type: number; payload: Uint8Array }, who: string): TransferError {
@@ -104,114 +99,30 @@ function errorFrom(f: { type: number; payload: Uint8Array }, who: string): Trans
   return new TransferError(`unexpected frame of type ${f.type} from the ${who}`, "protocol");
 }
 
-/** Checks a name as the receiver must (docs/yakk2-transfer.md §3). */
-function badName(name: string): string | null {
-  const bytes = new TextEncoder().encode(name).length;
-  if (name.length === 0 || bytes > 4096) return "empty or too long";
-  const parts = name.split("/");
-  if (parts.length > 128) return "too many components";
-  for (const p of parts) {
-    if (p === "" || p === "." || p === "..") return "an empty, . or .. component";
-    if (new TextEncoder().encode(p).length > 255) return "a component longer than 255 bytes";
-  }
-  if (/[\\:\u0000-\u001f\u007f-\u009f]/.test(name)) return "a forbidden character";
-  if (/^\.yakk-.*\.part$/.test(parts[parts.length - 1]!)) return "a name reserved for partial files";
-  return null;
-}
+const KIND = { dir: 0, file: 1, stream: 2 } as const;
 
-export function decodeOffer(p: Uint8Array): Entry[] {
-  const v = new DataView(p.buffer, p.byteOffset, p.byteLength);
-  if (v.getUint16(0) !== 1) throw new TransferError("an offer of an unknown version", "protocol");
-  const count = v.getUint32(2);
-  if (count < 1 || count > 1_000_000 || count > p.length / 4) throw new TransferError("an offer with a bad entry count", "protocol");
-  const dec = new TextDecoder("utf-8", { fatal: true });
-  const entries: Entry[] = [];
-  let o = 6;
-  const need = (n: number) => {
-    if (o + n > p.length) throw new TransferError("a truncated offer", "protocol");
-  };
-  for (let i = 0; i < count; i++) {
-    need(3);
-    const kind = p[o]!;
-    const nameLen = v.getUint16(o + 1);
-    o += 3;
-    if (kind > 2 || nameLen > 4096) throw new TransferError("a bad offer entry", "protocol");
-    need(nameLen);
-    let name: string;
-    try {
-      name = dec.decode(p.subarray(o, o + nameLen));
-    } catch {
-      throw new TransferError("a name that is not UTF-8", "protocol");
-    }
-    o += nameLen;
-    let size = 0;
-    let hash: Uint8Array | null = null;
-    if (kind === 1) {
-      need(41);
-      const big = v.getBigUint64(o);
-      if (big > BigInt(Number.MAX_SAFE_INTEGER)) throw new TransferError("a file too large for this page", "protocol");
-      size = Number(big);
-      if (p[o + 8] !== 1) throw new TransferError("an unknown hash algorithm", "protocol");
-      hash = p.slice(o + 9, o + 41);
-      o += 41;
-    }
-    const why = badName(name);
-    if (why) throw new TransferError(`the sender offered a bad name (${why}): ${escapeText(name)}`, "protocol");
-    entries.push({ kind: kind as 0 | 1 | 2, name, size, hash });
-  }
-  if (o !== p.length) throw new TransferError("an offer with bytes after its last entry", "protocol");
-  const names = new Set<string>();
-  const files = new Set<string>();
-  for (const e of entries) {
-    if (names.has(e.name)) throw new TransferError(`the sender offered a name twice: ${escapeText(e.name)}`, "protocol");
-    names.add(e.name);
-    if (e.kind !== 0) files.add(e.name);
-  }
-  for (const e of entries) {
-    const parts = e.name.split("/");
-    for (let i = 1; i < parts.length; i++)
-      if (files.has(parts.slice(0, i).join("/"))) throw new TransferError("a name under a file", "protocol");
-  }
-  if (entries.some((e) => e.kind === 2) && entries.length !== 1) throw new TransferError("a stream among other entries", "protocol");
-  return entries;
+/** Decodes and checks an offer (the protocol core: names, bounds, tree) into this page's entries. */
+export function decodeOffer(p: Uint8Array): { offer: Offer; entries: Entry[] } {
+  const offer = core(() => decodeOfferCore(p));
+  const entries = offer.entries.map((e: OfferEntry) => ({
+    kind: KIND[e.kind],
+    name: e.name,
+    size: e.kind === "file" ? e.size : 0,
+    hash: e.kind === "file" ? e.hash : null,
+  }));
+  return { offer, entries };
 }
 
 export function encodeOffer(entries: Entry[]): Uint8Array {
-  const enc = new TextEncoder();
-  const parts: Uint8Array[] = [];
-  const head = new Uint8Array(6);
-  new DataView(head.buffer).setUint16(0, 1);
-  new DataView(head.buffer).setUint32(2, entries.length);
-  parts.push(head);
-  for (const e of entries) {
-    const name = enc.encode(e.name);
-    const h = new Uint8Array(3);
-    h[0] = e.kind;
-    new DataView(h.buffer).setUint16(1, name.length);
-    parts.push(h, name);
-    if (e.kind === 1) {
-      const f = new Uint8Array(41);
-      new DataView(f.buffer).setBigUint64(0, BigInt(e.size));
-      f[8] = 1;
-      f.set(e.hash!, 9);
-      parts.push(f);
-    }
-  }
-  const len = parts.reduce((n, x) => n + x.length, 0);
-  const out = new Uint8Array(len);
-  let o = 0;
-  for (const x of parts) {
-    out.set(x, o);
-    o += x.length;
-  }
-  return out;
-}
-
-function helloPayload(): Uint8Array {
-  const p = new Uint8Array(15);
-  p.set(MAGIC, 0);
-  p[14] = 1;
-  return p;
+  return encodeOfferCore({
+    entries: entries.map((e): OfferEntry =>
+      e.kind === 0
+        ? { kind: "dir", name: e.name }
+        : e.kind === 1
+          ? { kind: "file", name: e.name, size: e.size, hash: e.hash! }
+          : { kind: "stream", name: e.name },
+    ),
+  });
 }
 
 /** Rate and ETA over a sliding few seconds. */
@@ -256,13 +167,13 @@ export interface ReceiveHooks {
 
 /** Runs the receiver's side on `s`, which this side opened. */
 export async function receive(s: DataStream, hooks: ReceiveHooks): Promise<{ files: number; bytes: number; secs: number }> {
-  await s.write(frame(HELLO, helloPayload()));
+  await s.write(frame(HELLO, encodeHello()));
   const first = await readFrame(s);
   if (first === null) throw new TransferError("the sender closed the stream before its offer", "gone");
   if (first.type !== OFFER) throw errorFrom(first, "sender");
   let entries: Entry[];
   try {
-    entries = decodeOffer(first.payload);
+    entries = decodeOffer(first.payload).entries;
   } catch (e) {
     await s.write(frame(ERROR, text(e instanceof Error ? e.message : "a bad offer"))).catch(() => {});
     s.shutdown();
@@ -284,9 +195,7 @@ export async function receive(s: DataStream, hooks: ReceiveHooks): Promise<{ fil
     await s.closedWithin(2000);
     throw new TransferError("you declined the offer", "declined");
   }
-  const accept = new Uint8Array(4 + 8 * entries.length);
-  new DataView(accept.buffer).setUint32(0, entries.length);
-  await s.write(frame(ACCEPT, accept));
+  await s.write(frame(ACCEPT, encodeAccept(entries.map(() => 0))));
   const total = entries.some((e) => e.kind === 2) ? null : entries.reduce((n, e) => n + e.size, 0);
   const meter = new Meter(total);
   let bytes = 0;
@@ -374,16 +283,18 @@ export async function receive(s: DataStream, hooks: ReceiveHooks): Promise<{ fil
         const payload = hd.payload ?? (await s.readExact(hd.len)) ?? new Uint8Array(0);
         let want = e.hash;
         if (e.kind === 2) {
-          if (payload.length !== 41 || payload[8] !== 1) {
+          let trailer: { size: number; hash: Uint8Array };
+          try {
+            trailer = decodeStreamEnd(payload);
+          } catch {
             await sink.discard();
             throw await fail("a stream ended without its trailer", "protocol");
           }
-          const size = Number(new DataView(payload.buffer, payload.byteOffset, 41).getBigUint64(0));
-          if (size !== got) {
+          if (trailer.size !== got) {
             await sink.discard();
             throw await fail("the stream's size differs from the bytes received", "protocol");
           }
-          want = payload.slice(9, 41);
+          want = trailer.hash;
         } else if (payload.length !== 0 || got !== e.size) {
           await sink.discard();
           throw await fail("the sender sent less data than it declared", "protocol");
@@ -455,33 +366,29 @@ export async function send(
   const hello = await readFrame(s);
   if (hello === null) throw new TransferError("the receiver closed the stream at once", "gone");
   if (hello.type !== HELLO) throw errorFrom(hello, "receiver");
-  const magicOk = bytesEqual(hello.payload.subarray(0, 13), MAGIC);
-  const version = (hello.payload[13]! << 8) | hello.payload[14]!;
-  if (!magicOk || version !== 1) {
-    await s.write(frame(ERROR, text(`unsupported transfer version ${version}`)));
+  const version = core(() => decodeHello(hello.payload));
+  if (version !== 1) {
+    await s.write(frame(ERROR, text(unsupportedVersionText(version))));
     s.shutdown();
     throw new TransferError("the receiver speaks another transfer version", "protocol");
   }
-  await s.write(frame(OFFER, encodeOffer(sources.map((x) => x.entry))));
+  const offer: Offer = { entries: [] };
+  const offerBytes = encodeOffer(sources.map((x) => x.entry));
+  offer.entries = decodeOfferCore(offerBytes, false).entries;
+  await s.write(frame(OFFER, offerBytes));
   const reply = await readFrame(s);
   if (reply === null) throw new TransferError("the receiver went away", "gone");
   if (reply.type !== ACCEPT) {
     s.shutdown();
     throw errorFrom(reply, "receiver");
   }
-  const v = new DataView(reply.payload.buffer, reply.payload.byteOffset, reply.payload.byteLength);
-  if (v.getUint32(0) !== sources.length || reply.payload.length !== 4 + 8 * sources.length) {
-    await s.write(frame(ERROR, text("an ACCEPT whose count differs from the offer")));
+  let offsets: number[];
+  try {
+    offsets = decodeAccept(reply.payload, offer);
+  } catch (e) {
+    await s.write(frame(ERROR, text(e instanceof Error ? e.message : "a bad ACCEPT")));
     s.shutdown();
     throw new TransferError("the receiver's answer does not match the offer", "protocol");
-  }
-  const offsets = sources.map((_, i) => Number(v.getBigUint64(4 + 8 * i)));
-  for (let i = 0; i < sources.length; i++) {
-    if (offsets[i]! > sources[i]!.entry.size) {
-      await s.write(frame(ERROR, text("an offset beyond a file's size")));
-      s.shutdown();
-      throw new TransferError("the receiver asked for an offset beyond a file", "protocol");
-    }
   }
   // One read stays pending: the receiver's ERROR stops us at once; its ACK ends the transfer.
   let last: { type: number; payload: Uint8Array } | null | "pending" = "pending";
