@@ -4,6 +4,8 @@
  * "Envelope"). The server relays peers' envelopes as binary frames of JSON.
  */
 
+import { MAX_ENVELOPE, parseEnvelope } from "./proto/envelope";
+
 export interface Envelope {
   Msg_type: string;
   Payload: string;
@@ -11,9 +13,6 @@ export interface Envelope {
   Recipient: number;
   IceServers?: RTCIceServer[];
 }
-
-/** Largest envelope taken from the server (its own limit). */
-const MAX_ENVELOPE = 64 * 1024;
 
 export class SignalError extends Error {
   constructor(
@@ -144,26 +143,14 @@ function open(query: string): Promise<WebSocket> {
   });
 }
 
+/** An envelope from the server (the protocol core checks it), or null for anything else. */
 function parse(data: unknown): Envelope | null {
-  let text: string;
-  if (typeof data === "string") text = data;
-  else if (data instanceof ArrayBuffer) {
-    if (data.byteLength > MAX_ENVELOPE) return null;
-    text = new TextDecoder().decode(data);
-  } else return null;
-  if (text.length > MAX_ENVELOPE) return null;
+  if (typeof data !== "string" && !(data instanceof ArrayBuffer)) return null;
   try {
-    const v = JSON.parse(text);
-    if (
-      typeof v !== "object" ||
-      v === null ||
-      typeof v.Msg_type !== "string" ||
-      typeof v.Payload !== "string" ||
-      typeof v.Sender !== "number" ||
-      typeof v.Recipient !== "number"
-    )
-      return null;
-    return v as Envelope;
+    const e = parseEnvelope(typeof data === "string" ? data : new Uint8Array(data), MAX_ENVELOPE);
+    const env: Envelope = { Msg_type: e.msgType, Payload: e.payload, Sender: e.sender, Recipient: e.recipient };
+    if (e.iceServers) env.IceServers = e.iceServers as RTCIceServer[];
+    return env;
   } catch {
     return null;
   }
