@@ -53,3 +53,24 @@ test("CLI → browser, 1 MiB", async (t) => {
 test("CLI → browser, 100 MiB", { timeout: 900_000 }, async (t) => {
   await cliToBrowser(t, 100 << 20, { shots: true });
 });
+
+test("CLI → CLI, 100 MiB (the baseline the browser is compared with)", { timeout: 600_000 }, async (t) => {
+  const dir = tempDir();
+  const size = 100 << 20;
+  const src = makeFile(dir, "payload.bin", size, size);
+  const server = await signal();
+  const sender = yakk(["filesend", "--json", "-s", server.ws, src]);
+  let receiver = null;
+  t.after(() => {
+    sender.kill();
+    receiver?.kill();
+    server.proc.kill();
+  });
+  const { code } = await sender.event("code");
+  const out = join(dir, "out");
+  receiver = yakk(["filereceive", "--json", "--yes", "-s", server.ws, "-o", out], { env: { YAKK_CODE: code } });
+  const done = await receiver.event("done", 300000);
+  assert.equal((await receiver.exited).code, 0, receiver.stderr);
+  assert.equal(await sha256(join(out, "payload.bin")), await sha256(src));
+  console.log(`CLI → CLI 100 MiB: transfer ${done.elapsed_secs.toFixed(2)} s (${(size / 1e6 / done.elapsed_secs).toFixed(1)} MB/s)`);
+});
