@@ -98,3 +98,28 @@ test("a folder, browser → CLI: the tree arrives as it was", async (t) => {
   assert.ok(statSync(join(out, "album", "deeper")).isDirectory());
   assert.deepEqual(readdirSync(join(out, "album")).sort(), ["a.bin", "deeper"]);
 });
+
+test("standard input (yakk filesend -), size unknown until its end", async (t) => {
+  const dir = tempDir();
+  const src = makeFile(dir, "piped.bin", 3 << 20, 31);
+  const server = await signal();
+  const sender = yakk(["filesend", "--json", "-s", server.ws, "--name", "piped.bin", "-"]);
+  const b = await browser();
+  t.after(async () => {
+    sender.kill();
+    server.proc.kill();
+    await b.close();
+  });
+  const { readFileSync } = await import("node:fs");
+  sender.child.stdin.end(readFileSync(src));
+  const { code } = await sender.event("code");
+  const page = await b.page();
+  await page.goto(`${server.origin}/#${code}`);
+  const offer = await waitFor(page, "offer", 30000);
+  assert.match(await offer.textContent(), /size unknown/);
+  await page.getByTestId("accept").click();
+  await waitFor(page, "done", 60000);
+  const saved = await saveDownloads(page, join(dir, "out"));
+  assert.equal(await sha256(saved["piped.bin"]), await sha256(src));
+  assert.equal((await sender.exited).code, 0, sender.stderr);
+});
