@@ -3,7 +3,7 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { browser, makeFile, screenshot, signal, tempDir, waitFor, yakk } from "./harness.mjs";
+import { browser, join, makeFile, screenshot, signal, tempDir, waitFor, yakk } from "./harness.mjs";
 import { proxy } from "./proxy.mjs";
 
 test("a wrong code burns the room, and the page says so", async (t) => {
@@ -84,4 +84,30 @@ test("the sender going away mid-transfer is reported, and nothing is offered to 
   assert.match(text, /went away|closed|failed/i);
   assert.equal(await page.getByTestId("download").count(), 0);
   await screenshot(page, "error-peer-gone");
+});
+
+test("a wrong code against the page's room: the page burns it, the CLI hears it was wrong", async (t) => {
+  const dir = tempDir();
+  const src = makeFile(dir, "mine.bin", 4096);
+  const server = await signal();
+  const b = await browser();
+  let receiver = null;
+  t.after(async () => {
+    receiver?.kill();
+    server.proc.kill();
+    await b.close();
+  });
+  const page = await b.page();
+  await page.goto(`${server.origin}/`);
+  await page.getByTestId("pick").setInputFiles(src);
+  await waitFor(page, "code", 30000);
+  const code = (await page.getByTestId("code-text").textContent()).trim();
+  const room = code.split("-")[0];
+  receiver = yakk(["filereceive", "--json", "--yes", "-s", server.ws, "-o", join(dir, "out")], { env: { YAKK_CODE: `${room}-wrong-guess` } });
+  const { code: exit } = await receiver.exited;
+  assert.equal(exit, 3, receiver.stderr);
+  const text = await (await waitFor(page, "error", 30000)).textContent();
+  assert.match(text, /wrong code/i);
+  assert.match(text, /burned/i);
+  await screenshot(page, "error-burned-owner");
 });
