@@ -395,4 +395,20 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn the_page_link_is_given_only_for_files_through_the_embedded_server() {
+        let setup = |server: Option<&str>| OwnerSetup {
+            config: SessionConfig::new("127.0.0.1:1", "crossbow-nimble"),
+            code_server: server.map(str::to_string),
+            _embedded: None,
+        };
+        let embedded = setup(Some("192.168.1.20:40125"));
+        assert_eq!(
+            page_url(&embedded, "417", "filereceive").as_deref(),
+            Some("http://192.168.1.20:40125/#417-crossbow-nimble")
+        );
+        assert_eq!(page_url(&embedded, "417", "client -p 10022"), None);
+        assert_eq!(page_url(&setup(None), "417", "filereceive"), None);
+    }
 }
