@@ -7,15 +7,20 @@
  * the channel when it gets it).
  */
 
-/** Largest message sent; what a yakk/2 peer accepts. */
-export const MAX_MESSAGE = 65536;
-const INITIAL_WINDOW = 65536;
-const MAX_WINDOW = 4 * 1024 * 1024;
+import {
+  CLOSE_MESSAGE,
+  CLOSE_TIMEOUT_MS,
+  END_OF_STREAM,
+  grantText,
+  MAX_MESSAGE,
+  parseGrant,
+  ReceiveWindow,
+  SendCredit,
+} from "./proto/transfer";
+
+export { MAX_MESSAGE };
 /** What this side keeps queued in the browser's send buffer before it waits. */
 const SEND_BUFFER = 1024 * 1024;
-const CLOSE_GRACE_MS = 10_000;
-
-const cost = (n: number): number => Math.max(n, 256);
 
 export class StreamClosed extends Error {}
 
@@ -27,18 +32,15 @@ export class DataStream {
   // Reading.
   private chunks: Uint8Array[] = [];
   private chunkOffset = 0;
-  /** Costs of the messages not yet fully taken, in order, with the bytes left of the first. */
-  private pendingCosts: { cost: number; left: number }[] = [];
+  /** Sizes of the messages not yet fully taken, in order, with the bytes left of the first. */
+  private pendingMessages: { len: number; left: number }[] = [];
   private buffered = 0;
-  private receivedCost = 0;
-  private consumed = 0;
-  private granted = INITIAL_WINDOW;
-  private windowSize = INITIAL_WINDOW;
+  /** Flow control (the protocol core's `window` rules). */
+  private readonly recv = new ReceiveWindow();
+  private readonly credit = new SendCredit();
   private peerEnded = false;
   private readWaiter: (() => void) | null = null;
   // Writing.
-  private sentCost = 0;
-  private peerLimit = INITIAL_WINDOW;
   private creditWaiter: (() => void) | null = null;
   private ended = false;
   private closed = false;
@@ -76,20 +78,13 @@ export class DataStream {
 
   private onMessage(data: unknown): void {
     if (typeof data === "string") {
-      if (data === "") {
+      if (data === END_OF_STREAM) {
         this.peerEnded = true;
         this.wakeReader();
         this.maybeFinishClose();
-      } else if (this.window && data.startsWith("w ")) {
-        const digits = data.slice(2);
-        if (/^[0-9]{1,20}$/.test(digits)) {
-          const limit = Number(digits);
-          if (limit > this.peerLimit) {
-            this.peerLimit = limit;
-            this.wakeWriter();
-          }
-        }
-      } else if (this.window && data === "c" && !this.opener) {
+      } else if (this.window && parseGrant(data) !== null) {
+        if (this.credit.onGrant(parseGrant(data)!)) this.wakeWriter();
+      } else if (this.window && data === CLOSE_MESSAGE && !this.opener) {
         this.closeChannel();
       }
       // Other string messages are ignored (docs/yakk2.md).
@@ -100,16 +95,13 @@ export class DataStream {
       this.fail(new StreamClosed("data after the end of the stream"));
       return;
     }
-    if (this.window) {
-      this.receivedCost += cost(bytes.length);
-      if (this.receivedCost > this.granted) {
-        this.fail(new StreamClosed("the peer sent more than it was granted"));
-        this.closeChannel();
-        return;
-      }
+    if (this.window && !this.recv.admit(bytes.length)) {
+      this.fail(new StreamClosed("the peer sent more than it was granted"));
+      this.closeChannel();
+      return;
     }
     this.chunks.push(bytes);
-    this.pendingCosts.push({ cost: cost(bytes.length), left: bytes.length });
+    this.pendingMessages.push({ len: bytes.length, left: bytes.length });
     this.buffered += bytes.length;
     this.wakeReader();
   }
@@ -191,31 +183,21 @@ export class DataStream {
 
   /** The application took `n` bytes: messages fully taken count as consumed, grants follow. */
   private taken(n: number): void {
-    while (n > 0 && this.pendingCosts.length > 0) {
-      const head = this.pendingCosts[0]!;
+    let due = false;
+    while (n > 0 && this.pendingMessages.length > 0) {
+      const head = this.pendingMessages[0]!;
       const k = Math.min(n, head.left);
       head.left -= k;
       n -= k;
       if (head.left === 0) {
-        this.consumed += head.cost;
-        this.pendingCosts.shift();
+        due = this.recv.consumed(head.len) || due;
+        this.pendingMessages.shift();
       }
     }
-    this.maybeGrant();
-  }
-
-  private maybeGrant(): void {
-    if (!this.window || this.peerEnded || this.channel.readyState !== "open") return;
-    if (this.consumed + this.windowSize - this.granted < this.windowSize / 8) return;
-    // The reader keeps up (less than a quarter of the window waiting): let the window grow.
-    if (this.buffered < this.windowSize / 4 && this.windowSize < MAX_WINDOW) {
-      this.windowSize = Math.min(this.windowSize * 2, MAX_WINDOW);
-    }
-    const limit = this.consumed + this.windowSize;
-    if (limit > this.granted) {
-      this.granted = limit;
-      this.channel.send(`w ${limit}`);
-    }
+    // No grant once the peer's end-of-stream marker is in (docs/yakk2.md).
+    if (!due || !this.window || this.peerEnded || this.channel.readyState !== "open") return;
+    const limit = this.recv.nextGrant();
+    if (limit !== null) this.channel.send(grantText(limit));
   }
 
   /** Sends all of `bytes`, waiting for credit and for the send buffer to drain. */
@@ -227,16 +209,13 @@ export class DataStream {
       if (this.ended) throw new StreamClosed("write after the end of the stream");
       let n = Math.min(this.maxMessage, bytes.length - off);
       if (this.window) {
-        const room = this.peerLimit - this.sentCost;
-        if (room < cost(n)) {
-          // Part of a message fits: send it (a data message costs at least 256).
-          if (room >= 256) n = room;
-          else {
-            await new Promise<void>((r) => (this.creditWaiter = r));
-            continue;
-          }
+        // All of it, the part that fits, or nothing until the next grant.
+        n = this.credit.room(n);
+        if (n === 0) {
+          await new Promise<void>((r) => (this.creditWaiter = r));
+          continue;
         }
-        this.sentCost += cost(n);
+        this.credit.onSent(n);
       }
       if (this.channel.bufferedAmount > SEND_BUFFER) {
         await new Promise<void>((r) => {
@@ -260,7 +239,7 @@ export class DataStream {
   shutdown(): void {
     if (this.ended || this.channel.readyState !== "open") return;
     this.ended = true;
-    this.channel.send("");
+    this.channel.send(END_OF_STREAM);
     this.maybeFinishClose();
   }
 
@@ -272,8 +251,8 @@ export class DataStream {
       this.closeTimer = setTimeout(() => this.closeChannel(), 0);
       return;
     }
-    if (this.opener && this.channel.readyState === "open") this.channel.send("c");
-    this.closeTimer = setTimeout(() => this.closeChannel(), CLOSE_GRACE_MS);
+    if (this.opener && this.channel.readyState === "open") this.channel.send(CLOSE_MESSAGE);
+    this.closeTimer = setTimeout(() => this.closeChannel(), CLOSE_TIMEOUT_MS);
   }
 
   private closeChannel(): void {
