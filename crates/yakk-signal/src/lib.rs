@@ -13,8 +13,9 @@
 //! several instances: `yakk signal --redis`), [`registry`] (pure room state, driven by a clock
 //! the caller passes),
 //! [`ratelimit`] (pure per-client token buckets), [`ice`] (ICE servers and TURN credentials),
-//! [`metrics`] (counters and `/metrics`), [`stun`] (an optional STUN Binding responder), `server` (HTTP, TLS, upgrade, sweep, shutdown) and
-//! `conn` (one WebSocket's task).
+//! [`metrics`] (counters and `/metrics`), [`stun`] (an optional STUN Binding responder), `server` (HTTP, TLS, upgrade, sweep, shutdown),
+//! `conn` (one WebSocket's task) and `web` (the browser peer's files, served at `/`, embedded by
+//! `build.rs` when `web/dist/` was built).
 //!
 //! Choices worth knowing:
 //! - A frame that is not an envelope (not JSON, wrong types, missing fields, binary garbage)
@@ -49,10 +50,12 @@ pub mod registry;
 mod server;
 pub mod store;
 pub mod stun;
+mod web;
 
 pub use config::{Config, ConfigError, SignalArgs, tls_config, tls_config_from_files};
 pub use conn::errors;
 pub use server::{ServerError, ServerHandle, spawn};
+pub use web::app_built;
 
 use anyhow::Context as _;
 

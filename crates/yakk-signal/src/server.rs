@@ -1,5 +1,5 @@
 //! The network side: accepting TCP (and TLS) connections, HTTP routing (`/hello`, `/metrics`,
-//! `/ws/`), the WebSocket upgrade, the expiry sweep, and graceful shutdown.
+//! `/ws/`, and the web app at `/`: `web.rs`), the WebSocket upgrade, the expiry sweep, and graceful shutdown.
 //!
 //! Built directly on hyper (HTTP/1.1 only) and tokio-tungstenite rather than a web framework:
 //! three routes need no router, and owning the upgrade lets us size tungstenite's buffers for
@@ -401,7 +401,8 @@ fn route(shared: Arc<Shared>, peer: SocketAddr, req: Request<Incoming>) -> Respo
             render_metrics(&shared),
         ),
         "/ws/" | "/ws" => upgrade(shared, peer, req),
-        _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+        path => crate::web::serve(path, req.headers())
+            .unwrap_or_else(|| text(StatusCode::NOT_FOUND, "text/plain", "not found\n")),
     }
 }
 

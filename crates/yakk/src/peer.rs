@@ -141,7 +141,17 @@ fn joiner_command(setup: &OwnerSetup, code: &str, joiner_cmd: &str) -> String {
     cmd
 }
 
-/// Prints the code and the command the joiner should run (and a QR code of the code with `qr`).
+/// The browser page that joins with `code`: with the embedded signalling server (which serves
+/// the web app, crates/yakk-signal/src/web.rs) a phone or any browser that opens it receives
+/// the files with nothing installed. The code travels in the fragment, never sent to a server.
+fn page_url(setup: &OwnerSetup, room: &str, joiner_cmd: &str) -> Option<String> {
+    let addr = setup.code_server.as_ref()?;
+    (joiner_cmd == "filereceive")
+        .then(|| format!("http://{addr}/#{room}-{}", setup.config.password.as_str()))
+}
+
+/// Prints the code and the command the joiner should run (and a QR code with `qr`: of the
+/// browser page's link when the embedded server serves it to receivers, else of the code).
 pub fn announce(out: Out, setup: &OwnerSetup, room: &str, joiner_cmd: &str, qr: bool) {
     let code = Code {
         room: room.to_string(),
@@ -151,17 +161,28 @@ pub fn announce(out: Out, setup: &OwnerSetup, room: &str, joiner_cmd: &str, qr: 
     .to_code_string();
     let code = Zeroizing::new(code);
     let command = Zeroizing::new(joiner_command(setup, &code, joiner_cmd));
+    let url = page_url(setup, room, joiner_cmd).map(Zeroizing::new);
+    let mut human = format!(
+        "Code: {}\nOn the other computer run:\n    {}\n",
+        code.as_str(),
+        command.as_str()
+    );
+    if let Some(url) = &url {
+        human.push_str(&format!("Or open in a browser:\n    {}\n", url.as_str()));
+    }
     out.event(
         "code",
-        json!({"code": code.as_str(), "room": room, "command": command.as_str()}),
-        Some(&format!(
-            "Code: {}\nOn the other computer run:\n    {}\n",
-            code.as_str(),
-            command.as_str()
-        )),
+        json!({
+            "code": code.as_str(),
+            "room": room,
+            "command": command.as_str(),
+            "url": url.as_ref().map(|u| u.as_str()),
+        }),
+        Some(&human),
     );
     if qr && !out.json {
-        match qrcode::QrCode::new(code.as_bytes()) {
+        let shown = url.as_ref().map_or(code.as_str(), |u| u.as_str());
+        match qrcode::QrCode::new(shown.as_bytes()) {
             Ok(q) => eprintln!(
                 "{}",
                 q.render::<qrcode::render::unicode::Dense1x2>()
@@ -374,5 +395,21 @@ mod tests {
                     .contains(&w.to_string())
             );
         }
+    }
+
+    #[test]
+    fn the_page_link_is_given_only_for_files_through_the_embedded_server() {
+        let setup = |server: Option<&str>| OwnerSetup {
+            config: SessionConfig::new("127.0.0.1:1", "crossbow-nimble"),
+            code_server: server.map(str::to_string),
+            _embedded: None,
+        };
+        let embedded = setup(Some("192.168.1.20:40125"));
+        assert_eq!(
+            page_url(&embedded, "417", "filereceive").as_deref(),
+            Some("http://192.168.1.20:40125/#417-crossbow-nimble")
+        );
+        assert_eq!(page_url(&embedded, "417", "client -p 10022"), None);
+        assert_eq!(page_url(&setup(None), "417", "filereceive"), None);
     }
 }
