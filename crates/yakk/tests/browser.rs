@@ -3,7 +3,7 @@
 //! must embed the web app (`cd web && npm ci && npm run build` before `cargo build`).
 //!
 //! Developers without Node or Chromium get a skip with the reason; with `YAKK_BROWSER_TESTS=1`
-//! (set by `.ci/run`) anything missing is a failure.
+//! or `YAKK_CI` (both set by `.ci/run`) anything missing is a failure.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -16,6 +16,7 @@ fn web_dir() -> PathBuf {
 
 fn required() -> bool {
     std::env::var("YAKK_BROWSER_TESTS").is_ok_and(|v| v == "1")
+        || std::env::var_os("YAKK_CI").is_some()
 }
 
 /// What is missing to run the browser tests, if anything.

@@ -179,6 +179,9 @@ export async function browser() {
       "--disable-background-networking",
       "--disable-component-update",
       "--disable-sync",
+      // No multicast DNS: host candidates carry their addresses rather than `.local` names
+      // announced on 224.0.0.251.
+      "--disable-features=WebRtcHideLocalIpsWithMdns",
     ],
   });
   const logs = [];
