@@ -26,28 +26,28 @@ use tokio::sync::Notify;
 
 /// Every message counts at least this much, so a peer sending tiny messages cannot make the
 /// receiver hold millions of them inside one window.
-pub(crate) const MIN_COST: u64 = 256;
+pub const MIN_COST: u64 = 256;
 /// Credit each direction of a new stream starts with, without a message.
-pub(crate) const INITIAL_WINDOW: u64 = 64 * 1024;
+pub const INITIAL_WINDOW: u64 = 64 * 1024;
 /// The largest window one stream grows to (about 80 MB/s at 50 ms of round trip).
-pub(crate) const MAX_WINDOW: u64 = 4 * 1024 * 1024;
+pub const MAX_WINDOW: u64 = 4 * 1024 * 1024;
 /// Growth beyond the initial windows that all streams of one connection may share.
 pub(crate) const PEER_WINDOW_POOL: u64 = 32 * 1024 * 1024;
 /// Deepest inbound queue a stream can need within its window.
 pub(crate) const QUEUE_LIMIT: usize = (MAX_WINDOW / MIN_COST) as usize + 16;
 
 /// The cost of one data message of `len` bytes.
-pub(crate) fn cost(len: usize) -> u64 {
+pub fn cost(len: usize) -> u64 {
     (len as u64).max(MIN_COST)
 }
 
 /// The grant message for a new limit.
-pub(crate) fn grant_text(limit: u64) -> String {
+pub fn grant_text(limit: u64) -> String {
     format!("w {limit}")
 }
 
 /// Parses a grant message; `None` for anything else.
-pub(crate) fn parse_grant(text: &[u8]) -> Option<u64> {
+pub fn parse_grant(text: &[u8]) -> Option<u64> {
     let s = std::str::from_utf8(text).ok()?;
     let digits = s.strip_prefix("w ")?;
     if digits.is_empty() || digits.len() > 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -58,7 +58,7 @@ pub(crate) fn parse_grant(text: &[u8]) -> Option<u64> {
 
 /// Growth handed out to the streams of one connection (beyond their initial windows).
 #[derive(Debug)]
-pub(crate) struct Pool {
+pub struct Pool {
     used: AtomicU64,
     /// At most this much growth in all; `PEER_WINDOW_POOL` unless the session shares it
     /// out among several connections (lanes).
@@ -75,7 +75,7 @@ impl Default for Pool {
 }
 
 impl Pool {
-    pub(crate) fn set_limit(&self, limit: u64) {
+    pub fn set_limit(&self, limit: u64) {
         self.limit.store(limit, Ordering::Release);
     }
 
@@ -95,7 +95,7 @@ impl Pool {
 
 /// One stream's flow-control state, shared by the application's `Stream` and the pumps.
 #[derive(Debug)]
-pub(crate) struct Flow {
+pub struct Flow {
     pool: Arc<Pool>,
     // Receiving direction.
     /// Cost of the messages the application has taken.
@@ -123,7 +123,7 @@ pub(crate) struct Flow {
 
 /// What the receiving pump makes of one data message.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Admit {
+pub enum Admit {
     Ok,
     /// The peer sent beyond its credit: reset the stream.
     Overrun {
@@ -133,7 +133,7 @@ pub(crate) enum Admit {
 }
 
 impl Flow {
-    pub(crate) fn new(pool: Arc<Pool>) -> Arc<Flow> {
+    pub fn new(pool: Arc<Pool>) -> Arc<Flow> {
         Arc::new(Flow {
             pool,
             consumed: AtomicU64::new(0),
@@ -149,7 +149,7 @@ impl Flow {
     }
 
     /// Receiving pump: a data message of `len` bytes arrived.
-    pub(crate) fn admit(&self, len: usize) -> Admit {
+    pub fn admit(&self, len: usize) -> Admit {
         let received = self.received.fetch_add(cost(len), Ordering::AcqRel) + cost(len);
         let granted = self.granted.load(Ordering::Acquire);
         if received > granted {
@@ -160,7 +160,7 @@ impl Flow {
     }
 
     /// Application: it took a message of `len` bytes off the queue.
-    pub(crate) fn consumed(&self, len: usize) {
+    pub fn consumed(&self, len: usize) {
         let consumed = self.consumed.fetch_add(cost(len), Ordering::AcqRel) + cost(len);
         let window = self.window.load(Ordering::Acquire);
         let granted = self.granted.load(Ordering::Acquire);
@@ -172,7 +172,7 @@ impl Flow {
 
     /// Writer pump: the next limit to grant, if one is due. Grows the window while the
     /// reader keeps up (less than a quarter of the window waiting unread).
-    pub(crate) fn next_grant(&self) -> Option<u64> {
+    pub fn next_grant(&self) -> Option<u64> {
         let consumed = self.consumed.load(Ordering::Acquire);
         let received = self.received.load(Ordering::Acquire);
         let mut window = self.window.load(Ordering::Acquire);
@@ -199,13 +199,13 @@ impl Flow {
 
     /// Grow the window to `max` (at most `MAX_WINDOW`, as far as the pool allows) at the
     /// next grant, whether the reader keeps up or not; and make that grant due now.
-    pub(crate) fn set_eager(&self, max: u64) {
+    pub fn set_eager(&self, max: u64) {
         self.eager.store(max.min(MAX_WINDOW), Ordering::Release);
         self.grant_due.notify_one();
     }
 
     /// Receiving pump: the peer granted `limit`.
-    pub(crate) fn on_grant(&self, limit: u64) {
+    pub fn on_grant(&self, limit: u64) {
         if self.peer_limit.fetch_max(limit, Ordering::AcqRel) < limit {
             self.credit.notify_one();
         }
@@ -215,7 +215,7 @@ impl Flow {
     /// peer's limit leaves room for); 0 when not even a minimal message fits. Sending what
     /// fits, rather than waiting for room for the whole message, matters: the receiver
     /// grants again only after reading an eighth of its window.
-    pub(crate) fn room(&self, len: usize) -> usize {
+    pub fn room(&self, len: usize) -> usize {
         let avail = self
             .peer_limit
             .load(Ordering::Acquire)
@@ -230,7 +230,7 @@ impl Flow {
     }
 
     /// Writer pump: a message of `len` bytes was sent.
-    pub(crate) fn on_sent(&self, len: usize) {
+    pub fn on_sent(&self, len: usize) {
         self.sent.fetch_add(cost(len), Ordering::AcqRel);
     }
 }

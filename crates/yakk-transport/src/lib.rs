@@ -97,6 +97,14 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 pub use peer::Peer;
+
+/// Stream flow control (`flow.rs`), for the fuzz target in `fuzz/` (not a stable API).
+#[doc(hidden)]
+pub mod flow_control {
+    pub use crate::flow::{
+        Admit, Flow, INITIAL_WINDOW, MAX_WINDOW, MIN_COST, Pool, cost, grant_text, parse_grant,
+    };
+}
 pub use stream::Stream;
 
 /// How a [`Peer`] connects and how its streams cut data into messages.
