@@ -512,11 +512,65 @@ const MAX_HANDSHAKES: usize = 8;
 
 /// A joiner whose handshake runs.
 struct Pending {
-    tx: mpsc::Sender<Envelope>,
+    inbox: Inbox,
     since: tokio::time::Instant,
     /// Past key confirmation (admitted): never replaced.
     confirmed: Arc<AtomicBool>,
 }
+/// What one joiner's messages may hold of the owner's memory while its handshake has not taken
+/// them yet. An honest joiner sends a burst when it makes its lanes (32 lanes: 31 offers and
+/// their candidates, some 100 KB) while the handshake is busy building peer connections; a
+/// joiner that sends more is flooding, and is dropped.
+const JOINER_BACKLOG: usize = 1 << 20;
+
+/// The way from the owner's router to one joiner's handshake. Nothing is dropped on the way:
+/// a lost sealed message breaks the counter sequence of every later one (docs/yakk2.md), so
+/// the router queues what the handshake has not taken yet, up to [`JOINER_BACKLOG`] bytes.
+struct Inbox {
+    tx: mpsc::UnboundedSender<Envelope>,
+    backlog: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// The bytes an envelope holds while queued (its fields and their bookkeeping).
+fn queued_size(env: &Envelope) -> usize {
+    env.msg_type.len() + env.payload.len() + 64
+}
+
+impl Inbox {
+    /// An inbox and the handshake's end of it.
+    fn new() -> (Inbox, mpsc::Receiver<Envelope>) {
+        let (utx, mut urx) = mpsc::unbounded_channel::<Envelope>();
+        let (tx, rx) = mpsc::channel(64);
+        let backlog = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let taken = backlog.clone();
+        tokio::spawn(async move {
+            while let Some(env) = urx.recv().await {
+                let n = queued_size(&env);
+                if tx.send(env).await.is_err() {
+                    break;
+                }
+                taken.fetch_sub(n, Ordering::AcqRel);
+            }
+        });
+        (Inbox { tx: utx, backlog }, rx)
+    }
+
+    /// Queues `env` for the handshake; false if the joiner has more than [`JOINER_BACKLOG`]
+    /// waiting. Once the handshake ended, its messages are ignored.
+    fn push(&self, env: Envelope) -> bool {
+        if self.tx.is_closed() {
+            return true;
+        }
+        let n = queued_size(&env);
+        if self.backlog.fetch_add(n, Ordering::AcqRel) + n > JOINER_BACKLOG {
+            self.backlog.fetch_sub(n, Ordering::AcqRel);
+            return false;
+        }
+        let _ = self.tx.send(env);
+        true
+    }
+}
+
 /// Joiners whose handshake ended, remembered so that their late messages (the reference repeats
 /// `YAKKMSG_REQUESTOFFER`) do not start another one; bounded, as a lying server can invent ids.
 const FINISHED_MEMORY: usize = 1024;
@@ -623,8 +677,18 @@ async fn route(
             continue;
         }
         if let Some(p) = joiners.get(&sender) {
-            // A finished handshake drops its receiver; later messages are ignored.
-            let _ = p.tx.try_send(env);
+            if !p.inbox.push(env) {
+                tracing::warn!(
+                    joiner = sender,
+                    "a joiner sent more than {JOINER_BACKLOG} bytes its handshake had not taken: dropping it"
+                );
+                // Its handshake sees its messages end; the rest of the flood is ignored.
+                joiners.remove(&sender);
+                if finished.len() >= FINISHED_MEMORY {
+                    finished.pop_front();
+                }
+                finished.push_back(sender);
+            }
             continue;
         }
         if finished.contains(&sender) || !opens_handshake(&env.msg_type) {
@@ -653,7 +717,7 @@ async fn route(
             let _ = m.outgoing.try_send(busy);
             continue;
         }
-        let (tx, rx) = mpsc::channel(64);
+        let (inbox, rx) = Inbox::new();
         let mut p = params(&cfg, &m, Role::Owner, sender);
         let in_use = held.load(std::sync::atomic::Ordering::Relaxed);
         p.lanes_cap = cfg.owner_lane_budget.saturating_sub(in_use).max(1);
@@ -692,11 +756,11 @@ async fn route(
             let _ = events.send(ev).await;
             let _ = done.send((sender, burned)).await;
         });
-        let _ = tx.try_send(env);
+        inbox.push(env);
         joiners.insert(
             sender,
             Pending {
-                tx,
+                inbox,
                 since: tokio::time::Instant::now(),
                 confirmed,
             },
@@ -732,6 +796,48 @@ impl From<HandshakeError> for SessionError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The router queues a joiner's messages while its handshake is busy, in order and none
+    /// lost, up to `JOINER_BACKLOG` bytes; past that it says so, and once the handshake took
+    /// them there is room again.
+    #[tokio::test]
+    async fn an_inbox_keeps_every_message_up_to_its_budget() {
+        let (inbox, mut rx) = Inbox::new();
+        let big = "x".repeat(100_000);
+        let env = |i: i64| Envelope::new("T", big.clone(), i, 0);
+        let fits = JOINER_BACKLOG / queued_size(&env(0));
+        // More than the handshake's own queue (64) holds, none taken yet.
+        for i in 0..fits as i64 {
+            assert!(inbox.push(env(i)), "message {i} of {fits} refused");
+        }
+        assert!(
+            !inbox.push(env(-1)),
+            "past the budget, the joiner is a flood"
+        );
+        for i in 0..fits as i64 {
+            let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("in time")
+                .expect("a message");
+            assert_eq!(got.sender, i, "in order, none lost");
+        }
+        // Taken: the budget is free again (the forwarder counts down as it hands over).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while inbox.backlog.load(Ordering::Acquire) > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the backlog never shrank"
+            );
+            tokio::task::yield_now().await;
+        }
+        assert!(inbox.push(env(99)));
+        // A handshake that ended: its messages are ignored, not counted.
+        drop(rx);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for _ in 0..100 {
+            assert!(inbox.push(env(0)));
+        }
+    }
 
     fn server(url: &str) -> IceServer {
         IceServer {

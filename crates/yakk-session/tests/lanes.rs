@@ -76,8 +76,10 @@ async fn next_joiner(owner: &mut Owner, cfg: SessionConfig) -> (Connection, Conn
     let (joined, ev) = tokio::join!(yakk_session::join(cfg, &room), async {
         tokio::time::timeout(Duration::from_secs(30), owner.next()).await
     });
-    let Ok(Some(OwnerEvent::Connected(o))) = ev else {
-        panic!("the owner did not connect");
+    let o = match ev {
+        Ok(Some(OwnerEvent::Connected(o))) => o,
+        Ok(Some(OwnerEvent::Failed { error, .. })) => panic!("the owner failed: {error}"),
+        _ => panic!("the owner did not connect"),
     };
     (*o, joined.expect("the joiner connects"))
 }
@@ -271,4 +273,26 @@ async fn an_owner_shares_its_lane_budget_among_joiners() {
     let s = j3.open_stream("third").await.unwrap();
     assert!(round_trip(s, &data).await.unwrap() == data);
     drop((o2, j2));
+}
+
+/// A joiner's signalling arrives at the owner in bursts (its path to the server holds every
+/// chunk back 250 ms, so the server reads many messages at once): the owner takes the 31 extra
+/// lanes' offers and candidates in one go, while it is busy building each lane's peer
+/// connection. None of them may be lost (a lost sealed message breaks the counter sequence
+/// and reads as tampering).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_of_lane_offers_is_taken_whole() {
+    let server = signal_server().await;
+    let joiner_signal = delaying_proxy(server, Duration::from_millis(250)).await;
+    // Eight host candidates per lane: 31 offers and about 250 candidates in the burst.
+    let ips: Vec<IpAddr> = (1..=8)
+        .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, i)))
+        .collect();
+    let mut oc = config(&server.to_string(), 1);
+    oc.ice_ips = ips.clone();
+    let mut jc = config(&joiner_signal, 32);
+    jc.ice_ips = ips;
+    let mut owner = Owner::create(oc).await.unwrap();
+    let (owner, joiner) = next_joiner(&mut owner, jc).await;
+    assert_eq!((owner.lanes(), joiner.lanes()), (32, 32), "every lane up");
 }
