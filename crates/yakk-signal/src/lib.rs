@@ -46,6 +46,7 @@ pub mod metrics;
 pub mod ratelimit;
 pub mod redis_store;
 pub mod registry;
+pub mod relay;
 mod server;
 pub mod store;
 pub mod stun;
