@@ -673,6 +673,70 @@ mod tests {
     }
 
     #[test]
+    fn embedded_relay_flags() {
+        // Not configured: no relay.
+        assert!(Config::from_args(&parse(&[]).unwrap()).unwrap().relay.is_none());
+        // The listen address is the relay address by default.
+        let c = Config::from_args(&parse(&["--turn-listen", "10.0.0.5:3478"]).unwrap()).unwrap();
+        let r = c.relay.expect("relay");
+        assert_eq!(r.relay_ip, "10.0.0.5".parse::<IpAddr>().unwrap());
+        assert_eq!(r.ports, (49152, 65535));
+        assert_eq!((r.max_allocations, r.max_allocations_per_user), (200, 64));
+        assert_eq!(r.max_rate, 0);
+        assert!(r.tcp);
+        // No --turn-secret: a random one, different each time, never printed.
+        assert!(r.secret.len() >= 24);
+        let again = Config::from_args(&parse(&["--turn-listen", "10.0.0.5:3478"]).unwrap())
+            .unwrap()
+            .relay
+            .unwrap();
+        assert_ne!(r.secret, again.secret);
+        assert!(!format!("{again:?}").contains(&again.secret));
+        // 0.0.0.0 needs the public address.
+        assert!(matches!(
+            Config::from_args(&parse(&["--turn-listen", "0.0.0.0:3478"]).unwrap()),
+            Err(ConfigError::RelayIpUnspecified(_))
+        ));
+        let args = parse(&[
+            "--turn-listen",
+            "0.0.0.0:3478",
+            "--turn-relay-ip",
+            "203.0.113.7",
+            "--turn-ports",
+            "49160-49200",
+            "--turn-secret",
+            "s3cret",
+            "--turn-max-allocations",
+            "10",
+            "--turn-max-allocations-per-user",
+            "4",
+            "--turn-max-rate",
+            "1000000",
+        ])
+        .unwrap();
+        // A secret alone (no --turn) is the relay's: not an error.
+        let c = Config::from_args(&args).unwrap();
+        let r = c.relay.clone().unwrap();
+        assert_eq!(r.relay_ip, "203.0.113.7".parse::<IpAddr>().unwrap());
+        assert_eq!(r.ports, (49160, 49200));
+        assert_eq!(r.secret, "s3cret");
+        assert_eq!((r.max_allocations, r.max_allocations_per_user), (10, 4));
+        assert_eq!(r.max_rate, 1_000_000);
+        assert!(matches!(c.ice.turn_auth, TurnAuth::None));
+        assert!(!format!("{args:?}{c:?}").contains("s3cret"));
+        for bad in ["49200-49160", "0-10", "5000", "a-b"] {
+            assert!(parse(&["--turn-ports", bad]).is_err(), "{bad}");
+        }
+        assert!(parse(&["--turn-relay-ip", "1.2.3.4"]).is_err());
+        assert!(matches!(
+            Config::from_args(
+                &parse(&["--turn-listen", "127.0.0.1:0", "--turn-max-allocations", "0"]).unwrap()
+            ),
+            Err(ConfigError::Zero(_))
+        ));
+    }
+
+    #[test]
     fn bad_tls_files_are_typed_errors() {
         let err = tls_config_from_files(
             Path::new("/nonexistent/c.pem"),
