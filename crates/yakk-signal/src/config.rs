@@ -225,7 +225,7 @@ pub struct SignalArgs {
     /// Most live allocations for one set of credentials (one side of a room: its lanes, and
     /// an owner's joiners).
     #[arg(long, value_name = "N", default_value_t = 64)]
-    pub turn_max_allocations_per_user: usize,
+    pub turn_max_per_user: usize,
 
     /// Bytes per second each allocation may relay each way; more is dropped (0: no limit).
     #[arg(long, value_name = "BYTES", default_value_t = 0)]
@@ -294,8 +294,8 @@ impl fmt::Debug for SignalArgs {
             .field("turn_ports", &self.turn_ports)
             .field("turn_max_allocations", &self.turn_max_allocations)
             .field(
-                "turn_max_allocations_per_user",
-                &self.turn_max_allocations_per_user,
+                "turn_max_per_user",
+                &self.turn_max_per_user,
             )
             .field("turn_max_rate", &self.turn_max_rate)
             .field("tls_cert", &self.tls_cert)
@@ -458,8 +458,8 @@ impl Config {
                 for (name, v) in [
                     ("--turn-max-allocations", args.turn_max_allocations),
                     (
-                        "--turn-max-allocations-per-user",
-                        args.turn_max_allocations_per_user,
+                        "--turn-max-per-user",
+                        args.turn_max_per_user,
                     ),
                 ] {
                     if v == 0 {
@@ -473,7 +473,7 @@ impl Config {
                     secret: args.turn_secret.clone().unwrap_or_else(random_secret),
                     tcp: true,
                     max_allocations: args.turn_max_allocations,
-                    max_allocations_per_user: args.turn_max_allocations_per_user,
+                    max_allocations_per_user: args.turn_max_per_user,
                     max_rate: args.turn_max_rate,
                     credential_ttl: args.turn_ttl,
                 })
@@ -708,7 +708,7 @@ mod tests {
             "s3cret",
             "--turn-max-allocations",
             "10",
-            "--turn-max-allocations-per-user",
+            "--turn-max-per-user",
             "4",
             "--turn-max-rate",
             "1000000",
