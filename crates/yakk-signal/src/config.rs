@@ -231,6 +231,11 @@ pub struct SignalArgs {
     #[arg(long, value_name = "BYTES", default_value_t = 0)]
     pub turn_max_rate: u64,
 
+    /// Let the relay reach loopback and private addresses too (a rendezvous on a LAN); by
+    /// default it relays only to Internet addresses.
+    #[arg(long, requires = "turn_listen")]
+    pub turn_allow_private_peers: bool,
+
     /// PEM certificate chain: serve HTTPS and wss:// instead of plain HTTP (with --tls-key).
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -298,6 +303,7 @@ impl fmt::Debug for SignalArgs {
                 &self.turn_max_per_user,
             )
             .field("turn_max_rate", &self.turn_max_rate)
+            .field("turn_allow_private_peers", &self.turn_allow_private_peers)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
             .field(
@@ -476,6 +482,7 @@ impl Config {
                     max_allocations_per_user: args.turn_max_per_user,
                     max_rate: args.turn_max_rate,
                     credential_ttl: args.turn_ttl,
+                    allow_private_peers: args.turn_allow_private_peers,
                 })
             }
         };
@@ -684,6 +691,7 @@ mod tests {
         assert_eq!((r.max_allocations, r.max_allocations_per_user), (200, 64));
         assert_eq!(r.max_rate, 0);
         assert!(r.tcp);
+        assert!(!r.allow_private_peers);
         // No --turn-secret: a random one, different each time, never printed.
         assert!(r.secret.len() >= 24);
         let again = Config::from_args(&parse(&["--turn-listen", "10.0.0.5:3478"]).unwrap())

@@ -36,13 +36,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use medea_turn::attr::{
-    Attribute, Data, ErrorCode, Lifetime, MessageIntegrity, Realm, Username,
+    Attribute, Data, ErrorCode, Lifetime, MessageIntegrity, Realm, Username, XorPeerAddress,
 };
 use medea_turn::transport::{self, Request, TcpServer, Transport};
 use secrecy::SecretString;
 use stun_codec::rfc5389::errors::Unauthorized;
 use stun_codec::rfc5389::methods::BINDING;
-use stun_codec::rfc5766::errors::AllocationQuotaReached;
+use stun_codec::rfc5766::errors::{AllocationQuotaReached, Forbidden};
 use stun_codec::rfc5766::methods::{ALLOCATE, DATA, REFRESH, SEND};
 use stun_codec::{Message, MessageClass};
 use tokio::net::{TcpListener, UdpSocket};
@@ -82,6 +82,10 @@ pub struct RelayConfig {
     pub max_rate: u64,
     /// How long the credentials handed to room members can start an allocation.
     pub credential_ttl: Duration,
+    /// Relay to loopback, private, link-local and other non-global peer addresses too (a
+    /// relay on a LAN, tests). Off, such peers get 403 (Forbidden): the relay cannot be used
+    /// to reach the host itself or the network behind it.
+    pub allow_private_peers: bool,
 }
 
 impl fmt::Debug for RelayConfig {
@@ -96,6 +100,7 @@ impl fmt::Debug for RelayConfig {
             .field("max_allocations_per_user", &self.max_allocations_per_user)
             .field("max_rate", &self.max_rate)
             .field("credential_ttl", &self.credential_ttl)
+            .field("allow_private_peers", &self.allow_private_peers)
             .finish()
     }
 }
@@ -113,15 +118,18 @@ pub enum Refusal {
     RateLimited,
     /// Relayed bytes over an allocation's bandwidth.
     Bandwidth,
+    /// A peer address the relay does not relay to (loopback, private…).
+    ForbiddenPeer,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 5] = [
+    const ALL: [Refusal; 6] = [
         Refusal::Auth,
         Refusal::Expired,
         Refusal::Quota,
         Refusal::RateLimited,
         Refusal::Bandwidth,
+        Refusal::ForbiddenPeer,
     ];
 
     fn label(self) -> &'static str {
@@ -131,6 +139,7 @@ impl Refusal {
             Refusal::Quota => "quota",
             Refusal::RateLimited => "rate_limited",
             Refusal::Bandwidth => "bandwidth",
+            Refusal::ForbiddenPeer => "forbidden_peer",
         }
     }
 }
@@ -221,6 +230,7 @@ struct State {
 /// What the wrappers of both transports share: configuration, allocation book-keeping, metrics.
 pub struct Gate {
     secret: String,
+    allow_private_peers: bool,
     max_allocations: usize,
     max_per_user: usize,
     max_rate: u64,
@@ -233,6 +243,7 @@ impl Gate {
         let now = Instant::now();
         Gate {
             secret: config.secret.clone(),
+            allow_private_peers: config.allow_private_peers,
             max_allocations: config.max_allocations,
             max_per_user: config.max_allocations_per_user,
             max_rate: config.max_rate,
@@ -268,6 +279,11 @@ impl Gate {
         let expiry = username.split_once(':').map_or(username, |(e, _)| e);
         let expiry: u64 = expiry.parse().ok()?;
         Some((rest_password(&self.secret, username), expiry))
+    }
+
+    /// May the relay send to `peer`?
+    fn peer_allowed(&self, peer: SocketAddr) -> bool {
+        self.allow_private_peers || is_global(peer.ip())
     }
 
     /// May a request without credentials from `from` reach the crate (it costs a nonce)?
@@ -387,6 +403,38 @@ fn rest_password(secret: &str, username: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
 
+/// Whether `ip` is an address on the Internet: not unspecified, loopback, private (RFC 1918,
+/// unique local), shared (RFC 6598), link-local, multicast, broadcast or documentation.
+pub fn is_global(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            !(v4.is_unspecified()
+                || v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || o[0] == 0
+                || (o[0] == 100 && (o[1] & 0xc0) == 64)
+                || o[0] >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_global(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            !(v6.is_unspecified()
+                || v6.is_loopback()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+                || (s[0] == 0x2001 && s[1] == 0x0db8))
+        }
+    }
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -485,6 +533,11 @@ impl Guarded {
         {
             return Verdict::Refuse(Unauthorized.into(), Refusal::Auth);
         }
+        if let Some(peer) = msg.get_attribute::<XorPeerAddress>()
+            && !self.gate.peer_allowed(peer.address())
+        {
+            return Verdict::Refuse(Forbidden.into(), Refusal::ForbiddenPeer);
+        }
         if method == ALLOCATE {
             if expiry <= unix_now() {
                 return Verdict::Refuse(Unauthorized.into(), Refusal::Expired);
@@ -527,6 +580,12 @@ impl Transport for Guarded {
                 }
                 Request::Message(msg) => {
                     if msg.method() == SEND && msg.class() == MessageClass::Indication {
+                        if let Some(peer) = msg.get_attribute::<XorPeerAddress>()
+                            && !self.gate.peer_allowed(peer.address())
+                        {
+                            self.gate.metrics.refuse(Refusal::ForbiddenPeer);
+                            continue;
+                        }
                         let n = msg.get_attribute::<Data>().map_or(0, |d| d.data().len());
                         if self.udp.is_some() && !self.gate.relayed((self.proto, from), n, false) {
                             continue;
@@ -761,6 +820,7 @@ mod tests {
             max_allocations_per_user: 1,
             max_rate: 0,
             credential_ttl: Duration::from_secs(600),
+            allow_private_peers: false,
         })
     }
 
@@ -798,6 +858,33 @@ mod tests {
         g.allocated((17, c), None);
         assert_eq!(g.live_allocations(), 1);
         assert_eq!(g.metrics().allocations_total(), 2);
+    }
+
+    #[test]
+    fn only_global_peers_by_default() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.1.1",
+            "100.64.0.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(!is_global(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["203.0.114.1", "8.8.8.8", "2a00:1450::1", "::ffff:8.8.8.8"] {
+            assert!(is_global(ip.parse().unwrap()), "{ip}");
+        }
+        let g = gate();
+        assert!(!g.peer_allowed("127.0.0.1:9".parse().unwrap()));
+        assert!(g.peer_allowed("8.8.8.8:9".parse().unwrap()));
     }
 
     #[test]

@@ -35,6 +35,8 @@ fn relay_config(max_allocations: usize, per_user: usize) -> RelayConfig {
         max_allocations_per_user: per_user,
         max_rate: 0,
         credential_ttl: Duration::from_secs(600),
+        // The peers here are on 127.0.0.1.
+        allow_private_peers: true,
     }
 }
 
@@ -449,6 +451,50 @@ async fn allocations_beyond_the_quotas_are_refused() {
         .expect("a response");
     assert_eq!(r.class(), MessageClass::SuccessResponse, "{r:?}");
     assert_eq!(gate.live_allocations(), 3);
+    server.shutdown().await;
+}
+
+/// By default the relay relays to Internet addresses only: a permission, a channel or a Send
+/// indication for a loopback or private peer gets 403 (or is dropped), and nothing reaches it.
+#[tokio::test]
+async fn loopback_and_private_peers_are_forbidden_by_default() {
+    let server = start(Config {
+        relay: Some(RelayConfig {
+            allow_private_peers: false,
+            ..relay_config(200, 64)
+        }),
+        ..Config::default()
+    })
+    .await;
+    let relay = server.relay_addr().unwrap();
+    let (_, username, password) = room_credentials(&server).await;
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+    let mut c = Client::new(relay, &username, &password).await;
+    c.allocate_ok().await;
+    let private: SocketAddr = "192.168.1.10:5000".parse().unwrap();
+    for target in [peer_addr, private] {
+        let r = c
+            .transact(c.request(CREATE_PERMISSION, vec![XorPeerAddress::new(target).into()]))
+            .await
+            .expect("a response");
+        assert_eq!(error_code(&r), Some(403), "permission for {target}: {r:?}");
+        let r = c
+            .transact(c.request(
+                CHANNEL_BIND,
+                vec![
+                    ChannelNumber::new(0x4002).unwrap().into(),
+                    XorPeerAddress::new(target).into(),
+                ],
+            ))
+            .await
+            .expect("a response");
+        assert_eq!(error_code(&r), Some(403), "channel to {target}: {r:?}");
+    }
+    c.send_indication(peer_addr, b"to the host itself").await;
+    assert!(peer_recv(&peer, Duration::from_millis(400)).await.is_none());
+    let m = server.relay_gate().unwrap();
+    assert_eq!(m.metrics().refused(Refusal::ForbiddenPeer), 5);
     server.shutdown().await;
 }
 

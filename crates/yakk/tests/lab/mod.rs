@@ -557,6 +557,8 @@ impl Lab {
                 &turn_listen,
                 "--turn-ports",
                 EMBEDDED_RELAY_PORTS,
+                // The lab's "public" addresses are 10.200.0.0/16.
+                "--turn-allow-private-peers",
             ],
             &[],
         )?;
