@@ -298,10 +298,7 @@ impl fmt::Debug for SignalArgs {
             .field("turn_relay_ip", &self.turn_relay_ip)
             .field("turn_ports", &self.turn_ports)
             .field("turn_max_allocations", &self.turn_max_allocations)
-            .field(
-                "turn_max_per_user",
-                &self.turn_max_per_user,
-            )
+            .field("turn_max_per_user", &self.turn_max_per_user)
             .field("turn_max_rate", &self.turn_max_rate)
             .field("turn_allow_private_peers", &self.turn_allow_private_peers)
             .field("tls_cert", &self.tls_cert)
@@ -447,7 +444,8 @@ impl Config {
             _ => TurnAuth::None,
         };
         // A secret alone is the embedded relay's; other credentials are for --turn servers.
-        let secret_for_relay = args.turn_listen.is_some() && matches!(turn_auth, TurnAuth::Secret { .. });
+        let secret_for_relay =
+            args.turn_listen.is_some() && matches!(turn_auth, TurnAuth::Secret { .. });
         if !matches!(turn_auth, TurnAuth::None) && args.turn.is_empty() && !secret_for_relay {
             return Err(ConfigError::TurnCredentialsWithoutServer);
         }
@@ -463,10 +461,7 @@ impl Config {
                 };
                 for (name, v) in [
                     ("--turn-max-allocations", args.turn_max_allocations),
-                    (
-                        "--turn-max-per-user",
-                        args.turn_max_per_user,
-                    ),
+                    ("--turn-max-per-user", args.turn_max_per_user),
                 ] {
                     if v == 0 {
                         return Err(ConfigError::Zero(name));
@@ -682,7 +677,12 @@ mod tests {
     #[test]
     fn embedded_relay_flags() {
         // Not configured: no relay.
-        assert!(Config::from_args(&parse(&[]).unwrap()).unwrap().relay.is_none());
+        assert!(
+            Config::from_args(&parse(&[]).unwrap())
+                .unwrap()
+                .relay
+                .is_none()
+        );
         // The listen address is the relay address by default.
         let c = Config::from_args(&parse(&["--turn-listen", "10.0.0.5:3478"]).unwrap()).unwrap();
         let r = c.relay.expect("relay");
@@ -738,7 +738,13 @@ mod tests {
         assert!(parse(&["--turn-relay-ip", "1.2.3.4"]).is_err());
         assert!(matches!(
             Config::from_args(
-                &parse(&["--turn-listen", "127.0.0.1:0", "--turn-max-allocations", "0"]).unwrap()
+                &parse(&[
+                    "--turn-listen",
+                    "127.0.0.1:0",
+                    "--turn-max-allocations",
+                    "0"
+                ])
+                .unwrap()
             ),
             Err(ConfigError::Zero(_))
         ));

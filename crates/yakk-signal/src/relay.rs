@@ -290,7 +290,9 @@ impl Gate {
     fn allow_challenge(&self, from: SocketAddr) -> bool {
         let now = Instant::now();
         let mut s = self.state();
-        let dt = now.saturating_duration_since(s.global_updated).as_secs_f64();
+        let dt = now
+            .saturating_duration_since(s.global_updated)
+            .as_secs_f64();
         s.global_tokens = (s.global_tokens + dt * CHALLENGES_PER_SECOND).min(CHALLENGE_BURST);
         s.global_updated = now;
         if s.global_tokens < 1.0 || !s.per_client.allow(ClientKey::from(from.ip()), now) {
@@ -606,7 +608,11 @@ impl Transport for Guarded {
         }
     }
 
-    async fn send_to(&self, data: Cow<'_, [u8]>, target: SocketAddr) -> Result<(), transport::Error> {
+    async fn send_to(
+        &self,
+        data: Cow<'_, [u8]>,
+        target: SocketAddr,
+    ) -> Result<(), transport::Error> {
         // What the crate sends through here is ChannelData from a peer (its STUN messages go
         // through `send_msg_to`).
         if data.len() >= 4 && (0x40..=0x7f).contains(&data[0]) {

@@ -31,12 +31,12 @@ use crate::config::Config;
 use crate::conn::{self, Intent, MailboxHandle};
 use crate::ice::RelayIce;
 use crate::metrics::{Metrics, Rejection};
-use crate::relay::{self, EmbeddedRelay};
 use crate::ratelimit::{ClientKey, ConnectionLimit, RateLimiter};
 use crate::redis_store::{RedisConfig, RedisStore, RedisStoreError};
 use crate::registry::{
     CreateError, CreateOptions, EvictReason, JoinError, MailboxId, Registry, RoomRef,
 };
+use crate::relay::{self, EmbeddedRelay};
 use crate::store::{Created, LocalStore, Relayed, RoomStore};
 
 /// Room names longer than this cannot exist; a join for one is answered "No such room".
@@ -234,10 +234,7 @@ impl ServerHandle {
 }
 
 /// Starts serving on `listener` in the background.
-pub async fn spawn(
-    mut config: Config,
-    listener: TcpListener,
-) -> Result<ServerHandle, ServerError> {
+pub async fn spawn(mut config: Config, listener: TcpListener) -> Result<ServerHandle, ServerError> {
     let local_addr = listener.local_addr().map_err(ServerError::LocalAddr)?;
     let relay = match &config.relay {
         None => None,

@@ -16,7 +16,9 @@ use medea_turn::attr::{
     Attribute, ChannelNumber, Data, ErrorCode, Lifetime, MessageIntegrity, Nonce, Realm,
     RequestedTransport, Username, XorPeerAddress, XorRelayAddress,
 };
-use stun_codec::rfc5766::methods::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, DATA, REFRESH, SEND};
+use stun_codec::rfc5766::methods::{
+    ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, DATA, REFRESH, SEND,
+};
 use stun_codec::{Message, MessageClass, MessageDecoder, MessageEncoder, Method, TransactionId};
 use tokio::net::UdpSocket;
 use yakk_signal::relay::{Refusal, RelayConfig};
@@ -162,13 +164,9 @@ impl Client {
             msg.add_attribute(username.clone());
             msg.add_attribute(realm.clone());
             msg.add_attribute(nonce.clone());
-            let mi = MessageIntegrity::new_long_term_credential(
-                &msg,
-                &username,
-                realm,
-                &self.password,
-            )
-            .unwrap();
+            let mi =
+                MessageIntegrity::new_long_term_credential(&msg, &username, realm, &self.password)
+                    .unwrap();
             msg.add_attribute(mi);
         }
         msg
@@ -336,7 +334,8 @@ async fn room_credentials_allocate_and_relay_both_ways() {
     );
 
     // Deleting the allocation (Refresh, lifetime 0) frees its place.
-    c.expect_ok(REFRESH, vec![Lifetime::from_u32(0).into()]).await;
+    c.expect_ok(REFRESH, vec![Lifetime::from_u32(0).into()])
+        .await;
     assert_eq!(
         metric(&server.metrics_text(), "yakk_signal_turn_allocations "),
         0
@@ -576,10 +575,15 @@ async fn a_flood_leaves_the_relay_responsive_and_bounded() {
     .await;
     good.send_indication(peer_addr, b"still here").await;
     // Only the good client's datagram reaches the peer.
-    let (got, from) = peer_recv(&peer, WAIT).await.expect("relayed after the flood");
+    let (got, from) = peer_recv(&peer, WAIT)
+        .await
+        .expect("relayed after the flood");
     assert_eq!((got.as_slice(), from), (&b"still here"[..], relayed));
     let setup = t.elapsed();
-    assert!(setup < Duration::from_secs(5), "took {setup:?} after the flood");
+    assert!(
+        setup < Duration::from_secs(5),
+        "took {setup:?} after the flood"
+    );
     assert!(peer_recv(&peer, Duration::from_millis(300)).await.is_none());
 
     let after = rss_kib();

@@ -574,7 +574,9 @@ async fn symmetric_pairing_through_the_embedded_relay() {
         to_clients + from_clients >= 2 * EMBEDDED_BULK as u64,
         "relayed {to_clients} bytes to clients and {from_clients} from them\n{metrics}"
     );
-    eprintln!("lab: the embedded relay relayed {to_clients} bytes to clients, {from_clients} from them");
+    eprintln!(
+        "lab: the embedded relay relayed {to_clients} bytes to clients, {from_clients} from them"
+    );
     let refused = metric(&metrics, "yakk_signal_turn_refused_total{reason=\"auth\"} ").unwrap_or(0);
     assert_eq!(refused, 0, "{metrics}");
 }
@@ -644,9 +646,11 @@ async fn relay_bench() {
     for (name, a, b, e) in kinds {
         let mut setups = Vec::new();
         let mut speeds = Vec::new();
-        for o in rows.iter().flatten().filter(|o| {
-            (o.owner_nat, o.joiner_nat) == (a, b) && o.extra.relay == e.relay
-        }) {
+        for o in rows
+            .iter()
+            .flatten()
+            .filter(|o| (o.owner_nat, o.joiner_nat) == (a, b) && o.extra.relay == e.relay)
+        {
             setups.push(o.setup.as_secs_f64());
             speeds.push(o.mib_per_s);
         }
