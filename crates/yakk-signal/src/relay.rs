@@ -58,6 +58,9 @@ const CHALLENGES_PER_SECOND: f64 = 100.0;
 const CHALLENGE_BURST: f64 = 400.0;
 /// Client addresses the challenge limiter tracks at most.
 const CHALLENGE_CLIENTS: usize = 10_000;
+/// SO_RCVBUF/SO_SNDBUF of the listening UDP socket (Linux caps it at net.core.rmem_max /
+/// wmem_max): every client's ChannelData arrives there, in bursts (SCTP does not pace).
+const LISTEN_BUFFER: usize = 4 << 20;
 /// An Allocate we let through and whose response we have not seen is forgotten after this.
 const PENDING_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -686,6 +689,12 @@ impl EmbeddedRelay {
     /// Binds UDP (and TCP on the same port) and starts relaying.
     pub async fn start(config: &RelayConfig) -> std::io::Result<EmbeddedRelay> {
         let udp = Arc::new(UdpSocket::bind(config.listen).await?);
+        {
+            let sock = socket2::SockRef::from(&*udp);
+            // Best effort: a smaller buffer only means more drops under bursts.
+            let _ = sock.set_recv_buffer_size(LISTEN_BUFFER);
+            let _ = sock.set_send_buffer_size(LISTEN_BUFFER);
+        }
         let udp_addr = udp.local_addr()?;
         let gate = Arc::new(Gate::new(config));
         let mut connections: Vec<Arc<dyn Transport + Send + Sync>> = vec![Arc::new(Guarded {
