@@ -611,3 +611,84 @@ async fn a_flood_leaves_the_relay_responsive_and_bounded() {
     );
     server.shutdown().await;
 }
+
+/// Shutting the server down (what SIGTERM does) stops the relay: its port and its allocations'
+/// relayed ports are released, and nothing answers there any more.
+#[tokio::test]
+async fn shutdown_stops_the_relay_and_its_allocations() {
+    let server = start_relay(200, 64).await;
+    let relay = server.relay_addr().unwrap();
+    let (_, username, password) = room_credentials(&server).await;
+    let mut c = Client::new(relay, &username, &password).await;
+    let relayed = c.allocate_ok().await;
+    server.shutdown().await;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let listen = std::net::UdpSocket::bind(relay);
+        let tcp = std::net::TcpListener::bind(relay);
+        let alloc = std::net::UdpSocket::bind(relayed);
+        if listen.is_ok() && tcp.is_ok() && alloc.is_ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still bound after shutdown: udp {:?}, tcp {:?}, relayed {:?}",
+            listen.err(),
+            tcp.err(),
+            alloc.err()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `max_rate`: an allocation relays at most that many bytes per second each way (one second of
+/// burst); the rest is dropped and counted.
+#[tokio::test]
+async fn bandwidth_per_allocation_is_capped() {
+    let server = start(Config {
+        relay: Some(RelayConfig {
+            max_rate: 2_000,
+            ..relay_config(200, 64)
+        }),
+        ..Config::default()
+    })
+    .await;
+    let relay = server.relay_addr().unwrap();
+    let (_, username, password) = room_credentials(&server).await;
+    let mut c = Client::new(relay, &username, &password).await;
+    let relayed = c.allocate_ok().await;
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+    c.expect_ok(
+        CREATE_PERMISSION,
+        vec![XorPeerAddress::new(peer_addr).into()],
+    )
+    .await;
+    // 20 × 500 bytes at once, each way: about 4 fit in the burst.
+    for _ in 0..20 {
+        c.send_indication(peer_addr, &[7u8; 500]).await;
+        peer.send_to(&[9u8; 500], relayed).await.unwrap();
+    }
+    let mut to_peer = 0;
+    while peer_recv(&peer, Duration::from_millis(300)).await.is_some() {
+        to_peer += 1;
+    }
+    let mut to_client = 0;
+    let mut buf = vec![0u8; 2048];
+    while let Ok(Ok(_)) =
+        tokio::time::timeout(Duration::from_millis(300), c.sock.recv_from(&mut buf)).await
+    {
+        to_client += 1;
+    }
+    assert!(
+        (3..=6).contains(&to_peer),
+        "{to_peer} of 20 reached the peer"
+    );
+    assert!(
+        (3..=6).contains(&to_client),
+        "{to_client} of 20 reached the client"
+    );
+    let gate = server.relay_gate().unwrap();
+    assert!(gate.metrics().refused(Refusal::Bandwidth) >= 28);
+    server.shutdown().await;
+}
