@@ -215,6 +215,8 @@ async fn run_pairing(lab: &mut Lab, a: Nat, b: Nat, extra: Extra) -> Result<Outc
     }
     let join_addr = format!("127.0.0.1:{JOIN_PORT}");
     let bytes = bulk(a, b, extra).to_string();
+    let secs = load_secs(bulk(a, b, extra));
+    let secs_arg = secs.to_string();
     let mut load = lab.spawn(
         1,
         "load",
@@ -223,9 +225,12 @@ async fn run_pairing(lab: &mut Lab, a: Nat, b: Nat, extra: Extra) -> Result<Outc
             ("YKL_HELPER", "load"),
             ("YKL_ADDR", join_addr.as_str()),
             ("YKL_BYTES", bytes.as_str()),
+            ("YKL_SECS", secs_arg.as_str()),
         ],
     )?;
-    let result = load.line("YKL-RESULT ", Duration::from_secs(90)).await?;
+    let result = load
+        .line("YKL-RESULT ", Duration::from_secs(secs + 10))
+        .await?;
     let result: Value = serde_json::from_str(&result).map_err(|e| format!("{e}: {result}"))?;
     if result["ok"] != true {
         return Err(format!("transfer failed: {result}"));
@@ -263,6 +268,12 @@ fn expected(a: Nat, b: Nat, extra: Extra) -> &'static str {
     } else {
         "direct"
     }
+}
+
+/// How long the load helper may take for `bytes` each way: 80 s, or more for a large bulk
+/// through a relay (at least 0.5 MiB/s each way: relayed paths run at 1–8 MiB/s in the lab).
+fn load_secs(bytes: usize) -> u64 {
+    80u64.max((bytes >> 20) as u64 * 2 + 10)
 }
 
 /// The table's "expected" cell: the path, and for a relayed one, which relay.
@@ -639,7 +650,7 @@ async fn relay_bench() {
             pairs.push((a, b, e));
         }
     }
-    let budget = Duration::from_secs(120 + 60 * (runs * kinds.len()) as u64);
+    let budget = Duration::from_secs(120 + 150 * (runs * kinds.len()) as u64);
     let (rows, failures) = run_pairings(&pairs, budget).await;
     eprintln!("{}", table(&rows));
     let mut summary = String::from(
@@ -844,9 +855,15 @@ fn lab_helper() {
                     .ok()
                     .and_then(|s| s.parse().ok())
                     .unwrap_or(BULK);
-                let r = tokio::time::timeout(Duration::from_secs(80), load(&addr, n))
+                let secs: u64 = std::env::var("YKL_SECS")
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(80);
+                let r = tokio::time::timeout(Duration::from_secs(secs), load(&addr, n))
                     .await
-                    .unwrap_or_else(|_| Err("the transfer did not finish within 80 s".into()));
+                    .unwrap_or_else(|_| {
+                        Err(format!("the transfer did not finish within {secs} s"))
+                    });
                 let v = match r {
                     Ok(v) => v,
                     Err(e) => json!({"ok": false, "error": e}),
