@@ -2,7 +2,7 @@
 //! programmatic configuration ([`Config`]) they turn into.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +12,17 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::ice::{IceConfig, TurnAuth};
 use crate::registry::RegistryLimits;
+use crate::relay::RelayConfig;
+
+/// A random secret for the embedded relay's credentials, when none is given: they are
+/// derived and checked in this process only.
+fn random_secret() -> String {
+    use base64::Engine as _;
+    use rand::{Rng as _, SeedableRng as _};
+    let mut bytes = [0u8; 24];
+    rand::rngs::StdRng::from_os_rng().fill(&mut bytes);
+    base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes)
+}
 
 /// Why a configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +43,10 @@ pub enum ConfigError {
     Tls(#[from] rustls::Error),
     #[error("--turn-user, --turn-password and --turn-secret need at least one --turn URL")]
     TurnCredentialsWithoutServer,
+    #[error(
+        "--turn-listen {0} does not say which address peers reach the relay at: give --turn-relay-ip PUBLIC_IP"
+    )]
+    RelayIpUnspecified(SocketAddr),
     #[error("{0} must be at least 1")]
     Zero(&'static str),
     #[error("--max-message-bytes must be between 256 and 16777216")]
@@ -45,6 +60,28 @@ pub enum ConfigError {
 
 fn parse_duration(s: &str) -> Result<Duration, humantime::DurationError> {
     humantime::parse_duration(s)
+}
+
+/// An inclusive range of ports, `LOW-HIGH`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange(pub u16, pub u16);
+
+fn parse_ports(s: &str) -> Result<PortRange, String> {
+    let (low, high) = s
+        .split_once('-')
+        .ok_or_else(|| format!("expected LOW-HIGH, e.g. 49152-65535, not {s:?}"))?;
+    let port = |p: &str| {
+        p.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|&p| p > 0)
+            .ok_or_else(|| format!("{p:?} is not a port (1-65535)"))
+    };
+    let (low, high) = (port(low)?, port(high)?);
+    if low > high {
+        return Err(format!("{low} is above {high}"));
+    }
+    Ok(PortRange(low, high))
 }
 
 /// Flags of `yakk signal`. Durations take units: `90s`, `5m`, `1h`, `24h`.
@@ -166,6 +203,39 @@ pub struct SignalArgs {
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
     pub turn_ttl: Duration,
 
+    /// Also run a TURN relay in this process, on this address, UDP and TCP (e.g.
+    /// 0.0.0.0:3478). Room members get time-limited credentials for it (from --turn-secret, or
+    /// a random secret when none is given) and its turn: URLs, beside any --turn.
+    #[arg(long, value_name = "ADDR")]
+    pub turn_listen: Option<SocketAddr>,
+
+    /// The public address of this machine, written into the relay's allocations and its
+    /// advertised URLs (default: the --turn-listen address, which then may not be 0.0.0.0).
+    #[arg(long, value_name = "IP", requires = "turn_listen")]
+    pub turn_relay_ip: Option<IpAddr>,
+
+    /// UDP ports of the relayed addresses, LOW-HIGH (open them in the firewall).
+    #[arg(long, value_name = "LOW-HIGH", default_value = "49152-65535", value_parser = parse_ports)]
+    pub turn_ports: PortRange,
+
+    /// Most live allocations on the relay; more are refused (486, Allocation Quota Reached).
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    pub turn_max_allocations: usize,
+
+    /// Most live allocations for one set of credentials (one side of a room: its lanes, and
+    /// an owner's joiners).
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub turn_max_per_user: usize,
+
+    /// Bytes per second each allocation may relay each way; more is dropped (0: no limit).
+    #[arg(long, value_name = "BYTES", default_value_t = 0)]
+    pub turn_max_rate: u64,
+
+    /// Let the relay reach loopback and private addresses too (a rendezvous on a LAN); by
+    /// default it relays only to Internet addresses.
+    #[arg(long, requires = "turn_listen")]
+    pub turn_allow_private_peers: bool,
+
     /// PEM certificate chain: serve HTTPS and wss:// instead of plain HTTP (with --tls-key).
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -224,6 +294,13 @@ impl fmt::Debug for SignalArgs {
             .field("turn_password", &redact(&self.turn_password))
             .field("turn_secret", &redact(&self.turn_secret))
             .field("turn_ttl", &self.turn_ttl)
+            .field("turn_listen", &self.turn_listen)
+            .field("turn_relay_ip", &self.turn_relay_ip)
+            .field("turn_ports", &self.turn_ports)
+            .field("turn_max_allocations", &self.turn_max_allocations)
+            .field("turn_max_per_user", &self.turn_max_per_user)
+            .field("turn_max_rate", &self.turn_max_rate)
+            .field("turn_allow_private_peers", &self.turn_allow_private_peers)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
             .field(
@@ -268,6 +345,9 @@ pub struct Config {
     /// On shutdown, how long open connections get to close.
     pub shutdown_grace: Duration,
     pub ice: IceConfig,
+    /// Run a TURN relay in the process (its URLs and credentials are added to `ice` when it
+    /// starts).
+    pub relay: Option<RelayConfig>,
     /// Serve TLS with this configuration.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Keep rooms in this Redis, shared with other instances (`None`: in this process).
@@ -299,6 +379,7 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(5),
             ice: IceConfig::default(),
+            relay: None,
             tls: None,
             redis_url: None,
             redis_ca_pem: None,
@@ -322,6 +403,7 @@ impl fmt::Debug for Config {
             .field("ping_timeout", &self.ping_timeout)
             .field("mailbox_queue_bytes", &self.mailbox_queue_bytes)
             .field("ice", &self.ice)
+            .field("relay", &self.relay)
             .field("tls", &self.tls.is_some())
             .field(
                 "redis_url",
@@ -361,9 +443,50 @@ impl Config {
             },
             _ => TurnAuth::None,
         };
-        if !matches!(turn_auth, TurnAuth::None) && args.turn.is_empty() {
+        // A secret alone is the embedded relay's; other credentials are for --turn servers.
+        let secret_for_relay =
+            args.turn_listen.is_some() && matches!(turn_auth, TurnAuth::Secret { .. });
+        if !matches!(turn_auth, TurnAuth::None) && args.turn.is_empty() && !secret_for_relay {
             return Err(ConfigError::TurnCredentialsWithoutServer);
         }
+        let relay = match args.turn_listen {
+            None => None,
+            Some(listen) => {
+                let relay_ip = match args.turn_relay_ip {
+                    Some(ip) => ip,
+                    None if listen.ip().is_unspecified() => {
+                        return Err(ConfigError::RelayIpUnspecified(listen));
+                    }
+                    None => listen.ip(),
+                };
+                for (name, v) in [
+                    ("--turn-max-allocations", args.turn_max_allocations),
+                    ("--turn-max-per-user", args.turn_max_per_user),
+                ] {
+                    if v == 0 {
+                        return Err(ConfigError::Zero(name));
+                    }
+                }
+                Some(RelayConfig {
+                    listen,
+                    relay_ip,
+                    ports: (args.turn_ports.0, args.turn_ports.1),
+                    secret: args.turn_secret.clone().unwrap_or_else(random_secret),
+                    tcp: true,
+                    max_allocations: args.turn_max_allocations,
+                    max_allocations_per_user: args.turn_max_per_user,
+                    max_rate: args.turn_max_rate,
+                    credential_ttl: args.turn_ttl,
+                    allow_private_peers: args.turn_allow_private_peers,
+                })
+            }
+        };
+        // Credentials for the --turn servers only when there are some.
+        let turn_auth = if args.turn.is_empty() {
+            TurnAuth::None
+        } else {
+            turn_auth
+        };
         let tls = match (&args.tls_cert, &args.tls_key) {
             (Some(cert), Some(key)) => Some(tls_config_from_files(cert, key)?),
             _ => None,
@@ -390,7 +513,9 @@ impl Config {
                 stun: args.stun.clone(),
                 turn: args.turn.clone(),
                 turn_auth,
+                relay: None,
             },
+            relay,
             tls,
             redis_url: args.redis.clone(),
             redis_ca_pem: match &args.redis_ca {
@@ -547,6 +672,82 @@ mod tests {
             Err(ConfigError::TurnCredentialsWithoutServer)
         ));
         assert!(parse(&["--tls-cert", "x.pem"]).is_err());
+    }
+
+    #[test]
+    fn embedded_relay_flags() {
+        // Not configured: no relay.
+        assert!(
+            Config::from_args(&parse(&[]).unwrap())
+                .unwrap()
+                .relay
+                .is_none()
+        );
+        // The listen address is the relay address by default.
+        let c = Config::from_args(&parse(&["--turn-listen", "10.0.0.5:3478"]).unwrap()).unwrap();
+        let r = c.relay.expect("relay");
+        assert_eq!(r.relay_ip, "10.0.0.5".parse::<IpAddr>().unwrap());
+        assert_eq!(r.ports, (49152, 65535));
+        assert_eq!((r.max_allocations, r.max_allocations_per_user), (200, 64));
+        assert_eq!(r.max_rate, 0);
+        assert!(r.tcp);
+        assert!(!r.allow_private_peers);
+        // No --turn-secret: a random one, different each time, never printed.
+        assert!(r.secret.len() >= 24);
+        let again = Config::from_args(&parse(&["--turn-listen", "10.0.0.5:3478"]).unwrap())
+            .unwrap()
+            .relay
+            .unwrap();
+        assert_ne!(r.secret, again.secret);
+        assert!(!format!("{again:?}").contains(&again.secret));
+        // 0.0.0.0 needs the public address.
+        assert!(matches!(
+            Config::from_args(&parse(&["--turn-listen", "0.0.0.0:3478"]).unwrap()),
+            Err(ConfigError::RelayIpUnspecified(_))
+        ));
+        let args = parse(&[
+            "--turn-listen",
+            "0.0.0.0:3478",
+            "--turn-relay-ip",
+            "203.0.113.7",
+            "--turn-ports",
+            "49160-49200",
+            "--turn-secret",
+            "s3cret",
+            "--turn-max-allocations",
+            "10",
+            "--turn-max-per-user",
+            "4",
+            "--turn-max-rate",
+            "1000000",
+        ])
+        .unwrap();
+        // A secret alone (no --turn) is the relay's: not an error.
+        let c = Config::from_args(&args).unwrap();
+        let r = c.relay.clone().unwrap();
+        assert_eq!(r.relay_ip, "203.0.113.7".parse::<IpAddr>().unwrap());
+        assert_eq!(r.ports, (49160, 49200));
+        assert_eq!(r.secret, "s3cret");
+        assert_eq!((r.max_allocations, r.max_allocations_per_user), (10, 4));
+        assert_eq!(r.max_rate, 1_000_000);
+        assert!(matches!(c.ice.turn_auth, TurnAuth::None));
+        assert!(!format!("{args:?}{c:?}").contains("s3cret"));
+        for bad in ["49200-49160", "0-10", "5000", "a-b"] {
+            assert!(parse(&["--turn-ports", bad]).is_err(), "{bad}");
+        }
+        assert!(parse(&["--turn-relay-ip", "1.2.3.4"]).is_err());
+        assert!(matches!(
+            Config::from_args(
+                &parse(&[
+                    "--turn-listen",
+                    "127.0.0.1:0",
+                    "--turn-max-allocations",
+                    "0"
+                ])
+                .unwrap()
+            ),
+            Err(ConfigError::Zero(_))
+        ));
     }
 
     #[test]

@@ -67,6 +67,33 @@ pub struct IceConfig {
     /// `turn:` / `turns:` URLs.
     pub turn: Vec<String>,
     pub turn_auth: TurnAuth,
+    /// The embedded relay (`yakk signal --turn-listen`), once it listens.
+    pub relay: Option<RelayIce>,
+}
+
+/// The embedded relay's URLs and the secret of its time-limited credentials.
+#[derive(Clone)]
+pub struct RelayIce {
+    pub urls: Vec<String>,
+    pub secret: String,
+    pub ttl: Duration,
+}
+
+impl fmt::Debug for RelayIce {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RelayIce")
+            .field("urls", &self.urls)
+            .field("secret", &"<redacted>")
+            .field("ttl", &self.ttl)
+            .finish()
+    }
+}
+
+/// `"<unix time of now + ttl>"`, the expiry part of a REST username.
+fn expiry(now: SystemTime, ttl: Duration) -> u64 {
+    now.checked_add(ttl)
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs())
 }
 
 impl IceConfig {
@@ -88,11 +115,7 @@ impl IceConfig {
                     (Some(username.clone()), Some(password.clone()))
                 }
                 TurnAuth::Secret { secret, ttl } => {
-                    let expiry = now
-                        .checked_add(*ttl)
-                        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                        .map_or(0, |d| d.as_secs());
-                    let (u, c) = turn_rest_credentials(secret, expiry, room);
+                    let (u, c) = turn_rest_credentials(secret, expiry(now, *ttl), room);
                     (Some(u), Some(c))
                 }
             };
@@ -100,6 +123,14 @@ impl IceConfig {
                 urls: self.turn.clone(),
                 username,
                 credential,
+            });
+        }
+        if let Some(relay) = &self.relay {
+            let (u, c) = turn_rest_credentials(&relay.secret, expiry(now, relay.ttl), room);
+            servers.push(IceServer {
+                urls: relay.urls.clone(),
+                username: Some(u),
+                credential: Some(c),
             });
         }
         (!servers.is_empty()).then_some(servers)
@@ -148,6 +179,7 @@ mod tests {
                 secret: "north".into(),
                 ttl: Duration::from_secs(3600),
             },
+            relay: None,
         };
         let now = UNIX_EPOCH + Duration::from_secs(1_699_996_400);
         let servers = ice.servers_for("123", now).unwrap();
@@ -169,6 +201,7 @@ mod tests {
                 username: "u".into(),
                 password: "hunter2".into(),
             },
+            relay: None,
         };
         let servers = ice.servers_for("9", SystemTime::now()).unwrap();
         assert_eq!(servers.len(), 1);

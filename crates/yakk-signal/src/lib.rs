@@ -13,9 +13,10 @@
 //! several instances: `yakk signal --redis`), [`registry`] (pure room state, driven by a clock
 //! the caller passes),
 //! [`ratelimit`] (pure per-client token buckets), [`ice`] (ICE servers and TURN credentials),
-//! [`metrics`] (counters and `/metrics`), [`stun`] (an optional STUN Binding responder), `server` (HTTP, TLS, upgrade, sweep, shutdown),
-//! `conn` (one WebSocket's task) and `web` (the browser peer's files, served at `/`, embedded by
-//! `build.rs` when `web/dist/` was built).
+//! [`metrics`] (counters and `/metrics`), [`stun`] (an optional STUN Binding responder),
+//! [`relay`] (the optional embedded TURN relay, `--turn-listen`), `server` (HTTP, TLS,
+//! upgrade, sweep, shutdown), `conn` (one WebSocket's task) and `web` (the browser peer's
+//! files, served at `/`, embedded by `build.rs` when `web/dist/` was built).
 //!
 //! Choices worth knowing:
 //! - A frame that is not an envelope (not JSON, wrong types, missing fields, binary garbage)
@@ -47,6 +48,7 @@ pub mod metrics;
 pub mod ratelimit;
 pub mod redis_store;
 pub mod registry;
+pub mod relay;
 mod server;
 pub mod store;
 pub mod stun;
@@ -70,6 +72,7 @@ pub async fn run(args: SignalArgs) -> anyhow::Result<()> {
             source,
         })?;
     let tls = config.tls.is_some();
+    let relay = config.relay.clone();
     let server = spawn(config, listener).await?;
     // Said without -v: an operator needs to know where to point clients.
     let addr = server.local_addr();
@@ -81,6 +84,19 @@ pub async fn run(args: SignalArgs) -> anyhow::Result<()> {
     eprintln!(
         "yakk signal: listening on {ws}://{addr} (clients: -s {ws}://{addr}; metrics: {http}://{addr}/metrics). Ctrl-C stops it."
     );
+    if let (Some(rc), Some(addr)) = (&relay, server.relay_addr()) {
+        eprintln!(
+            "yakk signal: TURN relay on udp and tcp {addr}, relayed addresses {}:{}-{}; room members get its credentials{}",
+            rc.relay_ip,
+            rc.ports.0,
+            rc.ports.1,
+            if args.turn_secret.is_some() {
+                ""
+            } else {
+                " (from a random secret: no --turn-secret given)"
+            }
+        );
+    }
     let stun = match args.stun_listen {
         Some(addr) => {
             let socket = tokio::net::UdpSocket::bind(addr)

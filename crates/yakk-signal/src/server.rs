@@ -29,12 +29,14 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::conn::{self, Intent, MailboxHandle};
+use crate::ice::RelayIce;
 use crate::metrics::{Metrics, Rejection};
 use crate::ratelimit::{ClientKey, ConnectionLimit, RateLimiter};
 use crate::redis_store::{RedisConfig, RedisStore, RedisStoreError};
 use crate::registry::{
     CreateError, CreateOptions, EvictReason, JoinError, MailboxId, Registry, RoomRef,
 };
+use crate::relay::{self, EmbeddedRelay};
 use crate::store::{Created, LocalStore, Relayed, RoomStore};
 
 /// Room names longer than this cannot exist; a join for one is answered "No such room".
@@ -142,6 +144,8 @@ pub(crate) struct Shared {
     http_permits: Arc<Semaphore>,
     pub shutdown: CancellationToken,
     tracker: TaskTracker,
+    /// The embedded TURN relay's book-keeping, for `/metrics`.
+    relay_gate: Option<Arc<relay::Gate>>,
 }
 
 impl Shared {
@@ -162,6 +166,11 @@ pub enum ServerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot listen for TURN on udp/tcp {addr}: {source}")]
+    Relay {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Redis(#[from] RedisStoreError),
 }
@@ -171,6 +180,7 @@ pub struct ServerHandle {
     local_addr: SocketAddr,
     shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
+    relay: Option<EmbeddedRelay>,
 }
 
 impl ServerHandle {
@@ -202,7 +212,20 @@ impl ServerHandle {
     /// away); sharing its rooms through Redis, it drains: code 1012 (service restart) tells
     /// clients to reconnect, to any instance, and their mailboxes leave their rooms in Redis
     /// (owners take theirs back with their reclaim secret).
+    /// The embedded TURN relay's UDP address (TCP is on the same port), if it runs.
+    pub fn relay_addr(&self) -> Option<SocketAddr> {
+        self.relay.as_ref().map(EmbeddedRelay::udp_addr)
+    }
+
+    /// The embedded TURN relay's counters, if it runs.
+    pub fn relay_gate(&self) -> Option<Arc<relay::Gate>> {
+        self.relay.as_ref().map(EmbeddedRelay::gate)
+    }
+
     pub async fn shutdown(self) {
+        if let Some(relay) = self.relay {
+            relay.stop();
+        }
         self.shared.shutdown.cancel();
         if let Err(e) = self.task.await {
             tracing::warn!("signalling server task ended abnormally: {e}");
@@ -211,8 +234,42 @@ impl ServerHandle {
 }
 
 /// Starts serving on `listener` in the background.
-pub async fn spawn(config: Config, listener: TcpListener) -> Result<ServerHandle, ServerError> {
+pub async fn spawn(mut config: Config, listener: TcpListener) -> Result<ServerHandle, ServerError> {
     let local_addr = listener.local_addr().map_err(ServerError::LocalAddr)?;
+    let relay = match &config.relay {
+        None => None,
+        Some(rc) => {
+            let relay = EmbeddedRelay::start(rc)
+                .await
+                .map_err(|source| ServerError::Relay {
+                    addr: rc.listen,
+                    source,
+                })?;
+            let port = relay.udp_addr().port();
+            let host = match rc.relay_ip {
+                std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+                v4 => v4.to_string(),
+            };
+            let mut urls = vec![format!("turn:{host}:{port}?transport=udp")];
+            if relay.tcp_addr().is_some() {
+                urls.push(format!("turn:{host}:{port}?transport=tcp"));
+            }
+            tracing::info!(
+                "TURN relay listening on udp/tcp {} (relayed addresses {}, ports {}-{})",
+                relay.udp_addr(),
+                rc.relay_ip,
+                rc.ports.0,
+                rc.ports.1
+            );
+            config.ice.relay = Some(RelayIce {
+                urls,
+                secret: rc.secret.clone(),
+                ttl: rc.credential_ttl,
+            });
+            Some(relay)
+        }
+    };
+    let relay_gate = relay.as_ref().map(EmbeddedRelay::gate);
     let ws_config = WebSocketConfig::default()
         // Mostly idle sockets: a small eager read buffer; it grows for a large frame.
         .read_buffer_size(4096)
@@ -255,6 +312,7 @@ pub async fn spawn(config: Config, listener: TcpListener) -> Result<ServerHandle
         metrics: Metrics::default(),
         shutdown: CancellationToken::new(),
         tracker: TaskTracker::new(),
+        relay_gate,
     });
     tracing::info!(
         "signalling server listening on {}{}",
@@ -270,6 +328,7 @@ pub async fn spawn(config: Config, listener: TcpListener) -> Result<ServerHandle
         local_addr,
         shared,
         task,
+        relay,
     })
 }
 
@@ -385,6 +444,9 @@ fn render_metrics(shared: &Shared) -> String {
              # TYPE yakk_signal_redis_errors_total counter\n",
         );
         text.push_str(&format!("yakk_signal_redis_errors_total {}\n", s.errors()));
+    }
+    if let Some(gate) = &shared.relay_gate {
+        relay::render_metrics(gate, &mut text);
     }
     text
 }

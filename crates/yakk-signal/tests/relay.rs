@@ -385,6 +385,7 @@ async fn ice_servers_in_room_replies_only() {
                 secret: "shh".into(),
                 ttl: Duration::from_secs(600),
             },
+            relay: None,
         },
         ..Config::default()
     };

@@ -26,10 +26,25 @@ const BULK: usize = 64 << 20;
 /// The same through the TURN relay, where a debug build gets 1.5–5 MiB/s: enough to show
 /// the data arrives intact, within the test's time.
 const RELAYED_BULK: usize = 16 << 20;
+/// Through the embedded relay: the full bulk (issue 21 asks for 64 MiB intact).
+const EMBEDDED_BULK: usize = 64 << 20;
+
+/// Which TURN relay the signalling server hands out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RelayServer {
+    /// coturn, with credentials from `yakk signal --turn-secret`.
+    Coturn,
+    /// `yakk signal --turn-listen`: the relay inside the signalling server.
+    Embedded,
+}
 
 /// How a pairing is run, beyond the NATs of its sides.
 #[derive(Debug, Clone, Copy)]
 struct Extra {
+    /// The relay the signalling server advertises.
+    relay: RelayServer,
+    /// Bytes each way instead of the default for the pairing (`bulk`).
+    bytes: Option<usize>,
     /// Lanes the joiner asks for; both sides must report them all up.
     lanes: u32,
     /// `--relay-only` on the owner's side.
@@ -41,9 +56,18 @@ struct Extra {
 impl Extra {
     fn lanes(lanes: u32) -> Extra {
         Extra {
+            relay: RelayServer::Coturn,
+            bytes: None,
             lanes,
             owner_relay_only: false,
             joiner_relay_only: false,
+        }
+    }
+
+    fn embedded(self) -> Extra {
+        Extra {
+            relay: RelayServer::Embedded,
+            ..self
         }
     }
 
@@ -60,7 +84,9 @@ fn relayed(a: Nat, b: Nat, extra: Extra) -> bool {
 
 /// Bytes each way for a pairing.
 fn bulk(a: Nat, b: Nat, extra: Extra) -> usize {
-    if relayed(a, b, extra) {
+    if let Some(n) = extra.bytes {
+        n
+    } else if relayed(a, b, extra) {
         RELAYED_BULK
     } else {
         BULK
@@ -129,7 +155,10 @@ async fn run_pairing(lab: &mut Lab, a: Nat, b: Nat, extra: Extra) -> Result<Outc
         &[("YKL_HELPER", "echo"), ("YKL_ADDR", echo_addr.as_str())],
     )?;
     echo.line("YKL-READY", Duration::from_secs(10)).await?;
-    let signal = lab.signal_url(true);
+    let signal = match extra.relay {
+        RelayServer::Coturn => lab.signal_url(true),
+        RelayServer::Embedded => lab.signal_url_embedded(),
+    };
     let port = ECHO_PORT.to_string();
     let log = std::env::var("YKL_RUST_LOG").unwrap_or_else(|_| "info".into());
     let mut owner_argv = vec![
@@ -189,6 +218,8 @@ async fn run_pairing(lab: &mut Lab, a: Nat, b: Nat, extra: Extra) -> Result<Outc
     }
     let join_addr = format!("127.0.0.1:{JOIN_PORT}");
     let bytes = bulk(a, b, extra).to_string();
+    let secs = load_secs(bulk(a, b, extra));
+    let secs_arg = secs.to_string();
     let mut load = lab.spawn(
         1,
         "load",
@@ -197,9 +228,12 @@ async fn run_pairing(lab: &mut Lab, a: Nat, b: Nat, extra: Extra) -> Result<Outc
             ("YKL_HELPER", "load"),
             ("YKL_ADDR", join_addr.as_str()),
             ("YKL_BYTES", bytes.as_str()),
+            ("YKL_SECS", secs_arg.as_str()),
         ],
     )?;
-    let result = load.line("YKL-RESULT ", Duration::from_secs(90)).await?;
+    let result = load
+        .line("YKL-RESULT ", Duration::from_secs(secs + 10))
+        .await?;
     let result: Value = serde_json::from_str(&result).map_err(|e| format!("{e}: {result}"))?;
     if result["ok"] != true {
         return Err(format!("transfer failed: {result}"));
@@ -243,6 +277,21 @@ fn expected(a: Nat, b: Nat, extra: Extra) -> &'static str {
     }
 }
 
+/// How long the load helper may take for `bytes` each way: 80 s, or more for a large bulk
+/// through a relay (at least 0.5 MiB/s each way: relayed paths run at 1–8 MiB/s in the lab).
+fn load_secs(bytes: usize) -> u64 {
+    80u64.max((bytes >> 20) as u64 * 2 + 10)
+}
+
+/// The table's "expected" cell: the path, and for a relayed one, which relay.
+fn expected_cell(a: Nat, b: Nat, extra: Extra) -> String {
+    match (relayed(a, b, extra), extra.relay) {
+        (false, _) => "direct".into(),
+        (true, RelayServer::Coturn) => "relay (coturn)".into(),
+        (true, RelayServer::Embedded) => "relay (embedded)".into(),
+    }
+}
+
 /// What is wrong with a side's `relay` field, if anything: it names the TURN transport (UDP,
 /// the only one the lab's coturn serves) exactly when the side's own candidate is a relay,
 /// which it always is with `--relay-only`; a side that is not relayed says null.
@@ -277,7 +326,7 @@ fn table(rows: &[Row]) -> String {
                 o.joiner_nat.name(),
                 o.owner_path,
                 o.joiner_path,
-                expected(o.owner_nat, o.joiner_nat, o.extra),
+                expected_cell(o.owner_nat, o.joiner_nat, o.extra),
                 o.rtt_ms
                     .map(|r| format!("{r:.1} ms"))
                     .unwrap_or_else(|| "–".into()),
@@ -299,7 +348,7 @@ fn table(rows: &[Row]) -> String {
                         .collect::<String>()
                         .replace('|', "/")
                 },
-                expected(*a, *b, *extra),
+                expected_cell(*a, *b, *extra),
             ),
         };
     }
@@ -315,8 +364,10 @@ fn write_report(rows: &[Row]) {
          Generated by `lab/run-report` (the `report` test of `crates/yakk/tests/nat_lab.rs`): \
          network namespaces, nftables NAT routers, `yakk signal` (which also answers STUN) and \
          coturn (TURN REST credentials from `yakk signal --turn-secret`) in a \"public\" \
-         namespace, the real `yakk` binary on both sides. Each pairing carries an echo and a \
-         64 MiB echo (64 MiB each way at once, checked by SHA-256; 16 MiB through the relay). Setup is from starting the \
+         namespace, with a second `yakk signal` running its own relay (`--turn-listen`, \
+         the \"relay (embedded)\" row), the real `yakk` binary on both sides. Each pairing \
+         carries an echo and a 64 MiB echo (64 MiB each way at once, checked by SHA-256; \
+         16 MiB through coturn, 64 MiB through the embedded relay). Setup is from starting the \
          joiner to its `connected` event (signalling, J-PAKE, ICE, DTLS, SCTP). Path is the local \
          candidate type of the pair each side selected; \"direct\" means host, srflx or prflx \
          (a pair from a NATed host candidate through its NAT reports \"host\").\n\n",
@@ -333,6 +384,20 @@ fn write_report(rows: &[Row]) {
 async fn run_pairings(pairings: &[(Nat, Nat, Extra)], budget: Duration) -> (Vec<Row>, Vec<String>) {
     let work = async {
         let mut lab = Lab::new().await?;
+        let r = run_in(&mut lab, pairings).await;
+        drop(lab);
+        Ok::<_, String>(r)
+    };
+    match tokio::time::timeout(budget, work).await {
+        Err(_) => panic!("the lab did not finish within {budget:?}"),
+        Ok(Err(e)) => panic!("lab setup failed: {e}"),
+        Ok(Ok(r)) => r,
+    }
+}
+
+/// Runs `pairings` in `lab`: a row each, and the failures.
+async fn run_in(lab: &mut Lab, pairings: &[(Nat, Nat, Extra)]) -> (Vec<Row>, Vec<String>) {
+    {
         let mut rows = Vec::new();
         let mut failures = Vec::new();
         for &(a, b, extra) in pairings {
@@ -343,12 +408,16 @@ async fn run_pairings(pairings: &[(Nat, Nat, Extra)], budget: Duration) -> (Vec<
                 continue;
             }
             let t = Instant::now();
-            match run_pairing(&mut lab, a, b, extra).await {
+            match run_pairing(lab, a, b, extra).await {
                 Ok(o) => {
                     eprintln!(
-                        "lab: {} ↔ {}{}: {} / {} (relay {} / {}) in {:.2} s, rtt {:?} ms, {:.1} MiB/s (pairing took {:.1} s)",
+                        "lab: {} ↔ {}{}{}: {} / {} (relay {} / {}) in {:.2} s, rtt {:?} ms, {:.1} MiB/s (pairing took {:.1} s)",
                         a.name(),
                         b.name(),
+                        match extra.relay {
+                            RelayServer::Coturn => "",
+                            RelayServer::Embedded => " (embedded relay)",
+                        },
                         match (extra.owner_relay_only, extra.joiner_relay_only) {
                             (false, false) => "",
                             (true, false) => " (owner --relay-only)",
@@ -400,20 +469,20 @@ async fn run_pairings(pairings: &[(Nat, Nat, Extra)], budget: Duration) -> (Vec<
                 Err(e) => {
                     eprintln!("lab: {} ↔ {} FAILED: {e}", a.name(), b.name());
                     if std::env::var_os("YKL_DEBUG").is_some() {
-                        eprintln!("coturn log:\n{}", lab.turn_log());
+                        match extra.relay {
+                            RelayServer::Coturn => eprintln!("coturn log:\n{}", lab.turn_log()),
+                            RelayServer::Embedded => eprintln!(
+                                "embedded relay's signalling server log:\n{}",
+                                lab.embedded_log()
+                            ),
+                        }
                     }
                     failures.push(format!("{} ↔ {}: {e}", a.name(), b.name()));
                     rows.push(Err((a, b, extra, e)));
                 }
             }
         }
-        drop(lab);
-        Ok::<_, String>((rows, failures))
-    };
-    match tokio::time::timeout(budget, work).await {
-        Err(_) => panic!("the lab did not finish within {budget:?}"),
-        Ok(Err(e)) => panic!("lab setup failed: {e}"),
-        Ok(Ok(r)) => r,
+        (rows, failures)
     }
 }
 
@@ -470,6 +539,160 @@ async fn lanes_stripe_through_turn() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// The value of the metric line starting with `prefix` in a `/metrics` page.
+fn metric(page: &str, prefix: &str) -> Option<u64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Both symmetric, through the relay inside `yakk signal --turn-listen` (no coturn involved:
+/// that signalling server advertises only its own relay): path `relay` on both sides over UDP,
+/// the echo and 64 MiB each way intact, and the relay's `/metrics` counting the allocations
+/// and at least the bytes carried.
+#[tokio::test(flavor = "multi_thread")]
+async fn symmetric_pairing_through_the_embedded_relay() {
+    if lab::skip("symmetric_pairing_through_the_embedded_relay") {
+        return;
+    }
+    let _one = ONE_LAB.lock().await;
+    let extra = Extra {
+        bytes: Some(EMBEDDED_BULK),
+        ..Extra::lanes(1).embedded()
+    };
+    let pair = [(Nat::Symmetric, Nat::Symmetric, extra)];
+    let r = tokio::time::timeout(Duration::from_secs(240), async {
+        let mut lab = Lab::new().await?;
+        let (rows, failures) = run_in(&mut lab, &pair).await;
+        let metrics = lab.embedded_metrics();
+        Ok::<_, String>((rows, failures, metrics))
+    })
+    .await
+    .expect("the lab did not finish within 240 s");
+    let (rows, failures, metrics) = r.unwrap_or_else(|e| panic!("lab setup failed: {e}"));
+    eprintln!("{}", table(&rows));
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    if std::env::var_os("YKL_ONLY").is_some() {
+        return;
+    }
+    assert_eq!(rows.len(), 1);
+    let metrics = metrics.unwrap_or_else(|e| panic!("cannot read the relay's /metrics: {e}"));
+    let made = metric(&metrics, "yakk_signal_turn_allocations_total ").expect(&metrics);
+    // Each side allocates on the relay.
+    assert!(made >= 2, "allocations made: {made}\n{metrics}");
+    let relayed_bytes = |direction: &str| {
+        metric(
+            &metrics,
+            &format!("yakk_signal_turn_relayed_bytes_total{{direction=\"{direction}\"}} "),
+        )
+        .unwrap_or_else(|| panic!("no relayed bytes {direction}:\n{metrics}"))
+    };
+    let (to_clients, from_clients) = (relayed_bytes("to_clients"), relayed_bytes("from_clients"));
+    // The bulk went each way through the relay: into it from one side and out of it to the
+    // other, or (both sides relayed) through two allocations, so at least twice the bulk.
+    assert!(
+        to_clients + from_clients >= 2 * EMBEDDED_BULK as u64,
+        "relayed {to_clients} bytes to clients and {from_clients} from them\n{metrics}"
+    );
+    eprintln!(
+        "lab: the embedded relay relayed {to_clients} bytes to clients, {from_clients} from them"
+    );
+    let refused = metric(&metrics, "yakk_signal_turn_refused_total{reason=\"auth\"} ").unwrap_or(0);
+    assert_eq!(refused, 0, "{metrics}");
+}
+
+/// Not a test: the benchmark of the relays (bench/RELAY.md). In one lab, the same bulk (each
+/// way, `YKL_BENCH_MIB`, 64 by default) over the direct path (port-restricted ↔
+/// port-restricted), through coturn and through the embedded relay (both symmetric), with
+/// `YKL_BENCH_RUNS` (default 3) runs of each, interleaved. Prints a table of every run and the
+/// medians.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "benchmark: run by hand, see bench/RELAY.md"]
+async fn relay_bench() {
+    if lab::skip("relay_bench") {
+        return;
+    }
+    let _one = ONE_LAB.lock().await;
+    let mib: usize = std::env::var("YKL_BENCH_MIB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(64);
+    let runs: usize = std::env::var("YKL_BENCH_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let bytes = Some(mib << 20);
+    let kinds = [
+        (
+            "direct",
+            Nat::PortRestricted,
+            Nat::PortRestricted,
+            Extra {
+                bytes,
+                ..Extra::lanes(1)
+            },
+        ),
+        (
+            "coturn",
+            Nat::Symmetric,
+            Nat::Symmetric,
+            Extra {
+                bytes,
+                ..Extra::lanes(1)
+            },
+        ),
+        (
+            "embedded",
+            Nat::Symmetric,
+            Nat::Symmetric,
+            Extra {
+                bytes,
+                ..Extra::lanes(1).embedded()
+            },
+        ),
+    ];
+    let mut pairs = Vec::new();
+    for _ in 0..runs {
+        for &(_, a, b, e) in &kinds {
+            pairs.push((a, b, e));
+        }
+    }
+    let budget = Duration::from_secs(120 + 150 * (runs * kinds.len()) as u64);
+    let (rows, failures) = run_pairings(&pairs, budget).await;
+    eprintln!("{}", table(&rows));
+    let mut summary = String::from(
+        "| path | runs | setup (median) | throughput each way (median) |\n|---|---|---|---|\n",
+    );
+    for (name, a, b, e) in kinds {
+        let mut setups = Vec::new();
+        let mut speeds = Vec::new();
+        for o in rows
+            .iter()
+            .flatten()
+            .filter(|o| (o.owner_nat, o.joiner_nat) == (a, b) && o.extra.relay == e.relay)
+        {
+            setups.push(o.setup.as_secs_f64());
+            speeds.push(o.mib_per_s);
+        }
+        summary += &format!(
+            "| {name} | {} | {:.2} s | {:.1} MiB/s |\n",
+            setups.len(),
+            median(&mut setups),
+            median(&mut speeds)
+        );
+    }
+    eprintln!("relay bench, {mib} MiB each way:\n{summary}");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 /// `--relay-only` forces the relay where the NATs would connect directly: public ↔
 /// endpoint-independent with the joiner relay-only, endpoint-independent ↔ public with the
 /// owner relay-only. Both sides must report a `relay` path, the forced side's `connected`
@@ -521,7 +744,16 @@ async fn report() {
         return;
     }
     let _one = ONE_LAB.lock().await;
-    let (rows, failures) = run_pairings(&pairings(None), Duration::from_secs(300)).await;
+    let mut all = pairings(None);
+    all.push((
+        Nat::Symmetric,
+        Nat::Symmetric,
+        Extra {
+            bytes: Some(EMBEDDED_BULK),
+            ..Extra::lanes(1).embedded()
+        },
+    ));
+    let (rows, failures) = run_pairings(&all, Duration::from_secs(400)).await;
     eprintln!("{}", table(&rows));
     write_report(&rows);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -630,9 +862,15 @@ fn lab_helper() {
                     .ok()
                     .and_then(|s| s.parse().ok())
                     .unwrap_or(BULK);
-                let r = tokio::time::timeout(Duration::from_secs(80), load(&addr, n))
+                let secs: u64 = std::env::var("YKL_SECS")
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(80);
+                let r = tokio::time::timeout(Duration::from_secs(secs), load(&addr, n))
                     .await
-                    .unwrap_or_else(|_| Err("the transfer did not finish within 80 s".into()));
+                    .unwrap_or_else(|_| {
+                        Err(format!("the transfer did not finish within {secs} s"))
+                    });
                 let v = match r {
                     Ok(v) => v,
                     Err(e) => json!({"ok": false, "error": e}),

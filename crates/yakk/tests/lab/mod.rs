@@ -3,7 +3,8 @@
 //! binary on both sides.
 //!
 //! ```text
-//!                       pub (10.200.0.1 on lo: yakk signal :6006, coturn :3478)
+//!                       pub (10.200.0.1 on lo: yakk signal :6006, coturn :3478;
+//!                            yakk signal :6008 with its own TURN relay on :3479)
 //!                      /                                                    \
 //!        u<k> 10.200.k.1/24                                        u<k'> 10.200.k'.1/24
 //!              |                                                            |
@@ -36,6 +37,11 @@ pub const PUBLIC_IP: &str = "10.200.0.1";
 pub const SIGNAL_PORT: u16 = 6006;
 /// A second signalling server that advertises STUN only (no relay).
 pub const SIGNAL_NO_TURN_PORT: u16 = 6007;
+/// A third one that runs its own TURN relay (`--turn-listen`) instead of pointing at coturn.
+pub const SIGNAL_EMBEDDED_PORT: u16 = 6008;
+/// The embedded relay's UDP and TCP port, and its relayed ports.
+pub const EMBEDDED_TURN_PORT: u16 = 3479;
+pub const EMBEDDED_RELAY_PORTS: &str = "41000-41999";
 pub const TURN_PORT: u16 = 3478;
 /// Where `yakk signal` answers STUN binding requests itself.
 pub const SIGNAL_STUN_PORT: u16 = 3480;
@@ -538,6 +544,29 @@ impl Lab {
             &[],
         )?;
         self.servers.push(signal2);
+        let listen3 = format!("{PUBLIC_IP}:{SIGNAL_EMBEDDED_PORT}");
+        let turn_listen = format!("{PUBLIC_IP}:{EMBEDDED_TURN_PORT}");
+        // No --turn-secret: the relay makes up its own, as `yakk signal --turn-listen` alone does.
+        let signal3 = spawn_in(
+            &p,
+            "signal-embedded-turn",
+            &[
+                BIN,
+                "signal",
+                "--listen",
+                &listen3,
+                "--stun",
+                &stun_url,
+                "--turn-listen",
+                &turn_listen,
+                "--turn-ports",
+                EMBEDDED_RELAY_PORTS,
+                // The lab's "public" addresses are 10.200.0.0/16.
+                "--turn-allow-private-peers",
+            ],
+            &[],
+        )?;
+        self.servers.push(signal3);
         // Wait until every port is bound (bounded).
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
@@ -545,8 +574,11 @@ impl Lab {
             let tcp = in_ns(&p, &["ss", "-Hltn"]).unwrap_or_default();
             let ready = udp.contains(&format!("{PUBLIC_IP}:{TURN_PORT}"))
                 && udp.contains(&format!("{PUBLIC_IP}:{SIGNAL_STUN_PORT}"))
+                && udp.contains(&turn_listen)
+                && tcp.contains(&turn_listen)
                 && tcp.contains(&listen)
-                && tcp.contains(&listen2);
+                && tcp.contains(&listen2)
+                && tcp.contains(&listen3);
             if ready {
                 return Ok(());
             }
@@ -733,6 +765,30 @@ impl Lab {
             SIGNAL_NO_TURN_PORT
         };
         format!("ws://{PUBLIC_IP}:{port}")
+    }
+
+    /// The URL of the signalling server whose relay is its own (`--turn-listen`).
+    pub fn signal_url_embedded(&self) -> String {
+        format!("ws://{PUBLIC_IP}:{SIGNAL_EMBEDDED_PORT}")
+    }
+
+    /// `/metrics` of the signalling server with the embedded relay (read from inside the public
+    /// namespace with bash's /dev/tcp: no HTTP client needed).
+    pub fn embedded_metrics(&self) -> Result<String, String> {
+        let script = format!(
+            "exec 3<>/dev/tcp/{PUBLIC_IP}/{SIGNAL_EMBEDDED_PORT} && \
+             printf 'GET /metrics HTTP/1.0\\r\\nHost: lab\\r\\n\\r\\n' >&3 && cat <&3"
+        );
+        in_ns(&self.public, &["bash", "-c", &script])
+    }
+
+    /// What the signalling server with the embedded relay said on stderr so far.
+    pub fn embedded_log(&self) -> String {
+        self.servers
+            .iter()
+            .find(|s| s.name.starts_with("signal-embedded-turn"))
+            .map(Proc::stderr_text)
+            .unwrap_or_default()
     }
 
     /// What coturn logged so far.
