@@ -32,7 +32,7 @@ async fn ask(addr: &str, request: &str) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread")]
 async fn head_then_get_on_separate_channels_and_a_failed_request_does_not_end_the_session() {
     let dir = tempfile::tempdir().unwrap();
-    let data = pattern(300_001, 18);
+    let data = pattern(30_001, 18);
     let path = dir.path().join("report.bin");
     std::fs::write(&path, &data).unwrap();
     let mut sender = Yakk::start(&[
@@ -75,7 +75,7 @@ async fn head_then_get_on_separate_channels_and_a_failed_request_does_not_end_th
          Content-Disposition: attachment; filename=report.bin\r\n\
          Content-Type: application/octet-stream\r\n\
          Accept-Ranges: bytes\r\n\
-         Content-Length: 300001\r\n\
+         Content-Length: 30001\r\n\
          Connection: close\r\n\
          \r\n"
     );
@@ -120,13 +120,13 @@ async fn head_then_get_on_separate_channels_and_a_failed_request_does_not_end_th
         + 4;
     assert!(get.starts_with(b"HTTP/1.1 200 OK\r\n"));
     assert!(
-        String::from_utf8_lossy(&get[..end]).contains("\r\nContent-Length: 300001\r\n"),
+        String::from_utf8_lossy(&get[..end]).contains("\r\nContent-Length: 30001\r\n"),
         "{}",
         String::from_utf8_lossy(&get[..end])
     );
     assert_eq!(get.len() - end, data.len(), "the whole body");
     assert!(get[end..] == data[..], "the body intact");
     let done = sender.event("done", 30).await;
-    assert_eq!(done["bytes"], 300_001);
+    assert_eq!(done["bytes"], 30_001);
     assert_eq!(sender.exit_code(30).await, 0, "{}", sender.stderr_text());
 }
