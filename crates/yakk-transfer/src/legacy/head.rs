@@ -128,6 +128,23 @@ pub fn parse_response(head: &[u8]) -> Result<Response> {
     Ok(Response { name, body })
 }
 
+/// The response head for a file: `status` (`200 OK` or `206 Partial Content`), the name,
+/// `content_range` (a whole `Content-Range: …\r\n` line, or empty) and the body's length.
+pub fn file_response(status: &str, name: &str, content_range: &str, len: u64) -> String {
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Disposition: {}\r\nContent-Type: application/octet-stream\r\nAccept-Ranges: bytes\r\n{content_range}Content-Length: {len}\r\nConnection: close\r\n\r\n",
+        disposition(name)
+    )
+}
+
+/// The response head for standard input: its length is unknown, so the body is chunked.
+pub fn stream_response(name: &str) -> String {
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Disposition: {}\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        disposition(name)
+    )
+}
+
 /// The size on a chunk's header line (hexadecimal, extensions after `;` ignored).
 pub fn chunk_size(line: &str) -> Result<u64> {
     let hexlen = line.split(';').next().unwrap_or("").trim();
@@ -341,6 +358,23 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(bad)
             );
+        }
+    }
+
+    #[test]
+    fn what_is_served_is_what_is_fetched() {
+        for name in ["a.txt", "with space.txt", "q\"uote"] {
+            let r = parse_response(file_response("200 OK", name, "", 7).as_bytes()).unwrap();
+            assert_eq!(
+                r,
+                Response {
+                    name: name.into(),
+                    body: Body::Length(7)
+                }
+            );
+            let r = parse_response(stream_response(name).as_bytes()).unwrap();
+            assert_eq!(r.body, Body::Chunked);
+            assert_eq!(r.name, name);
         }
     }
 

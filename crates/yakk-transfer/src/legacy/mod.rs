@@ -28,7 +28,7 @@ use crate::receive::{
 };
 use crate::report::{Direction, DoneInfo, Progress, Reporter, StartInfo};
 use crate::send::{CHUNK, SendSummary};
-use head::{Body, disposition, parse_range};
+use head::{Body, parse_range};
 
 /// The request path of the yakk/1 file exchange.
 pub const LEGACY_PATH: &str = "/yakkfilesendreceive";
@@ -154,10 +154,7 @@ where
                     )));
                 }
             };
-            let head = format!(
-                "HTTP/1.1 {status}\r\nContent-Disposition: {}\r\nContent-Type: application/octet-stream\r\nAccept-Ranges: bytes\r\n{content_range}Content-Length: {len}\r\nConnection: close\r\n\r\n",
-                disposition(name)
-            );
+            let head = head::file_response(status, name, &content_range, len);
             wr.write_all(head.as_bytes())
                 .await
                 .map_err(TransferError::conn)?;
@@ -208,10 +205,7 @@ where
             summary.resumed_bytes = first;
         }
         EntryKind::Stream => {
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Disposition: {}\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
-                disposition(name)
-            );
+            let head = head::stream_response(name);
             wr.write_all(head.as_bytes())
                 .await
                 .map_err(TransferError::conn)?;
