@@ -3,19 +3,12 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { browser, join, makeFile, saveDownloads, screenshot, sha256, signal, tempDir, waitFor, yakk } from "./harness.mjs";
+import { browser, cliSender, join, makeFile, saveDownloads, screenshot, sha256, signal, tempDir, waitFor, yakk } from "./harness.mjs";
 
 async function cliToBrowser(t, size, { shots = false } = {}) {
   const dir = tempDir();
   const src = makeFile(dir, "payload.bin", size, size);
-  const server = await signal();
-  const sender = yakk(["filesend", "--json", "-s", server.ws, src]);
-  const b = await browser();
-  t.after(async () => {
-    sender.kill();
-    server.proc.kill();
-    await b.close();
-  });
+  const { server, sender, b } = await cliSender(t, [src]);
   const { code } = await sender.event("code");
   const page = await b.page();
   const started = Date.now();

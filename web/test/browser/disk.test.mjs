@@ -6,7 +6,7 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { browser, makeFile, sha256, signal, tempDir, waitFor, yakk } from "./harness.mjs";
+import { browser, cliSender, makeFile, sha256, signal, tempDir, waitFor, yakk } from "./harness.mjs";
 
 async function heapSampler(page) {
   const cdp = await page.context().newCDPSession(page);
@@ -31,14 +31,7 @@ async function heapSampler(page) {
 async function receive(t, size, disk) {
   const dir = tempDir();
   const src = makeFile(dir, "large.bin", size, 77);
-  const server = await signal();
-  const sender = yakk(["filesend", "--json", "-s", server.ws, src]);
-  const b = await browser();
-  t.after(async () => {
-    sender.kill();
-    server.proc.kill();
-    await b.close();
-  });
+  const { server, sender, b } = await cliSender(t, [src]);
   const page = await b.page();
   await page.addInitScript(() => {
     window.showSaveFilePicker = async (o) => (await navigator.storage.getDirectory()).getFileHandle(o.suggestedName, { create: true });

@@ -3,20 +3,13 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { browser, join, makeFile, screenshot, signal, tempDir, waitFor, yakk } from "./harness.mjs";
+import { browser, cliSender, join, makeFile, screenshot, signal, tempDir, waitFor, yakk } from "./harness.mjs";
 import { proxy } from "./proxy.mjs";
 
 test("a wrong code burns the room, and the page says so", async (t) => {
   const dir = tempDir();
   const src = makeFile(dir, "secret.bin", 4096);
-  const server = await signal();
-  const sender = yakk(["filesend", "--json", "-s", server.ws, src]);
-  const b = await browser();
-  t.after(async () => {
-    sender.kill();
-    server.proc.kill();
-    await b.close();
-  });
+  const { server, sender, b } = await cliSender(t, [src]);
   const { room } = await sender.event("code");
   const page = await b.page();
   await page.goto(`${server.origin}/#${room}-wrong-guess`);
@@ -65,14 +58,7 @@ test("a tampering signalling proxy is caught, and nothing is sent", async (t) =>
 test("the sender going away mid-transfer is reported, and nothing is offered to save", { timeout: 120_000 }, async (t) => {
   const dir = tempDir();
   const src = makeFile(dir, "big.bin", 400 << 20, 9);
-  const server = await signal();
-  const sender = yakk(["filesend", "--json", "-s", server.ws, src]);
-  const b = await browser();
-  t.after(async () => {
-    sender.kill();
-    server.proc.kill();
-    await b.close();
-  });
+  const { server, sender, b } = await cliSender(t, [src]);
   const { code } = await sender.event("code", 60000);
   const page = await b.page();
   await page.goto(`${server.origin}/#${code}`);

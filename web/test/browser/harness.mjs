@@ -208,6 +208,22 @@ function watchPage(page, logs) {
   page.on("pageerror", (e) => logs.push(`pageerror: ${e.message}`));
 }
 
+/**
+ * A `yakk signal`, a `yakk filesend --json -s <it> ...args` and a headless Chromium, all
+ * stopped when the test `t` ends.
+ */
+export async function cliSender(t, args) {
+  const server = await signal();
+  const sender = yakk(["filesend", "--json", "-s", server.ws, ...args]);
+  const b = await browser();
+  t.after(async () => {
+    sender.kill();
+    server.proc.kill();
+    await b.close();
+  });
+  return { server, sender, b };
+}
+
 /** Waits for one of the page's states (`data-testid` visible); fails early on the error box. */
 export async function waitFor(page, testid, ms = 60000) {
   const target = page.getByTestId(testid);

@@ -4,7 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync, readdirSync, statSync } from "node:fs";
-import { browser, join, makeFile, saveDownloads, screenshot, sha256, signal, tempDir, waitFor, yakk } from "./harness.mjs";
+import { browser, cliSender, join, makeFile, saveDownloads, screenshot, sha256, signal, tempDir, waitFor, yakk } from "./harness.mjs";
 
 test("browser → browser, 20 MiB", { timeout: 300_000 }, async (t) => {
   const dir = tempDir();
@@ -47,14 +47,7 @@ function tree(dir) {
 test("a folder, CLI → browser: one download per file", async (t) => {
   const dir = tempDir();
   const folder = tree(dir);
-  const server = await signal();
-  const sender = yakk(["filesend", "--json", "-s", server.ws, folder]);
-  const b = await browser();
-  t.after(async () => {
-    sender.kill();
-    server.proc.kill();
-    await b.close();
-  });
+  const { server, sender, b } = await cliSender(t, [folder]);
   const { code } = await sender.event("code");
   const page = await b.page();
   await page.goto(`${server.origin}/#${code}`);
@@ -102,14 +95,7 @@ test("a folder, browser → CLI: the tree arrives as it was", async (t) => {
 test("standard input (yakk filesend -), size unknown until its end", async (t) => {
   const dir = tempDir();
   const src = makeFile(dir, "piped.bin", 3 << 20, 31);
-  const server = await signal();
-  const sender = yakk(["filesend", "--json", "-s", server.ws, "--name", "piped.bin", "-"]);
-  const b = await browser();
-  t.after(async () => {
-    sender.kill();
-    server.proc.kill();
-    await b.close();
-  });
+  const { server, sender, b } = await cliSender(t, ["--name", "piped.bin", "-"]);
   const { readFileSync } = await import("node:fs");
   sender.child.stdin.end(readFileSync(src));
   const { code } = await sender.event("code");
