@@ -84,10 +84,16 @@ fn main() {
     let out = Out {
         json: json_mode(&cli.command),
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // A peer runs on one thread: its work is one pipeline (socket, stack, crypto, socket) whose
+    // stages hand data to each other, and spreading them over worker threads costs more in
+    // wake-ups and cache traffic than it gains (bench/PROFILE.md). Blocking work (disk, the
+    // accept prompt) goes to the blocking pool either way. The signalling server serves many
+    // rooms at once and keeps a worker per core.
+    let mut builder = match &cli.command {
+        Command::Signal(_) => tokio::runtime::Builder::new_multi_thread(),
+        _ => tokio::runtime::Builder::new_current_thread(),
+    };
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("yakk: cannot start the async runtime: {e}");
