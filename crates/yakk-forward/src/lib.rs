@@ -267,7 +267,7 @@ pub async fn serve_joiner(
                 };
                 let _ = tcp.set_nodelay(true);
                 n += 1;
-                // The reference owner expects DataConn<N>, N counting from 1.
+                // The original program's owner expects DataConn<N>, N counting from 1.
                 let label = format!("DataConn{n}");
                 let conn = conn.clone();
                 let (stats, notify) = (stats.clone(), notify.clone());

@@ -75,7 +75,7 @@ pub struct DoneInfo {
     pub elapsed: Duration,
 }
 
-/// Receives progress events from [`crate::send`], [`crate::receive`] and the legacy exchange.
+/// Receives progress events from [`crate::send`], [`crate::receive`] and the yakk/1 exchange.
 pub trait Reporter: Send + Sync {
     /// The data phase starts.
     fn start(&self, _info: &StartInfo) {}

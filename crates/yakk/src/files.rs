@@ -470,8 +470,8 @@ async fn serve_legacy(
         tokio::select! {
             done = serving.join_next(), if !serving.is_empty() => {
                 let failed = match done {
-                    Some(Ok(Ok(yakk_transfer::LegacyServed::File(summary)))) => return Ok(summary),
-                    Some(Ok(Ok(yakk_transfer::LegacyServed::Head))) | None => continue,
+                    Some(Ok(Ok(yakk_transfer::V1Served::File(summary)))) => return Ok(summary),
+                    Some(Ok(Ok(yakk_transfer::V1Served::Head))) | None => continue,
                     Some(Ok(Err(e))) => e.to_string(),
                     Some(Err(e)) => format!("the request's task failed: {e}"),
                 };

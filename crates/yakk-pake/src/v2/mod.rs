@@ -31,9 +31,9 @@ use wire::SchnorrProof;
 /// Which end of the room a party is. The two sides of an exchange must differ.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
-    /// Created the room (the reference's callee).
+    /// Created the room (the original program's callee).
     Owner,
-    /// Joined the room (the reference's caller).
+    /// Joined the room (the original program's caller).
     Joiner,
 }
 

@@ -1,4 +1,4 @@
-//! yakk/1 file exchange: the reference program's HTTP/1.1 `GET /yakkfilesendreceive`.
+//! yakk/1 file exchange: the original program's HTTP/1.1 `GET /yakkfilesendreceive`.
 //!
 //! The owner serves one file; the joiner requests it through a data channel and saves the body.
 //! The response names the file in `Content-Disposition: attachment; filename=<name>`. yakk/1
@@ -10,8 +10,9 @@
 //! query string is ignored); the answer carries `Accept-Ranges: bytes` and `Content-Length` for
 //! a file (one byte range is honoured) and `Transfer-Encoding: chunked` for standard input, then
 //! `Connection: close`. One request per stream: the original program's downloader asks `HEAD`
-//! and then `GET` on a new connection, so the caller serves every stream the receiver opens. The name is written bare, as the reference
-//! does, unless it contains a space, `;`, `"`, `\` or a comma, in which case it is a quoted string.
+//! and then `GET` on a new connection, so the caller serves every stream the receiver opens.
+//! The name is written bare, as the original program does, unless it contains a space, `;`,
+//! `"`, `\` or a comma, in which case it is a quoted string.
 //!
 //! Fetching accepts a body delimited by `Content-Length`, by chunked encoding, or by the end of
 //! the stream; the name may be bare or quoted, and must be a single safe component.
@@ -31,7 +32,7 @@ use crate::send::{CHUNK, SendSummary};
 use head::{Body, parse_range};
 
 /// The request path of the yakk/1 file exchange.
-pub const LEGACY_PATH: &str = "/yakkfilesendreceive";
+pub const V1_PATH: &str = "/yakkfilesendreceive";
 const MAX_HEAD: usize = 16 << 10;
 const MAX_HEADERS: usize = head::MAX_HEADERS;
 
@@ -63,7 +64,7 @@ async fn read_head<R: AsyncRead + Unpin>(r: &mut R) -> Result<(Vec<u8>, Vec<u8>)
 
 /// What one request of a yakk/1 receiver got.
 #[derive(Debug)]
-pub enum LegacyServed {
+pub enum V1Served {
     /// A `HEAD`: the response head only, as a `GET` would have it.
     Head,
     /// A `GET`: the file (or the range of it that was asked for).
@@ -81,20 +82,20 @@ pub async fn serve_http_v1<S>(
     stream: S,
     manifest: &Manifest,
     reporter: &dyn Reporter,
-) -> Result<LegacyServed>
+) -> Result<V1Served>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let entry = match manifest.entries() {
         [e] if e.kind != EntryKind::Dir => e,
         [e] => {
-            return Err(TransferError::LegacySingleFile(format!(
+            return Err(TransferError::V1SingleFile(format!(
                 "{} is a folder",
                 escape(&e.name)
             )));
         }
         es => {
-            return Err(TransferError::LegacySingleFile(format!(
+            return Err(TransferError::V1SingleFile(format!(
                 "{} entries given",
                 es.len()
             )));
@@ -248,7 +249,7 @@ where
                 .map_err(TransferError::conn)?;
         }
         EntryKind::Dir => {
-            return Err(TransferError::LegacySingleFile(format!(
+            return Err(TransferError::V1SingleFile(format!(
                 "{} is a folder",
                 escape(name)
             )));
@@ -265,7 +266,7 @@ where
         resumed_bytes: summary.resumed_bytes,
         elapsed: started.elapsed(),
     });
-    Ok(LegacyServed::File(summary))
+    Ok(V1Served::File(summary))
 }
 
 /// The size the receiver holds once a (possibly partial) answer is complete.
@@ -274,10 +275,10 @@ fn first_plus(s: &SendSummary) -> u64 {
 }
 
 /// Send a `HEAD` answer's head and end the stream.
-async fn finish_head<W: AsyncWrite + Unpin>(mut wr: W) -> Result<LegacyServed> {
+async fn finish_head<W: AsyncWrite + Unpin>(mut wr: W) -> Result<V1Served> {
     wr.flush().await.map_err(TransferError::conn)?;
     let _ = wr.shutdown().await;
-    Ok(LegacyServed::Head)
+    Ok(V1Served::Head)
 }
 
 /// A reader of the response body that yields decoded bytes.
@@ -402,7 +403,7 @@ where
 {
     let (rd, mut wr) = tokio::io::split(stream);
     let req = format!(
-        "GET {LEGACY_PATH} HTTP/1.1\r\nHost: yakk\r\nUser-Agent: yakk/{}\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n",
+        "GET {V1_PATH} HTTP/1.1\r\nHost: yakk\r\nUser-Agent: yakk/{}\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n",
         env!("CARGO_PKG_VERSION")
     );
     wr.write_all(req.as_bytes())
@@ -442,6 +443,8 @@ where
     }
     let target = match &opts.destination {
         Destination::Dir(out) => {
+            // The partial file's stem (`.yakk-legacy-<hash>.part`) is kept as earlier releases
+            // named it.
             let stem = format!("legacy-{}", &blake3::hash(name.as_bytes()).to_hex()[..32]);
             let (t, existing) = receive::plan_file(out, &name, None, None, policy, &stem, false)?;
             if existing == receive::Existing::Conflict {
