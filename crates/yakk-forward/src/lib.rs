@@ -4,6 +4,12 @@
 //!
 //! Knows nothing of WebRTC: it asks the session for streams.
 #![forbid(unsafe_code)]
+// No panics outside tests; a local `allow` says why it cannot fire.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+#![cfg_attr(not(test), deny(clippy::unreachable))]
 
 use std::net::SocketAddr;
 use std::sync::Arc;

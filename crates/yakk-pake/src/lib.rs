@@ -14,6 +14,12 @@
 //! Both share one error type, [`PakeError`], whose messages say what went wrong and
 //! what the user can do about it.
 #![forbid(unsafe_code)]
+// No panics outside tests; a local `allow` says why it cannot fire.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+#![cfg_attr(not(test), deny(clippy::unreachable))]
 #![warn(missing_docs)]
 
 mod ec;

@@ -15,7 +15,8 @@
 //!
 //! The CLI scans what to send once ([`Manifest::scan`]) and may serve it to several receivers in
 //! turn; it picks a [`Reporter`] ([`TerminalReporter`] or [`JsonReporter`]) for progress, and
-//! hands [`send_until`] / [`receive_until`] a [`Stop`] that Ctrl-C fires.
+//! hands [`send_for`] / [`receive_for`] the session's [`Protocol`] and a [`Stop`] that Ctrl-C
+//! fires: they choose between the two protocols.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -46,10 +47,17 @@
 //! the disk, everything the peer can make us allocate is bounded, declared sizes and hashes are
 //! enforced, and names are escaped before they are shown.
 #![forbid(unsafe_code)]
+// No panics outside tests; a local `allow` says why it cannot fire.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+#![cfg_attr(not(test), deny(clippy::unreachable))]
 
 mod error;
 mod manifest;
 pub mod names;
+mod protocol;
 mod receive;
 mod report;
 mod send;
@@ -61,6 +69,7 @@ pub use error::{Result, TransferError};
 /// Sizes as the offer and the progress show them ("14 B", "2.00 MiB").
 pub use indicatif::HumanBytes;
 pub use manifest::{Entry, EntryKind, Listing, Manifest};
+pub use protocol::{Protocol, receive_for, send_for};
 pub use receive::{
     Confirm, Destination, MAX_SUMMARY_ENTRIES, OfferEntrySummary, OfferSummary, ReceiveOptions,
     ReceiveSummary, receive, receive_until,

@@ -447,8 +447,9 @@ fn confirmation_mac(key: &[u8; SESSION_KEY_LEN], points: [&AffinePoint; 4]) -> [
     mac.finalize().into_bytes().into()
 }
 
+// HMAC takes keys of any length: the error arm cannot happen.
+#[allow(clippy::unreachable)]
 fn new_hmac(key: &[u8]) -> HmacSha256 {
-    // HMAC takes keys of any length; the error arm cannot happen.
     <HmacSha256 as Mac>::new_from_slice(key)
         .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"))
 }
