@@ -4,6 +4,12 @@
 //!
 //! Knows nothing of WebRTC: it asks the session for streams.
 #![forbid(unsafe_code)]
+// No panics outside tests; a local `allow` says why it cannot fire.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+#![cfg_attr(not(test), deny(clippy::unreachable))]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -267,7 +273,7 @@ pub async fn serve_joiner(
                 };
                 let _ = tcp.set_nodelay(true);
                 n += 1;
-                // The reference owner expects DataConn<N>, N counting from 1.
+                // The original program's owner expects DataConn<N>, N counting from 1.
                 let label = format!("DataConn{n}");
                 let conn = conn.clone();
                 let (stats, notify) = (stats.clone(), notify.clone());

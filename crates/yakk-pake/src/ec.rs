@@ -313,7 +313,7 @@ pub(crate) fn is_identity(p: &ProjectivePoint) -> bool {
 }
 
 /// The affine x and y coordinates as 32 big-endian bytes each; (0, 0) for the
-/// identity, which is how the reference represents it.
+/// identity, which is how the original program represents it.
 pub(crate) fn affine_xy(p: &AffinePoint) -> ([u8; SCALAR_LEN], [u8; SCALAR_LEN]) {
     let encoded = p.to_encoded_point(false);
     match encoded.coordinates() {
@@ -322,7 +322,7 @@ pub(crate) fn affine_xy(p: &AffinePoint) -> ([u8; SCALAR_LEN], [u8; SCALAR_LEN])
     }
 }
 
-/// Builds a point from affine coordinates, refusing the reference's (0, 0) identity
+/// Builds a point from affine coordinates, refusing the original program's (0, 0) identity
 /// and anything not on the curve (including coordinates not below the field prime).
 pub(crate) fn point_from_xy(
     x: &[u8; SCALAR_LEN],

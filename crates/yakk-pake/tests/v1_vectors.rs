@@ -1,4 +1,4 @@
-//! yakk/1 against the reference program: the known-answer exchanges of
+//! yakk/1 against the original program: the known-answer exchanges of
 //! `jpake1-kat.json` and the captured session of `yakk1-session.json` (copied from
 //! `shared/vectors/`, see `PROTOCOL.md` §4).
 
@@ -33,7 +33,7 @@ fn run_side(password: &str, me: &Value, peer: &Value) -> (String, KeyConfirm, bo
         &hex_any(me["X2Hex"].as_str().unwrap()),
     )
     .unwrap();
-    // Our public points are deterministic, so they match the reference's round 1.
+    // Our public points are deterministic, so they match the original program's round 1.
     let ours = party.round1();
     let theirs: Round1 = msg(&me["Round1"]);
     assert_eq!(
@@ -149,7 +149,7 @@ fn captured_session_verifies() {
         let r1 = Round1::from_payload(&p1).unwrap();
         let r2 = Round2::from_payload(&p2).unwrap();
         let kc = KeyConfirm::from_payload(&pc).unwrap();
-        // Our encoder reproduces the reference's payloads byte for byte.
+        // Our encoder reproduces the original program's payloads byte for byte.
         assert_eq!(r1.to_payload(), p1);
         assert_eq!(r2.to_payload(), p2);
         assert_eq!(kc.to_payload(), pc);
@@ -177,13 +177,13 @@ fn captured_session_verifies() {
 }
 
 #[test]
-fn reference_round2_for_another_round1_is_refused() {
-    // Full state machine against the reference's messages, joined from both ends.
+fn original_round2_for_another_round1_is_refused() {
+    // Full state machine against the original program's messages, joined from both ends.
     let case = &load("jpake1-kat.json")[1];
     let mut ours = Party::new(case["PasswordA"].as_str().unwrap().as_bytes());
     let peer_round1: Round1 = msg(&case["B"]["Round1"]);
     ours.receive_round1(&peer_round1).unwrap();
-    // The reference's round 2 was computed against A's fixed round 1, not ours.
+    // The original program's round 2 was computed against A's fixed round 1, not ours.
     assert!(matches!(
         ours.receive_round2(&msg(&case["B"]["Round2"])),
         Err(PakeError::InvalidProof { .. })

@@ -120,7 +120,7 @@ pub enum TransferError {
     #[error(
         "legacy mode (--legacy, yakk/1) carries a single file only: {0}; send one file (for example an archive) or drop --legacy"
     )]
-    LegacySingleFile(String),
+    V1SingleFile(String),
     /// `--stdout` needs an offer of exactly one file.
     #[error(
         "--stdout needs an offer of exactly one file, the sender offers {0}: receive into a folder instead (-o)"

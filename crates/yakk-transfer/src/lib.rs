@@ -10,12 +10,13 @@
 //!   (names, sizes, BLAKE3 hashes), the receiver accepts with the offsets it already holds per
 //!   file (resume) or refuses, and the sender streams the data. Framing is documented byte for
 //!   byte in `docs/yakk2-transfer.md` at the root of the repository; the codec is in [`wire`].
-//! * **yakk/1** ([`serve_http_v1`] / [`fetch_http_v1`]): the reference program's single-file
+//! * **yakk/1** ([`serve_http_v1`] / [`fetch_http_v1`]): the original program's single-file
 //!   HTTP/1.1 exchange, `GET /yakkfilesendreceive`.
 //!
 //! The CLI scans what to send once ([`Manifest::scan`]) and may serve it to several receivers in
 //! turn; it picks a [`Reporter`] ([`TerminalReporter`] or [`JsonReporter`]) for progress, and
-//! hands [`send_until`] / [`receive_until`] a [`Stop`] that Ctrl-C fires.
+//! hands [`send_for`] / [`receive_for`] the session's [`Protocol`] and a [`Stop`] that Ctrl-C
+//! fires: they choose between the two protocols.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -46,22 +47,29 @@
 //! the disk, everything the peer can make us allocate is bounded, declared sizes and hashes are
 //! enforced, and names are escaped before they are shown.
 #![forbid(unsafe_code)]
+// No panics outside tests; a local `allow` says why it cannot fire.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+#![cfg_attr(not(test), deny(clippy::unreachable))]
 
 mod error;
-mod legacy;
 mod manifest;
 pub mod names;
+mod protocol;
 mod receive;
 mod report;
 mod send;
 mod stop;
+mod v1;
 pub mod wire;
 
 pub use error::{Result, TransferError};
 /// Sizes as the offer and the progress show them ("14 B", "2.00 MiB").
 pub use indicatif::HumanBytes;
-pub use legacy::{LEGACY_PATH, LegacyServed, fetch_http_v1, serve_http_v1};
 pub use manifest::{Entry, EntryKind, Listing, Manifest};
+pub use protocol::{Protocol, receive_for, send_for};
 pub use receive::{
     Confirm, Destination, MAX_SUMMARY_ENTRIES, OfferEntrySummary, OfferSummary, ReceiveOptions,
     ReceiveSummary, receive, receive_until,
@@ -72,11 +80,12 @@ pub use report::{
 };
 pub use send::{SendSummary, send, send_until};
 pub use stop::Stop;
+pub use v1::{V1_PATH, V1Served, fetch_http_v1, serve_http_v1};
 
 /// The yakk/1 HTTP head codec, for the fuzz targets in `fuzz/` (not a stable API).
 #[doc(hidden)]
-pub mod legacy_head {
-    pub use crate::legacy::head::{
+pub mod v1_head {
+    pub use crate::v1::head::{
         BadRequest, Body, Request, Response, chunk_size, disposition, parse_filename, parse_range,
         parse_request, parse_response,
     };

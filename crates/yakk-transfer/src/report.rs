@@ -75,7 +75,7 @@ pub struct DoneInfo {
     pub elapsed: Duration,
 }
 
-/// Receives progress events from [`crate::send`], [`crate::receive`] and the legacy exchange.
+/// Receives progress events from [`crate::send`], [`crate::receive`] and the yakk/1 exchange.
 pub trait Reporter: Send + Sync {
     /// The data phase starts.
     fn start(&self, _info: &StartInfo) {}
@@ -89,6 +89,8 @@ pub trait Reporter: Send + Sync {
     fn done(&self, _info: &DoneInfo) {}
     /// The transfer ended without completing (an error, a stop): leave the screen clean.
     fn abandon(&self) {}
+    /// yakk/1: one request of the receiver failed (`why`); serving goes on.
+    fn request_failed(&self, _why: &str) {}
 }
 
 /// Reports nothing.
@@ -248,12 +250,13 @@ impl TerminalReporter {
         let style = ProgressStyle::with_template(
             "{msg:24!} {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12} eta {eta:<4} {wide_bar}",
         )
-        .expect("valid template")
+        // A constant template: should it ever fail to parse, a plain bar rather than a panic.
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ");
         let unknown = ProgressStyle::with_template(
             "{msg:24!} {bytes:>10} {binary_bytes_per_sec:>12} (unknown size)",
         )
-        .expect("valid template");
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
         // Detached (hidden) until `start` adds them to the drawing.
         let file = ProgressBar::hidden().with_style(style.clone());
         let total = ProgressBar::hidden().with_style(style);

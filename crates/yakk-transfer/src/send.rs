@@ -191,7 +191,10 @@ where
                     summary.files_skipped += 1;
                 } else {
                     jobs.push(ReadJob {
-                        path: e.source.clone().expect("files have a source"),
+                        path: e.source.clone().ok_or_else(|| TransferError::BadSource {
+                            path: escape(&e.name),
+                            reason: "it has no file to read".into(),
+                        })?,
                         name: e.name.clone(),
                         offset: off,
                         size: *size,

@@ -184,15 +184,20 @@ impl<'a> Cur<'a> {
         let b = self.take(2)?;
         Ok(u16::from_be_bytes([b[0], b[1]]))
     }
+    /// The next `N` bytes.
+    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
+        let (a, b) = self
+            .0
+            .split_first_chunk::<N>()
+            .ok_or_else(|| proto("truncated offer"))?;
+        self.0 = b;
+        Ok(*a)
+    }
     fn u32(&mut self) -> Result<u32> {
-        Ok(u32::from_be_bytes(
-            self.take(4)?.try_into().expect("4 bytes"),
-        ))
+        Ok(u32::from_be_bytes(self.array()?))
     }
     fn u64(&mut self) -> Result<u64> {
-        Ok(u64::from_be_bytes(
-            self.take(8)?.try_into().expect("8 bytes"),
-        ))
+        Ok(u64::from_be_bytes(self.array()?))
     }
 }
 
@@ -236,7 +241,7 @@ pub fn decode_offer(p: &[u8]) -> Result<Offer> {
                 if alg != HASH_BLAKE3 {
                     return Err(proto(format!("unknown hash algorithm {alg}")));
                 }
-                let hash: Hash = c.take(32)?.try_into().expect("32 bytes");
+                let hash: Hash = c.array()?;
                 total = total
                     .checked_add(size)
                     .ok_or_else(|| proto("offer sizes overflow"))?;
@@ -333,11 +338,14 @@ pub fn encode_stream_end(size: u64, hash: &Hash) -> Vec<u8> {
 
 /// Decode the FILE_END of a stream entry.
 pub fn decode_stream_end(p: &[u8]) -> Result<(u64, Hash)> {
-    if p.len() != 41 || p[8] != HASH_BLAKE3 {
-        return Err(proto("bad end of stream"));
+    let bad = || proto("bad end of stream");
+    let (size, rest) = p.split_first_chunk::<8>().ok_or_else(bad)?;
+    let (alg, hash) = rest.split_first().ok_or_else(bad)?;
+    let hash: Hash = hash.try_into().map_err(|_| bad())?;
+    if *alg != HASH_BLAKE3 {
+        return Err(bad());
     }
-    let size = u64::from_be_bytes(p[..8].try_into().expect("8 bytes"));
-    Ok((size, p[9..].try_into().expect("32 bytes")))
+    Ok((u64::from_be_bytes(*size), hash))
 }
 
 /// Text of a REFUSE or ERROR, escaped for display.

@@ -6,6 +6,12 @@
 //! the signalling server and the peers' session layer depend on it so that there is exactly one
 //! definition of the wire shape.
 #![forbid(unsafe_code)]
+// No panics outside tests; a local `allow` says why it cannot fire.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+#![cfg_attr(not(test), deny(clippy::unreachable))]
 
 mod text;
 
@@ -21,7 +27,7 @@ pub const MAX_ENVELOPE: usize = 64 * 1024;
 /// Mailbox id the server uses as `Sender` in its own replies (`YAKKMSG_ROOMCREATED`).
 pub const SERVER_ID: i64 = -1;
 
-/// Message names of the reference protocol (yakk/1) and the server.
+/// Message names of yakk/1 and the server.
 pub mod msg {
     pub const ROOM_CREATED: &str = "YAKKMSG_ROOMCREATED";
     pub const ROOM_JOINED: &str = "YAKKMSG_ROOMJOINED";
@@ -38,8 +44,8 @@ pub mod msg {
 }
 
 /// An ICE server (STUN or TURN) that the signalling server advertises to the peers of a room.
-/// Travels as an extra field of `YAKKMSG_ROOMCREATED` / `YAKKMSG_ROOMJOINED`, which the reference
-/// clients ignore.
+/// Travels as an extra field of `YAKKMSG_ROOMCREATED` / `YAKKMSG_ROOMJOINED`, which the original
+/// program's clients ignore.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IceServer {
     pub urls: Vec<String>,
@@ -50,7 +56,7 @@ pub struct IceServer {
 }
 
 /// An ICE candidate as the peers exchange it inside sealed payloads: the JSON shape of the browser
-/// API (`RTCIceCandidateInit`), which is what the reference program sends.
+/// API (`RTCIceCandidateInit`), which is what the original program sends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IceCandidate {
     pub candidate: String,
@@ -62,7 +68,7 @@ pub struct IceCandidate {
     pub username_fragment: Option<String>,
 }
 
-/// One signalling message. Field names are the reference's, byte for byte.
+/// One signalling message. Field names are the original program's, byte for byte.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
     #[serde(rename = "Msg_type")]
@@ -83,7 +89,7 @@ pub struct Envelope {
     /// Extra field in `YAKKMSG_ROOMCREATED` from a clustered server (`yakk signal --redis`): the
     /// secret with which the owner takes its room back after losing its connection
     /// (`/ws/?roomID=NAME&reclaim=SECRET`). Clients that do not know it ignore it, as the
-    /// reference client ignores every field it does not name.
+    /// original client ignores every field it does not name.
     #[serde(rename = "Reclaim", default, skip_serializing_if = "Option::is_none")]
     pub reclaim: Option<String>,
 }
@@ -110,7 +116,7 @@ impl Envelope {
     }
 
     /// Parses one frame's bytes (text or binary frame alike), tolerating surrounding whitespace
-    /// such as the trailing newline the reference client sends.
+    /// such as the trailing newline the original client sends.
     pub fn parse(bytes: &[u8], max_len: usize) -> Result<Self, WireError> {
         if bytes.len() > max_len {
             return Err(WireError::TooLarge(bytes.len(), max_len));
@@ -119,8 +125,10 @@ impl Envelope {
         serde_json::from_slice(trimmed).map_err(|e| WireError::Malformed(e.to_string()))
     }
 
-    /// Compact JSON, as the reference prints it.
+    /// Compact JSON, as the original program prints it.
     pub fn to_json(&self) -> String {
+        // Strings, numbers and options only, no map with non-string keys: serialising cannot fail.
+        #[allow(clippy::expect_used)]
         serde_json::to_string(self).expect("an envelope always serialises")
     }
 }
@@ -130,7 +138,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_reference_frame_with_trailing_newline() {
+    fn parses_original_frame_with_trailing_newline() {
         let raw = b"{\"Msg_type\":\"YAKKMSG_REQUESTOFFER\",\"Payload\":\"\",\"Sender\":1,\"Recipient\":0}\n";
         let e = Envelope::parse(raw, 1024).unwrap();
         assert_eq!(e.msg_type, msg::REQUEST_OFFER);
@@ -139,7 +147,7 @@ mod tests {
     }
 
     #[test]
-    fn prints_reference_field_order_without_extras() {
+    fn prints_original_field_order_without_extras() {
         let e = Envelope::new(msg::ROOM_CREATED, "armadillo", SERVER_ID, 0);
         assert_eq!(
             e.to_json(),

@@ -1,14 +1,14 @@
-//! yakk/1: the reference program's J-PAKE on P-256, byte for byte (`PROTOCOL.md` §2),
+//! yakk/1: the original program's J-PAKE on P-256, byte for byte (`PROTOCOL.md` §2),
 //! hardened without changing the wire.
 //!
 //! This module owns the yakk/1 state machine ([`Party`]), its Schnorr proofs, key
-//! derivation and key confirmation. What it adds to the reference, invisibly to a
-//! reference peer: every received point (G3, G4, B, each proof's T) must be on the curve
+//! derivation and key confirmation. What it adds to the original program, invisibly to
+//! its peers: every received point (G3, G4, B, each proof's T) must be on the curve
 //! and not the identity, as must the generators built from them; a round 1 that repeats
 //! our own points is refused; the received challenge must equal the recomputed one; the
 //! confirmation is compared in constant time; secrets are zeroized on drop.
 //!
-//! The reference has no participant identities, so yakk/1 cannot tell the two roles
+//! The original program has no participant identities, so yakk/1 cannot tell the two roles
 //! apart; prefer [`crate::v2`] wherever the peer speaks it.
 
 mod wire;
@@ -429,7 +429,7 @@ fn session_key_from_kx(kx: &[u8; SCALAR_LEN]) -> Zeroizing<[u8; SESSION_KEY_LEN]
     Zeroizing::new(mac.finalize().into_bytes().into())
 }
 
-/// The reference's confirmation MAC, with its swapped key and message.
+/// The original program's confirmation MAC, with its swapped key and message.
 fn confirmation_mac(key: &[u8; SESSION_KEY_LEN], points: [&AffinePoint; 4]) -> [u8; 32] {
     let mut kdf = new_hmac(b"kdfsecret");
     kdf.update(key);
@@ -447,8 +447,9 @@ fn confirmation_mac(key: &[u8; SESSION_KEY_LEN], points: [&AffinePoint; 4]) -> [
     mac.finalize().into_bytes().into()
 }
 
+// HMAC takes keys of any length: the error arm cannot happen.
+#[allow(clippy::unreachable)]
 fn new_hmac(key: &[u8]) -> HmacSha256 {
-    // HMAC takes keys of any length; the error arm cannot happen.
     <HmacSha256 as Mac>::new_from_slice(key)
         .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"))
 }

@@ -71,7 +71,7 @@ fn wrong_password_fails_confirmation_both_ways() {
     );
 }
 
-/// The published attack on the reference: (0,0) as G4 with a proof that the reference
+/// The published attack on the original program: (0,0) as G4 with a proof that the original program
 /// accepts (T = r·G + c·(0,0) holds for T = v·G, r = v), so that the victim's key would
 /// not depend on the password.
 #[test]
@@ -82,7 +82,7 @@ fn zero_point_as_g4_is_refused() {
     for zero in ["", "AA=="] {
         forged.x2_gx = zero.to_owned();
         forged.x2_gy = zero.to_owned();
-        // With Y the identity, r = v makes the reference's equation hold.
+        // With Y the identity, r = v makes the original program's equation hold.
         forged.x2_zkp = forged_proof(&g, &Scalar::ZERO, &identity, 77);
         let t = wire::parse_point(&forged.x2_zkp.tx, &forged.x2_zkp.ty, "T").unwrap();
         let r = wire::parse_int(&forged.x2_zkp.r, "r").unwrap();

@@ -1,4 +1,4 @@
-//! The yakk/1 messages exactly as the reference encodes them: JSON objects whose values
+//! The yakk/1 messages exactly as the original program encodes them: JSON objects whose values
 //! are base64 integers, wrapped once more in base64 to form the envelope `Payload`.
 //!
 //! This module owns the JSON field names, the integer encoding and the parsing of
@@ -15,7 +15,7 @@ use crate::{MAX_PAYLOAD_LEN, PakeError};
 /// slack admits leading zero bytes that a lenient encoder might add.
 const MAX_INT_TEXT: usize = 64;
 
-/// A Schnorr proof of knowledge as the reference sends it.
+/// A Schnorr proof of knowledge as the original program sends it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Proof {
     /// x coordinate of the commitment T = v·Gen.
@@ -65,7 +65,7 @@ pub struct Round2 {
     pub xs_zkp: Proof,
 }
 
-/// Key confirmation: the base64 MAC (the reference names the field `SessionKey`, but it
+/// Key confirmation: the base64 MAC (the original program names the field `SessionKey`, but it
 /// carries a MAC, never the key).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyConfirm {
@@ -96,7 +96,7 @@ macro_rules! payload_codec {
     ($ty:ty, $name:literal) => {
         impl $ty {
             /// The envelope `Payload`: standard base64 of the compact JSON, byte for
-            /// byte what the reference sends.
+            /// byte what the original program sends.
             pub fn to_payload(&self) -> String {
                 to_payload(self)
             }
@@ -125,7 +125,7 @@ pub(crate) fn minimal(bytes: &[u8]) -> &[u8] {
     &bytes[start..]
 }
 
-/// base64 of the minimal big-endian bytes: the reference's integer encoding.
+/// base64 of the minimal big-endian bytes: the original program's integer encoding.
 pub(crate) fn encode_int(bytes: &[u8; SCALAR_LEN]) -> String {
     ec::encode_base64(minimal(bytes))
 }

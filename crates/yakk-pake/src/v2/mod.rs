@@ -31,9 +31,9 @@ use wire::SchnorrProof;
 /// Which end of the room a party is. The two sides of an exchange must differ.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
-    /// Created the room (the reference's callee).
+    /// Created the room (the original program's callee).
     Owner,
-    /// Joined the room (the reference's caller).
+    /// Joined the room (the original program's caller).
     Joiner,
 }
 
@@ -199,19 +199,14 @@ fn non_identity(p: ProjectivePoint, field: &'static str) -> Result<ProjectivePoi
 impl Party {
     /// A party with fresh random secrets from the operating system.
     pub fn new(role: Role, password: &[u8], room: &str) -> Party {
-        let random = || ec::random_nonzero_scalar().to_bytes().into();
-        let secrets = Secrets {
-            x1: random(),
-            x2: random(),
-            nonce_x1: random(),
-            nonce_x2: random(),
-            nonce_round2: random(),
-        };
-        match Party::with_secrets(role, password, room, &secrets) {
-            Ok(party) => party,
-            // Random non-zero scalars are always valid secrets.
-            Err(e) => unreachable!("random secrets rejected: {e}"),
-        }
+        // Random non-zero scalars: valid secrets by construction, nothing to check.
+        let random = || Zeroizing::new(ec::random_nonzero_scalar());
+        Party::from_scalars(
+            role,
+            password,
+            room,
+            [random(), random(), random(), random(), random()],
+        )
     }
 
     /// A party with the given random values, for known-answer tests and benchmarks.
@@ -221,11 +216,23 @@ impl Party {
         room: &str,
         secrets: &Secrets,
     ) -> Result<Party, PakeError> {
-        let x1 = secret_scalar(&secrets.x1, "x1")?;
-        let x2 = secret_scalar(&secrets.x2, "x2")?;
-        let v1 = secret_scalar(&secrets.nonce_x1, "nonce_x1")?;
-        let v2 = secret_scalar(&secrets.nonce_x2, "nonce_x2")?;
-        let v3 = secret_scalar(&secrets.nonce_round2, "nonce_round2")?;
+        let scalars = [
+            secret_scalar(&secrets.x1, "x1")?,
+            secret_scalar(&secrets.x2, "x2")?,
+            secret_scalar(&secrets.nonce_x1, "nonce_x1")?,
+            secret_scalar(&secrets.nonce_x2, "nonce_x2")?,
+            secret_scalar(&secrets.nonce_round2, "nonce_round2")?,
+        ];
+        Ok(Party::from_scalars(role, password, room, scalars))
+    }
+
+    /// A party from checked non-zero secrets: x1, x2 and the nonces of x1, x2 and round 2.
+    fn from_scalars(
+        role: Role,
+        password: &[u8],
+        room: &str,
+        [x1, x2, v1, v2, v3]: [Zeroizing<Scalar>; 5],
+    ) -> Party {
         let room = room.as_bytes().to_vec();
         let g = ProjectivePoint::GENERATOR;
         // G1, G2 and both proofs' V, made affine with one field inversion.
@@ -242,7 +249,7 @@ impl Party {
             g2,
             zkp2: prove_with_commitment(&g, &x2, &g2, &v2, &c2, role, &room),
         };
-        Ok(Party {
+        Party {
             role,
             s: schedule::password_scalar(password),
             room,
@@ -250,7 +257,7 @@ impl Party {
             nonce_round2: *v3,
             round1,
             state: State::AwaitRound1,
-        })
+        }
     }
 
     /// Our role.

@@ -165,6 +165,8 @@ pub(crate) fn confirmation_mac(
     receiver_points: [&AffinePoint; 2],
     room: &[u8],
 ) -> [u8; 32] {
+    // HMAC takes keys of any length: the error arm cannot happen.
+    #[allow(clippy::unreachable)]
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(kc_key)
         .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
     update_lp(&mut mac, b"KC_1_U");

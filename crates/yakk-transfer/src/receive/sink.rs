@@ -118,6 +118,11 @@ impl Open {
     }
 }
 
+/// Data or an end with no file begun: a fault of this crate's own sequencing, not the peer's.
+fn out_of_order() -> TransferError {
+    TransferError::Protocol("file writer: data before the file began".into())
+}
+
 /// The writer thread: runs `cmds` until the channel closes or an error.
 pub(crate) fn write_files(
     mut cmds: mpsc::Receiver<Cmd>,
@@ -130,7 +135,7 @@ pub(crate) fn write_files(
             match cmd {
                 Cmd::Begin(t) => cur = Some(Open::begin(t)?),
                 Cmd::Data(buf) => {
-                    let o = cur.as_mut().expect("data after begin");
+                    let o = cur.as_mut().ok_or_else(out_of_order)?;
                     o.file
                         .write_all(&buf)
                         .map_err(|e| TransferError::write(e, &o.t.shown))?;
@@ -140,7 +145,7 @@ pub(crate) fn write_files(
                 }
                 Cmd::End(trailer) => cur
                     .take()
-                    .expect("end after begin")
+                    .ok_or_else(out_of_order)?
                     .end(trailer, defer_rename)?,
             }
         }
@@ -215,10 +220,12 @@ impl Sink {
     }
 
     pub(crate) async fn cmd(&mut self, c: Cmd) -> Result<()> {
-        let Sink::Disk { tx, .. } = self else {
-            unreachable!("disk command on a writer sink")
+        let sent = match self {
+            Sink::Disk { tx: Some(tx), .. } => tx.send(c).await.is_ok(),
+            // Finished already, or a writer sink (its callers never queue commands).
+            Sink::Disk { tx: None, .. } | Sink::Writer { .. } => false,
         };
-        if tx.as_ref().expect("open").send(c).await.is_err() {
+        if !sent {
             // The writer stopped on an error: finish() reports it.
             return Err(self
                 .finish()

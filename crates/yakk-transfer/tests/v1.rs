@@ -8,15 +8,15 @@ use std::fs;
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use yakk_transfer::{
-    Destination, LegacyServed, Manifest, NullReporter, ReceiveOptions, TransferError,
-    fetch_http_v1, serve_http_v1,
+    Destination, Manifest, NullReporter, ReceiveOptions, TransferError, V1Served, fetch_http_v1,
+    serve_http_v1,
 };
 
 /// The bytes a served GET sent.
-fn sent(s: Result<LegacyServed, TransferError>) -> u64 {
+fn sent(s: Result<V1Served, TransferError>) -> u64 {
     match s.unwrap() {
-        LegacyServed::File(summary) => summary.bytes_sent,
-        LegacyServed::Head => panic!("a GET was answered as a HEAD"),
+        V1Served::File(summary) => summary.bytes_sent,
+        V1Served::Head => panic!("a GET was answered as a HEAD"),
     }
 }
 
@@ -133,7 +133,7 @@ async fn raw_request_gets_the_documented_response() {
             resp
         };
         let (s, resp) = tokio::join!(serve_http_v1(a, &m, &NullReporter), client);
-        assert!(matches!(s, Ok(LegacyServed::Head)), "{s:?}");
+        assert!(matches!(s, Ok(V1Served::Head)), "{s:?}");
         assert_eq!(
             String::from_utf8(resp).unwrap(),
             "HTTP/1.1 200 OK\r\n\
@@ -204,7 +204,7 @@ async fn raw_request_gets_the_documented_response() {
     .await
 }
 
-/// Our fetcher against a hand-written server speaking as the reference does.
+/// Our fetcher against a hand-written server speaking as the original program does.
 async fn fetch_from_raw(
     response: Vec<u8>,
     opts: ReceiveOptions,
@@ -254,7 +254,7 @@ async fn raw_responses_are_fetched() {
 }
 
 #[tokio::test]
-async fn hostile_legacy_senders() {
+async fn hostile_v1_senders() {
     let cases: [(&[u8], &str); 8] = [
         (b"HTTP/1.1 200 OK\r\nContent-Disposition: attachment; filename=\"sub/evil\"\r\nContent-Length: 1\r\n\r\nx", "unsafe"),
         (b"HTTP/1.1 200 OK\r\nContent-Disposition: attachment; filename=../../evil\r\nContent-Length: 1\r\n\r\nx", "unsafe"),
@@ -293,7 +293,7 @@ async fn hostile_legacy_senders() {
 }
 
 #[tokio::test]
-async fn legacy_carries_one_file_only() {
+async fn v1_carries_one_file_only() {
     let src = tempfile::tempdir().unwrap();
     fs::write(src.path().join("a"), "a").unwrap();
     fs::write(src.path().join("b"), "b").unwrap();
@@ -303,13 +303,13 @@ async fn legacy_carries_one_file_only() {
     ] {
         let (a, _b) = tokio::io::duplex(1024);
         let e = serve_http_v1(a, &m, &NullReporter).await.unwrap_err();
-        assert!(matches!(e, TransferError::LegacySingleFile(_)), "{e:?}");
+        assert!(matches!(e, TransferError::V1SingleFile(_)), "{e:?}");
         assert!(e.to_string().contains("single file"));
     }
 }
 
 #[tokio::test]
-async fn legacy_fetch_respects_existing_files_and_refusal() {
+async fn v1_fetch_respects_existing_files_and_refusal() {
     let dst = tempfile::tempdir().unwrap();
     fs::write(dst.path().join("data.bin"), "mine").unwrap();
     let resp = b"HTTP/1.1 200 OK\r\nContent-Disposition: attachment; filename=data.bin\r\nContent-Length: 5\r\n\r\nhello".to_vec();

@@ -1,11 +1,13 @@
 //! Shared by the peer commands: turning flags and codes into a session configuration, running the
-//! embedded signalling server when none is configured, and announcing the code.
+//! embedded signalling server when none is configured, announcing the code, and saying what
+//! connected.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
 use anyhow::Context;
 use serde_json::json;
-use yakk_session::{IceServer, SessionConfig};
+use yakk_session::{Connection, IceServer, PathKind, SessionConfig, Version};
 use zeroize::Zeroizing;
 
 use crate::cli::Common;
@@ -369,6 +371,76 @@ fn complete_word(words: &[&'static str], before: &str) -> (usize, Vec<String>) {
     (start, found)
 }
 
+/// What is said once connected: the `connected` event, the yakk/1 warning, the lanes tip.
+pub fn connected_event(out: Out, conn: &Connection, who: &str) {
+    let path = conn.path();
+    let rtt = path.rtt.map(|d| d.as_secs_f64() * 1e3);
+    out.event(
+        "connected",
+        json!({
+            "peer": who,
+            "protocol": conn.version().to_string(),
+            "path": path_name(path.kind),
+            // How this side reaches its TURN server (udp, tcp, tls); null unless its own
+            // candidate of the pair is a relay candidate.
+            "relay": path.relay.map(|r| r.name()),
+            // null where the stack does not say (it reports no address for a peer-reflexive
+            // candidate, the one an answerer often learns its peer by).
+            "local": (!path.local.is_empty()).then_some(&path.local),
+            "remote": (!path.remote.is_empty()).then_some(&path.remote),
+            "rtt_ms": rtt,
+            "lanes": conn.lanes(),
+        }),
+        Some(&format!(
+            "Connected to {who} ({}, {} path{}{}{})",
+            conn.version(),
+            path_name(path.kind),
+            path.relay
+                .map(|r| format!(" over {}", r.name().to_uppercase()))
+                .unwrap_or_default(),
+            rtt.map(|r| format!(", rtt {r:.1} ms")).unwrap_or_default(),
+            match conn.lanes() {
+                1 => String::new(),
+                n => format!(", {n} lanes"),
+            }
+        )),
+    );
+    if conn.version() == Version::V1 {
+        let msg = "this session speaks yakk/1, the original program's protocol: its key exchange is weaker than yakk/2's (PROTOCOL.md)";
+        out.event(
+            "warning",
+            json!({"message": msg}),
+            Some(&format!("Warning: {msg}.")),
+        );
+    }
+    if let Some(hint) = lanes_hint(conn.version(), conn.lanes(), path.rtt) {
+        out.say(&hint);
+    }
+}
+
+/// The ICE candidate type name of a path, as in SDP.
+fn path_name(k: PathKind) -> &'static str {
+    match k {
+        PathKind::Host => "host",
+        PathKind::Srflx => "srflx",
+        PathKind::Prflx => "prflx",
+        PathKind::Relay => "relay",
+    }
+}
+
+/// A tip for people on a long path with one lane (chosen, or `auto` misled by a quick
+/// signalling server), which only yakk/2 peers can widen.
+fn lanes_hint(version: Version, lanes: usize, rtt: Option<Duration>) -> Option<String> {
+    let rtt = rtt?;
+    (version == Version::V2 && lanes == 1 && rtt >= yakk_session::LONG_PATH).then(|| {
+        format!(
+            "This path is long ({:.0} ms round trip): if it loses packets, `--lanes 32` on \
+             either side can make transfers several times faster.",
+            rtt.as_secs_f64() * 1e3
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -411,5 +483,20 @@ mod tests {
         );
         assert_eq!(page_url(&embedded, "417", "client -p 10022"), None);
         assert_eq!(page_url(&setup(None), "417", "filereceive"), None);
+    }
+
+    #[test]
+    fn lanes_hint_only_for_one_lane_yakk2_on_a_long_path() {
+        let ms = |n| Some(Duration::from_millis(n));
+        let tip = lanes_hint(Version::V2, 1, ms(52)).expect("a tip on a 52 ms path");
+        assert!(tip.contains("52 ms") && tip.contains("--lanes 32"), "{tip}");
+        assert_eq!(lanes_hint(Version::V2, 1, ms(3)), None, "short path");
+        assert_eq!(lanes_hint(Version::V2, 1, None), None, "round trip unknown");
+        assert_eq!(lanes_hint(Version::V2, 32, ms(52)), None, "lanes already");
+        assert_eq!(
+            lanes_hint(Version::V1, 1, ms(52)),
+            None,
+            "yakk/1 has no lanes"
+        );
     }
 }

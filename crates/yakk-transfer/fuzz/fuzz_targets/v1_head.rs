@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use yakk_transfer::legacy_head::{
+use yakk_transfer::v1_head::{
     chunk_size, disposition, parse_filename, parse_range, parse_request, parse_response,
 };
 use yakk_transfer::names;

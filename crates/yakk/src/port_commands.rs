@@ -7,88 +7,19 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::json;
 use yakk_forward::Stats;
-use yakk_session::{Connection, Owner, OwnerEvent, PathKind, Version};
+use yakk_session::{Connection, Owner, OwnerEvent};
 
 use crate::cli::{ClientArgs, ServerArgs};
 use crate::exit::{ExitCode, Failure};
 use crate::interrupt::Interrupt;
 use crate::output::Out;
-use crate::peer;
-
-/// The ICE candidate type name of a path, as in SDP.
-fn path_name(k: PathKind) -> &'static str {
-    match k {
-        PathKind::Host => "host",
-        PathKind::Srflx => "srflx",
-        PathKind::Prflx => "prflx",
-        PathKind::Relay => "relay",
-    }
-}
-
-pub fn connected_event(out: Out, conn: &Connection, who: &str) {
-    let path = conn.path();
-    let rtt = path.rtt.map(|d| d.as_secs_f64() * 1e3);
-    out.event(
-        "connected",
-        json!({
-            "peer": who,
-            "protocol": conn.version().to_string(),
-            "path": path_name(path.kind),
-            // How this side reaches its TURN server (udp, tcp, tls); null unless its own
-            // candidate of the pair is a relay candidate.
-            "relay": path.relay.map(|r| r.name()),
-            // null where the stack does not say (it reports no address for a peer-reflexive
-            // candidate, the one an answerer often learns its peer by).
-            "local": (!path.local.is_empty()).then_some(&path.local),
-            "remote": (!path.remote.is_empty()).then_some(&path.remote),
-            "rtt_ms": rtt,
-            "lanes": conn.lanes(),
-        }),
-        Some(&format!(
-            "Connected to {who} ({}, {} path{}{}{})",
-            conn.version(),
-            path_name(path.kind),
-            path.relay
-                .map(|r| format!(" over {}", r.name().to_uppercase()))
-                .unwrap_or_default(),
-            rtt.map(|r| format!(", rtt {r:.1} ms")).unwrap_or_default(),
-            match conn.lanes() {
-                1 => String::new(),
-                n => format!(", {n} lanes"),
-            }
-        )),
-    );
-    if conn.version() == Version::V1 {
-        let msg = "this session speaks yakk/1, the original program's protocol: its key exchange is weaker than yakk/2's (PROTOCOL.md)";
-        out.event(
-            "warning",
-            json!({"message": msg}),
-            Some(&format!("Warning: {msg}.")),
-        );
-    }
-    if let Some(hint) = lanes_hint(conn.version(), conn.lanes(), path.rtt) {
-        out.say(&hint);
-    }
-}
+use crate::session_setup::{self, connected_event};
 
 /// The local port to suggest to the joiner: the shared one, unless it is a privileged port
 /// (below 1024), which the joiner could not listen on without root and which its own service
 /// (its sshd for port 22) may hold.
 fn suggested_port(port: u16) -> u16 {
     if port < 1024 { 10000 + port } else { port }
-}
-
-/// A tip for people on a long path with one lane (chosen, or `auto` misled by a quick
-/// signalling server), which only yakk/2 peers can widen.
-fn lanes_hint(version: Version, lanes: usize, rtt: Option<Duration>) -> Option<String> {
-    let rtt = rtt?;
-    (version == Version::V2 && lanes == 1 && rtt >= yakk_session::LONG_PATH).then(|| {
-        format!(
-            "This path is long ({:.0} ms round trip): if it loses packets, `--lanes 32` on \
-             either side can make transfers several times faster.",
-            rtt.as_secs_f64() * 1e3
-        )
-    })
 }
 
 /// A shared port where nothing listens is a mistake people make (a service not started yet,
@@ -126,7 +57,8 @@ fn nothing_listens(host: &str, port: u16) -> bool {
 }
 
 pub async fn server(mut args: ServerArgs, out: Out) -> anyhow::Result<()> {
-    let mut setup = peer::owner_setup(&mut args.common, args.owner.code_length, out).await?;
+    let mut setup =
+        session_setup::owner_setup(&mut args.common, args.owner.code_length, out).await?;
     setup.config.max_peers = args.max_peers;
     setup.config.allow_retries = args.owner.allow_retries;
     let target = format!("{}:{}", args.host, args.port);
@@ -134,7 +66,7 @@ pub async fn server(mut args: ServerArgs, out: Out) -> anyhow::Result<()> {
     let owner = Owner::create(setup.config.clone())
         .await
         .map_err(Failure::from)?;
-    peer::announce(
+    session_setup::announce(
         out,
         &setup,
         &owner.room,
@@ -157,7 +89,12 @@ pub async fn server(mut args: ServerArgs, out: Out) -> anyhow::Result<()> {
             break;
         }
         let ev = tokio::select! {
-            ev = async { owner.as_mut().expect("guarded").next().await }, if owner.is_some() => ev,
+            Some(ev) = async {
+                match owner.as_mut() {
+                    Some(o) => Some(o.next().await),
+                    None => None,
+                }
+            }, if owner.is_some() => ev,
             Some(_) = tunnels.join_next(), if !tunnels.is_empty() => continue,
             () = interrupt.wait() => {
                 close_all(live.iter().filter_map(std::sync::Weak::upgrade)).await;
@@ -238,7 +175,7 @@ pub async fn server(mut args: ServerArgs, out: Out) -> anyhow::Result<()> {
 
 pub async fn client(mut args: ClientArgs, out: Out) -> anyhow::Result<()> {
     let (config, room, from_code) =
-        peer::joiner_config(&mut args.common, std::mem::take(&mut args.code), out)?;
+        session_setup::joiner_config(&mut args.common, std::mem::take(&mut args.code), out)?;
     // Bind first: a port in use is the user's to fix before anyone connects.
     let addr = SocketAddr::new(args.bind, args.port);
     let listener = yakk_forward::listen(addr)
@@ -246,7 +183,7 @@ pub async fn client(mut args: ClientArgs, out: Out) -> anyhow::Result<()> {
     let local = listener.local_addr().context("listener address")?;
     let interrupt = Interrupt::listen();
     let conn = tokio::select! {
-        c = yakk_session::join(config, &room) => c.map_err(|e| peer::join_failure(e, from_code))?,
+        c = yakk_session::join(config, &room) => c.map_err(|e| session_setup::join_failure(e, from_code))?,
         () = interrupt.wait() => return Err(Failure::stopped("Stopped before connecting.").into()),
     };
     connected_event(out, &conn, "owner");
@@ -298,20 +235,5 @@ mod tests {
         assert_eq!(suggested_port(22), 10022);
         assert_eq!(suggested_port(443), 10443);
         assert_eq!(suggested_port(8080), 8080);
-    }
-
-    #[test]
-    fn lanes_hint_only_for_one_lane_yakk2_on_a_long_path() {
-        let ms = |n| Some(Duration::from_millis(n));
-        let tip = lanes_hint(Version::V2, 1, ms(52)).expect("a tip on a 52 ms path");
-        assert!(tip.contains("52 ms") && tip.contains("--lanes 32"), "{tip}");
-        assert_eq!(lanes_hint(Version::V2, 1, ms(3)), None, "short path");
-        assert_eq!(lanes_hint(Version::V2, 1, None), None, "round trip unknown");
-        assert_eq!(lanes_hint(Version::V2, 32, ms(52)), None, "lanes already");
-        assert_eq!(
-            lanes_hint(Version::V1, 1, ms(52)),
-            None,
-            "yakk/1 has no lanes"
-        );
     }
 }

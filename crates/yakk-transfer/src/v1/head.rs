@@ -1,12 +1,12 @@
 //! The HTTP/1.1 heads of the yakk/1 file exchange, without any I/O: the receiver's request as
 //! the server reads it, the server's response as the fetcher reads it, the `Range`,
 //! `Content-Disposition` and chunk-size fields. Parsing is httparse's; this module decides
-//! what yakk accepts. Everything here reads a peer's bytes: `fuzz/` runs it (`legacy_head`).
+//! what yakk accepts. Everything here reads a peer's bytes: `fuzz/` runs it (`v1_head`).
 
 use crate::error::{Result, TransferError};
 use crate::names::{self, escape};
 
-use super::LEGACY_PATH;
+use super::V1_PATH;
 
 /// Headers read in one head, at most.
 pub(crate) const MAX_HEADERS: usize = 64;
@@ -38,7 +38,7 @@ pub fn parse_request(head: &[u8]) -> std::result::Result<Request, BadRequest> {
     let ok = matches!(req.parse(head), Ok(httparse::Status::Complete(_)));
     let path = req.path.unwrap_or("").split('?').next().unwrap_or("");
     let head_only = req.method == Some("HEAD");
-    if !ok || !(head_only || req.method == Some("GET")) || path != LEGACY_PATH {
+    if !ok || !(head_only || req.method == Some("GET")) || path != V1_PATH {
         return Err(BadRequest {
             status: if ok {
                 "404 Not Found"
