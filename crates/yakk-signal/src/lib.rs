@@ -40,6 +40,10 @@
 //! - TURN credentials from `--turn-secret` are valid for 10 minutes by default: see [`ice`] for
 //!   who gets them and why that lifetime.
 #![forbid(unsafe_code)]
+// No unwrap, expect, panic or unreachable outside tests: errors are returned, or an
+// `#[allow]` beside the call says why it cannot fail.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+#![cfg_attr(not(test), deny(clippy::panic, clippy::unreachable))]
 
 mod config;
 mod conn;

@@ -32,7 +32,7 @@ use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use medea_turn::attr::{
@@ -47,6 +47,7 @@ use stun_codec::rfc5766::methods::{ALLOCATE, DATA, REFRESH, SEND};
 use stun_codec::{Message, MessageClass};
 use tokio::net::{TcpListener, UdpSocket};
 
+use crate::ice::rest_password;
 use crate::ratelimit::{ClientKey, RateLimiter};
 
 /// The realm the relay announces (any string works: REST credentials do not depend on it).
@@ -262,7 +263,8 @@ impl Gate {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        // A panic while the lock was held leaves whole maps and counters: keep using them.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub fn metrics(&self) -> &RelayMetrics {
@@ -396,16 +398,6 @@ fn prune(s: &mut State, now: Instant) {
     s.live.retain(|_, l| l.expires > now);
     s.pending
         .retain(|_, (_, since)| now.saturating_duration_since(*since) < PENDING_TIMEOUT);
-}
-
-/// `base64(HMAC-SHA1(secret, username))`.
-fn rest_password(secret: &str, username: &str) -> String {
-    use base64::Engine as _;
-    use hmac::{Hmac, Mac};
-    let mut mac = <Hmac<sha1::Sha1> as Mac>::new_from_slice(secret.as_bytes())
-        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-    mac.update(username.as_bytes());
-    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
 
 /// Whether `ip` is an address on the Internet: not unspecified, loopback, private (RFC 1918,

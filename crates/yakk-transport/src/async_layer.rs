@@ -5,7 +5,7 @@
 //! a [`Stream`] by `channel.rs`.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, mpsc};
@@ -396,11 +396,12 @@ impl AsyncPeer {
         // get an id whose stream still exists, and fails at once ("there already exists a
         // stream with identifier"). Once the reset completes (a round trip) the id is usable,
         // so a failed open is retried a few times, a little later each time.
+        // A poisoned lock still holds a whole `Option<Instant>`: nothing to repair.
         let since_close = self
             .inner
             .last_peer_close
             .lock()
-            .expect("not poisoned")
+            .unwrap_or_else(PoisonError::into_inner)
             .map(|t| t.elapsed());
         if let Some(since) = since_close
             && since < OPEN_SETTLE
@@ -504,10 +505,11 @@ impl AsyncPeer {
 
     /// Whether the peer closed one of our channels at or after `t`.
     fn peer_closed_since(&self, t: Instant) -> bool {
+        // A poisoned lock still holds a whole `Option<Instant>`: nothing to repair.
         self.inner
             .last_peer_close
             .lock()
-            .expect("not poisoned")
+            .unwrap_or_else(PoisonError::into_inner)
             .is_some_and(|closed| closed >= t)
     }
 

@@ -4,7 +4,7 @@
 //! connection's send budget.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, mpsc};
@@ -225,7 +225,10 @@ async fn read_pump(st: Arc<ChannelState>, to_app: mpsc::Sender<bytes::Bytes>, mu
             None => break,
             Some(DataChannelEvent::OnClose) => {
                 if st.opener {
-                    *st.last_peer_close.lock().expect("not poisoned") = Some(Instant::now());
+                    // A poisoned lock still holds a whole `Option<Instant>`: overwrite it.
+                    *st.last_peer_close
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
                 }
                 // With the peer's end-of-stream marker taken, nothing the application wants
                 // can follow; and after our own close we want nothing more.

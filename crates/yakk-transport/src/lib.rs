@@ -84,6 +84,10 @@
 //!   Nothing above the stack can recover them; yakk/2 streams are not exposed (a channel is
 //!   closed only after both end-of-stream markers were read), yakk/1 ones are.
 #![forbid(unsafe_code)]
+// No unwrap, expect, panic or unreachable outside tests: errors are returned, or an
+// `#[allow]` beside the call says why it cannot fail.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+#![cfg_attr(not(test), deny(clippy::panic, clippy::unreachable))]
 
 mod async_layer;
 mod channel;
