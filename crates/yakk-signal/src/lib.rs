@@ -14,7 +14,7 @@
 //! the caller passes),
 //! [`ratelimit`] (pure per-client token buckets), [`ice`] (ICE servers and TURN credentials),
 //! [`metrics`] (counters and `/metrics`), [`stun`] (an optional STUN Binding responder),
-//! [`relay`] (the optional embedded TURN relay, `--turn-listen`), `server` (HTTP, TLS,
+//! [`turn`] (the optional embedded TURN relay, `--turn-listen`), `server` (HTTP, TLS,
 //! upgrade, sweep, shutdown), `conn` (one WebSocket's task) and `web` (the browser peer's
 //! files, served at `/`, embedded by `build.rs` when `web/dist/` was built).
 //!
@@ -52,10 +52,10 @@ pub mod metrics;
 pub mod ratelimit;
 pub mod redis_store;
 pub mod registry;
-pub mod relay;
 mod server;
 pub mod store;
 pub mod stun;
+pub mod turn;
 mod web;
 
 pub use config::{Config, ConfigError, SignalArgs, tls_config, tls_config_from_files};

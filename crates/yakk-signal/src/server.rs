@@ -36,8 +36,8 @@ use crate::redis_store::{RedisConfig, RedisStore, RedisStoreError};
 use crate::registry::{
     CreateError, CreateOptions, EvictReason, JoinError, MailboxId, Registry, RoomRef,
 };
-use crate::relay::{self, EmbeddedRelay};
 use crate::store::{Created, LocalStore, Relayed, RoomStore};
+use crate::turn::{self, EmbeddedRelay};
 
 /// Room names longer than this cannot exist; a join for one is answered "No such room".
 pub(crate) const MAX_ROOM_NAME: usize = 64;
@@ -145,7 +145,7 @@ pub(crate) struct Shared {
     pub shutdown: CancellationToken,
     tracker: TaskTracker,
     /// The embedded TURN relay's book-keeping, for `/metrics`.
-    relay_gate: Option<Arc<relay::Gate>>,
+    relay_gate: Option<Arc<turn::Gate>>,
 }
 
 impl Shared {
@@ -218,7 +218,7 @@ impl ServerHandle {
     }
 
     /// The embedded TURN relay's counters, if it runs.
-    pub fn relay_gate(&self) -> Option<Arc<relay::Gate>> {
+    pub fn relay_gate(&self) -> Option<Arc<turn::Gate>> {
         self.relay.as_ref().map(EmbeddedRelay::gate)
     }
 
@@ -446,7 +446,7 @@ fn render_metrics(shared: &Shared) -> String {
         text.push_str(&format!("yakk_signal_redis_errors_total {}\n", s.errors()));
     }
     if let Some(gate) = &shared.relay_gate {
-        relay::render_metrics(gate, &mut text);
+        turn::render_metrics(gate, &mut text);
     }
     text
 }
