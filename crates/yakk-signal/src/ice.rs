@@ -98,7 +98,7 @@ fn expiry(now: SystemTime, ttl: Duration) -> u64 {
 
 impl IceConfig {
     /// The `IceServers` field for a room reply, or `None` when nothing is configured (the reply
-    /// is then byte for byte the reference's).
+    /// is then byte for byte a yakk/1 server's).
     pub fn servers_for(&self, room: &str, now: SystemTime) -> Option<Vec<IceServer>> {
         let mut servers = Vec::new();
         if !self.stun.is_empty() {
