@@ -212,13 +212,13 @@ struct Lane {
 struct Partial {
     count: usize,
     label: String,
-    parts: Vec<yakk_transport::Stream>,
+    parts: Vec<yakk_transport::Channel>,
     since: Instant,
 }
 
 /// What accepting streams needs when the session has several lanes.
 struct Incoming {
-    streams: mpsc::Receiver<(String, yakk_transport::Stream)>,
+    streams: mpsc::Receiver<(String, yakk_transport::Channel)>,
     partial: HashMap<u64, Partial>,
 }
 
@@ -297,7 +297,7 @@ impl Connection {
             for lane in &lanes {
                 let (peer, tx) = (lane.peer.clone(), streams_tx.clone());
                 let task = tokio::spawn(async move {
-                    while let Some(s) = peer.accept_stream().await {
+                    while let Some(s) = peer.accept_channel().await {
                         if tx.send(s).await.is_err() {
                             break;
                         }
@@ -349,7 +349,7 @@ impl Connection {
     /// Opens a new stream to the peer.
     pub async fn open_stream(&self, label: &str) -> Result<Stream, SessionError> {
         if !self.striped {
-            let s = self.lanes[0].peer.open_stream(label).await?;
+            let s = self.lanes[0].peer.open_channel(label).await?;
             return Ok(Stream(StreamKind::One(s)));
         }
         // A lane that cannot open its part is left out of new streams (its association may
@@ -384,7 +384,7 @@ impl Connection {
             let k = self.next_stripe.fetch_add(1, Ordering::Relaxed);
             let name = format!("{k}/{}/{label}", chosen.len());
             let opens = chosen.iter().map(|l| async {
-                match tokio::time::timeout(LANE_OPEN_TIMEOUT, l.peer.open_stream(&name)).await {
+                match tokio::time::timeout(LANE_OPEN_TIMEOUT, l.peer.open_channel(&name)).await {
                     Ok(r) => r.map_err(SessionError::from),
                     Err(_) => Err(SessionError::Transport(TransportError::OpenChannel {
                         label: name.clone(),
@@ -413,7 +413,7 @@ impl Connection {
     /// The next stream the peer opened; `None` once the peer is gone.
     pub async fn accept_stream(&self) -> Option<(String, Stream)> {
         if !self.striped {
-            let (label, s) = self.lanes[0].peer.accept_stream().await?;
+            let (label, s) = self.lanes[0].peer.accept_channel().await?;
             return Some((label, Stream(StreamKind::One(s))));
         }
         let mut inc = self.incoming.lock().await;
@@ -479,7 +479,7 @@ impl Connection {
 
 /// A stream striped over `parts`, each with its share of the stripe window, counted among
 /// the connection's live streams while it lives.
-fn striped(parts: Vec<yakk_transport::Stream>, live: Live) -> Stream {
+fn striped(parts: Vec<yakk_transport::Channel>, live: Live) -> Stream {
     let each = STRIPE_WINDOW / parts.len().max(1) as u64;
     for p in &parts {
         p.set_striped_window(each);
@@ -508,7 +508,7 @@ impl Drop for Live {
 }
 
 struct Counted {
-    stream: Striped<yakk_transport::Stream>,
+    stream: Striped<yakk_transport::Channel>,
     _live: Live,
 }
 
@@ -536,7 +536,7 @@ impl Stream {
 }
 
 enum StreamKind {
-    One(yakk_transport::Stream),
+    One(yakk_transport::Channel),
     Striped(Box<Counted>),
 }
 

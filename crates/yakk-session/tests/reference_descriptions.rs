@@ -37,7 +37,7 @@ fn opened(s: &Value, side: &str, msg_type: &str, key: &[u8; 32]) -> Value {
 fn toward_reference() -> TransportConfig {
     TransportConfig {
         ice_ips: vec!["127.0.0.1".parse().unwrap()],
-        ..TransportConfig::yakk1()
+        ..TransportConfig::v1()
     }
 }
 

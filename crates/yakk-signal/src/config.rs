@@ -12,7 +12,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::ice::{IceConfig, TurnAuth};
 use crate::registry::RegistryLimits;
-use crate::relay::RelayConfig;
+use crate::turn::RelayConfig;
 
 /// A random secret for the embedded relay's credentials, when none is given: they are
 /// derived and checked in this process only.

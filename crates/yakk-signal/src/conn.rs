@@ -7,12 +7,12 @@
 //! so memory per mailbox stays bounded and the writers are never blocked by it.
 //!
 //! The server's own messages (`YAKKMSG_ERROR` and the room replies) are only ever answers to
-//! something the socket did; nothing is pushed to members on their own (the reference owner
+//! something the socket did; nothing is pushed to members on their own (a yakk/1 owner
 //! treats any message from an unseen sender as a new joiner).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
@@ -20,19 +20,20 @@ use futures::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::CapacityError;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use yakk_wire::{Envelope, SERVER_ID, WireError, msg};
 
+use crate::mailbox::{Kick, MailboxHandle};
 use crate::metrics::Rejection;
 use crate::ratelimit::ClientKey;
 use crate::registry::{CreateError, CreateOptions, JoinError, MailboxId, OWNER_ID, RoomRef};
 use crate::server::{MAX_ROOM_NAME, Shared};
-use crate::store::{CloseReason, Created, Mailbox, Relayed, RoomStore};
+use crate::store::{Created, Relayed, RoomStore};
+use crate::upgrade::{Intent, IntentError};
 
 type Ws = WebSocketStream<TokioIo<Upgraded>>;
 
@@ -46,159 +47,6 @@ pub mod errors {
     pub const NOT_IN_ROOM: &str = "Not in a room: join one first";
     pub const ALREADY_IN_ROOM: &str = "Already in a room";
     pub const UNAVAILABLE: &str = "The signalling service is unavailable, try again shortly";
-}
-
-/// What the upgrade request asked for.
-#[derive(Debug)]
-pub(crate) enum Intent {
-    Create(CreateOptions),
-    Join(String),
-    /// An owner taking its room back with the secret it got at creation.
-    Reclaim {
-        name: String,
-        secret: String,
-    },
-}
-
-/// Why the server closes a socket: close code and reason.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Kick {
-    pub code: CloseCode,
-    pub reason: &'static str,
-}
-
-impl Kick {
-    pub const IDLE: Kick = Kick {
-        code: CloseCode::Normal,
-        reason: "idle timeout: no message relayed for too long",
-    };
-    const LOBBY: Kick = Kick {
-        code: CloseCode::Normal,
-        reason: "lobby timeout: no room joined",
-    };
-    pub const LIFETIME: Kick = Kick {
-        code: CloseCode::Normal,
-        reason: "room lifetime exceeded",
-    };
-    pub const SLOW: Kick = Kick {
-        code: CloseCode::Policy,
-        reason: "too many unread messages: the client does not read its socket",
-    };
-    const TOO_BIG: Kick = Kick {
-        code: CloseCode::Size,
-        reason: "message too big",
-    };
-    const RATE: Kick = Kick {
-        code: CloseCode::Policy,
-        reason: "rate limited",
-    };
-    const FULL: Kick = Kick {
-        code: CloseCode::Again,
-        reason: "too many rooms",
-    };
-    const BAD_QUERY: Kick = Kick {
-        code: CloseCode::Policy,
-        reason: "bad request",
-    };
-    const PING: Kick = Kick {
-        code: CloseCode::Away,
-        reason: "ping timeout",
-    };
-    const SHUTDOWN: Kick = Kick {
-        code: CloseCode::Away,
-        reason: "server shutting down",
-    };
-    /// Draining an instance of a cluster: the client should reconnect (to any instance).
-    const DRAIN: Kick = Kick {
-        code: CloseCode::Restart,
-        reason: "server restarting: reconnect to continue",
-    };
-    const RECLAIMED: Kick = Kick {
-        code: CloseCode::Policy,
-        reason: "the room's owner reconnected elsewhere",
-    };
-    const ROOM_LOST: Kick = Kick {
-        code: CloseCode::Again,
-        reason: "room lost: the signalling service restarted, start again",
-    };
-    const UNAVAILABLE: Kick = Kick {
-        code: CloseCode::Again,
-        reason: "signalling service unavailable, try again shortly",
-    };
-    const BAD_UTF8: Kick = Kick {
-        code: CloseCode::Invalid,
-        reason: "text frame is not UTF-8",
-    };
-}
-
-struct MailboxShared {
-    queued_bytes: AtomicUsize,
-    kick: OnceLock<Kick>,
-    notify: Notify,
-}
-
-/// How the registry reaches a mailbox's socket task.
-#[derive(Clone)]
-pub(crate) struct MailboxHandle {
-    tx: mpsc::UnboundedSender<Bytes>,
-    shared: Arc<MailboxShared>,
-    /// Bytes that may wait in the queue.
-    budget: usize,
-}
-
-enum Offer {
-    Queued,
-    Overflow,
-    Gone,
-}
-
-impl MailboxHandle {
-    fn new(budget: usize) -> (MailboxHandle, mpsc::UnboundedReceiver<Bytes>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let shared = Arc::new(MailboxShared {
-            queued_bytes: AtomicUsize::new(0),
-            kick: OnceLock::new(),
-            notify: Notify::new(),
-        });
-        (MailboxHandle { tx, shared, budget }, rx)
-    }
-
-    fn offer(&self, frame: Bytes) -> Offer {
-        let budget = self.budget;
-        let len = frame.len();
-        let before = self.shared.queued_bytes.fetch_add(len, Ordering::AcqRel);
-        if before + len > budget {
-            self.shared.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-            return Offer::Overflow;
-        }
-        match self.tx.send(frame) {
-            Ok(()) => Offer::Queued,
-            Err(_) => Offer::Gone,
-        }
-    }
-
-    /// Asks the socket task to close with this reason (the first reason wins).
-    pub fn kick(&self, kick: Kick) {
-        if self.shared.kick.set(kick).is_ok() {
-            self.shared.notify.notify_one();
-        }
-    }
-}
-
-impl Mailbox for MailboxHandle {
-    fn deliver(&self, frame: Bytes) -> bool {
-        matches!(self.offer(frame), Offer::Queued)
-    }
-
-    fn close(&self, why: CloseReason) {
-        self.kick(match why {
-            CloseReason::Idle => Kick::IDLE,
-            CloseReason::RoomLifetime => Kick::LIFETIME,
-            CloseReason::SlowConsumer => Kick::SLOW,
-            CloseReason::Reclaimed => Kick::RECLAIMED,
-            CloseReason::RoomLost => Kick::ROOM_LOST,
-        });
-    }
 }
 
 fn server_msg(kind: &str, payload: impl Into<String>) -> Envelope {
@@ -230,7 +78,7 @@ pub(crate) async fn run(
     shared: Arc<Shared>,
     ws: Ws,
     peer: SocketAddr,
-    intent: Result<Intent, String>,
+    intent: Result<Intent, IntentError>,
 ) {
     let (handle, mut rx) = MailboxHandle::new(shared.config.mailbox_queue_bytes);
     let lobby_deadline = tokio::time::Instant::now() + shared.config.lobby_timeout;
@@ -253,11 +101,11 @@ pub(crate) async fn run(
 }
 
 impl Conn {
-    async fn start(&mut self, intent: Result<Intent, String>) -> Result<(), End> {
+    async fn start(&mut self, intent: Result<Intent, IntentError>) -> Result<(), End> {
         match intent {
             Err(why) => {
                 self.shared.metrics.reject(Rejection::BadRequest);
-                self.reply(server_msg(msg::ERROR, why)).await?;
+                self.reply(server_msg(msg::ERROR, why.to_string())).await?;
                 Err(End::Close(Kick::BAD_QUERY))
             }
             Ok(Intent::Create(options)) => self.create(options).await,

@@ -98,7 +98,7 @@ fn expiry(now: SystemTime, ttl: Duration) -> u64 {
 
 impl IceConfig {
     /// The `IceServers` field for a room reply, or `None` when nothing is configured (the reply
-    /// is then byte for byte the reference's).
+    /// is then byte for byte a yakk/1 server's).
     pub fn servers_for(&self, room: &str, now: SystemTime) -> Option<Vec<IceServer>> {
         let mut servers = Vec::new();
         if !self.stun.is_empty() {
@@ -140,12 +140,18 @@ impl IceConfig {
 /// TURN REST API credentials: `("<expiry>:<user>", base64(HMAC-SHA1(secret, username)))`.
 pub fn turn_rest_credentials(secret: &str, expiry_unix: u64, user: &str) -> (String, String) {
     let username = format!("{expiry_unix}:{user}");
-    // HMAC accepts keys of any length, so this cannot fail.
-    let mut mac = <Hmac<Sha1> as Mac>::new_from_slice(secret.as_bytes())
-        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-    mac.update(username.as_bytes());
-    let credential = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    let credential = rest_password(secret, &username);
     (username, credential)
+}
+
+/// The TURN REST password of `username`: `base64(HMAC-SHA1(secret, username))`.
+pub(crate) fn rest_password(secret: &str, username: &str) -> String {
+    // HMAC takes keys of any length (RFC 2104 hashes long ones): `new_from_slice` cannot fail.
+    #[allow(clippy::expect_used)]
+    let mut mac = <Hmac<Sha1> as Mac>::new_from_slice(secret.as_bytes())
+        .expect("HMAC takes keys of any length");
+    mac.update(username.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
 
 #[cfg(test)]

@@ -14,17 +14,18 @@
 //! the caller passes),
 //! [`ratelimit`] (pure per-client token buckets), [`ice`] (ICE servers and TURN credentials),
 //! [`metrics`] (counters and `/metrics`), [`stun`] (an optional STUN Binding responder),
-//! [`relay`] (the optional embedded TURN relay, `--turn-listen`), `server` (HTTP, TLS,
-//! upgrade, sweep, shutdown), `conn` (one WebSocket's task) and `web` (the browser peer's
-//! files, served at `/`, embedded by `build.rs` when `web/dist/` was built).
+//! [`turn`] (the optional embedded TURN relay, `--turn-listen`), `server` (HTTP, TLS, sweep,
+//! shutdown), `upgrade` (the `/ws/` handshake and its query), `conn` (one WebSocket's task),
+//! `mailbox` (how the store reaches a socket, and why a socket is closed) and `web` (the
+//! browser peer's files, served at `/`, embedded by `build.rs` when `web/dist/` was built).
 //!
 //! Choices worth knowing:
 //! - A frame that is not an envelope (not JSON, wrong types, missing fields, binary garbage)
 //!   is answered with `{"Msg_type":"YAKKMSG_ERROR","Payload":"Malformed message","Sender":0,
 //!   "Recipient":0}` (the shape of the server's other errors) and the socket stays open. A text
 //!   frame that is not UTF-8 breaks the WebSocket protocol itself and is closed with code 1007.
-//! - Relayed messages go out as binary frames holding the envelope's compact JSON, as the
-//!   reference relays; the server's own replies are binary frames too.
+//! - Relayed messages go out as binary frames holding the envelope's compact JSON, as a
+//!   yakk/1 server relays them; the server's own replies are binary frames too.
 //! - `maxPeers=N` on create admits N joiners over the room's whole life, so a one-to-one room
 //!   (`maxPeers=1`) cannot be entered by anyone once its joiner was admitted.
 //! - A message for a mailbox id not in the room, or addressed to its own sender, is dropped
@@ -40,18 +41,24 @@
 //! - TURN credentials from `--turn-secret` are valid for 10 minutes by default: see [`ice`] for
 //!   who gets them and why that lifetime.
 #![forbid(unsafe_code)]
+// No unwrap, expect, panic or unreachable outside tests: errors are returned, or an
+// `#[allow]` beside the call says why it cannot fail.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+#![cfg_attr(not(test), deny(clippy::panic, clippy::unreachable))]
 
 mod config;
 mod conn;
 pub mod ice;
+mod mailbox;
 pub mod metrics;
 pub mod ratelimit;
 pub mod redis_store;
 pub mod registry;
-pub mod relay;
 mod server;
 pub mod store;
 pub mod stun;
+pub mod turn;
+mod upgrade;
 mod web;
 
 pub use config::{Config, ConfigError, SignalArgs, tls_config, tls_config_from_files};

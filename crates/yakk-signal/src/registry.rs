@@ -21,7 +21,7 @@ use rand::{Rng, SeedableRng};
 /// A mailbox id inside one room.
 pub type MailboxId = i64;
 
-/// The owner's mailbox id, in every room (as the reference).
+/// The owner's mailbox id, in every room (as in yakk/1).
 pub const OWNER_ID: MailboxId = 0;
 
 /// Smallest upper bound of the room-name space: names are 1..=999 while few rooms are open.

@@ -1,5 +1,6 @@
 //! The network side: accepting TCP (and TLS) connections, HTTP routing (`/hello`, `/metrics`,
-//! `/ws/`, and the web app at `/`: `web.rs`), the WebSocket upgrade, the expiry sweep, and graceful shutdown.
+//! `/ws/`: `upgrade.rs`, and the web app at `/`: `web.rs`), the expiry sweep, and graceful
+//! shutdown.
 //!
 //! Built directly on hyper (HTTP/1.1 only) and tokio-tungstenite rather than a web framework:
 //! three routes need no router, and owning the upgrade lets us size tungstenite's buffers for
@@ -13,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -21,23 +22,22 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::conn::{self, Intent, MailboxHandle};
 use crate::ice::RelayIce;
+use crate::mailbox::{Kick, MailboxHandle};
 use crate::metrics::{Metrics, Rejection};
 use crate::ratelimit::{ClientKey, ConnectionLimit, RateLimiter};
 use crate::redis_store::{RedisConfig, RedisStore, RedisStoreError};
 use crate::registry::{
     CreateError, CreateOptions, EvictReason, JoinError, MailboxId, Registry, RoomRef,
 };
-use crate::relay::{self, EmbeddedRelay};
 use crate::store::{Created, LocalStore, Relayed, RoomStore};
+use crate::turn::{self, EmbeddedRelay};
+use crate::upgrade;
 
 /// Room names longer than this cannot exist; a join for one is answered "No such room".
 pub(crate) const MAX_ROOM_NAME: usize = 64;
@@ -140,12 +140,12 @@ pub(crate) struct Shared {
     pub store: Store,
     state: Mutex<State>,
     pub metrics: Metrics,
-    ws_permits: Arc<Semaphore>,
+    pub ws_permits: Arc<Semaphore>,
     http_permits: Arc<Semaphore>,
     pub shutdown: CancellationToken,
-    tracker: TaskTracker,
+    pub tracker: TaskTracker,
     /// The embedded TURN relay's book-keeping, for `/metrics`.
-    relay_gate: Option<Arc<relay::Gate>>,
+    relay_gate: Option<Arc<turn::Gate>>,
 }
 
 impl Shared {
@@ -218,7 +218,7 @@ impl ServerHandle {
     }
 
     /// The embedded TURN relay's counters, if it runs.
-    pub fn relay_gate(&self) -> Option<Arc<relay::Gate>> {
+    pub fn relay_gate(&self) -> Option<Arc<turn::Gate>> {
         self.relay.as_ref().map(EmbeddedRelay::gate)
     }
 
@@ -423,7 +423,7 @@ where
     }
 }
 
-fn text(
+pub(crate) fn text(
     status: StatusCode,
     content_type: &'static str,
     body: impl Into<Bytes>,
@@ -446,7 +446,7 @@ fn render_metrics(shared: &Shared) -> String {
         text.push_str(&format!("yakk_signal_redis_errors_total {}\n", s.errors()));
     }
     if let Some(gate) = &shared.relay_gate {
-        relay::render_metrics(gate, &mut text);
+        turn::render_metrics(gate, &mut text);
     }
     text
 }
@@ -462,179 +462,9 @@ fn route(shared: Arc<Shared>, peer: SocketAddr, req: Request<Incoming>) -> Respo
             "text/plain; version=0.0.4",
             render_metrics(&shared),
         ),
-        "/ws/" | "/ws" => upgrade(shared, peer, req),
+        "/ws/" | "/ws" => upgrade::upgrade(shared, peer, req),
         path => crate::web::serve(path, req.headers())
             .unwrap_or_else(|| text(StatusCode::NOT_FOUND, "text/plain", "not found\n")),
-    }
-}
-
-fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
-    headers.get_all(name).iter().any(|v| {
-        v.to_str()
-            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-            .unwrap_or(false)
-    })
-}
-
-/// What the `/ws/` query asks for; an error text for the client when it is unusable.
-fn parse_intent(query: Option<&str>, max_joiners: usize) -> Result<Intent, String> {
-    let mut room = None;
-    let mut reclaim = None;
-    let mut keep_alive = false;
-    let mut max_peers = None;
-    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        match &*k {
-            "roomID" => room = Some(v.into_owned()),
-            "reclaim" => reclaim = Some(v.into_owned()),
-            "keepAlive" => keep_alive = v.eq_ignore_ascii_case("true") || v == "1",
-            "maxPeers" => max_peers = Some(v.into_owned()),
-            _ => {}
-        }
-    }
-    match (room, reclaim) {
-        (Some(name), Some(secret)) => Ok(Intent::Reclaim { name, secret }),
-        (Some(name), None) => Ok(Intent::Join(name)),
-        (None, Some(_)) => Err("reclaim needs the roomID of the room to take back".into()),
-        (None, None) => {
-            let max_joiners = match max_peers {
-                None => None,
-                Some(v) => match v.parse::<u32>() {
-                    // More than the room can hold is capped by the mailbox limit anyway.
-                    Ok(n) if n >= 1 => Some(n),
-                    _ => {
-                        return Err(format!(
-                            "Invalid maxPeers: expected a number from 1 to {max_joiners}"
-                        ));
-                    }
-                },
-            };
-            Ok(Intent::Create(CreateOptions {
-                keep_alive,
-                max_joiners,
-            }))
-        }
-    }
-}
-
-fn upgrade(
-    shared: Arc<Shared>,
-    peer: SocketAddr,
-    mut req: Request<Incoming>,
-) -> Response<Full<Bytes>> {
-    let headers = req.headers();
-    let is_upgrade = header_has_token(headers, header::CONNECTION, "upgrade")
-        && header_has_token(headers, header::UPGRADE, "websocket");
-    let Some(key) = headers
-        .get(header::SEC_WEBSOCKET_KEY)
-        .filter(|_| is_upgrade)
-    else {
-        shared.metrics.reject(Rejection::BadRequest);
-        return text(
-            StatusCode::BAD_REQUEST,
-            "text/plain",
-            "expected a WebSocket upgrade\n",
-        );
-    };
-    if headers
-        .get(header::SEC_WEBSOCKET_VERSION)
-        .map(|v| v.as_bytes())
-        != Some(b"13")
-    {
-        shared.metrics.reject(Rejection::BadRequest);
-        let mut resp = text(
-            StatusCode::UPGRADE_REQUIRED,
-            "text/plain",
-            "WebSocket version 13 only\n",
-        );
-        resp.headers_mut().insert(
-            header::SEC_WEBSOCKET_VERSION,
-            HeaderValue::from_static("13"),
-        );
-        return resp;
-    }
-    let accept = derive_accept_key(key.as_bytes());
-    let intent = parse_intent(
-        req.uri().query(),
-        shared
-            .config
-            .limits
-            .max_mailboxes_per_room
-            .saturating_sub(1),
-    );
-    let Some(slot) = AddressSlot::take(&shared, peer) else {
-        shared.metrics.reject(Rejection::TooManyFromAddress);
-        tracing::debug!(%peer, "refused a WebSocket: too many open from this address");
-        return text(
-            StatusCode::TOO_MANY_REQUESTS,
-            "text/plain",
-            "too many connections from your address, try again later\n",
-        );
-    };
-    let Ok(permit) = shared.ws_permits.clone().try_acquire_owned() else {
-        shared.metrics.reject(Rejection::TooManyConnections);
-        tracing::debug!(%peer, "refused a WebSocket: too many open");
-        return text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "too many connections, try again later\n",
-        );
-    };
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    let s = shared.clone();
-    shared.tracker.spawn(async move {
-        let _slot = slot;
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                let ws = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(s.ws_config),
-                )
-                .await;
-                s.metrics.connections.fetch_add(1, Ordering::Relaxed);
-                s.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
-                conn::run(s.clone(), ws, peer, intent).await;
-                s.metrics.connections.fetch_sub(1, Ordering::Relaxed);
-            }
-            Err(e) => tracing::debug!(%peer, "WebSocket upgrade failed: {e}"),
-        }
-        drop(permit);
-    });
-    let mut resp = Response::new(Full::new(Bytes::new()));
-    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let h = resp.headers_mut();
-    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    if let Ok(v) = HeaderValue::from_str(&accept) {
-        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
-    }
-    resp
-}
-
-/// One WebSocket counted against its client address's cap; the count is given back when this
-/// is dropped (the connection ended, or it never came up).
-struct AddressSlot {
-    shared: Arc<Shared>,
-    client: ClientKey,
-}
-
-impl AddressSlot {
-    fn take(shared: &Arc<Shared>, peer: SocketAddr) -> Option<AddressSlot> {
-        let client = ClientKey::from(peer.ip());
-        shared
-            .state()
-            .per_address
-            .acquire(client)
-            .then(|| AddressSlot {
-                shared: shared.clone(),
-                client,
-            })
-    }
-}
-
-impl Drop for AddressSlot {
-    fn drop(&mut self) {
-        self.shared.state().per_address.release(self.client);
     }
 }
 
@@ -678,55 +508,15 @@ async fn sweeper(shared: Arc<Shared>) {
             let kick = match e.reason {
                 EvictReason::Idle => {
                     m.reject(Rejection::IdleTimeout);
-                    conn::Kick::IDLE
+                    Kick::IDLE
                 }
                 EvictReason::RoomLifetime => {
                     m.reject(Rejection::RoomLifetime);
-                    conn::Kick::LIFETIME
+                    Kick::LIFETIME
                 }
             };
             tracing::debug!(room = %e.room.name, mailbox = e.id, "closing: {}", kick.reason);
             e.handle.kick(kick);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn intents() {
-        assert!(matches!(
-            parse_intent(None, 15),
-            Ok(Intent::Create(CreateOptions {
-                keep_alive: false,
-                max_joiners: None
-            }))
-        ));
-        assert!(matches!(
-            parse_intent(Some("keepAlive=true&maxPeers=1"), 15),
-            Ok(Intent::Create(CreateOptions {
-                keep_alive: true,
-                max_joiners: Some(1)
-            }))
-        ));
-        assert!(matches!(
-            parse_intent(Some("keepAlive=false"), 15),
-            Ok(Intent::Create(CreateOptions {
-                keep_alive: false,
-                ..
-            }))
-        ));
-        assert!(
-            matches!(parse_intent(Some("roomID=12%33"), 15), Ok(Intent::Join(n)) if n == "123")
-        );
-        assert!(matches!(
-            parse_intent(Some("roomID=7&reclaim=abc"), 15),
-            Ok(Intent::Reclaim { name, secret }) if name == "7" && secret == "abc"
-        ));
-        assert!(parse_intent(Some("reclaim=abc"), 15).is_err());
-        assert!(parse_intent(Some("maxPeers=0"), 15).is_err());
-        assert!(parse_intent(Some("maxPeers=x"), 15).is_err());
     }
 }

@@ -145,7 +145,11 @@ impl<M> LocalStore<M> {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, LocalState<M>> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        // A panic while the lock was held leaves the rooms as they were between two steps of
+        // the registry: keep serving them rather than fail every socket.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Live rooms and mailboxes.

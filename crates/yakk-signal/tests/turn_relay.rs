@@ -21,7 +21,7 @@ use stun_codec::rfc5766::methods::{
 };
 use stun_codec::{Message, MessageClass, MessageDecoder, MessageEncoder, Method, TransactionId};
 use tokio::net::UdpSocket;
-use yakk_signal::relay::{Refusal, RelayConfig};
+use yakk_signal::turn::{Refusal, RelayConfig};
 use yakk_signal::{Config, ServerHandle};
 
 const SECRET: &str = "relay-test-secret";

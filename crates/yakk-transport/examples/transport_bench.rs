@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use yakk_transport::{Peer, PeerEvent, Stream, TransportConfig};
+use yakk_transport::{Channel, Peer, PeerEvent, TransportConfig};
 
 type BoxErr = Box<dyn std::error::Error + Send + Sync>;
 
@@ -46,7 +46,7 @@ async fn run(total: usize, max_message: usize) -> Result<(), BoxErr> {
     let tcp = tcp_copy(total).await?;
     println!("tcp loopback baseline: {:.0} MB/s", mbps(total, tcp));
 
-    let mut cfg = TransportConfig::yakk2();
+    let mut cfg = TransportConfig::v2();
     cfg.max_message = max_message;
     cfg.ice_ips = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
     let (a, a_ev) = Peer::new(cfg.clone()).await?;
@@ -58,7 +58,7 @@ async fn run(total: usize, max_message: usize) -> Result<(), BoxErr> {
     let offer = a.create_offer().await?;
     let answer = b.accept_offer(&offer).await?;
     a.accept_answer(&answer).await?;
-    let (s_a, s_b) = tokio::join!(a.open_stream("bench0"), b.accept_stream());
+    let (s_a, s_b) = tokio::join!(a.open_channel("bench0"), b.accept_channel());
     let setup = t0.elapsed();
     let (mut s_a, (_, s_b)) = (s_a?, s_b.ok_or("no stream")?);
     println!(
@@ -72,7 +72,7 @@ async fn run(total: usize, max_message: usize) -> Result<(), BoxErr> {
     let mut pairs = Vec::new();
     for i in 0..8 {
         let label = format!("bench{}", i + 1);
-        let (s, r) = tokio::join!(a.open_stream(&label), b.accept_stream());
+        let (s, r) = tokio::join!(a.open_channel(&label), b.accept_channel());
         pairs.push((s?, r.ok_or("no stream")?.1));
     }
 
@@ -127,7 +127,7 @@ async fn trickle(mut events: tokio::sync::mpsc::Receiver<PeerEvent>, to: Peer) {
     }
 }
 
-async fn pump(mut s: Stream, total: usize) -> std::io::Result<()> {
+async fn pump(mut s: Channel, total: usize) -> std::io::Result<()> {
     let block = vec![0xA5u8; 256 * 1024];
     let mut sent = 0;
     while sent < total {
@@ -143,7 +143,7 @@ async fn pump(mut s: Stream, total: usize) -> std::io::Result<()> {
 }
 
 /// Read to EOF; `skip` bytes of warm-up are not counted.
-async fn drain(mut s: Stream, skip: usize) -> Result<usize, BoxErr> {
+async fn drain(mut s: Channel, skip: usize) -> Result<usize, BoxErr> {
     let mut buf = vec![0u8; 256 * 1024];
     let mut n = 0;
     loop {

@@ -15,7 +15,7 @@
 //!   only grow; a smaller one is ignored. The empty string stays the end-of-stream marker.
 //! * A receiver that gets more than it granted resets the stream.
 //! * Closing: once both end-of-stream markers have passed, the opening side sends `"c"` and
-//!   nothing more; the accepting side closes on it (see `async_layer`'s `both_done`).
+//!   nothing more; the accepting side closes on it (see `both_done` in `pump.rs`).
 //! * The receiver grows a stream's window (doubling, up to `MAX_WINDOW`) while its reader
 //!   keeps up, and the windows of one connection together stay within `PEER_WINDOW_POOL`.
 
@@ -93,7 +93,7 @@ impl Pool {
     }
 }
 
-/// One stream's flow-control state, shared by the application's `Stream` and the pumps.
+/// One stream's flow-control state, shared by the application's `Channel` and the pumps.
 #[derive(Debug)]
 pub struct Flow {
     pool: Arc<Pool>,
@@ -117,7 +117,7 @@ pub struct Flow {
     pub(crate) credit: Notify,
     /// A window this stream grows to whether or not its reader keeps up (0: none). For the
     /// parts of a striped stream, whose reader leaves a part unread while it waits for
-    /// another (see `Stream::set_striped_window`).
+    /// another (see `Channel::set_striped_window`).
     eager: AtomicU64,
 }
 

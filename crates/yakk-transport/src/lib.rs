@@ -1,8 +1,8 @@
 //! yakk's data plane: a WebRTC peer connection that hands out byte streams.
 //!
 //! This is the only crate in yakk that names WebRTC types. Everything above it sees SDP as
-//! strings, ICE candidates as [`IceCandidate`] (the JSON shape the reference program sends),
-//! connection news as [`PeerEvent`]s, and data channels as [`Stream`]s (`AsyncRead` +
+//! strings, ICE candidates as [`IceCandidate`] (the JSON shape yakk/1 peers send),
+//! connection news as [`PeerEvent`]s, and data channels as [`Channel`]s (`AsyncRead` +
 //! `AsyncWrite`).
 //!
 //! # Use
@@ -14,14 +14,14 @@
 //! peer.accept_answer(&answer).await?;
 //! // both: forward PeerEvent::LocalCandidate to the other side, feed theirs to
 //! // add_remote_candidate (before or after the description: they are queued).
-//! let s = peer.open_stream("DataConn1").await?;     // one side
-//! let (label, s) = peer.accept_stream().await?;     // the other side
+//! let s = peer.open_channel("DataConn1").await?;   // one side
+//! let (label, s) = peer.accept_channel().await?;   // the other side
 //! ```
 //!
 //! # Data plane rules
 //!
 //! * Every channel is reliable and ordered. Writes are cut into messages of at most
-//!   [`TransportConfig::max_message`] bytes (4096 toward the reference program, yakk/1;
+//!   [`TransportConfig::max_message`] bytes (4096 toward yakk/1 peers;
 //!   65536 between yakk/2 peers). Small writes queued behind a busy channel are coalesced
 //!   up to that size.
 //! * Backpressure runs end to end. With per-stream flow control ([`Peer::set_flow_control`],
@@ -36,8 +36,8 @@
 //!   **empty string-type message** (SCTP PPID 56, "WebRTC String Empty") as the end-of-stream
 //!   marker. Data always travels as binary messages, so the marker cannot be confused with
 //!   data. The peer's reader then sees EOF while the other direction keeps flowing; the
-//!   channel is closed once both directions have ended, or when either `Stream` is dropped.
-//!   Without half-close (yakk/1, the reference program), `poll_shutdown` closes the channel,
+//!   channel is closed once both directions have ended, or when either `Channel` is dropped.
+//!   Without half-close (yakk/1), `poll_shutdown` closes the channel,
 //!   and string messages are treated as data.
 //! * When the peer connection fails, disconnects or is closed, every stream ends (reads see
 //!   EOF, writes fail with `BrokenPipe`) and a [`PeerEvent::Disconnected`] is sent.
@@ -54,9 +54,10 @@
 //!
 //! # Implementation
 //!
-//! The `webrtc` crate's async layer (`async_layer.rs`; each channel's pumps in
-//! `channel.rs`). Its timers are capped while a connection is being set up (`netbuf.rs`,
-//! `SetupClock`), so the first channel opens without waiting for the stack's timer ticks.
+//! The `webrtc` crate's async layer (`connection/`; each channel's pumps in `pump.rs`, its
+//! application end in `channel.rs`). Its timers are capped while a connection is being set up
+//! (`netbuf.rs`, `SetupClock`), so the first channel opens without waiting for the stack's
+//! timer ticks.
 //!
 //! # Limits worth knowing
 //!
@@ -84,14 +85,18 @@
 //!   Nothing above the stack can recover them; yakk/2 streams are not exposed (a channel is
 //!   closed only after both end-of-stream markers were read), yakk/1 ones are.
 #![forbid(unsafe_code)]
+// No unwrap, expect, panic or unreachable outside tests: errors are returned, or an
+// `#[allow]` beside the call says why it cannot fail.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+#![cfg_attr(not(test), deny(clippy::panic, clippy::unreachable))]
 
-mod async_layer;
 mod channel;
+mod connection;
 mod flow;
 mod netbuf;
 mod peer;
+mod pump;
 mod stats;
-mod stream;
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -105,7 +110,7 @@ pub mod flow_control {
         Admit, Flow, INITIAL_WINDOW, MAX_WINDOW, MIN_COST, Pool, cost, grant_text, parse_grant,
     };
 }
-pub use stream::Stream;
+pub use channel::Channel;
 
 /// How a [`Peer`] connects and how its streams cut data into messages.
 #[derive(Debug, Clone)]
@@ -115,7 +120,7 @@ pub struct TransportConfig {
     /// Gather host candidates only on these local addresses; empty means all interfaces
     /// (loopback excluded). Loopback addresses listed here are used as candidates.
     pub ice_ips: Vec<IpAddr>,
-    /// Largest data-channel message sent: 4096 toward the reference program (yakk/1),
+    /// Largest data-channel message sent: 4096 toward yakk/1 peers,
     /// 65536 between yakk/2 peers.
     pub max_message: usize,
     /// Carry TCP half-close with an end-of-stream marker (yakk/2). Off for yakk/1.
@@ -131,21 +136,21 @@ pub struct TransportConfig {
 }
 
 impl TransportConfig {
-    /// Settings toward the reference program: 4096-byte messages, no half-close marker.
-    pub fn yakk1() -> Self {
+    /// Settings toward yakk/1 peers: 4096-byte messages, no half-close marker.
+    pub fn v1() -> Self {
         TransportConfig {
-            max_message: YAKK1_MAX_MESSAGE,
+            max_message: V1_MAX_MESSAGE,
             half_close: false,
-            ..Self::yakk2()
+            ..Self::v2()
         }
     }
 
     /// Settings between yakk/2 peers: 64 KiB messages, half-close carried.
-    pub fn yakk2() -> Self {
+    pub fn v2() -> Self {
         TransportConfig {
             ice_servers: Vec::new(),
             ice_ips: Vec::new(),
-            max_message: YAKK2_MAX_MESSAGE,
+            max_message: V2_MAX_MESSAGE,
             half_close: true,
             udp_buffer: 4 * 1024 * 1024,
             relay_only: false,
@@ -155,14 +160,14 @@ impl TransportConfig {
 
 impl Default for TransportConfig {
     fn default() -> Self {
-        Self::yakk2()
+        Self::v2()
     }
 }
 
-/// The largest message the reference program accepts (it reads into a 4096-byte buffer).
-pub const YAKK1_MAX_MESSAGE: usize = 4096;
+/// The largest message a yakk/1 peer accepts (it reads into a 4096-byte buffer).
+pub const V1_MAX_MESSAGE: usize = 4096;
 /// Message size between yakk/2 peers.
-pub const YAKK2_MAX_MESSAGE: usize = 65536;
+pub const V2_MAX_MESSAGE: usize = 65536;
 
 /// One ICE candidate: the wire shape shared with the signalling layer.
 pub use yakk_wire::IceCandidate;
@@ -265,7 +270,7 @@ mod tests {
         assert_eq!(json["sdpMid"], "0");
         assert_eq!(json["sdpMLineIndex"], 0);
         assert!(json["usernameFragment"].is_null());
-        // What the reference sends may leave fields out.
+        // What a yakk/1 peer sends may leave fields out.
         let back: IceCandidate = serde_json::from_str(r#"{"candidate":"candidate:x"}"#).unwrap();
         assert_eq!(back.sdp_mid, None);
         assert_eq!(back.sdp_mline_index, None);
@@ -273,7 +278,7 @@ mod tests {
 
     #[test]
     fn presets() {
-        let one = TransportConfig::yakk1();
+        let one = TransportConfig::v1();
         assert_eq!(one.max_message, 4096);
         assert!(!one.half_close);
         let two = TransportConfig::default();

@@ -1,18 +1,18 @@
 //! [`Peer`]: the public face of a peer connection, over the `webrtc` crate's async layer
-//! (`async_layer.rs`).
+//! (`connection/`).
 
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use crate::async_layer::AsyncPeer;
-use crate::{IceCandidate, PeerEvent, Stream, TransportConfig, TransportError};
+use crate::connection::Connection;
+use crate::{Channel, IceCandidate, PeerEvent, TransportConfig, TransportError};
 
 /// A WebRTC peer connection that hands out byte streams. Cheap to clone; all clones are the
 /// same connection. The connection closes when the last clone is dropped or on [`Peer::close`].
 #[derive(Clone)]
 pub struct Peer {
-    inner: Arc<AsyncPeer>,
+    inner: Arc<Connection>,
 }
 
 /// The connection address of a candidate line (`candidate:foundation component transport
@@ -38,11 +38,11 @@ impl Peer {
                 cfg.max_message
             )));
         }
-        let (p, events) = AsyncPeer::new(&cfg).await?;
+        let (p, events) = Connection::new(&cfg).await?;
         Ok((Peer { inner: Arc::new(p) }, events))
     }
 
-    /// Offerer: open the "command" channel (as the reference program does; it starts SCTP
+    /// Offerer: open the "command" channel (as yakk/1 peers do; it starts SCTP
     /// negotiation and is never handed out) and return the offer SDP. Local candidates follow
     /// as [`PeerEvent::LocalCandidate`].
     pub async fn create_offer(&self) -> Result<String, TransportError> {
@@ -74,14 +74,14 @@ impl Peer {
     /// Open a reliable, ordered channel with this label; resolves once it is open. Put a
     /// timeout around it: a peer that never answers leaves it pending until the connection
     /// ends.
-    pub async fn open_stream(&self, label: &str) -> Result<Stream, TransportError> {
-        self.inner.open_stream(label).await
+    pub async fn open_channel(&self, label: &str) -> Result<Channel, TransportError> {
+        self.inner.open_channel(label).await
     }
 
     /// The next channel the peer opened (never "command"), with its label; `None` once the
     /// connection has ended.
-    pub async fn accept_stream(&self) -> Option<(String, Stream)> {
-        self.inner.accept_stream().await
+    pub async fn accept_channel(&self) -> Option<(String, Channel)> {
+        self.inner.accept_channel().await
     }
 
     /// Use per-stream flow control on this connection's streams: only when both sides
@@ -116,7 +116,7 @@ const _: () = {
     const fn assert_send_sync<T: Send + Sync + 'static>() {}
     const fn assert_send<T: Send + 'static>() {}
     assert_send_sync::<Peer>();
-    assert_send::<Stream>();
+    assert_send::<Channel>();
 };
 
 #[cfg(test)]

@@ -60,12 +60,12 @@ fn my_udp_sockets() -> Vec<(String, u16)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_socket_on_the_mdns_port_and_no_multicast_candidates() {
-    let cfg = common::loopback(TransportConfig::yakk2());
+    let cfg = common::loopback(TransportConfig::v2());
     let p = common::connect(cfg.clone(), cfg).await;
     // The connection carries data, so every socket it needs is there.
     let (mut a, mut b) = tokio::time::timeout(Duration::from_secs(10), async {
-        let a = p.a.open_stream("DataConn1").await.expect("open");
-        let (_, b) = p.b.accept_stream().await.expect("accept");
+        let a = p.a.open_channel("DataConn1").await.expect("open");
+        let (_, b) = p.b.accept_channel().await.expect("accept");
         (a, b)
     })
     .await

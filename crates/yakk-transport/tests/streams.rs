@@ -9,20 +9,20 @@ use common::{connect, loopback, pattern};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
-use yakk_transport::{PathKind, PeerEvent, Stream, TransportConfig};
+use yakk_transport::{Channel, PathKind, PeerEvent, TransportConfig};
 
-fn yakk2() -> TransportConfig {
-    loopback(TransportConfig::yakk2())
+fn v2() -> TransportConfig {
+    loopback(TransportConfig::v2())
 }
 
-fn yakk1() -> TransportConfig {
-    loopback(TransportConfig::yakk1())
+fn v1() -> TransportConfig {
+    loopback(TransportConfig::v1())
 }
 
 const T: Duration = Duration::from_secs(60);
 
-async fn open_pair(p: &common::Pair, label: &str) -> (Stream, Stream) {
-    let (opened, accepted) = tokio::join!(p.a.open_stream(label), p.b.accept_stream());
+async fn open_pair(p: &common::Pair, label: &str) -> (Channel, Channel) {
+    let (opened, accepted) = tokio::join!(p.a.open_channel(label), p.b.accept_channel());
     let (got_label, b) = accepted.expect("accepted stream");
     assert_eq!(got_label, label);
     (opened.expect("open stream"), b)
@@ -31,7 +31,7 @@ async fn open_pair(p: &common::Pair, label: &str) -> (Stream, Stream) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_and_echo() {
     timeout(T, async {
-        let p = connect(yakk2(), yakk2()).await;
+        let p = connect(v2(), v2()).await;
         assert_eq!(p.a_path.kind, PathKind::Host);
         assert!(p.a_path.local.starts_with("127.0.0.1:"), "{:?}", p.a_path);
         assert!(p.b_path.local.starts_with("127.0.0.1:"), "{:?}", p.b_path);
@@ -54,9 +54,9 @@ async fn open_and_echo() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn echo_yakk1_closes_on_shutdown() {
+async fn echo_v1_closes_on_shutdown() {
     timeout(T, async {
-        let p = connect(yakk1(), yakk1()).await;
+        let p = connect(v1(), v1()).await;
         let (mut a, mut b) = open_pair(&p, "DataConn1").await;
         let msg = pattern(1, 100_000);
         a.write_all(&msg).await.unwrap();
@@ -108,7 +108,7 @@ async fn recv_hashed(mut r: impl AsyncReadExt + Unpin) -> ([u8; 32], usize) {
 async fn sixty_four_mib_both_ways_at_once() {
     const N: usize = 64 << 20;
     timeout(Duration::from_secs(240), async {
-        let p = connect(yakk2(), yakk2()).await;
+        let p = connect(v2(), v2()).await;
         let (a, b) = open_pair(&p, "bulk").await;
         let (ar, aw) = tokio::io::split(a);
         let (br, bw) = tokio::io::split(b);
@@ -133,7 +133,7 @@ async fn sixty_four_mib_both_ways_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_of_every_size_pass_the_window() {
     timeout(T, async {
-        let p = connect(yakk2(), yakk2()).await;
+        let p = connect(v2(), v2()).await;
         let (a, b) = open_pair(&p, "sizes").await;
         let data = pattern(11, 8 << 20);
         let sender = {
@@ -176,7 +176,7 @@ async fn writes_of_every_size_pass_the_window() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_flow_control_streams_work_as_before() {
     timeout(T, async {
-        let p = common::connect_without_flow(yakk2(), yakk2()).await;
+        let p = common::connect_without_flow(v2(), v2()).await;
         let (a, b) = open_pair(&p, "old").await;
         let echo = tokio::spawn(async move {
             let (mut r, mut w) = tokio::io::split(b);
@@ -203,7 +203,7 @@ async fn without_flow_control_streams_work_as_before() {
 /// Echoes every stream the peer opens, until the connection ends.
 fn serve_echo(peer: yakk_transport::Peer) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        while let Some((_, s)) = peer.accept_stream().await {
+        while let Some((_, s)) = peer.accept_channel().await {
             tokio::spawn(async move {
                 let (mut r, mut w) = tokio::io::split(s);
                 let _ = tokio::io::copy(&mut r, &mut w).await;
@@ -222,7 +222,7 @@ async fn echo_cycle(
     phase: Arc<Mutex<&'static str>>,
 ) -> Result<Vec<u8>, String> {
     let s = peer
-        .open_stream(label)
+        .open_channel(label)
         .await
         .map_err(|e| format!("open: {e}"))?;
     *phase.lock().unwrap() = "open";
@@ -255,7 +255,7 @@ async fn channels_open_and_close_one_after_another() {
     const CHANNELS: u64 = 200;
     const ALLOWED_FAILURES: usize = 2;
     timeout(Duration::from_secs(240), async {
-        let p = connect(yakk2(), yakk2()).await;
+        let p = connect(v2(), v2()).await;
         let server = serve_echo(p.b.clone());
         let mut failures = Vec::new();
         let mut slow = Vec::new();
@@ -299,7 +299,7 @@ async fn a_burst_of_short_channels_all_succeed() {
     const ROUNDS: u64 = 3;
     const CHANNELS: u64 = 200;
     timeout(Duration::from_secs(180), async {
-        let p = connect(yakk2(), yakk2()).await;
+        let p = connect(v2(), v2()).await;
         let server = serve_echo(p.b.clone());
         let mut failures = Vec::new();
         for round in 0..ROUNDS {
@@ -350,7 +350,7 @@ async fn a_burst_of_short_channels_all_succeed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sender_past_its_window_gets_the_stream_reset() {
     timeout(T, async {
-        let p = common::connect_without_flow(yakk2(), yakk2()).await;
+        let p = common::connect_without_flow(v2(), v2()).await;
         // Only b enforces windows: a sends as if there were none.
         p.b.set_flow_control(true);
         let (mut a, mut b) = open_pair(&p, "greedy").await;
@@ -382,7 +382,7 @@ async fn a_sender_past_its_window_gets_the_stream_reset() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_stream_does_not_stall_the_others() {
     timeout(T, async {
-        let p = connect(yakk2(), yakk2()).await;
+        let p = connect(v2(), v2()).await;
         let (mut stalled_w, _stalled_r) = open_pair(&p, "stalled").await;
         let pushed = tokio::spawn(async move {
             let chunk = vec![5u8; 64 << 10];
@@ -439,7 +439,7 @@ async fn a_stalled_stream_does_not_stall_the_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_close_keeps_the_other_direction() {
     timeout(T, async {
-        let p = connect(yakk2(), yakk2()).await;
+        let p = connect(v2(), v2()).await;
         let (a, b) = open_pair(&p, "DataConn1").await;
         let server = tokio::spawn(async move {
             let mut b = b;
@@ -474,12 +474,12 @@ async fn two_hundred_streams_at_once() {
         .unwrap_or(200);
     const LEN: usize = 96 * 1024;
     timeout(Duration::from_secs(120), async {
-        let p = connect(yakk2(), yakk2()).await;
+        let p = connect(v2(), v2()).await;
         let b = p.b.clone();
         let server = tokio::spawn(async move {
             let mut tasks = Vec::new();
             for _ in 0..streams {
-                let (label, mut s) = b.accept_stream().await.expect("accept");
+                let (label, mut s) = b.accept_channel().await.expect("accept");
                 tasks.push(tokio::spawn(async move {
                     let seed: u64 = label.trim_start_matches("s").parse().unwrap();
                     let mut got = Vec::new();
@@ -498,7 +498,7 @@ async fn two_hundred_streams_at_once() {
         for i in 0..streams {
             let a = p.a.clone();
             clients.push(tokio::spawn(async move {
-                let mut s = a.open_stream(&format!("s{i}")).await.unwrap();
+                let mut s = a.open_channel(&format!("s{i}")).await.unwrap();
                 let data = pattern(i, LEN);
                 s.write_all(&data).await.unwrap();
                 s.shutdown().await.unwrap();
@@ -519,7 +519,7 @@ async fn two_hundred_streams_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_reader_bounds_the_sender() {
     timeout(T, async {
-        let p = connect(yakk2(), yakk2()).await;
+        let p = connect(v2(), v2()).await;
         let (mut a, mut b) = open_pair(&p, "stall").await;
         let block = vec![0x5Au8; 64 * 1024];
         let mut accepted = 0usize;
@@ -565,7 +565,7 @@ async fn stalled_reader_bounds_the_sender() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_peer_ends_streams_and_reports() {
     timeout(T, async {
-        let mut p = connect(yakk2(), yakk2()).await;
+        let mut p = connect(v2(), v2()).await;
         let (mut a, mut b) = open_pair(&p, "victim").await;
         a.write_all(&pattern(9, 200_000)).await.unwrap();
         let mut buf = vec![0u8; 200_000];
@@ -600,7 +600,7 @@ async fn dropped_peer_ends_streams_and_reports() {
         assert!(ev.is_some(), "event stream ended without Disconnected");
         eprintln!("b noticed within {:?}: {ev:?}", t0.elapsed());
         assert!(b.write_all(b"x").await.is_err() || b.write_all(b"x").await.is_err());
-        assert!(p.b.accept_stream().await.is_none());
+        assert!(p.b.accept_channel().await.is_none());
     })
     .await
     .expect("test timed out");
@@ -609,7 +609,7 @@ async fn dropped_peer_ends_streams_and_reports() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_peer_ends_streams_promptly() {
     timeout(T, async {
-        let mut p = connect(yakk2(), yakk2()).await;
+        let mut p = connect(v2(), v2()).await;
         let (_a, mut b) = open_pair(&p, "victim").await;
         let t0 = std::time::Instant::now();
         p.a.close().await;
@@ -635,11 +635,11 @@ async fn closed_peer_ends_streams_promptly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn yakk1_messages_never_exceed_4096() {
+async fn v1_messages_never_exceed_4096() {
     timeout(T, async {
         // Sender speaks yakk/1; the receiver accepts up to 64 KiB, so it would see bigger
         // messages if the sender cut them bigger.
-        let p = connect(yakk1(), yakk2()).await;
+        let p = connect(v1(), v2()).await;
         let (mut a, mut b) = open_pair(&p, "DataConn1").await;
         let data = pattern(5, 2 << 20);
         let sender = tokio::spawn(async move {
@@ -674,7 +674,7 @@ async fn yakk1_messages_never_exceed_4096() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_close_does_not_overtake_the_last_messages() {
     timeout(T, async {
-        let p = connect(yakk1(), yakk1()).await;
+        let p = connect(v1(), v1()).await;
         let (mut a_send, mut a_recv) = open_pair(&p, "DataConn1").await;
         let (mut b_send, mut b_recv) = open_pair(&p, "DataConn2").await;
         // A: enough 4096-byte messages to fill A's queues on the receiving side (the stream's

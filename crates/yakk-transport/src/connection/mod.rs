@@ -1,30 +1,32 @@
 //! One WebRTC peer connection driven by the `webrtc` crate's async layer.
 //!
-//! Owns the translation between yakk's types and WebRTC's: SDP and candidates in and out,
-//! connection state to [`PeerEvent`]s, and opening and accepting data channels, each wired to
-//! a [`Stream`] by `channel.rs`.
+//! Owns the translation between yakk's types and WebRTC's: SDP and candidates in and out
+//! (here), connection state to [`PeerEvent`]s (`events.rs`), and opening (`open.rs`) and
+//! accepting data channels, each wired to a [`Channel`] by `pump.rs`.
+
+mod events;
+mod open;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
-use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit};
+use webrtc::data_channel::{DataChannel, RTCDataChannelInit};
 use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
-    RTCIceCandidateInit, RTCIceServer, RTCIceTransportPolicy, RTCPeerConnectionIceEvent,
-    RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder, StatsSelector,
+    PeerConnection, PeerConnectionBuilder, RTCConfigurationBuilder, RTCIceCandidateInit,
+    RTCIceServer, RTCIceTransportPolicy, RTCSessionDescription, SettingEngineBuilder,
 };
 
-use crate::channel;
+use crate::channel::Channel;
 use crate::flow::Pool;
 use crate::netbuf::{BufferedRuntime, SetupClock};
-use crate::stats::selected_path;
-use crate::stream::Stream;
-use crate::{IceCandidate, PathInfo, PeerEvent, TransportConfig, TransportError};
+use crate::pump;
+use crate::{IceCandidate, PeerEvent, TransportConfig, TransportError};
+use events::{Handler, Internal, run_events, spawn_drain};
 
-/// The label of the channel the offerer opens first (as the reference program does).
+/// The label of the channel the offerer opens first (as yakk/1 peers do).
 const COMMAND_LABEL: &str = "command";
 /// The SCTP receive window advertised to the peer (rtc's default is 1 MiB, which caps any
 /// connection at 1 MiB per round trip). Keep it below what the UDP receive buffer holds
@@ -39,32 +41,7 @@ const SEND_BUFFER_LIMIT: usize = 3 * 1024 * 1024;
 /// nothing; without this cap, memory grew with the number of busy connections (16 pushing
 /// at once: 3 MiB each queued in the sender).
 const PEER_SEND_BUDGET: usize = SEND_BUFFER_LIMIT + 1024 * 1024;
-/// Opening a channel: attempts, and the pause before the second one (doubling up to the
-/// maximum): about 1.5 s in all.
-const OPEN_ATTEMPTS: u32 = 8;
-const OPEN_RETRY_FIRST: Duration = Duration::from_millis(10);
-const OPEN_RETRY_MAX: Duration = Duration::from_millis(400);
-/// Pause before opening a channel right after the peer closed one of ours: the stream id just
-/// freed is the one the stack hands out next, and the last steps of its reset may still be
-/// on their way.
-const OPEN_SETTLE: Duration = Duration::from_millis(25);
-/// A channel that opened around the time the peer closed one of ours may sit on the stream
-/// id just freed, and the last reset of the old stream (the peer's answer to ours, about a
-/// round trip after the first) can still arrive and close it. That reset leaves the peer
-/// right next to its acknowledgement of our open, so a new channel is held back this long
-/// before the application gets it, when a peer close came this recently before the open
-/// (`OPEN_RISK`): if it is closed in the meantime, nothing was sent on it and the open is
-/// retried.
-const OPEN_PROBATION: Duration = Duration::from_millis(20);
-/// How long one attempt waits for the peer to acknowledge an open: `OPEN_WAIT` while the
-/// connection has nothing queued (many round trips), up to `OPEN_WAIT_MAX` while data is
-/// queued ahead of the open (up to the send budget, seconds on a slow link). Checked every
-/// `OPEN_WAIT_CHECK`.
-const OPEN_WAIT: Duration = Duration::from_secs(3);
-const OPEN_WAIT_MAX: Duration = Duration::from_secs(15);
-const OPEN_WAIT_CHECK: Duration = Duration::from_millis(500);
-const OPEN_RISK: Duration = Duration::from_millis(50);
-/// Data channels opened by the peer, waiting for `accept_stream`.
+/// Data channels opened by the peer, waiting for `accept_channel`.
 const ACCEPT_QUEUE: usize = 64;
 /// Events waiting for the application.
 const EVENT_QUEUE: usize = 64;
@@ -78,7 +55,7 @@ const ICE_KEEPALIVE: Duration = Duration::from_secs(1);
 const SETUP_QUICK: Duration = Duration::from_secs(60);
 const SETUP_QUICK_AFTER_CONNECTED: Duration = Duration::from_secs(2);
 
-pub(crate) struct AsyncPeer {
+pub(crate) struct Connection {
     inner: Arc<Inner>,
 }
 
@@ -88,7 +65,7 @@ struct Inner {
     half_close: bool,
     /// Remote candidates received before the remote description; `None` once it is set.
     early_candidates: tokio::sync::Mutex<Option<Vec<RTCIceCandidateInit>>>,
-    accepted: tokio::sync::Mutex<mpsc::Receiver<(String, Stream)>>,
+    accepted: tokio::sync::Mutex<mpsc::Receiver<(String, Channel)>>,
     /// Cancelled when the connection is gone: every pump stops.
     dead: CancellationToken,
     /// The "command" channel, kept open for the connection's lifetime.
@@ -112,7 +89,7 @@ struct Inner {
     last_peer_close: Arc<Mutex<Option<Instant>>>,
     /// To the connection's own task (`run_events`), for what the stack's callbacks do not say.
     internal: mpsc::UnboundedSender<Internal>,
-    /// Set once we close the connection ourselves (see `AsyncPeer::close`).
+    /// Set once we close the connection ourselves (see `Connection::close`).
     closing: AtomicBool,
 }
 
@@ -130,50 +107,16 @@ impl Drop for Inner {
     }
 }
 
-/// What the stack's callbacks report to the peer's own task.
-enum Internal {
-    Candidate(RTCIceCandidateInit),
-    State(RTCPeerConnectionState),
-    Channel(Arc<dyn DataChannel>),
-    /// The peer closed the "command" channel: it is closing the connection on purpose.
-    PeerClosed,
-}
-
-/// Callbacks must return at once: they run on the stack's driver.
-struct Handler {
-    tx: mpsc::UnboundedSender<Internal>,
-}
-
-#[async_trait::async_trait]
-impl PeerConnectionEventHandler for Handler {
-    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
-        match event.candidate.to_json() {
-            Ok(init) => {
-                let _ = self.tx.send(Internal::Candidate(init));
-            }
-            Err(e) => tracing::warn!("local ICE candidate not serialisable: {e}"),
-        }
-    }
-
-    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
-        let _ = self.tx.send(Internal::State(state));
-    }
-
-    async fn on_data_channel(&self, dc: Arc<dyn DataChannel>) {
-        let _ = self.tx.send(Internal::Channel(dc));
-    }
-}
-
 fn setup_err(e: impl std::fmt::Display) -> TransportError {
     TransportError::Setup(e.to_string())
 }
 
-impl AsyncPeer {
+impl Connection {
     /// Create a peer connection; gathering starts with the first description. Returns the
     /// peer and its event stream (drain it: it carries the local candidates).
     pub(crate) async fn new(
         cfg: &TransportConfig,
-    ) -> Result<(AsyncPeer, mpsc::Receiver<PeerEvent>), TransportError> {
+    ) -> Result<(Connection, mpsc::Receiver<PeerEvent>), TransportError> {
         let ice_servers = cfg
             .ice_servers
             .iter()
@@ -195,7 +138,7 @@ impl AsyncPeer {
         let settings = SettingEngineBuilder::new()
             .with_sctp_max_message_size(
                 rtc::peer_connection::configuration::setting_engine::SctpMaxMessageSize::Bounded(
-                    (cfg.max_message.max(crate::YAKK2_MAX_MESSAGE)) as u32,
+                    (cfg.max_message.max(crate::V2_MAX_MESSAGE)) as u32,
                 ),
             )
             .with_sctp_max_receive_buffer_size(SCTP_RECEIVE_WINDOW)
@@ -286,7 +229,7 @@ impl AsyncPeer {
             event_tx,
             accept_tx,
         ));
-        Ok((AsyncPeer { inner }, event_rx))
+        Ok((Connection { inner }, event_rx))
     }
 
     /// Offerer: open the "command" channel and return the offer SDP. Candidates follow as
@@ -373,147 +316,9 @@ impl AsyncPeer {
         Ok(())
     }
 
-    /// Open a reliable, ordered channel with this label; resolves once it is open.
-    pub(crate) async fn open_stream(&self, label: &str) -> Result<Stream, TransportError> {
-        let err = |reason: String| TransportError::OpenChannel {
-            label: label.to_string(),
-            reason,
-        };
-        if self.inner.dead.is_cancelled() {
-            return Err(TransportError::Closed("the connection has ended".into()));
-        }
-        let mut up = self.inner.sctp_up.subscribe();
-        tokio::select! {
-            r = up.wait_for(|up| *up) => if r.is_err() {
-                return Err(TransportError::Closed("the connection has ended".into()));
-            },
-            _ = self.inner.dead.cancelled() => {
-                return Err(TransportError::Closed("the connection ended while opening a channel".into()));
-            }
-        }
-        // The stack frees a closed channel's stream id before its SCTP stream is reset, and
-        // hands out the lowest free id: a channel opened right after another one closed can
-        // get an id whose stream still exists, and fails at once ("there already exists a
-        // stream with identifier"). Once the reset completes (a round trip) the id is usable,
-        // so a failed open is retried a few times, a little later each time.
-        let since_close = self
-            .inner
-            .last_peer_close
-            .lock()
-            .expect("not poisoned")
-            .map(|t| t.elapsed());
-        if let Some(since) = since_close
-            && since < OPEN_SETTLE
-        {
-            tokio::time::sleep(OPEN_SETTLE - since).await;
-        }
-        let mut delay = OPEN_RETRY_FIRST;
-        for attempt in 1..=OPEN_ATTEMPTS {
-            if self.inner.dead.is_cancelled() {
-                return Err(TransportError::Closed(
-                    "the connection ended while opening a channel".into(),
-                ));
-            }
-            let started = Instant::now();
-            let dc = self
-                .inner
-                .pc
-                .create_data_channel(label, Some(reliable()))
-                .await
-                .map_err(|e| err(e.to_string()))?;
-            // Messages taken off the channel while waiting for it to open (none are expected:
-            // the peer sends only once it has acknowledged the open). Counted, so that the
-            // channel's reader knows what the stack has delivered (see `read_pump`).
-            let mut early: u32 = 0;
-            let outcome = async {
-                let mut check = tokio::time::interval_at(
-                    tokio::time::Instant::now() + OPEN_WAIT_CHECK,
-                    OPEN_WAIT_CHECK,
-                );
-                loop {
-                    let ev = tokio::select! {
-                        ev = dc.poll() => ev,
-                        _ = self.inner.dead.cancelled() => return Ok(None),
-                        _ = check.tick() => {
-                            // Data queued in the stack delays the open: wait longer then.
-                            let waited = started.elapsed();
-                            let idle = self.inner.budget.available_permits()
-                                >= self.inner.budget_size.load(Ordering::Relaxed);
-                            if waited >= OPEN_WAIT_MAX || (waited >= OPEN_WAIT && idle) {
-                                return Err(waited);
-                            }
-                            continue;
-                        }
-                    };
-                    match ev {
-                        Some(DataChannelEvent::OnOpen) => return Ok(Some(true)),
-                        Some(DataChannelEvent::OnClose) | None => return Ok(Some(false)),
-                        Some(DataChannelEvent::OnMessage(_)) => {
-                            early = early.wrapping_add(1);
-                            tracing::warn!(
-                                "channel {label:?}: a message before it opened, dropped"
-                            );
-                        }
-                        Some(_) => {}
-                    }
-                }
-            }
-            .await;
-            let opened = match outcome {
-                Ok(Some(opened)) => opened,
-                Ok(None) => {
-                    return Err(TransportError::Closed(
-                        "the connection ended while opening a channel".into(),
-                    ));
-                }
-                Err(_) => {
-                    // The stack lost track of the open (its acknowledgement went astray):
-                    // give it up, so the peer's side of it ends too, and try again.
-                    tracing::debug!(
-                        "channel {label:?} did not open in {OPEN_WAIT:?}; giving it up"
-                    );
-                    let _ = dc.close().await;
-                    false
-                }
-            };
-            if opened {
-                let (stream, ended) = attach(&self.inner, dc, true, early);
-                if !self.peer_closed_since(started.checked_sub(OPEN_RISK).unwrap_or(started)) {
-                    return Ok(stream);
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(OPEN_PROBATION) => return Ok(stream),
-                    _ = ended.cancelled() => {}
-                }
-                // Closed before the application saw it: nothing was sent on it.
-                tracing::debug!(
-                    "channel {label:?} closed right after opening (attempt {attempt}); retrying"
-                );
-                drop(stream);
-            } else {
-                // Not closed: the failed attempt never got a stream of its own, and closing
-                // it would reset the stream id the next attempt may be given.
-                tracing::debug!("channel {label:?} did not open (attempt {attempt}); retrying");
-                drop(dc);
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(OPEN_RETRY_MAX);
-        }
-        Err(err("the peer refused or closed the channel".into()))
-    }
-
-    /// Whether the peer closed one of our channels at or after `t`.
-    fn peer_closed_since(&self, t: Instant) -> bool {
-        self.inner
-            .last_peer_close
-            .lock()
-            .expect("not poisoned")
-            .is_some_and(|closed| closed >= t)
-    }
-
     /// The next channel the peer opened (other than "command"), with its label. `None` once
     /// the connection has ended.
-    pub(crate) async fn accept_stream(&self) -> Option<(String, Stream)> {
+    pub(crate) async fn accept_channel(&self) -> Option<(String, Channel)> {
         let mut rx = self.inner.accepted.lock().await;
         tokio::select! {
             s = rx.recv() => s,
@@ -546,8 +351,8 @@ impl AsyncPeer {
     /// Close the connection; every stream ends. The peer hears of it at once: the "command"
     /// channel is closed first, and a peer that sees it close knows we are leaving (closing
     /// the connection alone, it would find out only when ICE consent fails, seconds later,
-    /// and could not tell a deliberate close from a lost network). Every yakk and the
-    /// original program keep that channel open for the connection's lifetime.
+    /// and could not tell a deliberate close from a lost network). Every yakk/1 and yakk/2
+    /// peer keeps that channel open for the connection's lifetime.
     pub(crate) async fn close(&self) {
         self.inner.closing.store(true, Ordering::SeqCst);
         let take = || {
@@ -603,130 +408,14 @@ fn reliable() -> RTCDataChannelInit {
     }
 }
 
-/// Drain a channel nobody reads (the "command" channel) so the stack never blocks on it;
-/// its opening says the association is up, and its closing by the peer that the peer is
-/// leaving (see `AsyncPeer::close`).
-fn spawn_drain(dc: Arc<dyn DataChannel>, inner: &Arc<Inner>) {
-    let (dead, sctp_up) = (inner.dead.clone(), inner.sctp_up.clone());
-    let inner = Arc::downgrade(inner);
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                ev = dc.poll() => match ev {
-                    None => break,
-                    Some(DataChannelEvent::OnOpen) => {
-                        sctp_up.send_replace(true);
-                    }
-                    Some(DataChannelEvent::OnClose) => {
-                        if let Some(inner) = inner.upgrade()
-                            && !inner.closing.load(Ordering::SeqCst)
-                        {
-                            let _ = inner.internal.send(Internal::PeerClosed);
-                        }
-                        break;
-                    }
-                    Some(_) => {}
-                },
-                _ = dead.cancelled() => break,
-            }
-        }
-    });
-}
-
-/// The peer's own task: turns the stack's callbacks into events, streams and shutdown.
-async fn run_events(
-    inner: Weak<Inner>,
-    dead: CancellationToken,
-    mut rx: mpsc::UnboundedReceiver<Internal>,
-    events: mpsc::Sender<PeerEvent>,
-    accept: mpsc::Sender<(String, Stream)>,
-) {
-    let mut connected = false;
-    let mut reason: Option<String> = None;
-    loop {
-        let msg = tokio::select! {
-            m = rx.recv() => m,
-            _ = dead.cancelled() => None,
-        };
-        let Some(msg) = msg else { break };
-        match msg {
-            Internal::Candidate(init) => {
-                let c = IceCandidate {
-                    candidate: init.candidate,
-                    sdp_mid: init.sdp_mid,
-                    sdp_mline_index: init.sdp_mline_index,
-                    username_fragment: init.username_fragment,
-                };
-                let _ = events.send(PeerEvent::LocalCandidate(c)).await;
-            }
-            Internal::State(state) => match state {
-                RTCPeerConnectionState::Connected if !connected => {
-                    connected = true;
-                    let Some(inner) = inner.upgrade() else { break };
-                    inner.clock.quick_for(SETUP_QUICK_AFTER_CONNECTED);
-                    let path = path_info(&*inner.pc).await;
-                    drop(inner);
-                    let _ = events.send(PeerEvent::Connected(path)).await;
-                }
-                RTCPeerConnectionState::Disconnected => {
-                    reason = Some("the peer stopped answering (ICE disconnected)".into());
-                    break;
-                }
-                RTCPeerConnectionState::Failed => {
-                    reason = Some("the connection to the peer failed".into());
-                    break;
-                }
-                RTCPeerConnectionState::Closed => {
-                    reason = Some("the connection was closed".into());
-                    break;
-                }
-                _ => {}
-            },
-            Internal::PeerClosed => {
-                reason = Some("the peer closed the session".into());
-                break;
-            }
-            Internal::Channel(dc) => {
-                let Some(strong) = inner.upgrade() else { break };
-                // The peer opened a channel: the association is up.
-                strong.sctp_up.send_replace(true);
-                let accept = accept.clone();
-                tokio::spawn(async move {
-                    let label = dc.label().await.unwrap_or_default();
-                    if label == COMMAND_LABEL {
-                        spawn_drain(dc.clone(), &strong);
-                        *strong.command.lock().unwrap_or_else(|p| p.into_inner()) = Some(dc);
-                        return;
-                    }
-                    let (stream, _) = attach(&strong, dc, false, 0);
-                    let dead = strong.dead.clone();
-                    drop(strong);
-                    tokio::select! {
-                        _ = accept.send((label, stream)) => {}
-                        _ = dead.cancelled() => {}
-                    }
-                });
-            }
-        }
-    }
-    dead.cancel();
-    let why = reason.unwrap_or_else(|| "the connection was closed".into());
-    let _ = events.try_send(PeerEvent::Disconnected(why));
-}
-
-/// The selected candidate pair, from the stats report.
-async fn path_info(pc: &dyn PeerConnection) -> PathInfo {
-    selected_path(&pc.get_stats(Instant::now(), StatsSelector::None).await)
-}
-
-/// Wire an open data channel of this connection to a new `Stream` (see [`channel::attach`]).
+/// Wire an open data channel of this connection to a new `Channel` (see [`pump::attach`]).
 fn attach(
     inner: &Inner,
     dc: Arc<dyn DataChannel>,
     opener: bool,
     seen: u32,
-) -> (Stream, CancellationToken) {
-    let cx = channel::ChannelContext {
+) -> (Channel, CancellationToken) {
+    let cx = pump::ChannelContext {
         max_message: inner.max_message,
         half_close: inner.half_close,
         flow: inner.flow.load(Ordering::SeqCst),
@@ -737,5 +426,5 @@ fn attach(
         budget: inner.budget.clone(),
         budget_cap: inner.budget_size.load(Ordering::SeqCst),
     };
-    channel::attach(cx, dc, opener, seen)
+    pump::attach(cx, dc, opener, seen)
 }

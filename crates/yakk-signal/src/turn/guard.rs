@@ -1,0 +1,251 @@
+//! The wrapper around each of the crate's transports that checks every request before the
+//! crate sees it and counts every packet it relays (see the module documentation of `turn`).
+
+use std::borrow::Cow;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use medea_turn::attr::{
+    Attribute, Data, ErrorCode, Lifetime, MessageIntegrity, Realm, Username, XorPeerAddress,
+};
+use medea_turn::transport::{self, Request, Transport};
+use secrecy::SecretString;
+use stun_codec::rfc5389::errors::Unauthorized;
+use stun_codec::rfc5389::methods::BINDING;
+use stun_codec::rfc5766::errors::{AllocationQuotaReached, Forbidden};
+use stun_codec::rfc5766::methods::{ALLOCATE, DATA, REFRESH, SEND};
+use stun_codec::{Message, MessageClass};
+use tokio::net::UdpSocket;
+
+use super::Refusal;
+use super::gate::{Gate, Reserve};
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The crate's view of credentials: the password of a REST username. Requests reach it only
+/// after [`Guarded`] checked them, so this is a second, identical check.
+pub(super) struct RestAuth {
+    pub(super) gate: Arc<Gate>,
+}
+
+impl medea_turn::AuthHandler for RestAuth {
+    fn auth_handle(
+        &self,
+        username: &str,
+        _realm: &str,
+        _src: SocketAddr,
+    ) -> Result<SecretString, medea_turn::Error> {
+        self.gate
+            .password(username)
+            .map(|(p, _)| SecretString::from(p))
+            .ok_or(medea_turn::Error::NoSuchUser)
+    }
+}
+
+/// One of the crate's transports, behind our checks (see the module's documentation).
+pub(super) struct Guarded {
+    pub(super) inner: Arc<dyn Transport + Send + Sync>,
+    /// The UDP socket itself, to peek at a datagram's size before the crate reads it.
+    pub(super) udp: Option<Arc<UdpSocket>>,
+    pub(super) proto: u8,
+    pub(super) gate: Arc<Gate>,
+}
+
+impl fmt::Debug for Guarded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Guarded")
+            .field("local_addr", &self.inner.local_addr())
+            .field("proto", &self.proto)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What to do with a request.
+enum Verdict {
+    Pass,
+    Drop,
+    Refuse(ErrorCode, Refusal),
+}
+
+impl Guarded {
+    async fn refuse(&self, msg: &Message<Attribute>, code: ErrorCode, to: SocketAddr) {
+        let mut reply = Message::new(
+            MessageClass::ErrorResponse,
+            msg.method(),
+            msg.transaction_id(),
+        );
+        reply.add_attribute(code);
+        if let Err(e) = self.inner.send_msg_to(reply, to).await {
+            tracing::debug!("turn: cannot answer {to}: {e}");
+        }
+    }
+
+    fn judge(&self, msg: &Message<Attribute>, from: SocketAddr) -> Verdict {
+        let (method, class) = (msg.method(), msg.class());
+        if class != MessageClass::Request {
+            // Send indications are checked by the crate against the allocation; anything else
+            // (responses, other indications) it ignores.
+            return Verdict::Pass;
+        }
+        if method == BINDING {
+            return Verdict::Pass;
+        }
+        let Some(integrity) = msg.get_attribute::<MessageIntegrity>() else {
+            // The first request of a client: the crate answers 401 with a nonce it remembers.
+            return if self.gate.allow_challenge(from) {
+                Verdict::Pass
+            } else {
+                self.gate.metrics.refuse(Refusal::RateLimited);
+                Verdict::Drop
+            };
+        };
+        let (Some(username), Some(realm)) = (
+            msg.get_attribute::<Username>(),
+            msg.get_attribute::<Realm>(),
+        ) else {
+            return Verdict::Refuse(Unauthorized.into(), Refusal::Auth);
+        };
+        let Some((password, expiry)) = self.gate.password(username.name()) else {
+            return Verdict::Refuse(Unauthorized.into(), Refusal::Auth);
+        };
+        if integrity
+            .check_long_term_credential(username, realm, &password)
+            .is_err()
+        {
+            return Verdict::Refuse(Unauthorized.into(), Refusal::Auth);
+        }
+        if let Some(peer) = msg.get_attribute::<XorPeerAddress>()
+            && !self.gate.peer_allowed(peer.address())
+        {
+            return Verdict::Refuse(Forbidden.into(), Refusal::ForbiddenPeer);
+        }
+        if method == ALLOCATE {
+            if expiry <= unix_now() {
+                return Verdict::Refuse(Unauthorized.into(), Refusal::Expired);
+            }
+            match self.gate.reserve((self.proto, from), username.name()) {
+                Reserve::Ok | Reserve::Existing => {}
+                Reserve::OverQuota => {
+                    return Verdict::Refuse(AllocationQuotaReached.into(), Refusal::Quota);
+                }
+            }
+        }
+        Verdict::Pass
+    }
+}
+
+#[async_trait::async_trait]
+impl Transport for Guarded {
+    async fn recv_from(&self) -> Result<(Request, SocketAddr), transport::Error> {
+        loop {
+            // The size of a ChannelData datagram, read before the crate decodes it.
+            let mut channel_len = None;
+            if let Some(udp) = &self.udp {
+                let mut head = [0u8; 4];
+                if let Ok((n, _)) = udp.peek_from(&mut head).await
+                    && n == 4
+                    && (0x40..=0x7f).contains(&head[0])
+                {
+                    channel_len = Some(usize::from(u16::from_be_bytes([head[2], head[3]])));
+                }
+            }
+            let (req, from) = self.inner.recv_from().await?;
+            match &req {
+                Request::ChannelData(_) => {
+                    if let Some(n) = channel_len
+                        && !self.gate.relayed((self.proto, from), n, false)
+                    {
+                        continue;
+                    }
+                    return Ok((req, from));
+                }
+                Request::Message(msg) => {
+                    if msg.method() == SEND && msg.class() == MessageClass::Indication {
+                        if let Some(peer) = msg.get_attribute::<XorPeerAddress>()
+                            && !self.gate.peer_allowed(peer.address())
+                        {
+                            self.gate.metrics.refuse(Refusal::ForbiddenPeer);
+                            continue;
+                        }
+                        let n = msg.get_attribute::<Data>().map_or(0, |d| d.data().len());
+                        if self.udp.is_some() && !self.gate.relayed((self.proto, from), n, false) {
+                            continue;
+                        }
+                        return Ok((req, from));
+                    }
+                    match self.judge(msg, from) {
+                        Verdict::Pass => return Ok((req, from)),
+                        Verdict::Drop => continue,
+                        Verdict::Refuse(code, why) => {
+                            self.gate.metrics.refuse(why);
+                            self.refuse(msg, code, from).await;
+                            continue;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn send_to(
+        &self,
+        data: Cow<'_, [u8]>,
+        target: SocketAddr,
+    ) -> Result<(), transport::Error> {
+        // What the crate sends through here is ChannelData from a peer (its STUN messages go
+        // through `send_msg_to`).
+        if data.len() >= 4 && (0x40..=0x7f).contains(&data[0]) {
+            let n = usize::from(u16::from_be_bytes([data[2], data[3]]));
+            if !self.gate.relayed((self.proto, target), n, true) {
+                return Ok(());
+            }
+        }
+        self.inner.send_to(data, target).await
+    }
+
+    async fn send_msg_to(
+        &self,
+        msg: Message<Attribute>,
+        dst: SocketAddr,
+    ) -> Result<(), transport::Error> {
+        let key = (self.proto, dst);
+        let (method, class) = (msg.method(), msg.class());
+        if method == ALLOCATE {
+            match class {
+                MessageClass::SuccessResponse => self.gate.allocated(
+                    key,
+                    Some(
+                        msg.get_attribute::<Lifetime>()
+                            .map_or(Duration::from_secs(600), Lifetime::lifetime),
+                    ),
+                ),
+                MessageClass::ErrorResponse => self.gate.allocated(key, None),
+                _ => {}
+            }
+        } else if method == REFRESH && class == MessageClass::SuccessResponse {
+            if let Some(l) = msg.get_attribute::<Lifetime>() {
+                self.gate.refreshed(key, l.lifetime());
+            }
+        } else if method == DATA && class == MessageClass::Indication {
+            let n = msg.get_attribute::<Data>().map_or(0, |d| d.data().len());
+            if !self.gate.relayed(key, n, true) {
+                return Ok(());
+            }
+        }
+        self.inner.send_msg_to(msg, dst).await
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr()
+    }
+
+    fn proto(&self) -> u8 {
+        self.proto
+    }
+}

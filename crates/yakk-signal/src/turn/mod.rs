@@ -1,0 +1,319 @@
+//! The embedded TURN relay of `yakk signal --turn-listen ADDR`: UDP and TCP on the same port,
+//! UDP relayed addresses on `--turn-relay-ip` within `--turn-ports`, credentials of the TURN
+//! REST scheme that [`crate::ice`] hands room members (username `"<unix expiry>[:<user>]"`,
+//! password `base64(HMAC-SHA1(secret, username))`).
+//!
+//! The protocol work (allocations, permissions, channels, the relay sockets) is the
+//! `medea-turn` crate's. What is ours sits in front of it, as a wrapper around each of its
+//! transports ([`Guarded`]) that sees every request before the crate does and every packet it
+//! sends:
+//! - **Credentials.** A request carrying MESSAGE-INTEGRITY is checked here: a malformed
+//!   username, a bad integrity and, for an Allocate, an expired username get a 401 from us and
+//!   never reach the crate. As with coturn's `use-auth-secret`, the expiry is checked when an
+//!   allocation is made; its refreshes, permissions and channels only need the integrity, so a
+//!   relay started in time outlives its credentials.
+//! - **Quotas.** An Allocate with good credentials beyond `max_allocations` live allocations in
+//!   all, or `max_allocations_per_user` for its username, gets 486 (Allocation Quota Reached).
+//!   Live allocations are those whose success response we saw and that were not deleted
+//!   (Refresh with lifetime 0) nor left to expire.
+//! - **Bounded state.** The crate remembers a nonce for an hour for every request without
+//!   MESSAGE-INTEGRITY it challenges. Those requests are therefore rate-limited (per client
+//!   address and in all) before they reach it, which bounds that memory; a request with
+//!   integrity reaches it only once its credentials were checked.
+//! - **Bandwidth.** With `max_rate`, each allocation may relay that many bytes per second each
+//!   way (token bucket, one second of burst); what exceeds it is dropped, as a congested link
+//!   would. Relay-to-client traffic is measured on both transports; client-to-relay traffic
+//!   on UDP only (the crate hands TCP ChannelData over already decoded, without its size).
+//! - **Metrics** ([`RelayMetrics`]): live allocations, allocations made, refusals by reason,
+//!   relayed bytes each way.
+//!
+//! Files: `gate.rs` (credentials, quotas, bandwidth: the book-keeping both transports share),
+//! `guard.rs` (the wrapper that applies it to each request and packet).
+
+mod gate;
+mod guard;
+
+use std::fmt::{self, Write as _};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use medea_turn::transport::{TcpServer, Transport};
+use tokio::net::{TcpListener, UdpSocket};
+
+pub use gate::{Gate, is_global};
+use guard::{Guarded, RestAuth};
+
+/// The realm the relay announces (any string works: REST credentials do not depend on it).
+pub const REALM: &str = "yakk";
+/// SO_RCVBUF/SO_SNDBUF of the listening UDP socket (Linux caps it at net.core.rmem_max /
+/// wmem_max): every client's ChannelData arrives there, in bursts (SCTP does not pace).
+const LISTEN_BUFFER: usize = 4 << 20;
+
+/// How the embedded relay is set up.
+#[derive(Clone)]
+pub struct RelayConfig {
+    /// UDP and TCP address to listen on.
+    pub listen: SocketAddr,
+    /// The address written into allocations (what peers send to).
+    pub relay_ip: IpAddr,
+    /// Inclusive range of UDP ports for relayed addresses.
+    pub ports: (u16, u16),
+    /// Secret of the REST credentials.
+    pub secret: String,
+    /// Also listen on TCP (same port).
+    pub tcp: bool,
+    /// Live allocations in all, at most.
+    pub max_allocations: usize,
+    /// Live allocations per username, at most.
+    pub max_allocations_per_user: usize,
+    /// Bytes per second each allocation may relay each way (0: no limit).
+    pub max_rate: u64,
+    /// How long the credentials handed to room members can start an allocation.
+    pub credential_ttl: Duration,
+    /// Relay to loopback, private, link-local and other non-global peer addresses too (a
+    /// relay on a LAN, tests). Off, such peers get 403 (Forbidden): the relay cannot be used
+    /// to reach the host itself or the network behind it.
+    pub allow_private_peers: bool,
+}
+
+impl fmt::Debug for RelayConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RelayConfig")
+            .field("listen", &self.listen)
+            .field("relay_ip", &self.relay_ip)
+            .field("ports", &self.ports)
+            .field("secret", &"<redacted>")
+            .field("tcp", &self.tcp)
+            .field("max_allocations", &self.max_allocations)
+            .field("max_allocations_per_user", &self.max_allocations_per_user)
+            .field("max_rate", &self.max_rate)
+            .field("credential_ttl", &self.credential_ttl)
+            .field("allow_private_peers", &self.allow_private_peers)
+            .finish()
+    }
+}
+
+/// Why the relay refused something; one label value of `yakk_signal_turn_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Bad integrity, malformed username.
+    Auth,
+    /// An Allocate with an expired username.
+    Expired,
+    /// Allocation quota (in all or per username).
+    Quota,
+    /// A request without credentials over the challenge rate.
+    RateLimited,
+    /// Relayed bytes over an allocation's bandwidth.
+    Bandwidth,
+    /// A peer address the relay does not relay to (loopback, private…).
+    ForbiddenPeer,
+}
+
+impl Refusal {
+    const ALL: [Refusal; 6] = [
+        Refusal::Auth,
+        Refusal::Expired,
+        Refusal::Quota,
+        Refusal::RateLimited,
+        Refusal::Bandwidth,
+        Refusal::ForbiddenPeer,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Refusal::Auth => "auth",
+            Refusal::Expired => "expired",
+            Refusal::Quota => "quota",
+            Refusal::RateLimited => "rate_limited",
+            Refusal::Bandwidth => "bandwidth",
+            Refusal::ForbiddenPeer => "forbidden_peer",
+        }
+    }
+}
+
+/// The relay's counters.
+#[derive(Debug, Default)]
+pub struct RelayMetrics {
+    allocations_total: AtomicU64,
+    refused: [AtomicU64; Refusal::ALL.len()],
+    bytes_to_clients: AtomicU64,
+    bytes_from_clients: AtomicU64,
+}
+
+impl RelayMetrics {
+    fn refuse(&self, why: Refusal) {
+        self.refused[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How often the relay refused for `why`.
+    pub fn refused(&self, why: Refusal) -> u64 {
+        self.refused[why as usize].load(Ordering::Relaxed)
+    }
+
+    /// Allocations made so far.
+    pub fn allocations_total(&self) -> u64 {
+        self.allocations_total.load(Ordering::Relaxed)
+    }
+
+    /// Relayed payload bytes: (relay to clients, clients to relay over UDP).
+    pub fn relayed_bytes(&self) -> (u64, u64) {
+        (
+            self.bytes_to_clients.load(Ordering::Relaxed),
+            self.bytes_from_clients.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// A running relay; dropping it (or [`EmbeddedRelay::stop`]) stops it.
+pub struct EmbeddedRelay {
+    server: medea_turn::Server,
+    udp_addr: SocketAddr,
+    tcp_addr: Option<SocketAddr>,
+    gate: Arc<Gate>,
+}
+
+impl fmt::Debug for EmbeddedRelay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmbeddedRelay")
+            .field("udp_addr", &self.udp_addr)
+            .field("tcp_addr", &self.tcp_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmbeddedRelay {
+    /// Binds UDP (and TCP on the same port) and starts relaying.
+    pub async fn start(config: &RelayConfig) -> std::io::Result<EmbeddedRelay> {
+        let udp = Arc::new(UdpSocket::bind(config.listen).await?);
+        {
+            let sock = socket2::SockRef::from(&*udp);
+            // Best effort: a smaller buffer only means more drops under bursts.
+            let _ = sock.set_recv_buffer_size(LISTEN_BUFFER);
+            let _ = sock.set_send_buffer_size(LISTEN_BUFFER);
+        }
+        let udp_addr = udp.local_addr()?;
+        let gate = Arc::new(Gate::new(config));
+        let mut connections: Vec<Arc<dyn Transport + Send + Sync>> = vec![Arc::new(Guarded {
+            inner: udp.clone(),
+            udp: Some(udp),
+            proto: 17,
+            gate: gate.clone(),
+        })];
+        let mut tcp_addr = None;
+        if config.tcp {
+            let listener = TcpListener::bind(udp_addr).await?;
+            tcp_addr = Some(listener.local_addr()?);
+            let tcp = TcpServer::new(listener)
+                .map_err(|e| std::io::Error::other(format!("TURN over TCP: {e}")))?;
+            connections.push(Arc::new(Guarded {
+                inner: Arc::new(tcp),
+                udp: None,
+                proto: 6,
+                gate: gate.clone(),
+            }));
+        }
+        let (low, high) = config.ports;
+        let server = medea_turn::Server::new(medea_turn::ServerConfig {
+            connections,
+            turn: Some(medea_turn::TurnConfig {
+                relay_addr_generator: medea_turn::relay::Allocator {
+                    relay_address: config.relay_ip,
+                    min_port: low,
+                    max_port: high,
+                    max_retries: 50,
+                    address: match config.listen.ip() {
+                        IpAddr::V6(v6) => format!("[{v6}]"),
+                        v4 => v4.to_string(),
+                    },
+                },
+                realm: REALM.to_string(),
+                auth_handler: Arc::new(RestAuth { gate: gate.clone() }),
+                channel_bind_lifetime: Duration::from_secs(600),
+                alloc_close_notify: None,
+            }),
+        });
+        Ok(EmbeddedRelay {
+            server,
+            udp_addr,
+            tcp_addr,
+            gate,
+        })
+    }
+
+    /// The UDP address it listens on.
+    pub fn udp_addr(&self) -> SocketAddr {
+        self.udp_addr
+    }
+
+    /// The TCP address it listens on, if any.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
+    }
+
+    /// Its book-keeping and counters (shared with `/metrics`).
+    pub fn gate(&self) -> Arc<Gate> {
+        self.gate.clone()
+    }
+
+    /// Whether the crate's tasks are all still running.
+    pub fn healthy(&self) -> bool {
+        self.server.healthz()
+    }
+
+    /// Stops listening and drops every allocation.
+    pub fn stop(self) {
+        drop(self.server);
+    }
+}
+
+/// The relay's lines of `/metrics`.
+pub fn render_metrics(gate: &Gate, out: &mut String) {
+    let m = gate.metrics();
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        let _ = writeln!(out, "{name} {value}");
+    };
+    metric(
+        "yakk_signal_turn_allocations",
+        "gauge",
+        "Live allocations on the embedded TURN relay.",
+        gate.live_allocations() as u64,
+    );
+    metric(
+        "yakk_signal_turn_allocations_total",
+        "counter",
+        "Allocations made by the embedded TURN relay.",
+        m.allocations_total(),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP yakk_signal_turn_refused_total Requests and packets the embedded TURN relay refused or dropped, by reason."
+    );
+    let _ = writeln!(out, "# TYPE yakk_signal_turn_refused_total counter");
+    for why in Refusal::ALL {
+        let _ = writeln!(
+            out,
+            "yakk_signal_turn_refused_total{{reason=\"{}\"}} {}",
+            why.label(),
+            m.refused(why)
+        );
+    }
+    let (to, from) = m.relayed_bytes();
+    let _ = writeln!(
+        out,
+        "# HELP yakk_signal_turn_relayed_bytes_total Payload bytes relayed by the embedded TURN relay (from_clients: over UDP only)."
+    );
+    let _ = writeln!(out, "# TYPE yakk_signal_turn_relayed_bytes_total counter");
+    let _ = writeln!(
+        out,
+        "yakk_signal_turn_relayed_bytes_total{{direction=\"to_clients\"}} {to}"
+    );
+    let _ = writeln!(
+        out,
+        "yakk_signal_turn_relayed_bytes_total{{direction=\"from_clients\"}} {from}"
+    );
+}

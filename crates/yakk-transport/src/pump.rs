@@ -1,0 +1,522 @@
+//! A data channel wired to a [`Channel`]: two pump tasks (one per direction, so a blocked send
+//! never stops the channel from being drained, which would deadlock two peers sending to each
+//! other at once), the end-of-stream and close handshake, flow-control grants, and the
+//! connection's send budget.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use webrtc::data_channel::{DataChannel, DataChannelEvent};
+use webrtc::peer_connection::{PeerConnection, RTCStatsReportEntry, StatsSelector};
+
+use crate::channel::{Channel, ChannelEnds, Outbound, coalesce};
+use crate::flow::{self, Admit, Flow, Pool};
+
+/// How often a channel holding budget checks what the stack has released.
+const BUDGET_POLL: Duration = Duration::from_millis(2);
+
+/// How long a side waits for the peer's part of the close handshake once both directions
+/// have ended (see `ChannelState::both_done`).
+const CLOSE_HANDSHAKE_WAIT: Duration = Duration::from_secs(10);
+const CLOSE_WAIT_STEP: Duration = Duration::from_millis(5);
+/// How long a closing channel waits for the peer to acknowledge more of what was sent before
+/// it closes anyway (a peer that stops reading for good does not keep the channel forever).
+const CLOSE_STALL: Duration = Duration::from_secs(60);
+/// After the peer closed a channel, how long its reader waits for the next of the messages
+/// the stack still owes it (they come as soon as every reader on the connection keeps up).
+const PEER_CLOSE_STALL: Duration = Duration::from_secs(60);
+
+/// Per-channel state shared by its two pumps.
+struct ChannelState {
+    dc: Arc<dyn DataChannel>,
+    half_close: bool,
+    /// We sent the end-of-stream marker.
+    local_done: AtomicBool,
+    /// The peer sent the end-of-stream marker.
+    remote_done: AtomicBool,
+    /// Cancelled when the channel is finished (closed by either side or the connection died).
+    ended: CancellationToken,
+    /// Per-stream flow control, when both sides speak it.
+    flow: Option<Arc<Flow>>,
+    /// Set once the channel is closed; held while a grant is sent, so none follows the close.
+    closed: tokio::sync::Mutex<bool>,
+    /// We opened the channel (rather than accepted it from the peer).
+    opener: bool,
+    /// The peer sent its closing marker: it sends nothing more (flow control only).
+    peer_closing: AtomicBool,
+    /// `both_done` ran.
+    finishing: AtomicBool,
+    /// The connection's `last_peer_close`.
+    last_peer_close: Arc<Mutex<Option<Instant>>>,
+    /// The peer connection, for the stack's count of the channel's messages.
+    pc: Weak<dyn PeerConnection>,
+}
+
+impl ChannelState {
+    /// Close once what was sent has been delivered: closing resets the SCTP stream, which
+    /// would drop data still in flight. A slow reader is waited for as long as it makes
+    /// progress; one that stops acknowledging for `CLOSE_STALL` does not keep the channel.
+    async fn close(&self) {
+        let mut least = usize::MAX;
+        let mut progress = Instant::now();
+        while !self.ended.is_cancelled() {
+            let outstanding = self.dc.outstanding_bytes().await.unwrap_or(0);
+            if outstanding == 0 {
+                break;
+            }
+            if outstanding < least {
+                least = outstanding;
+                progress = Instant::now();
+            } else if progress.elapsed() >= CLOSE_STALL {
+                tracing::warn!(
+                    "closing a channel whose peer acknowledged nothing for {CLOSE_STALL:?}: \
+                     {outstanding} bytes not delivered"
+                );
+                break;
+            }
+            tokio::time::sleep(CLOSE_WAIT_STEP).await;
+        }
+        self.reset().await;
+    }
+
+    /// Both directions have ended: decide who closes. Returns `true` if the channel was
+    /// closed here, `false` if the reader must keep draining until the close comes.
+    ///
+    /// Without flow control both sides close, as before. With it, the side that opened the
+    /// channel sends the closing marker `"c"` (nothing follows it) and waits; the side that
+    /// accepted it closes once it has that marker. Each side closes by itself after
+    /// `CLOSE_HANDSHAKE_WAIT` if the other does not play along.
+    ///
+    /// Why: a message that reaches a channel after it was closed is never collected, and the
+    /// stack then never completes that SCTP stream's reset, so the stream id stays taken.
+    /// Grants can follow an end-of-stream marker (for the direction still open), so "both
+    /// markers seen" is not enough; the closing marker says the sender is silent from then
+    /// on. And the stack frees the id of a channel it closes itself before the SCTP reset
+    /// has completed, while a channel the peer closes frees its id only once its stream is
+    /// gone: so the opener, which picks the ids, never closes, and a channel opened right
+    /// after another one ended does not land on a stream id still being reset.
+    async fn both_done(self: &Arc<Self>) -> bool {
+        if self.finishing.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        if self.flow.is_none() {
+            self.close().await;
+            return true;
+        }
+        if !self.opener && self.peer_closing.load(Ordering::SeqCst) {
+            self.close().await;
+            return true;
+        }
+        if self.opener {
+            let closed = self.closed.lock().await;
+            if !*closed {
+                let _ = self.dc.send_text("c").await;
+            }
+        }
+        let st = self.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(CLOSE_HANDSHAKE_WAIT) => st.close().await,
+                _ = st.ended.cancelled() => {}
+            }
+        });
+        false
+    }
+
+    /// Close now. Nothing is sent on the channel afterwards: a message sent on a closed
+    /// channel can leave its SCTP stream behind, and the next channel given that stream id
+    /// then fails to open.
+    async fn reset(&self) {
+        let mut closed = self.closed.lock().await;
+        if !*closed {
+            *closed = true;
+            let _ = self.dc.close().await;
+        }
+        self.ended.cancel();
+    }
+}
+
+/// What a channel takes from its connection when it is wired to a [`Channel`].
+pub(crate) struct ChannelContext {
+    pub(crate) max_message: usize,
+    pub(crate) half_close: bool,
+    /// Per-stream flow control with the peer (both sides announced it).
+    pub(crate) flow: bool,
+    pub(crate) pool: Arc<Pool>,
+    /// The connection's token: the channel's own is a child of it.
+    pub(crate) dead: CancellationToken,
+    pub(crate) last_peer_close: Arc<Mutex<Option<Instant>>>,
+    pub(crate) pc: Weak<dyn PeerConnection>,
+    pub(crate) budget: Arc<Semaphore>,
+    pub(crate) budget_cap: usize,
+}
+
+/// Wire an open data channel to a new `Channel`; the token is cancelled when the channel is
+/// finished. `seen`: messages already taken off the channel (while it was opening).
+pub(crate) fn attach(
+    cx: ChannelContext,
+    dc: Arc<dyn DataChannel>,
+    opener: bool,
+    seen: u32,
+) -> (Channel, CancellationToken) {
+    let flow = (cx.half_close && cx.flow && cx.max_message as u64 <= flow::INITIAL_WINDOW)
+        .then(|| Flow::new(cx.pool.clone()));
+    let (stream, ends) = Channel::pair(cx.max_message, flow.clone());
+    let ChannelEnds { to_app, from_app } = ends;
+    let state = Arc::new(ChannelState {
+        dc,
+        half_close: cx.half_close,
+        local_done: AtomicBool::new(false),
+        remote_done: AtomicBool::new(false),
+        ended: cx.dead.child_token(),
+        flow,
+        closed: tokio::sync::Mutex::new(false),
+        opener,
+        peer_closing: AtomicBool::new(false),
+        finishing: AtomicBool::new(false),
+        last_peer_close: cx.last_peer_close,
+        pc: cx.pc,
+    });
+    let ended = state.ended.clone();
+    tokio::spawn(read_pump(state.clone(), to_app, seen));
+    tokio::spawn(write_pump(
+        state,
+        from_app,
+        cx.max_message,
+        Held {
+            budget: cx.budget,
+            cap: cx.budget_cap,
+            bytes: 0,
+        },
+    ));
+    (stream, ended)
+}
+
+/// Data channel → application. Ends on close, on the peer's marker (EOF) or with the connection.
+///
+/// The peer's close does not end the stream at once: the stack can hand us the close before
+/// the channel's last messages (see `messages_delivered`), so after the close the pump reads on
+/// until it has taken every message the stack received for the channel. `seen` counts the
+/// messages taken off the channel (wrapping, as the stack's count does).
+async fn read_pump(st: Arc<ChannelState>, to_app: mpsc::Sender<bytes::Bytes>, mut seen: u32) {
+    let mut to_app = Some(to_app);
+    // After the peer's close: how many messages the stack received for the channel in all.
+    let mut closed_at: Option<u32> = None;
+    loop {
+        if let Some(total) = closed_at
+            && !more_to_come(total, seen)
+        {
+            break;
+        }
+        let ev = tokio::select! {
+            ev = st.dc.poll() => ev,
+            _ = st.ended.cancelled() => break,
+            _ = tokio::time::sleep(PEER_CLOSE_STALL), if closed_at.is_some() => {
+                tracing::warn!(
+                    "a closed channel's last messages did not arrive within {PEER_CLOSE_STALL:?}"
+                );
+                break;
+            }
+        };
+        match ev {
+            None => break,
+            Some(DataChannelEvent::OnClose) => {
+                if st.opener {
+                    // A poisoned lock still holds a whole `Option<Instant>`: overwrite it.
+                    *st.last_peer_close
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+                }
+                // With the peer's end-of-stream marker taken, nothing the application wants
+                // can follow; and after our own close we want nothing more.
+                if st.remote_done.load(Ordering::SeqCst) || *st.closed.lock().await {
+                    break;
+                }
+                match messages_delivered(&st).await {
+                    Some(total) if more_to_come(total, seen) => {
+                        tracing::debug!(
+                            "the peer closed a channel with {} message(s) still on their way",
+                            total.wrapping_sub(seen)
+                        );
+                        closed_at = Some(total);
+                    }
+                    _ => break,
+                }
+            }
+            Some(DataChannelEvent::OnMessage(m)) => {
+                seen = seen.wrapping_add(1);
+                if m.is_string && st.half_close && !m.data.is_empty() {
+                    // A control message: a window grant, the closing marker, or something
+                    // newer we ignore.
+                    match (&st.flow, flow::parse_grant(&m.data)) {
+                        (Some(f), Some(limit)) => f.on_grant(limit),
+                        (Some(_), None) if &m.data[..] == b"c" => {
+                            st.peer_closing.store(true, Ordering::SeqCst);
+                            // `finishing`: both directions have ended (`both_done` ran).
+                            if !st.opener && st.finishing.load(Ordering::SeqCst) {
+                                st.close().await;
+                                break;
+                            }
+                        }
+                        _ => tracing::debug!("ignoring a control message on a channel"),
+                    }
+                    continue;
+                }
+                if m.is_string && st.half_close {
+                    to_app = None; // EOF for the reader
+                    st.remote_done.store(true, Ordering::SeqCst);
+                    if st.local_done.load(Ordering::SeqCst) && st.both_done().await {
+                        break;
+                    }
+                    continue;
+                }
+                if let Some(f) = &st.flow
+                    && let Admit::Overrun { received, granted } = f.admit(m.data.len())
+                {
+                    tracing::warn!(
+                        "the peer sent {received} bytes on a stream where it was allowed \
+                         {granted}: resetting the stream"
+                    );
+                    st.reset().await;
+                    break;
+                }
+                let Some(tx) = &to_app else { continue };
+                if m.data.is_empty() {
+                    continue;
+                }
+                if st.flow.is_some() {
+                    // Within the window the queue has room for every message: never wait
+                    // here, or the stack would stop draining the other channels too.
+                    match tx.try_send(m.data.freeze()) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Closed(_)) => to_app = None,
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            tracing::warn!("a stream's inbound queue overflowed: resetting it");
+                            st.reset().await;
+                            break;
+                        }
+                    }
+                    continue;
+                }
+                tokio::select! {
+                    r = tx.send(m.data.freeze()) => if r.is_err() {
+                        // The application dropped the stream: keep draining until closed.
+                        to_app = None;
+                    },
+                    _ = st.ended.cancelled() => break,
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    st.ended.cancel();
+}
+
+/// Whether a stack that received `total` messages for a channel has more to hand over to a
+/// reader that took `seen` (both counts wrap).
+fn more_to_come(total: u32, seen: u32) -> bool {
+    (total.wrapping_sub(seen) as i32) > 0
+}
+
+/// How many messages the stack received for this channel in all, from its statistics; `None`
+/// when they do not say (the connection is gone).
+///
+/// Why this is needed: the `webrtc` crate's driver hands out the stack's events (a channel's
+/// close among them) before the messages the stack has read, and while any reader on the
+/// connection is behind it leaves those messages in the stack and hands out events all the
+/// same. So when the peer closes a channel right after its last bytes (yakk/1 closes a
+/// channel as its end of stream; a yakk/2 peer that aborts closes without a marker), the
+/// close can reach us ahead of the last messages. The stack counts every message it delivers
+/// to the channel before it learns of the close, so this count, read after the close, is final.
+async fn messages_delivered(st: &ChannelState) -> Option<u32> {
+    let pc = st.pc.upgrade()?;
+    let report = pc.get_stats(Instant::now(), StatsSelector::None).await;
+    let key = format!("RTCDataChannel_{}", st.dc.id());
+    match report.get(&key) {
+        Some(RTCStatsReportEntry::DataChannel(s)) => Some(s.messages_received),
+        _ => {
+            tracing::warn!("no statistics for a closed channel: its last messages may be lost");
+            None
+        }
+    }
+}
+
+/// A channel's share of the connection's send budget: bytes it handed to the stack that
+/// the stack has not released yet.
+struct Held {
+    budget: Arc<Semaphore>,
+    /// The budget's size: no take asks for more.
+    cap: usize,
+    bytes: usize,
+}
+
+impl Held {
+    /// Give back what the stack no longer holds for this channel.
+    async fn release(&mut self, st: &ChannelState) {
+        if self.bytes == 0 {
+            return;
+        }
+        let outstanding = st.dc.outstanding_bytes().await.unwrap_or(0);
+        if outstanding < self.bytes {
+            self.budget.add_permits(self.bytes - outstanding);
+            self.bytes = outstanding;
+        }
+    }
+
+    /// Take `n` bytes of budget, giving back our own released bytes while waiting.
+    /// `false` if the channel ended first.
+    async fn take(&mut self, st: &ChannelState, n: usize) -> bool {
+        let n = n.min(self.cap);
+        loop {
+            self.release(st).await;
+            tokio::select! {
+                p = self.budget.acquire_many(n as u32) => {
+                    let Ok(p) = p else { return false };
+                    p.forget();
+                    self.bytes += n;
+                    return true;
+                }
+                _ = tokio::time::sleep(BUDGET_POLL), if self.bytes > 0 => {}
+                _ = st.ended.cancelled() => return false,
+            }
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        // The channel is gone: what it still held is discarded with it.
+        self.budget.add_permits(self.bytes);
+    }
+}
+
+/// Resolves when this stream owes the peer a grant (never without flow control).
+async fn grant_due(st: &ChannelState) {
+    match &st.flow {
+        Some(f) => f.grant_due.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends the grant that is due, if any: none once the peer has finished sending or the
+/// channel is closed. `false` if the channel is gone.
+async fn send_grant(st: &ChannelState) -> bool {
+    let closed = st.closed.lock().await;
+    if *closed || st.remote_done.load(Ordering::SeqCst) {
+        return !*closed;
+    }
+    let Some(limit) = st.flow.as_ref().and_then(|f| f.next_grant()) else {
+        return true;
+    };
+    let text = flow::grant_text(limit);
+    tokio::select! {
+        r = st.dc.send_text(&text) => r.is_ok(),
+        _ = st.ended.cancelled() => false,
+    }
+}
+
+/// Waits until the peer's window has room, sending our own grants meanwhile (both sides
+/// may be waiting on each other) and giving back the send budget the stack has released
+/// (a stream waiting here must not keep the others' budget). Returns how many of `len`
+/// bytes may go now (at least one), or `None` if the channel ended.
+async fn wait_credit(st: &ChannelState, held: &mut Held, len: usize) -> Option<usize> {
+    let Some(f) = &st.flow else { return Some(len) };
+    loop {
+        let n = f.room(len);
+        if n > 0 {
+            return Some(n);
+        }
+        tokio::select! {
+            _ = f.credit.notified() => {}
+            _ = f.grant_due.notified() => if !send_grant(st).await {
+                return None;
+            },
+            _ = tokio::time::sleep(BUDGET_POLL), if held.bytes > 0 => {
+                held.release(st).await;
+            }
+            _ = st.ended.cancelled() => return None,
+        }
+    }
+}
+
+/// Application → channel. Coalesces small queued writes up to `max_message`, within the
+/// connection's send budget and the peer's window.
+async fn write_pump(
+    st: Arc<ChannelState>,
+    mut from_app: mpsc::Receiver<Outbound>,
+    max: usize,
+    mut held: Held,
+) {
+    let mut carry: Option<Outbound> = None;
+    loop {
+        let item = match carry.take() {
+            Some(item) => Some(item),
+            None => loop {
+                tokio::select! {
+                    item = from_app.recv() => break item,
+                    _ = grant_due(&st) => if !send_grant(&st).await {
+                        return;
+                    },
+                    _ = tokio::time::sleep(BUDGET_POLL), if held.bytes > 0 => {
+                        held.release(&st).await;
+                    }
+                    _ = st.ended.cancelled() => return,
+                }
+            },
+        };
+        match item {
+            None => {
+                // The stream was dropped: everything it wrote is queued. Once both
+                // directions ended, closing is `both_done`'s business; else close now.
+                if !st.finishing.load(Ordering::SeqCst) {
+                    st.close().await;
+                }
+                break;
+            }
+            Some(Outbound::Data(mut msg)) => {
+                carry = coalesce(&mut msg, &mut from_app, max);
+                while !msg.is_empty() {
+                    let Some(n) = wait_credit(&st, &mut held, msg.len()).await else {
+                        return;
+                    };
+                    let part = msg.split_to(n);
+                    if !held.take(&st, n).await {
+                        return;
+                    }
+                    let sent = tokio::select! {
+                        r = st.dc.send(part) => r.is_ok(),
+                        _ = st.ended.cancelled() => false,
+                    };
+                    if !sent {
+                        return;
+                    }
+                    if let Some(f) = &st.flow {
+                        f.on_sent(n);
+                    }
+                }
+            }
+            Some(Outbound::Finish) => {
+                if !st.half_close {
+                    st.close().await;
+                    break;
+                }
+                let sent = tokio::select! {
+                    r = st.dc.send_text("") => r.is_ok(),
+                    _ = st.ended.cancelled() => false,
+                };
+                if !sent {
+                    break;
+                }
+                st.local_done.store(true, Ordering::SeqCst);
+                if st.remote_done.load(Ordering::SeqCst) {
+                    st.both_done().await;
+                    break;
+                }
+            }
+        }
+    }
+    // Dropping `from_app` makes further writes fail with BrokenPipe.
+}
