@@ -163,7 +163,7 @@ async fn drive(
                     hs.announce(FEATURE_WINDOW);
                     if role == Role::Joiner {
                         let offer = p.create_offer().await?;
-                        pending.extend(hs.on_local_description(0, offer));
+                        pending.extend(hs.on_local_description(0, offer)?);
                     }
                     lanes.push(Some(Lane {
                         peer: p,
@@ -178,7 +178,7 @@ async fn drive(
                     tracing::debug!(flow, lanes = hs.lanes(), "per-stream flow control, lanes");
                     crate::tune_lane(p, flow, hs.lanes());
                     let answer = p.accept_offer(&sdp).await?;
-                    pending.extend(hs.on_local_description(0, answer));
+                    pending.extend(hs.on_local_description(0, answer)?);
                 }
                 Action::AcceptOffer(lane, sdp) => {
                     let t = tc
@@ -199,7 +199,7 @@ async fn drive(
                                 peer: p,
                                 path: None,
                             });
-                            pending.extend(hs.on_local_description(lane, answer));
+                            pending.extend(hs.on_local_description(lane, answer)?);
                         }
                         Err(e) => tracing::info!(lane, "going on without this lane: {e}"),
                     }
@@ -233,7 +233,7 @@ async fn drive(
                                         peer: p,
                                         path: None,
                                     }));
-                                    pending.extend(hs.on_local_description(extra, offer));
+                                    pending.extend(hs.on_local_description(extra, offer)?);
                                 }
                                 Err(e) => {
                                     tracing::info!(lane = extra, "going on without this lane: {e}");
