@@ -16,6 +16,7 @@ pub mod handshake;
 mod pake;
 pub mod rendezvous;
 pub mod sealed;
+mod session;
 pub mod stripe;
 
 use std::collections::HashMap;

@@ -15,7 +15,7 @@ mod v1;
 mod v2;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use serde::{Deserialize, Serialize};
 use yakk_pake::v2::Role as PakeRole;

@@ -4,7 +4,8 @@ use super::*;
 use crate::admission::{Admission, Refusal};
 use crate::sealed::{self, Header, SealError, SealedChannel};
 
-fn params(role: Role, pw: &str) -> Params {
+/// Parameters of a side of room 417 (the owner is 0, the joiner 1), one lane wished.
+pub(crate) fn params(role: Role, pw: &str) -> Params {
     let (my_id, peer_id) = match role {
         Role::Owner => (0, 1),
         Role::Joiner => (1, 0),
