@@ -156,7 +156,7 @@ impl Lanes {
             }
             Command::Tune { lane, flow, lanes } => {
                 if let Ok(p) = self.peer(lane) {
-                    crate::tune_lane(p, flow, lanes);
+                    crate::connection::tune_lane(p, flow, lanes);
                 }
             }
             Command::MakeOffer(lane) => {
