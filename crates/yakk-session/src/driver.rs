@@ -10,17 +10,14 @@ use yakk_transport::{PathInfo, Peer, PeerEvent, TransportConfig};
 use yakk_wire::{Envelope, IceServer};
 
 use crate::admission::Admission;
-use crate::handshake::{Action, FEATURE_WINDOW, Handshake, HandshakeError, Params, Role, Version};
+use crate::handshake::{Action, Handshake, HandshakeError, Params, Role, Version};
 use crate::rendezvous::{self, Membership};
+use crate::session::{Command, Outcome, Session};
 use crate::{Connection, SessionConfig, SessionError};
 
-/// How long the PAKE and the exchange of descriptions may take once the peer is known.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a side that gives up (a failed joiner, a closing owner) waits for its last
 /// signalling messages to go out.
 const FINISH_WAIT: Duration = Duration::from_secs(2);
-/// How long the other lanes may take to come up once lane 0 is.
-const LANE_GRACE: Duration = Duration::from_secs(5);
 
 fn transport_config(cfg: &SessionConfig, advertised: &[IceServer], v: Version) -> TransportConfig {
     let mut ice_servers = cfg.ice_servers.clone();
@@ -60,14 +57,20 @@ fn check_relay(cfg: &SessionConfig, advertised: &[IceServer]) -> Result<(), Sess
 /// Runs one handshake to a connected peer. `incoming` carries only this peer's envelopes. On
 /// failure, also says whether this joiner's wrong password burned the owner's code.
 async fn run(
-    mut hs: Handshake,
+    hs: Handshake,
     first_actions: Vec<Action>,
     incoming: mpsc::Receiver<Envelope>,
     outgoing: mpsc::Sender<Envelope>,
     ctx: Context,
 ) -> Result<Connection, (SessionError, bool)> {
-    let r = drive(&mut hs, first_actions, incoming, outgoing, ctx).await;
-    r.map_err(|e| (e, hs.burned_room()))
+    let role = ctx.role;
+    let s = Session::new(hs, role, first_actions, ctx.cfg.connect_timeout, now());
+    drive(s, incoming, outgoing, ctx).await
+}
+
+/// The time as the session core sees it (tokio's clock, so that paused time applies).
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 /// What a handshake's driver knows of its side.
@@ -105,282 +108,190 @@ async fn new_lane(
     Ok(p)
 }
 
-/// The peer connection of `lane`, if it is still part of the session.
-fn lane_peer(lanes: &[Option<Lane>], lane: u32) -> Option<&Peer> {
-    lanes
-        .get(lane as usize)
-        .and_then(|l| l.as_ref())
-        .map(|l| &l.peer)
+/// The peer connections of a session while it is negotiated, by lane; `None` for a lane
+/// that is gone or not made yet.
+struct Lanes {
+    lanes: Vec<Option<Lane>>,
+    events: mpsc::Sender<(u32, PeerEvent)>,
 }
 
-/// Gives up an extra lane (one that failed to negotiate or connect): the session goes on
-/// without it.
-fn drop_lane(lanes: &mut [Option<Lane>], lane: u32, why: &str) {
-    if let Some(l) = lanes.get_mut(lane as usize).and_then(Option::take) {
-        tracing::info!(lane, "going on without this lane: {why}");
-        tokio::spawn(async move { l.peer.close().await });
+impl Lanes {
+    fn peer(&self, lane: u32) -> Result<&Peer, SessionError> {
+        self.lanes
+            .get(lane as usize)
+            .and_then(|l| l.as_ref())
+            .map(|l| &l.peer)
+            .ok_or(SessionError::Internal("no peer connection on this lane"))
+    }
+
+    /// Carries out one command of the core, and reports back to it.
+    async fn execute(
+        &mut self,
+        c: Command,
+        s: &mut Session,
+        outgoing: &mpsc::Sender<Envelope>,
+        ctx: &Context,
+    ) {
+        match c {
+            Command::Send(env) => {
+                if outgoing.send(env).await.is_err() {
+                    s.on_send_failed();
+                }
+            }
+            Command::Notify(env) => {
+                let _ = outgoing.send(env).await;
+            }
+            Command::CreatePeer { lane, version } => {
+                let tc = transport_config(&ctx.cfg, &ctx.advertised, version);
+                match new_lane(&tc, lane, &self.events).await {
+                    Ok(peer) => {
+                        let i = lane as usize;
+                        if self.lanes.len() <= i {
+                            self.lanes.resize_with(i + 1, || None);
+                        }
+                        self.lanes[i] = Some(Lane { peer, path: None });
+                    }
+                    Err(e) => s.on_failure(lane, e),
+                }
+            }
+            Command::Tune { lane, flow, lanes } => {
+                if let Ok(p) = self.peer(lane) {
+                    crate::connection::tune_lane(p, flow, lanes);
+                }
+            }
+            Command::MakeOffer(lane) => {
+                let sdp = match self.peer(lane) {
+                    Ok(p) => p.create_offer().await.map_err(SessionError::from),
+                    Err(e) => Err(e),
+                };
+                s.on_description(lane, sdp);
+            }
+            Command::AcceptOffer(lane, offer) => {
+                let sdp = match self.peer(lane) {
+                    Ok(p) => p.accept_offer(&offer).await.map_err(SessionError::from),
+                    Err(e) => Err(e),
+                };
+                s.on_description(lane, sdp);
+            }
+            Command::AcceptAnswer(lane, answer) => {
+                let r = match self.peer(lane) {
+                    Ok(p) => p.accept_answer(&answer).await.map_err(SessionError::from),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = r {
+                    s.on_failure(lane, e);
+                }
+            }
+            Command::AddCandidate(lane, c) => {
+                if let Ok(p) = self.peer(lane)
+                    && let Err(e) = p.add_remote_candidate(c).await
+                {
+                    tracing::debug!(lane, "ignoring a candidate the stack refused: {e}");
+                }
+            }
+            Command::CloseLane(lane) => {
+                if let Some(l) = self.lanes.get_mut(lane as usize).and_then(Option::take) {
+                    tokio::spawn(async move { l.peer.close().await });
+                }
+            }
+        }
     }
 }
 
+/// The thin loop around the session core: envelopes, peer events and the clock go in, its
+/// commands are carried out, until it has an outcome.
 async fn drive(
-    hs: &mut Handshake,
-    first_actions: Vec<Action>,
+    mut s: Session,
     mut incoming: mpsc::Receiver<Envelope>,
     outgoing: mpsc::Sender<Envelope>,
     ctx: Context,
-) -> Result<Connection, SessionError> {
-    let Context {
-        cfg,
-        advertised,
-        role,
-        confirmed,
-    } = ctx;
-    // Lane 0 is the peer connection every session has; more lanes (yakk/2) come once lane
-    // 0's offer and answer agreed on their number. A lane that is gone is `None`.
-    let mut lanes: Vec<Option<Lane>> = Vec::new();
+) -> Result<Connection, (SessionError, bool)> {
     let (ev_tx, mut ev_rx) = mpsc::channel::<(u32, PeerEvent)>(256);
-    let mut tc: Option<TransportConfig> = None;
-    let mut flow = false;
-    let mut pending = std::collections::VecDeque::from(first_actions);
-    // Until the key is confirmed the peer has HANDSHAKE_TIMEOUT; then ICE has connect_timeout.
-    let mut deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
-    // Once lane 0 is up, the other lanes have LANE_GRACE more to come up.
-    let mut lane0_up: Option<tokio::time::Instant> = None;
+    let mut lanes = Lanes {
+        lanes: Vec::new(),
+        events: ev_tx,
+    };
     loop {
-        while let Some(action) = pending.pop_front() {
-            match action {
-                Action::Send(env) => {
-                    if outgoing.send(env).await.is_err() {
-                        return Err(SessionError::SignalClosed("while negotiating".into()));
-                    }
-                }
-                Action::KeyConfirmed(v) => {
-                    tracing::info!(version = %v, "key confirmed");
-                    confirmed.store(true, Ordering::Relaxed);
-                    deadline = tokio::time::Instant::now() + cfg.connect_timeout;
-                    let t = transport_config(&cfg, &advertised, v);
-                    let p = new_lane(&t, 0, &ev_tx).await?;
-                    hs.announce(FEATURE_WINDOW);
-                    if role == Role::Joiner {
-                        let offer = p.create_offer().await?;
-                        pending.extend(hs.on_local_description(0, offer));
-                    }
-                    lanes.push(Some(Lane {
-                        peer: p,
-                        path: None,
-                    }));
-                    tc = Some(t);
-                }
-                Action::AcceptOffer(0, sdp) => {
-                    let p =
-                        lane_peer(&lanes, 0).ok_or(SessionError::Internal("offer before keys"))?;
-                    flow = hs.agreed(FEATURE_WINDOW);
-                    tracing::debug!(flow, lanes = hs.lanes(), "per-stream flow control, lanes");
-                    crate::tune_lane(p, flow, hs.lanes());
-                    let answer = p.accept_offer(&sdp).await?;
-                    pending.extend(hs.on_local_description(0, answer));
-                }
-                Action::AcceptOffer(lane, sdp) => {
-                    let t = tc
-                        .as_ref()
-                        .ok_or(SessionError::Internal("offer before keys"))?;
-                    let made = async {
-                        let p = new_lane(t, lane, &ev_tx).await?;
-                        crate::tune_lane(&p, flow, hs.lanes());
-                        let answer = p.accept_offer(&sdp).await?;
-                        Ok::<_, SessionError>((p, answer))
-                    };
-                    if lanes.len() <= lane as usize {
-                        lanes.resize_with(lane as usize + 1, || None);
-                    }
-                    match made.await {
-                        Ok((p, answer)) => {
-                            lanes[lane as usize] = Some(Lane {
-                                peer: p,
-                                path: None,
-                            });
-                            pending.extend(hs.on_local_description(lane, answer));
-                        }
-                        Err(e) => tracing::info!(lane, "going on without this lane: {e}"),
-                    }
-                }
-                Action::AcceptAnswer(lane, sdp) => {
-                    let Some(p) = lane_peer(&lanes, lane) else {
-                        if lane == 0 {
-                            return Err(SessionError::Internal("answer before keys"));
-                        }
-                        continue;
-                    };
-                    if lane == 0 {
-                        flow = hs.agreed(FEATURE_WINDOW);
-                        tracing::debug!(flow, lanes = hs.lanes(), "per-stream flow control, lanes");
-                        crate::tune_lane(p, flow, hs.lanes());
-                        p.accept_answer(&sdp).await?;
-                        // Now the other lanes: one offer each.
-                        let t = tc
-                            .as_ref()
-                            .ok_or(SessionError::Internal("answer before keys"))?;
-                        for extra in 1..hs.lanes() {
-                            let made = async {
-                                let p = new_lane(t, extra, &ev_tx).await?;
-                                crate::tune_lane(&p, flow, hs.lanes());
-                                let offer = p.create_offer().await?;
-                                Ok::<_, SessionError>((p, offer))
-                            };
-                            match made.await {
-                                Ok((p, offer)) => {
-                                    lanes.push(Some(Lane {
-                                        peer: p,
-                                        path: None,
-                                    }));
-                                    pending.extend(hs.on_local_description(extra, offer));
-                                }
-                                Err(e) => {
-                                    tracing::info!(lane = extra, "going on without this lane: {e}");
-                                    lanes.push(None);
-                                }
-                            }
-                        }
-                    } else if let Err(e) = p.accept_answer(&sdp).await {
-                        drop_lane(&mut lanes, lane, &e.to_string());
-                    }
-                }
-                Action::AddCandidate(lane, c) => {
-                    let Some(p) = lane_peer(&lanes, lane) else {
-                        if lane == 0 {
-                            return Err(SessionError::Internal("candidate before keys"));
-                        }
-                        continue;
-                    };
-                    if let Err(e) = p.add_remote_candidate(c).await {
-                        tracing::debug!(lane, "ignoring a candidate the stack refused: {e}");
-                    }
-                }
-            }
+        while let Some(c) = s.poll_command() {
+            lanes.execute(c, &mut s, &outgoing, &ctx).await;
         }
-        // Done once lane 0 is up and every other lane is up or gone (or out of time).
-        if lane0_up.is_some() {
-            let all_made = lanes.len() >= hs.lanes() as usize;
-            let settled = lanes
-                .iter()
-                .all(|l| l.as_ref().is_none_or(|l| l.path.is_some()));
-            let late = lane0_up
-                .is_some_and(|t| (t + LANE_GRACE).min(deadline) <= tokio::time::Instant::now());
-            if (all_made && settled) || late {
-                drop(ev_tx);
-                return Ok(finish(hs, lanes, ev_rx));
-            }
+        if s.is_confirmed() {
+            ctx.confirmed.store(true, Ordering::Relaxed);
         }
-        let wake = match lane0_up {
-            Some(t) => (t + LANE_GRACE).min(deadline),
-            None => deadline,
-        };
+        match s.poll_outcome(now()) {
+            Some(Outcome::Connected {
+                version,
+                agreed,
+                up,
+            }) => {
+                let Lanes { lanes, events } = lanes;
+                drop(events);
+                return connection(lanes, &up, ev_rx, version, agreed)
+                    .map_err(|e| (e, s.burned_room()));
+            }
+            Some(Outcome::Failed(e)) => return Err((e, s.burned_room())),
+            None => {}
+        }
+        let wake = tokio::time::Instant::from_std(s.poll_timeout());
         tokio::select! {
-            env = incoming.recv() => {
-                let env = env.ok_or_else(|| match role {
-                    Role::Joiner => SessionError::SignalClosed("while negotiating".into()),
-                    // The owner's router let go of this joiner.
-                    Role::Owner => SessionError::PeerGone(
-                        "dropped: too many joiners at once, or the room closed".into(),
-                    ),
-                })?;
-                match hs.on_message(&env) {
-                    Ok(actions) => pending.extend(actions),
-                    Err(e) => {
-                        // Tell the peer, or it would wait for its timeout and blame the network.
-                        if let Some(notice) = hs.abort_notice(&e) {
-                            let _ = outgoing.send(notice).await;
-                        }
-                        return Err(e.into());
-                    }
-                }
-            }
+            env = incoming.recv() => match env {
+                Some(env) => s.on_message(&env, now()),
+                None => s.on_signal_end(),
+            },
             ev = ev_rx.recv() => match ev {
-                Some((lane, PeerEvent::LocalCandidate(c))) => {
-                    if lane_peer(&lanes, lane).is_some() {
-                        pending.extend(hs.on_local_candidate(lane, c));
-                    }
-                }
+                Some((lane, PeerEvent::LocalCandidate(c))) => s.on_local_candidate(lane, c),
                 Some((lane, PeerEvent::Connected(path))) => {
-                    tracing::info!(
-                        lane,
-                        "connected over a {} path{} ({} -> {}), rtt {}",
-                        format!("{:?}", path.kind).to_lowercase(),
-                        path.relay
-                            .map(|r| format!(" (TURN over {})", r.name()))
-                            .unwrap_or_default(),
-                        path.local,
-                        path.remote,
-                        path.rtt
-                            .map(|d| format!("{:.1} ms", d.as_secs_f64() * 1e3))
-                            .unwrap_or_else(|| "not measured yet".into())
-                    );
-                    if let Some(Some(l)) = lanes.get_mut(lane as usize) {
+                    log_path(lane, &path);
+                    if let Some(Some(l)) = lanes.lanes.get_mut(lane as usize) {
                         l.path = Some(path);
                     }
-                    if lane == 0 {
-                        lane0_up = Some(tokio::time::Instant::now());
-                        for a in hs.on_connected() {
-                            if let Action::Send(env) = a {
-                                let _ = outgoing.send(env).await;
-                            }
-                        }
-                    }
+                    s.on_connected(lane, now());
                 }
-                // Lane 0 failing before ever connecting means ICE found no path.
-                Some((0, PeerEvent::Disconnected(why))) => {
-                    tracing::info!("the peer connection failed before connecting: {why}");
-                    return Err(SessionError::NoPath);
-                }
-                Some((lane, PeerEvent::Disconnected(why))) => drop_lane(&mut lanes, lane, &why),
-                None => return Err(SessionError::NoPath),
+                Some((lane, PeerEvent::Disconnected(why))) => s.on_disconnected(lane, &why),
+                None => s.on_disconnected(0, "the peer connection ended"),
             },
-            _ = tokio::time::sleep_until(wake) => {
-                if lane0_up.is_none() {
-                    return Err(if hs.is_confirmed() {
-                        SessionError::NoPath
-                    } else {
-                        SessionError::HandshakeTimeout
-                    });
-                }
-                // Out of grace: the loop's check above finishes with the lanes that are up.
-            }
+            _ = tokio::time::sleep_until(wake) => s.handle_timeout(now()),
         }
     }
 }
 
-/// The connection, over the lanes that came up; those that did not are closed.
-fn finish(
-    hs: &Handshake,
-    lanes: Vec<Option<Lane>>,
+fn log_path(lane: u32, path: &PathInfo) {
+    tracing::info!(
+        lane,
+        "connected over a {} path{} ({} -> {}), rtt {}",
+        format!("{:?}", path.kind).to_lowercase(),
+        path.relay
+            .map(|r| format!(" (TURN over {})", r.name()))
+            .unwrap_or_default(),
+        path.local,
+        path.remote,
+        path.rtt
+            .map(|d| format!("{:.1} ms", d.as_secs_f64() * 1e3))
+            .unwrap_or_else(|| "not measured yet".into())
+    );
+}
+
+/// The connection, over the lanes `up` (lane 0 first); the core has closed the others.
+fn connection(
+    mut lanes: Vec<Option<Lane>>,
+    up: &[u32],
     events: mpsc::Receiver<(u32, PeerEvent)>,
-) -> Connection {
-    let version = hs.version().expect("connected implies a version");
-    let mut up = Vec::new();
+    version: Version,
+    agreed: u32,
+) -> Result<Connection, SessionError> {
+    let mut peers = Vec::new();
     let mut path = None;
-    for (i, l) in lanes.into_iter().enumerate() {
-        let Some(l) = l else { continue };
-        match l.path {
-            Some(p) => {
-                if i == 0 {
-                    path = Some(p);
-                }
-                up.push((i as u32, l.peer));
-            }
-            None => {
-                tracing::info!(
-                    lane = i,
-                    "going on without this lane: not connected in time"
-                );
-                tokio::spawn(async move { l.peer.close().await });
-            }
+    for &lane in up {
+        let Some(l) = lanes.get_mut(lane as usize).and_then(Option::take) else {
+            continue;
+        };
+        if lane == 0 {
+            path = l.path;
         }
+        peers.push((lane, l.peer));
     }
-    if hs.lanes() > 1 {
-        tracing::info!("{} of {} lanes up", up.len(), hs.lanes());
-    }
-    let path = path.expect("lane 0 is up");
-    Connection::new(up, events, version, path, hs.lanes() > 1)
+    let path = path.ok_or(SessionError::Internal("lane 0 is up without a path"))?;
+    Ok(Connection::new(peers, events, version, path, agreed > 1))
 }
 
 fn params(cfg: &SessionConfig, m: &Membership, role: Role, peer_id: i64) -> Params {

@@ -1,10 +1,8 @@
 //! Adapter between the handshake and the `yakk-pake` crate: one interface over both protocol
-//! versions, speaking in envelope payload strings.
+//! versions, speaking in envelope payload strings. It knows nothing of the handshake.
 
 use yakk_pake::{v1, v2};
 use zeroize::Zeroizing;
-
-use crate::handshake::Role;
 
 /// The outcome of a confirmed exchange.
 pub enum Keys {
@@ -36,11 +34,7 @@ impl Pake {
         (Pake::V1(Box::new(party)), round1)
     }
 
-    pub fn v2(role: Role, password: &[u8], room: &str) -> (Pake, String) {
-        let role = match role {
-            Role::Owner => v2::Role::Owner,
-            Role::Joiner => v2::Role::Joiner,
-        };
+    pub fn v2(role: v2::Role, password: &[u8], room: &str) -> (Pake, String) {
         let party = v2::Party::new(role, password, room);
         let round1 = party.round1().to_payload();
         (Pake::V2(Box::new(party)), round1)
@@ -72,7 +66,8 @@ impl Pake {
         }
     }
 
-    pub fn on_confirm(self, payload: &str) -> Result<Keys, PakeFailure> {
+    /// Checks the peer's key confirmation; the exchange is over either way.
+    pub fn on_confirm(&mut self, payload: &str) -> Result<Keys, PakeFailure> {
         match self {
             Pake::V1(p) => {
                 let m = v1::KeyConfirm::from_payload(payload).map_err(invalid)?;
@@ -82,7 +77,6 @@ impl Pake {
             }
             Pake::V2(p) => {
                 let m = v2::KeyConfirm::from_payload(payload).map_err(invalid)?;
-                let mut p = p;
                 let keys = p.verify_confirmation(&m).map_err(confirm)?;
                 Ok(Keys::V2 {
                     send: Zeroizing::new(*keys.signal_send_key()),
