@@ -16,6 +16,7 @@ mod connection;
 mod driver;
 mod error;
 pub mod handshake;
+mod owner;
 mod pake;
 mod parts;
 pub mod rendezvous;
@@ -25,8 +26,9 @@ pub mod stripe;
 
 pub use config::{AUTO_LANES, LANES_AUTO, LONG_PATH, OWNER_LANE_BUDGET, SessionConfig, auto_lanes};
 pub use connection::{Connection, Stream};
-pub use driver::{Owner, OwnerEvent, join};
+pub use driver::join;
 pub use error::SessionError;
 pub use handshake::{MAX_LANES, Version};
+pub use owner::{Owner, OwnerEvent};
 pub use yakk_transport::{PathInfo, PathKind, RelayProtocol};
 pub use yakk_wire::IceServer;
