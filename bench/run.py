@@ -476,6 +476,9 @@ def bench_forward(cfg, tun, target_port):
                 continue
         r[f"{key}_mbps"] = v["mbps"]
         r[f"{key}_cpu_a"], r[f"{key}_cpu_b"] = ca2 - ca, cb2 - cb
+        # Peak RSS so far: through setup, latency and this transfer (for "one": one connection).
+        r[f"{key}_rss_a"] = max((p.peak_sampled for p in tun.a), default=None)
+        r[f"{key}_rss_b"] = max((p.peak_sampled for p in tun.b), default=None)
         log(f"  {tun.name}: {conns} conn(s) {v['mbps']:.0f} MB/s, CPU {ca2 - ca:.2f}+{cb2 - cb:.2f} s")
     if cfg.many and isinstance(tun, (Yakk, Direct)):
         v = run_loadgen("conns", ["conns", addr, "--conns", str(cfg.many), "--size", "1024"],
@@ -921,16 +924,18 @@ def report(cfg, res, out_dir):
     if fw:
         L.append(f"## Port forwarding over loopback ({size_s} per throughput cell)\n")
         L.append("| tool | 1 conn MB/s | 16 conns MB/s | setup ms | RTT p50 / p99 ms | "
-                 "CPU s, 1 conn (owner + joiner) | peak RSS MiB (owner / joiner) |")
-        L.append("|---|---:|---:|---:|---:|---:|---:|")
+                 "CPU s, 1 conn (owner + joiner) | peak RSS MiB, 1 conn (owner / joiner) | "
+                 "peak RSS MiB, whole session |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|")
         for r in fw:
             if "error" in r and "one_mbps" not in r:
-                L.append(f"| {r['tool']} | failed: {esc(r['error'])[:120]} | | | | | |")
+                L.append(f"| {r['tool']} | failed: {esc(r['error'])[:120]} | | | | | | |")
                 continue
             L.append(f"| {r['tool']} | {fmt(r.get('one_mbps'))} | {fmt(r.get('sixteen_mbps'))} | "
                      f"{fmt(r.get('setup_ms'))} | {fmt(r.get('rtt_p50_ms'), '.3f')} / "
                      f"{fmt(r.get('rtt_p99_ms'), '.3f')} | "
                      f"{fmt(r.get('one_cpu_a'), '.2f')} + {fmt(r.get('one_cpu_b'), '.2f')} | "
+                     f"{fmt(mib(r.get('one_rss_a')), '.1f')} / {fmt(mib(r.get('one_rss_b')), '.1f')} | "
                      f"{fmt(mib(r.get('rss_a')), '.1f')} / {fmt(mib(r.get('rss_b')), '.1f')} |")
         many = [(r["tool"], r["many"]) for r in fw if r.get("many")]
         if many:
@@ -941,9 +946,10 @@ def report(cfg, res, out_dir):
                          + (f"; errors: {m['errors']}" if m.get("errors") else "") + ".")
         L.append("\nSetup: from the start of the joining process (`yakk client`, `ssh -L`, "
                  "`dumbpipe connect-tcp`) to the first byte echoed back through the tunnel. "
-                 "RTT: 64-byte messages echoed one at a time. Peak RSS covers the whole session "
-                 "(setup, latency, both throughput runs"
-                 + (", the concurrent connections" if many else "") + ").")
+                 "RTT: 64-byte messages echoed one at a time. Peak RSS, 1 conn: the peak through setup, "
+                 "latency and the one-connection transfer (sampled every 50 ms); whole session: "
+                 "also the 16-connection run"
+                 + (" and the concurrent connections" if many else "") + ".")
         L.append("\n![forwarding throughput](forward.svg)\n")
         svg_bars(os.path.join(out_dir, "forward.svg"), f"Port forwarding over loopback, {size_s}",
                  [(r["tool"], {"1 connection": r.get("one_mbps"), "16 connections": r.get("sixteen_mbps")})
