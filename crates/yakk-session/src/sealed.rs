@@ -22,23 +22,27 @@ pub enum SealError {
     Authentication,
     #[error("sealed payload arrived out of order (counter {got}, expected {expected})")]
     OutOfOrder { got: u64, expected: u64 },
+    /// Our own side could not seal: no randomness from the operating system, or a payload
+    /// beyond what AES-GCM takes.
+    #[error("could not seal a signalling message: {0}")]
+    Seal(&'static str),
 }
 
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 
 /// yakk/1: seal with a fresh random nonce, as the reference does.
-pub fn seal_v1(key: &[u8; 32], plaintext: &[u8]) -> String {
+pub fn seal_v1(key: &[u8; 32], plaintext: &[u8]) -> Result<String, SealError> {
     let cipher = Aes256Gcm::new(key.into());
     let mut nonce = [0u8; NONCE_LEN];
-    getrandom::fill(&mut nonce).expect("the operating system's random source is available");
+    getrandom::fill(&mut nonce).map_err(|_| SealError::Seal("no random nonce"))?;
     let ct = cipher
         .encrypt(Nonce::from_slice(&nonce), plaintext)
-        .expect("AES-GCM encryption of a small payload cannot fail");
+        .map_err(|_| SealError::Seal("payload too large"))?;
     let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
     out.extend_from_slice(&nonce);
     out.extend_from_slice(&ct);
-    B64.encode(out)
+    Ok(B64.encode(out))
 }
 
 /// yakk/1: open a payload sealed by [`seal_v1`] or by the reference program.
@@ -109,7 +113,7 @@ impl SealedChannel {
 
     /// Seals `plaintext` for the envelope described by `header`:
     /// `base64(counter u64 BE ‖ ciphertext ‖ tag)`.
-    pub fn seal(&mut self, header: Header<'_>, plaintext: &[u8]) -> String {
+    pub fn seal(&mut self, header: Header<'_>, plaintext: &[u8]) -> Result<String, SealError> {
         let counter = self.send_counter;
         self.send_counter += 1;
         let ad = header.associated_data(counter);
@@ -122,21 +126,23 @@ impl SealedChannel {
                     aad: &ad,
                 },
             )
-            .expect("AES-GCM encryption of a small payload cannot fail");
+            .map_err(|_| SealError::Seal("payload too large"))?;
         let mut out = Vec::with_capacity(8 + ct.len());
         out.extend_from_slice(&counter.to_be_bytes());
         out.extend_from_slice(&ct);
-        B64.encode(out)
+        Ok(B64.encode(out))
     }
 
     /// Opens a payload received in the envelope described by `header`.
     pub fn open(&mut self, header: Header<'_>, payload: &str) -> Result<Vec<u8>, SealError> {
         let raw = B64.decode(payload.trim()).map_err(|_| SealError::Base64)?;
-        if raw.len() < 8 + TAG_LEN {
+        let Some((ctr, ct)) = raw
+            .split_first_chunk::<8>()
+            .filter(|(_, ct)| ct.len() >= TAG_LEN)
+        else {
             return Err(SealError::Truncated);
-        }
-        let (ctr, ct) = raw.split_at(8);
-        let counter = u64::from_be_bytes(ctr.try_into().expect("split at 8"));
+        };
+        let counter = u64::from_be_bytes(*ctr);
         if counter != self.recv_counter {
             return Err(SealError::OutOfOrder {
                 got: counter,
@@ -175,7 +181,7 @@ mod tests {
     #[test]
     fn v1_round_trip_and_tamper() {
         let key = [7u8; 32];
-        let sealed = seal_v1(&key, b"{\"type\":\"offer\"}");
+        let sealed = seal_v1(&key, b"{\"type\":\"offer\"}").unwrap();
         assert_eq!(open_v1(&key, &sealed).unwrap(), b"{\"type\":\"offer\"}");
         let mut raw = B64.decode(&sealed).unwrap();
         raw[14] ^= 1;
@@ -192,7 +198,7 @@ mod tests {
     fn v2_in_order_messages_open() {
         let (mut a, mut b) = pair();
         for i in 0..3u8 {
-            let s = a.seal(H, &[i; 5]);
+            let s = a.seal(H, &[i; 5]).unwrap();
             assert_eq!(b.open(H, &s).unwrap(), vec![i; 5]);
         }
     }
@@ -200,8 +206,8 @@ mod tests {
     #[test]
     fn v2_replay_and_reorder_rejected() {
         let (mut a, mut b) = pair();
-        let first = a.seal(H, b"one");
-        let second = a.seal(H, b"two");
+        let first = a.seal(H, b"one").unwrap();
+        let second = a.seal(H, b"two").unwrap();
         assert_eq!(
             b.open(H, &second),
             Err(SealError::OutOfOrder {
@@ -225,7 +231,7 @@ mod tests {
             let (mut a, mut b) = pair();
             let mut h = H;
             let room2 = String::from("124");
-            let mut sealed = a.seal(H, b"secret");
+            let mut sealed = a.seal(H, b"secret").unwrap();
             match change {
                 0 => h.recipient = 2,
                 1 => h.sender = 3,
@@ -250,7 +256,7 @@ mod tests {
     fn v2_directions_use_different_keys() {
         let (mut a, _) = pair();
         let mut a2 = SealedChannel::new(&[1u8; 32], &[2u8; 32]);
-        let s = a.seal(H, b"x");
+        let s = a.seal(H, b"x").unwrap();
         // A message sealed by `a` cannot be opened by a peer using the same direction keys.
         assert_eq!(a2.open(H, &s), Err(SealError::Authentication));
     }

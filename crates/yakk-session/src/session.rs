@@ -214,8 +214,10 @@ impl Session {
     /// The peer connection of `lane` gathered a candidate.
     pub(crate) fn on_local_candidate(&mut self, lane: u32, c: IceCandidate) {
         if self.is_live(lane) {
-            let actions = self.hs.on_local_candidate(lane, c);
-            self.sends(actions);
+            match self.hs.on_local_candidate(lane, c) {
+                Ok(actions) => self.sends(actions),
+                Err(e) => self.fail(e.into()),
+            }
         }
     }
 

@@ -77,6 +77,15 @@ pub struct Striped<S> {
     state: ReadState,
 }
 
+/// A frame header: the sequence number (u64 BE), then the payload length (u32 BE).
+fn split_header(h: &[u8; HEADER]) -> (u64, usize) {
+    let [s0, s1, s2, s3, s4, s5, s6, s7, l0, l1, l2, l3] = *h;
+    (
+        u64::from_be_bytes([s0, s1, s2, s3, s4, s5, s6, s7]),
+        u32::from_be_bytes([l0, l1, l2, l3]) as usize,
+    )
+}
+
 fn bad(msg: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("striped stream: {msg}"))
 }
@@ -131,8 +140,8 @@ impl<S: AsyncWrite + Unpin> Striped<S> {
                 return Poll::Ready(Ok(()));
             };
             if *done == frame.len() {
-                let (_, frame, _) = self.out.take().expect("checked");
-                self.spare = frame;
+                self.spare = std::mem::take(frame);
+                self.out = None;
                 return Poll::Ready(Ok(()));
             }
             let n = ready!(Pin::new(&mut self.lanes[*lane].io).poll_write(cx, &frame[*done..]))?;
@@ -249,9 +258,7 @@ impl<S: AsyncRead + Unpin> Striped<S> {
                             continue;
                         }
                         lane.hdr_got = 0;
-                        let seq = u64::from_be_bytes(lane.hdr[..8].try_into().expect("8 bytes"));
-                        let len =
-                            u32::from_be_bytes(lane.hdr[8..].try_into().expect("4 bytes")) as usize;
+                        let (seq, len) = split_header(&lane.hdr);
                         if len > MAX_PAYLOAD {
                             return Poll::Ready(Err(bad("frame larger than allowed")));
                         }
@@ -320,8 +327,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Striped<S> {
             let found = this
                 .lanes
                 .iter()
-                .position(|l| l.head.is_some_and(|h| h.seq == expected));
-            let Some(i) = found else {
+                .enumerate()
+                .find_map(|(i, l)| l.head.filter(|h| h.seq == expected).map(|h| (i, h)));
+            let Some((i, head)) = found else {
                 if ready!(this.poll_headers(cx))? {
                     continue;
                 }
@@ -331,7 +339,6 @@ impl<S: AsyncRead + Unpin> AsyncRead for Striped<S> {
                 }
                 return Poll::Pending;
             };
-            let head = this.lanes[i].head.expect("found");
             if head.left == 0 {
                 this.lanes[i].head = None;
                 this.state = ReadState::Draining;

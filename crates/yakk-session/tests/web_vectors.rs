@@ -80,7 +80,7 @@ fn build() -> Value {
             } else {
                 (&mut joiner, &mut owner)
             };
-            let payload = sealer.seal(h, plain.as_bytes());
+            let payload = sealer.seal(h, plain.as_bytes()).unwrap();
             assert_eq!(opener.open(h, &payload).unwrap(), plain.as_bytes());
             let env = Envelope::new(SEALED, payload.clone(), me, peer);
             messages.push(json!({
@@ -101,8 +101,8 @@ fn build() -> Value {
         recipient: OWNER_ID,
     };
     let mut j = SealedChannel::new(&owner_recv, &owner_send);
-    let first = j.seal(good, JOINER_SENDS[0].as_bytes());
-    let second = j.seal(good, JOINER_SENDS[1].as_bytes());
+    let first = j.seal(good, JOINER_SENDS[0].as_bytes()).unwrap();
+    let second = j.seal(good, JOINER_SENDS[1].as_bytes()).unwrap();
     let mut tampered_tag = B64.decode(&first).unwrap();
     *tampered_tag.last_mut().unwrap() ^= 0x80;
     let mut tampered_ct = B64.decode(&first).unwrap();
@@ -153,14 +153,16 @@ fn build() -> Value {
                 recipient: JOINER_ID,
                 ..good
             },
-            SealedChannel::new(&owner_send, &owner_recv).seal(
-                Header {
-                    sender: OWNER_ID,
-                    recipient: JOINER_ID,
-                    ..good
-                },
-                b"{}",
-            ),
+            SealedChannel::new(&owner_send, &owner_recv)
+                .seal(
+                    Header {
+                        sender: OWNER_ID,
+                        recipient: JOINER_ID,
+                        ..good
+                    },
+                    b"{}",
+                )
+                .unwrap(),
         ),
     ];
     let mut refused = Vec::new();
@@ -174,6 +176,7 @@ fn build() -> Value {
             SealError::Truncated => ("truncated", None),
             SealError::Authentication => ("authentication", None),
             SealError::OutOfOrder { expected, .. } => ("order", Some(expected)),
+            SealError::Seal(why) => panic!("{case}: opening cannot fail to seal ({why})"),
         };
         refused.push(json!({
             "case": case,

@@ -644,6 +644,7 @@ impl MitmState {
                     },
                     plain.as_bytes(),
                 )
+                .ok()?
             }
             Tamper::Nothing => unreachable!(),
         };

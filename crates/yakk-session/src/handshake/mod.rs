@@ -516,7 +516,7 @@ impl Handshake {
             }
             State::Negotiating(Negotiation::V1(n)) => n.description(&self.p, sdp),
             _ => return Err(HandshakeError::OutOfOrder("a description before the key")),
-        };
+        }?;
         self.description_sent.push(lane);
         let mut out = vec![Action::Send(env)];
         let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.queued_candidates)
@@ -524,27 +524,35 @@ impl Handshake {
             .partition(|(l, _)| *l == lane);
         self.queued_candidates = later;
         for (l, c) in now {
-            out.extend(self.candidate_envelope(l, c));
+            out.extend(self.candidate_envelope(l, c)?);
         }
         Ok(out)
     }
 
-    fn candidate_envelope(&mut self, lane: u32, c: IceCandidate) -> Option<Action> {
+    fn candidate_envelope(
+        &mut self,
+        lane: u32,
+        c: IceCandidate,
+    ) -> Result<Option<Action>, HandshakeError> {
         let env = match &mut self.state {
             State::Negotiating(Negotiation::V2(n)) => n.candidate(&self.p, lane, c),
             State::Negotiating(Negotiation::V1(n)) => n.candidate(&self.p, &c),
-            _ => return None,
-        };
-        Some(Action::Send(env))
+            _ => return Ok(None),
+        }?;
+        Ok(Some(Action::Send(env)))
     }
 
     /// A local ICE candidate of `lane` was gathered.
-    pub fn on_local_candidate(&mut self, lane: u32, c: IceCandidate) -> Vec<Action> {
+    pub fn on_local_candidate(
+        &mut self,
+        lane: u32,
+        c: IceCandidate,
+    ) -> Result<Vec<Action>, HandshakeError> {
         if !self.description_sent.contains(&lane) {
             self.queued_candidates.push((lane, c));
-            return vec![];
+            return Ok(vec![]);
         }
-        self.candidate_envelope(lane, c).into_iter().collect()
+        Ok(self.candidate_envelope(lane, c)?.into_iter().collect())
     }
 
     /// ICE connected: the original program expects `YAKKMSG_CONNECTED`.
@@ -559,7 +567,7 @@ impl Handshake {
     #[cfg(test)]
     fn seal_v2(&mut self, m: &v2::Message) -> Envelope {
         match &mut self.state {
-            State::Negotiating(Negotiation::V2(n)) => n.seal(&self.p, m),
+            State::Negotiating(Negotiation::V2(n)) => n.seal(&self.p, m).unwrap(),
             _ => panic!("not negotiating yakk/2"),
         }
     }

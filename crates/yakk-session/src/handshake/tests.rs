@@ -83,7 +83,7 @@ fn full_exchange(jp: Params, op: Params) -> Outcome {
     assert!(matches!(ja.as_slice(), [Action::KeyConfirmed(_)]), "{ja:?}");
     assert!(matches!(oa.as_slice(), [Action::KeyConfirmed(_)]), "{oa:?}");
     // A candidate gathered before the offer waits for it.
-    assert!(j.on_local_candidate(0, candidate(1)).is_empty());
+    assert!(j.on_local_candidate(0, candidate(1)).unwrap().is_empty());
     let offer = j.on_local_description(0, "v=0 offer".into()).unwrap();
     assert_eq!(offer.len(), 2, "offer then the queued candidate");
     let (_, oa) = relay(&mut j, &mut o, offer, vec![], &mut |_| {})?;
@@ -95,7 +95,7 @@ fn full_exchange(jp: Params, op: Params) -> Outcome {
         ]
     );
     let mut answer = o.on_local_description(0, "v=0 answer".into()).unwrap();
-    answer.extend(o.on_local_candidate(0, candidate(2)));
+    answer.extend(o.on_local_candidate(0, candidate(2)).unwrap());
     let (ja, _) = relay(&mut j, &mut o, vec![], answer, &mut |_| {})?;
     assert_eq!(
         ja,
@@ -229,6 +229,7 @@ fn lanes_are_the_larger_wish_and_each_lane_negotiates_on_its_own() {
             // A candidate gathered early waits for its own lane's description only.
             assert!(
                 j.on_local_candidate(lane, candidate(lane as u16))
+                    .unwrap()
                     .is_empty()
             );
             let offer = j
@@ -246,7 +247,10 @@ fn lanes_are_the_larger_wish_and_each_lane_negotiates_on_its_own() {
             let mut answer = o
                 .on_local_description(lane, format!("answer {lane}"))
                 .unwrap();
-            answer.extend(o.on_local_candidate(lane, candidate(100 + lane as u16)));
+            answer.extend(
+                o.on_local_candidate(lane, candidate(100 + lane as u16))
+                    .unwrap(),
+            );
             let (ja, _) = relay(&mut j, &mut o, vec![], answer, &mut |_| {}).unwrap();
             assert_eq!(
                 ja,
@@ -615,17 +619,19 @@ fn tampered_or_substituted_offer_is_refused() {
                 if substitute {
                     // A server with its own key seals its own offer.
                     e.payload = if legacy {
-                        sealed::seal_v1(&[9u8; 32], br#"{"type":"offer","sdp":"evil"}"#)
+                        sealed::seal_v1(&[9u8; 32], br#"{"type":"offer","sdp":"evil"}"#).unwrap()
                     } else {
-                        SealedChannel::new(&[9u8; 32], &[9u8; 32]).seal(
-                            Header {
-                                msg_type: msg2::SEALED,
-                                room: "417",
-                                sender: 1,
-                                recipient: 0,
-                            },
-                            br#"{"type":"offer","sdp":"evil"}"#,
-                        )
+                        SealedChannel::new(&[9u8; 32], &[9u8; 32])
+                            .seal(
+                                Header {
+                                    msg_type: msg2::SEALED,
+                                    room: "417",
+                                    sender: 1,
+                                    recipient: 0,
+                                },
+                                br#"{"type":"offer","sdp":"evil"}"#,
+                            )
+                            .unwrap()
                     };
                 } else {
                     use base64::Engine;
@@ -831,7 +837,7 @@ fn our_yakk1_sealing_has_the_references_layout() {
             continue;
         }
         let plain = sealed::open_v1(&key, &env.payload).unwrap();
-        let ours = sealed::seal_v1(&key, &plain);
+        let ours = sealed::seal_v1(&key, &plain).unwrap();
         assert_eq!(ours.len(), env.payload.len(), "{}", env.msg_type);
         assert_ne!(ours, env.payload, "a fresh nonce every time");
         assert_eq!(sealed::open_v1(&key, &ours).unwrap(), plain);

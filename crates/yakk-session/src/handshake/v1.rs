@@ -78,13 +78,13 @@ impl Negotiation {
         }
     }
 
-    fn seal(&self, p: &Params, msg_type: &str, plain: &[u8]) -> Envelope {
-        let payload = sealed::seal_v1(&self.key, plain);
-        Envelope::new(msg_type, payload, p.my_id, p.peer_id)
+    fn seal(&self, p: &Params, msg_type: &str, plain: &[u8]) -> Result<Envelope, HandshakeError> {
+        let payload = sealed::seal_v1(&self.key, plain)?;
+        Ok(Envelope::new(msg_type, payload, p.my_id, p.peer_id))
     }
 
     /// Our offer (joiner) or answer (owner), sealed.
-    pub(super) fn description(&self, p: &Params, sdp: String) -> Envelope {
+    pub(super) fn description(&self, p: &Params, sdp: String) -> Result<Envelope, HandshakeError> {
         let (kind, name) = match p.role {
             Role::Joiner => ("offer", msg::OFFER),
             Role::Owner => ("answer", msg::ANSWER),
@@ -97,7 +97,11 @@ impl Negotiation {
         self.seal(p, name, plain.as_bytes())
     }
 
-    pub(super) fn candidate(&self, p: &Params, c: &IceCandidate) -> Envelope {
+    pub(super) fn candidate(
+        &self,
+        p: &Params,
+        c: &IceCandidate,
+    ) -> Result<Envelope, HandshakeError> {
         self.seal(p, msg::NEW_ICE_CANDIDATE, json(c).as_bytes())
     }
 }

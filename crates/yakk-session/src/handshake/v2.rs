@@ -167,15 +167,15 @@ impl Negotiation {
         Ok(())
     }
 
-    pub(super) fn seal(&mut self, p: &Params, m: &Message) -> Envelope {
+    pub(super) fn seal(&mut self, p: &Params, m: &Message) -> Result<Envelope, HandshakeError> {
         let header = Header {
             msg_type: msg::SEALED,
             room: &p.room,
             sender: p.my_id,
             recipient: p.peer_id,
         };
-        let payload = self.channel.seal(header, json(m).as_bytes());
-        Envelope::new(msg::SEALED, payload, p.my_id, p.peer_id)
+        let payload = self.channel.seal(header, json(m).as_bytes())?;
+        Ok(Envelope::new(msg::SEALED, payload, p.my_id, p.peer_id))
     }
 
     /// Our offer (joiner) or answer (owner) for `lane`, sealed. Lane 0's says which features
@@ -187,7 +187,7 @@ impl Negotiation {
         features: &[String],
         lane: u32,
         sdp: String,
-    ) -> Envelope {
+    ) -> Result<Envelope, HandshakeError> {
         let (features, lanes) = match (lane, p.role) {
             (1.., _) => (Vec::new(), None),
             (0, Role::Joiner) => (features.to_vec(), Some(p.lanes.clamp(1, MAX_LANES))),
@@ -213,7 +213,12 @@ impl Negotiation {
         self.seal(p, &m)
     }
 
-    pub(super) fn candidate(&mut self, p: &Params, lane: u32, candidate: IceCandidate) -> Envelope {
+    pub(super) fn candidate(
+        &mut self,
+        p: &Params,
+        lane: u32,
+        candidate: IceCandidate,
+    ) -> Result<Envelope, HandshakeError> {
         self.seal(p, &Message::Candidate { candidate, lane })
     }
 }
