@@ -119,7 +119,7 @@ impl Connection {
                         };
                         up.store(false, Ordering::Relaxed);
                         if watched.iter().all(|(_, up)| !up.load(Ordering::Relaxed)) {
-                            break why;
+                            break why.to_string();
                         }
                         tracing::info!(lane, "lost a lane: {why}");
                     }

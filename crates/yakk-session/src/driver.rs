@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use yakk_transport::{PathInfo, Peer, PeerEvent, TransportConfig};
+use yakk_transport::{Disconnect, PathInfo, Peer, PeerEvent, TransportConfig};
 use yakk_wire::{Envelope, IceServer};
 
 use crate::handshake::{Action, Handshake, HandshakeError, Params, Role, Version};
@@ -249,8 +249,8 @@ async fn drive(
                     }
                     s.on_connected(lane, now());
                 }
-                Some((lane, PeerEvent::Disconnected(why))) => s.on_disconnected(lane, &why),
-                None => s.on_disconnected(0, "the peer connection ended"),
+                Some((lane, PeerEvent::Disconnected(why))) => s.on_disconnected(lane, why),
+                None => s.on_disconnected(0, Disconnect::Closed),
             },
             _ = tokio::time::sleep_until(wake) => s.handle_timeout(now()),
         }

@@ -5,6 +5,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use yakk_transport::Disconnect;
 use yakk_wire::{Envelope, IceCandidate};
 
 use crate::SessionError;
@@ -238,12 +239,12 @@ impl Session {
 
     /// The peer connection of `lane` ended: lane 0 failing before ever connecting means ICE
     /// found no path.
-    pub(crate) fn on_disconnected(&mut self, lane: u32, why: &str) {
+    pub(crate) fn on_disconnected(&mut self, lane: u32, why: Disconnect) {
         if lane == 0 {
             tracing::info!("the peer connection failed before connecting: {why}");
             self.fail(SessionError::NoPath);
         } else {
-            self.drop_lane(lane, why);
+            self.drop_lane(lane, &why.to_string());
         }
     }
 

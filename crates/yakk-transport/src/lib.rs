@@ -181,7 +181,24 @@ pub enum PeerEvent {
     /// The connection is up (ICE, DTLS and SCTP), over this path.
     Connected(PathInfo),
     /// The connection failed, was closed, or the peer went away; every stream has ended.
-    Disconnected(String),
+    Disconnected(Disconnect),
+}
+
+/// Why a peer connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Disconnect {
+    /// The peer said so: it closed its command channel first (a Ctrl-C, a normal end).
+    #[error("the peer closed the session")]
+    PeerClosed,
+    /// ICE consent checks went unanswered: the peer is gone or its network is.
+    #[error("the peer stopped answering (ICE disconnected)")]
+    Unresponsive,
+    /// ICE, DTLS or SCTP failed.
+    #[error("the connection to the peer failed")]
+    Failed,
+    /// Closed on this side, or the stack ended without a reason.
+    #[error("the connection was closed")]
+    Closed,
 }
 
 /// The candidate pair the connection runs over.

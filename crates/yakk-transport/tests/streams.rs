@@ -9,7 +9,7 @@ use common::{connect, loopback, pattern};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
-use yakk_transport::{Channel, PathKind, PeerEvent, TransportConfig};
+use yakk_transport::{Channel, Disconnect, PathKind, PeerEvent, TransportConfig};
 
 fn v2() -> TransportConfig {
     loopback(TransportConfig::v2())
@@ -627,7 +627,11 @@ async fn closed_peer_ends_streams_promptly() {
         eprintln!("b noticed the close within {took:?}: {why:?}");
         // A deliberate close is told, not found out when ICE consent fails seconds later,
         // and it is said as such (not as a lost network).
-        assert_eq!(why.as_deref(), Some("the peer closed the session"));
+        assert_eq!(why, Some(Disconnect::PeerClosed));
+        assert_eq!(
+            Disconnect::PeerClosed.to_string(),
+            "the peer closed the session"
+        );
         assert!(took < Duration::from_secs(2), "b took {took:?}");
     })
     .await

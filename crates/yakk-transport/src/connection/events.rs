@@ -16,7 +16,7 @@ use webrtc::peer_connection::{
 use super::{COMMAND_LABEL, Inner, SETUP_QUICK_AFTER_CONNECTED, attach};
 use crate::channel::Channel;
 use crate::stats::selected_path;
-use crate::{IceCandidate, PathInfo, PeerEvent};
+use crate::{Disconnect, IceCandidate, PathInfo, PeerEvent};
 
 /// What the stack's callbacks report to the peer's own task.
 pub(super) enum Internal {
@@ -91,7 +91,7 @@ pub(super) async fn run_events(
     accept: mpsc::Sender<(String, Channel)>,
 ) {
     let mut connected = false;
-    let mut reason: Option<String> = None;
+    let mut reason: Option<Disconnect> = None;
     loop {
         let msg = tokio::select! {
             m = rx.recv() => m,
@@ -118,21 +118,21 @@ pub(super) async fn run_events(
                     let _ = events.send(PeerEvent::Connected(path)).await;
                 }
                 RTCPeerConnectionState::Disconnected => {
-                    reason = Some("the peer stopped answering (ICE disconnected)".into());
+                    reason = Some(Disconnect::Unresponsive);
                     break;
                 }
                 RTCPeerConnectionState::Failed => {
-                    reason = Some("the connection to the peer failed".into());
+                    reason = Some(Disconnect::Failed);
                     break;
                 }
                 RTCPeerConnectionState::Closed => {
-                    reason = Some("the connection was closed".into());
+                    reason = Some(Disconnect::Closed);
                     break;
                 }
                 _ => {}
             },
             Internal::PeerClosed => {
-                reason = Some("the peer closed the session".into());
+                reason = Some(Disconnect::PeerClosed);
                 break;
             }
             Internal::Channel(dc) => {
@@ -159,7 +159,7 @@ pub(super) async fn run_events(
         }
     }
     dead.cancel();
-    let why = reason.unwrap_or_else(|| "the connection was closed".into());
+    let why = reason.unwrap_or(Disconnect::Closed);
     let _ = events.try_send(PeerEvent::Disconnected(why));
 }
 
