@@ -14,9 +14,9 @@ pub struct SessionConfig {
     pub signal: String,
     pub password: Zeroizing<String>,
     /// Speak yakk/1 with a peer that only knows it (the original program).
-    pub allow_legacy: bool,
-    /// Speak only yakk/1, as the reference program does (interoperability tests).
-    pub legacy_only: bool,
+    pub allow_v1: bool,
+    /// Speak only yakk/1, as the original program does (interoperability tests).
+    pub v1_only: bool,
     /// ICE servers from the command line, used in addition to those the server advertises.
     pub ice_servers: Vec<IceServer>,
     /// Local addresses for host candidates; empty means every interface.
@@ -71,8 +71,8 @@ impl SessionConfig {
         SessionConfig {
             signal: signal.into(),
             password: Zeroizing::new(password.into()),
-            allow_legacy: false,
-            legacy_only: false,
+            allow_v1: false,
+            v1_only: false,
             ice_servers: Vec::new(),
             ice_ips: Vec::new(),
             relay_only: false,

@@ -303,8 +303,8 @@ pub(crate) fn params(cfg: &SessionConfig, m: &Membership, role: Role, peer_id: i
         my_id: m.my_id,
         peer_id,
         password: cfg.password.clone(),
-        allow_legacy: cfg.allow_legacy,
-        legacy_only: cfg.legacy_only,
+        allow_v1: cfg.allow_v1,
+        v1_only: cfg.v1_only,
         lanes: cfg.lanes,
         lanes_cap: crate::MAX_LANES,
         admission: None,
@@ -396,7 +396,7 @@ impl From<HandshakeError> for SessionError {
     fn from(e: HandshakeError) -> Self {
         match e {
             HandshakeError::WrongPassword => SessionError::WrongPassword,
-            HandshakeError::LegacyRefused => SessionError::LegacyRefused,
+            HandshakeError::V1Refused => SessionError::V1Refused,
             e @ (HandshakeError::Refused(_) | HandshakeError::RefusedByOwner(_)) => {
                 SessionError::Refused(e.to_string())
             }

@@ -30,7 +30,7 @@ pub enum SessionError {
     #[error(
         "the peer speaks only yakk/1 (the original YAKK program), whose key exchange is weaker; run again with --legacy to allow it"
     )]
-    LegacyRefused,
+    V1Refused,
     /// The owner refused a joiner: the code was closed after a failed password attempt, the
     /// room admits no more joiners, or it is busy.
     #[error("{0}")]

@@ -1,7 +1,7 @@
 //! Sealed signalling payloads: the AES-256-GCM boxes that carry the offer, the answer and the ICE
 //! candidates through the signalling server, so that the server can neither read nor alter them.
 //!
-//! yakk/1 (the reference) seals with a random nonce and no associated data:
+//! yakk/1 (the original program) seals with a random nonce and no associated data:
 //! `base64(nonce[12] ‖ ciphertext ‖ tag[16])`. yakk/2 seals each direction under its own key with a
 //! counter nonce and binds the envelope header as associated data, so that a replayed, reordered,
 //! redirected or re-labelled message fails to open (docs/yakk2.md, "Sealed payloads").
@@ -31,7 +31,7 @@ pub enum SealError {
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 
-/// yakk/1: seal with a fresh random nonce, as the reference does.
+/// yakk/1: seal with a fresh random nonce, as the original program does.
 pub fn seal_v1(key: &[u8; 32], plaintext: &[u8]) -> Result<String, SealError> {
     let cipher = Aes256Gcm::new(key.into());
     let mut nonce = [0u8; NONCE_LEN];
@@ -45,7 +45,7 @@ pub fn seal_v1(key: &[u8; 32], plaintext: &[u8]) -> Result<String, SealError> {
     Ok(B64.encode(out))
 }
 
-/// yakk/1: open a payload sealed by [`seal_v1`] or by the reference program.
+/// yakk/1: open a payload sealed by [`seal_v1`] or by the original program.
 pub fn open_v1(key: &[u8; 32], payload: &str) -> Result<Vec<u8>, SealError> {
     let raw = B64.decode(payload.trim()).map_err(|_| SealError::Base64)?;
     if raw.len() < NONCE_LEN + TAG_LEN {

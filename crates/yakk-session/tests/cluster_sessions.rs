@@ -1,6 +1,6 @@
 //! Whole sessions through a signalling cluster: the owner on one `yakk signal --redis` instance,
 //! the joiner on another (a real `redis-server` started by the test; CI installs it), in both
-//! protocols: yakk/2, and yakk/1 as the original program speaks it (`legacy_only`: no reclaim,
+//! protocols: yakk/2, and yakk/1 as the original program speaks it (`v1_only`: no reclaim,
 //! no sealed extras), which must keep working against the cluster.
 
 #[path = "../../yakk-signal/tests/common/cluster.rs"]
@@ -13,35 +13,31 @@ use cluster::{RedisServer, cluster_config, start_killable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use yakk_session::{Owner, OwnerEvent, SessionConfig, Version};
 
-fn config(signal: &str, legacy_only: bool) -> SessionConfig {
+fn config(signal: &str, v1_only: bool) -> SessionConfig {
     let mut c = SessionConfig::new(signal, "cluster-test-pw");
     c.ice_ips = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
-    c.legacy_only = legacy_only;
-    c.allow_legacy = legacy_only;
+    c.v1_only = v1_only;
+    c.allow_v1 = v1_only;
     c
 }
 
-async fn session_across_instances(legacy_only: bool) {
+async fn session_across_instances(v1_only: bool) {
     let redis = RedisServer::start();
     let a = start_killable(cluster_config(&redis));
     let b = start_killable(cluster_config(&redis));
-    let mut owner = Owner::create(config(&a.addr.to_string(), legacy_only))
+    let mut owner = Owner::create(config(&a.addr.to_string(), v1_only))
         .await
         .unwrap();
     let room = owner.room.clone();
     let (joined, ev) = tokio::join!(
-        yakk_session::join(config(&b.addr.to_string(), legacy_only), &room),
+        yakk_session::join(config(&b.addr.to_string(), v1_only), &room),
         tokio::time::timeout(Duration::from_secs(30), owner.next())
     );
     let Ok(Some(OwnerEvent::Connected(o))) = ev else {
         panic!("the owner (instance A) did not connect to the joiner (instance B)");
     };
     let joiner = joined.expect("the joiner connects through another instance");
-    let want = if legacy_only {
-        Version::V1
-    } else {
-        Version::V2
-    };
+    let want = if v1_only { Version::V1 } else { Version::V2 };
     assert_eq!((o.version(), joiner.version()), (want, want));
 
     // 1 MiB each way over one stream: the owner echoes what it reads.

@@ -400,10 +400,10 @@ async fn a_relay_cannot_downgrade_two_yakk2_peers() {
     let server = signal_server().await;
     let relay = downgrading_relay(server).await;
     let mut oc = config(&server.to_string(), PASSWORD);
-    oc.allow_legacy = true;
+    oc.allow_v1 = true;
     let mut owner = Owner::create(oc).await.unwrap();
     let mut jc = config(&relay.to_string(), PASSWORD);
-    jc.allow_legacy = true;
+    jc.allow_v1 = true;
     let joined = tokio::time::timeout(Duration::from_secs(40), yakk_session::join(jc, &owner.room))
         .await
         .expect("the joiner stops in time");

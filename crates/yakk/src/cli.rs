@@ -88,8 +88,8 @@ pub struct Common {
     #[arg(long)]
     pub legacy: bool,
     /// Speak only yakk/1, exactly as the original program does (for interoperability testing)
-    #[arg(long, hide = true)]
-    pub legacy_only: bool,
+    #[arg(long = "legacy-only", hide = true)]
+    pub v1_only: bool,
     /// Extra STUN server (stun:host:port); repeatable
     #[arg(long, value_name = "URL")]
     pub stun: Vec<String>,

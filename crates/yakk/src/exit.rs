@@ -12,7 +12,7 @@ pub enum ExitCode {
     NoSuchRoom = 5,
     SignalUnreachable = 6,
     NoPath = 7,
-    LegacyRefused = 8,
+    V1Refused = 8,
     Refused = 9,
     /// Ctrl-C: the user stopped the command (128 + SIGINT, as a shell reports a process that
     /// Ctrl-C ended). Printed as a `stopped` event, not as an error.
@@ -62,7 +62,7 @@ fn code_of(e: &SessionError) -> ExitCode {
         }
         SessionError::BadSignalUrl(_) => ExitCode::Usage,
         SessionError::NoPath => ExitCode::NoPath,
-        SessionError::LegacyRefused => ExitCode::LegacyRefused,
+        SessionError::V1Refused => ExitCode::V1Refused,
         _ => ExitCode::Error,
     }
 }

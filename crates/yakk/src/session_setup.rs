@@ -37,8 +37,8 @@ fn ice_servers(c: &Common) -> Vec<IceServer> {
 
 fn base_config(c: &Common, signal: String, password: String) -> SessionConfig {
     let mut cfg = SessionConfig::new(signal, password);
-    cfg.allow_legacy = c.legacy || c.legacy_only;
-    cfg.legacy_only = c.legacy_only;
+    cfg.allow_v1 = c.legacy || c.v1_only;
+    cfg.v1_only = c.v1_only;
     cfg.ice_servers = ice_servers(c);
     cfg.ice_ips = c.ice_ips.clone();
     cfg.relay_only = c.relay_only;

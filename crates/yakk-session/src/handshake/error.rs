@@ -17,7 +17,7 @@ pub enum HandshakeError {
     #[error(
         "the peer speaks only yakk/1 (the original YAKK program), whose key exchange is weaker; run again with --legacy to allow it"
     )]
-    LegacyRefused,
+    V1Refused,
     #[error("the peer sent an invalid key-exchange message: {0}")]
     Pake(String),
     #[error(

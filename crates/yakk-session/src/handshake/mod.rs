@@ -91,9 +91,9 @@ pub struct Params {
     pub my_id: i64,
     pub peer_id: i64,
     pub password: Zeroizing<String>,
-    pub allow_legacy: bool,
+    pub allow_v1: bool,
     /// Speak only yakk/1, exactly as the original program does (for interoperability tests).
-    pub legacy_only: bool,
+    pub v1_only: bool,
     /// How many peer connections (lanes) this side asks for; yakk/2 uses the larger wish of
     /// the two sides, at most [`MAX_LANES`].
     pub lanes: u32,
@@ -217,7 +217,7 @@ pub struct Handshake {
 impl Handshake {
     /// A joiner: announces its versions and, for yakk/2, starts the PAKE at once.
     pub fn joiner(p: Params) -> (Self, Vec<Action>) {
-        if p.legacy_only {
+        if p.v1_only {
             // As the original program: an empty request, then round 1 at once.
             let (pake, round1) = Pake::v1(p.password.as_bytes());
             let mut h = Handshake::blank(p);
@@ -229,7 +229,7 @@ impl Handshake {
             return (h, actions);
         }
         let mut versions = vec![VERSION_2.to_string()];
-        if p.allow_legacy {
+        if p.allow_v1 {
             versions.push(VERSION_1.to_string());
         }
         let req = json(&RequestOffer {
@@ -257,7 +257,7 @@ impl Handshake {
             .clone()
             .unwrap_or_else(|| Arc::new(Mutex::new(Admission::new(0, None))));
         // A yakk/2-capable owner says so in a yakk/1 answer (see `v1::Description::versions`).
-        let versions = if p.role == Role::Owner && !p.legacy_only {
+        let versions = if p.role == Role::Owner && !p.v1_only {
             vec![VERSION_2.to_string(), VERSION_1.to_string()]
         } else {
             Vec::new()
@@ -341,8 +341,8 @@ impl Handshake {
                     && t == msg::JPAKE_ROUND1 =>
             {
                 // The peer answered with yakk/1: it is the original program.
-                if !self.p.allow_legacy {
-                    return Err(HandshakeError::LegacyRefused);
+                if !self.p.allow_v1 {
+                    return Err(HandshakeError::V1Refused);
                 }
                 let (pake, round1) = Pake::v1(self.p.password.as_bytes());
                 *x = Exchange::new(pake);
@@ -485,12 +485,12 @@ impl Handshake {
                 .versions
         };
         let password = self.p.password.as_bytes();
-        let (pake, round1) = if versions.iter().any(|v| v == VERSION_2) && !self.p.legacy_only {
+        let (pake, round1) = if versions.iter().any(|v| v == VERSION_2) && !self.p.v1_only {
             Pake::v2(PakeRole::Owner, password, &self.p.room)
-        } else if self.p.allow_legacy || self.p.legacy_only {
+        } else if self.p.allow_v1 || self.p.v1_only {
             Pake::v1(password)
         } else {
-            return Err(HandshakeError::LegacyRefused);
+            return Err(HandshakeError::V1Refused);
         };
         let x = Exchange::new(pake);
         let first = self.plain(x.name(Round::One), round1);

@@ -16,8 +16,8 @@ pub(crate) fn params(role: Role, pw: &str) -> Params {
         my_id,
         peer_id,
         password: Zeroizing::new(pw.into()),
-        allow_legacy: false,
-        legacy_only: false,
+        allow_v1: false,
+        v1_only: false,
         lanes: 1,
         lanes_cap: MAX_LANES,
         admission: None,
@@ -354,11 +354,11 @@ fn an_answer_with_an_impossible_lane_count_is_refused() {
 }
 
 #[test]
-fn yakk2_is_chosen_when_both_allow_legacy() {
+fn yakk2_is_chosen_when_both_allow_v1() {
     let mut jp = params(Role::Joiner, "pw");
     let mut op = params(Role::Owner, "pw");
-    jp.allow_legacy = true;
-    op.allow_legacy = true;
+    jp.allow_v1 = true;
+    op.allow_v1 = true;
     let (mut j, first) = Handshake::joiner(jp);
     let mut o = Handshake::owner(op);
     relay(&mut j, &mut o, first, vec![], &mut |_| {}).unwrap();
@@ -371,18 +371,18 @@ fn yakk2_is_chosen_when_both_allow_legacy() {
 #[test]
 fn yakk1_with_a_reference_style_owner_when_allowed() {
     let mut jp = params(Role::Joiner, "test");
-    jp.allow_legacy = true;
+    jp.allow_v1 = true;
     let mut op = params(Role::Owner, "test");
-    op.legacy_only = true;
+    op.v1_only = true;
     full_exchange(jp, op).unwrap();
 }
 
 #[test]
 fn yakk1_with_a_reference_style_joiner_when_allowed() {
     let mut jp = params(Role::Joiner, "test");
-    jp.legacy_only = true;
+    jp.v1_only = true;
     let mut op = params(Role::Owner, "test");
-    op.allow_legacy = true;
+    op.allow_v1 = true;
     let (mut j, first) = Handshake::joiner(jp);
     assert_eq!(first.len(), 2);
     let mut o = Handshake::owner(op);
@@ -398,35 +398,35 @@ fn yakk1_with_a_reference_style_joiner_when_allowed() {
 }
 
 #[test]
-fn legacy_refused_by_default_on_both_sides() {
+fn v1_refused_by_default_on_both_sides() {
     let mut jp = params(Role::Joiner, "test");
-    jp.legacy_only = true;
+    jp.v1_only = true;
     let (mut j, first) = Handshake::joiner(jp);
     let mut o = Handshake::owner(params(Role::Owner, "test"));
     let err = relay(&mut j, &mut o, first, vec![], &mut |_| {}).unwrap_err();
     assert!(
-        matches!(err, (Role::Owner, HandshakeError::LegacyRefused)),
+        matches!(err, (Role::Owner, HandshakeError::V1Refused)),
         "{err:?}"
     );
 
     let mut op = params(Role::Owner, "test");
-    op.legacy_only = true;
+    op.v1_only = true;
     let (mut j, first) = Handshake::joiner(params(Role::Joiner, "test"));
     let mut o = Handshake::owner(op);
     let err = relay(&mut j, &mut o, first, vec![], &mut |_| {}).unwrap_err();
     assert!(
-        matches!(err, (Role::Joiner, HandshakeError::LegacyRefused)),
+        matches!(err, (Role::Joiner, HandshakeError::V1Refused)),
         "{err:?}"
     );
 }
 
 #[test]
 fn wrong_password_fails_confirmation() {
-    for legacy in [false, true] {
+    for v1 in [false, true] {
         let mut jp = params(Role::Joiner, "right");
         let mut op = params(Role::Owner, "wrong");
-        jp.legacy_only = legacy;
-        op.allow_legacy = legacy;
+        jp.v1_only = v1;
+        op.allow_v1 = v1;
         let (mut j, first) = Handshake::joiner(jp);
         let mut o = Handshake::owner(op);
         let err = relay(&mut j, &mut o, first, vec![], &mut |_| {}).unwrap_err();
@@ -477,14 +477,14 @@ fn up_to_joiner_confirm(
 
 /// A joiner and an owner of `room`, both versions, with the owner's shared admission.
 fn pair(
-    legacy: bool,
+    v1: bool,
     joiner_pw: &str,
     admission: &Arc<Mutex<Admission>>,
 ) -> (Handshake, Vec<Action>, Handshake) {
     let mut jp = params(Role::Joiner, joiner_pw);
     let mut op = params(Role::Owner, "right");
-    jp.legacy_only = legacy;
-    op.allow_legacy = legacy;
+    jp.v1_only = v1;
+    op.allow_v1 = v1;
     op.admission = Some(admission.clone());
     let (j, first) = Handshake::joiner(jp);
     (j, first, Handshake::owner(op))
@@ -492,14 +492,14 @@ fn pair(
 
 #[test]
 fn the_owner_confirms_only_after_judging_the_joiners_confirmation() {
-    for legacy in [false, true] {
+    for v1 in [false, true] {
         let adm = Arc::new(Mutex::new(Admission::new(0, None)));
-        let (mut j, first, mut o) = pair(legacy, "right", &adm);
+        let (mut j, first, mut o) = pair(v1, "right", &adm);
         let (confirm, owner_sent) = up_to_joiner_confirm(&mut j, first, &mut o);
         // A joiner that leaves here has nothing to test a guess against.
         assert!(
             !owner_sent.iter().any(is_confirm),
-            "legacy {legacy}: the owner's confirmation went out before the joiner's"
+            "v1 {v1}: the owner's confirmation went out before the joiner's"
         );
         let acts = o.on_message(&confirm).unwrap();
         assert!(
@@ -519,9 +519,9 @@ fn the_owner_confirms_only_after_judging_the_joiners_confirmation() {
 
 #[test]
 fn a_wrong_password_is_told_and_burns_the_shared_admission() {
-    for legacy in [false, true] {
+    for v1 in [false, true] {
         let adm = Arc::new(Mutex::new(Admission::new(0, None)));
-        let (mut j, first, mut o) = pair(legacy, "wrong", &adm);
+        let (mut j, first, mut o) = pair(v1, "wrong", &adm);
         let (confirm, _) = up_to_joiner_confirm(&mut j, first, &mut o);
         let err = o.on_message(&confirm).unwrap_err();
         assert!(matches!(err, HandshakeError::WrongPassword), "{err:?}");
@@ -536,7 +536,7 @@ fn a_wrong_password_is_told_and_burns_the_shared_admission() {
         ));
 
         // The next joiner, with the right password, is not judged at all.
-        let (mut j2, first, mut o2) = pair(legacy, "right", &adm);
+        let (mut j2, first, mut o2) = pair(v1, "right", &adm);
         let (confirm, owner_sent) = up_to_joiner_confirm(&mut j2, first, &mut o2);
         let err = o2.on_message(&confirm).unwrap_err();
         assert!(
@@ -546,7 +546,7 @@ fn a_wrong_password_is_told_and_burns_the_shared_admission() {
         assert!(!o2.burned_room(), "only the first failure burned it");
         let notice = o2.abort_notice(&err);
         assert!(!owner_sent.iter().any(is_confirm));
-        if legacy {
+        if v1 {
             assert!(notice.is_none(), "a yakk/1 joiner gets nothing");
         } else {
             let notice = notice.expect("a yakk/2 joiner is told");
@@ -562,8 +562,8 @@ fn a_wrong_password_is_told_and_burns_the_shared_admission() {
 fn a_blanked_version_list_is_caught_as_a_downgrade() {
     let mut jp = params(Role::Joiner, "pw");
     let mut op = params(Role::Owner, "pw");
-    jp.allow_legacy = true;
-    op.allow_legacy = true;
+    jp.allow_v1 = true;
+    op.allow_v1 = true;
     let (mut j, first) = Handshake::joiner(jp);
     let mut o = Handshake::owner(op);
     // The server makes the joiner look like the reference program.
@@ -605,12 +605,12 @@ fn a_blanked_version_list_is_caught_as_a_downgrade() {
 
 #[test]
 fn tampered_or_substituted_offer_is_refused() {
-    for legacy in [false, true] {
+    for v1 in [false, true] {
         for substitute in [false, true] {
             let mut jp = params(Role::Joiner, "pw");
             let mut op = params(Role::Owner, "pw");
-            jp.legacy_only = legacy;
-            op.allow_legacy = legacy;
+            jp.v1_only = v1;
+            op.allow_v1 = v1;
             let (mut j, first) = Handshake::joiner(jp);
             let mut o = Handshake::owner(op);
             relay(&mut j, &mut o, first, vec![], &mut |_| {}).unwrap();
@@ -618,7 +618,7 @@ fn tampered_or_substituted_offer_is_refused() {
             let mut tamper = |e: &mut Envelope| {
                 if substitute {
                     // A server with its own key seals its own offer.
-                    e.payload = if legacy {
+                    e.payload = if v1 {
                         sealed::seal_v1(&[9u8; 32], br#"{"type":"offer","sdp":"evil"}"#).unwrap()
                     } else {
                         SealedChannel::new(&[9u8; 32], &[9u8; 32])
@@ -651,7 +651,7 @@ fn tampered_or_substituted_offer_is_refused() {
                         HandshakeError::Sealed(SealError::Authentication)
                     )
                 ),
-                "legacy={legacy} substitute={substitute}: {err:?}"
+                "v1={v1} substitute={substitute}: {err:?}"
             );
         }
     }
@@ -684,7 +684,7 @@ fn the_side_that_finds_tampering_tells_the_other() {
     // Not for failures the peer sees itself, nor toward a yakk/1 peer.
     assert!(o.abort_notice(&HandshakeError::WrongPassword).is_none());
     let mut jp = params(Role::Joiner, "pw");
-    jp.legacy_only = true;
+    jp.v1_only = true;
     let (j1, _) = Handshake::joiner(jp);
     assert!(
         j1.abort_notice(&HandshakeError::Sealed(SealError::Authentication))
@@ -733,7 +733,7 @@ fn recorded(s: &serde_json::Value, side: &str) -> Vec<Envelope> {
 /// PAKE of the recorded session had just run (its secrets are not in the recording).
 fn past_pake_with_reference(role: Role, key: [u8; 32]) -> Handshake {
     let mut p = params(role, "test");
-    p.legacy_only = true;
+    p.v1_only = true;
     let mut h = Handshake::blank(p);
     let versions = std::mem::take(&mut h.versions);
     h.state = State::Negotiating(Negotiation::V1(v1::Negotiation::new(
@@ -907,12 +907,12 @@ fn a_chaotic_relay_never_makes_the_owner_leak_or_admit_a_wrong_password() {
     let (mut judged_wrong, mut admitted) = (0, 0);
     for case in 0..1500 {
         let right = rng.below(2) == 0;
-        let legacy = rng.below(3) == 0;
+        let v1 = rng.below(3) == 0;
         let mut jp = params(Role::Joiner, if right { "pw" } else { "not-pw" });
         let mut op = params(Role::Owner, "pw");
-        jp.allow_legacy = legacy;
-        op.allow_legacy = legacy;
-        jp.legacy_only = legacy && rng.below(2) == 0;
+        jp.allow_v1 = v1;
+        op.allow_v1 = v1;
+        jp.v1_only = v1 && rng.below(2) == 0;
         let (mut j, first) = Handshake::joiner(jp);
         let mut o = Handshake::owner(op);
         let mut to_owner: std::collections::VecDeque<Envelope> = first

@@ -58,7 +58,7 @@ impl Negotiation {
         let t = env.msg_type.as_str();
         let plain = sealed::open_v1(&self.key, &env.payload)?;
         let malformed = |_| HandshakeError::Malformed(t.into());
-        let we_speak_v2 = !p.legacy_only;
+        let we_speak_v2 = !p.v1_only;
         match (t, p.role) {
             (msg::NEW_ICE_CANDIDATE, _) => {
                 let c: IceCandidate = serde_json::from_slice(&plain).map_err(malformed)?;
