@@ -16,6 +16,7 @@ use yakk_transfer::{
 fn sent(s: Result<V1Served, TransferError>) -> u64 {
     match s.unwrap() {
         V1Served::File(summary) => summary.bytes_sent,
+        V1Served::Part(summary) => panic!("the whole file was asked for: {summary:?}"),
         V1Served::Head => panic!("a GET was answered as a HEAD"),
     }
 }
@@ -170,6 +171,28 @@ async fn raw_request_gets_the_documented_response() {
              Connection: close\r\n\
              \r\n\
              world\n"
+        );
+
+        // A closed range that stops before the end is served, but as a part: the receiver
+        // does not hold the file yet, and the session must go on serving.
+        let (a, mut b) = tcp_pair().await;
+        let client = async move {
+            b.write_all(b"GET /yakkfilesendreceive HTTP/1.1\r\nRange: bytes=2-4\r\n\r\n")
+                .await
+                .unwrap();
+            let mut resp = Vec::new();
+            b.read_to_end(&mut resp).await.unwrap();
+            resp
+        };
+        let (s, resp) = tokio::join!(serve_http_v1(a, &m, &NullReporter), client);
+        match s {
+            Ok(V1Served::Part(summary)) => assert_eq!(summary.bytes_sent, 3),
+            other => panic!("bytes 2-4 of 12 served as {other:?}"),
+        }
+        assert!(
+            String::from_utf8(resp)
+                .unwrap()
+                .ends_with("Content-Range: bytes 2-4/12\r\nContent-Length: 3\r\nConnection: close\r\n\r\nllo"),
         );
 
         // A range past the end is refused, as an error the caller can go on from.

@@ -1,6 +1,7 @@
 //! `yakk filesend` toward a yakk/1 receiver (issue 18): the original program's downloader asks
 //! `HEAD /yakkfilesendreceive` on one channel and then `GET` on a new one. The sender answers
-//! both, each on its own channel, and a request that fails does not end the session.
+//! both, each on its own channel; a request that fails, or a range that stops before the end
+//! of the file, does not end the session.
 //!
 //! The receiver here is `yakk client --legacy`, which carries each local TCP connection on a
 //! new channel as the original's downloader does, so raw HTTP requests can be sent one per
@@ -30,7 +31,8 @@ async fn ask(addr: &str, request: &str) -> Vec<u8> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn head_then_get_on_separate_channels_and_a_failed_request_does_not_end_the_session() {
+async fn head_then_get_on_separate_channels_and_a_failed_request_or_a_part_does_not_end_the_session()
+ {
     let dir = tempfile::tempdir().unwrap();
     let data = pattern(30_001, 18);
     let path = dir.path().join("report.bin");
@@ -106,6 +108,21 @@ async fn head_then_get_on_separate_channels_and_a_failed_request_does_not_end_th
             .contains("unexpected request GET /elsewhere"),
         "{warning}"
     );
+
+    // A GET for a range that stops before the end: served, and the session goes on (the
+    // receiver does not hold the file yet).
+    let part = ask(
+        &addr,
+        "GET /yakkfilesendreceive HTTP/1.1\r\nHost: localhost:6000\r\nRange: bytes=100-199\r\n\r\n",
+    )
+    .await;
+    let end = part
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP head")
+        + 4;
+    assert!(part.starts_with(b"HTTP/1.1 206 Partial Content\r\n"));
+    assert!(part[end..] == data[100..200], "the range intact");
 
     // The GET, on yet another channel: the whole file, then the sender is done.
     let get = ask(

@@ -69,8 +69,11 @@ async fn read_head<R: AsyncRead + Unpin>(r: &mut R) -> Result<(Vec<u8>, Vec<u8>)
 pub enum V1Served {
     /// A `HEAD`: the response head only, as a `GET` would have it.
     Head,
-    /// A `GET`: the file (or the range of it that was asked for).
+    /// A `GET` that carried the file to its end (all of it, or a range through its last byte).
     File(SendSummary),
+    /// A `GET` for a range that stops before the file's end: the receiver does not hold the
+    /// whole file yet, so serving goes on.
+    Part(SendSummary),
 }
 
 /// Answer one request of a yakk/1 receiver on `stream` for a single-file `manifest`.
@@ -206,6 +209,11 @@ where
                 }
             }
             summary.resumed_bytes = first;
+            if first + len < size {
+                wr.flush().await.map_err(TransferError::conn)?;
+                let _ = wr.shutdown().await;
+                return Ok(V1Served::Part(summary));
+            }
         }
         EntryKind::Stream => {
             let head = head::stream_response(name);

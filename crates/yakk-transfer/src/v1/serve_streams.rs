@@ -15,7 +15,7 @@ use crate::report::Reporter;
 use crate::send::SendSummary;
 
 /// Serves `first` and every stream `accept` hands out, each on its own, until a `GET` has
-/// carried the file; a request that fails is reported ([`Reporter::request_failed`]) and does
+/// carried the file to its end (a range that stops short does not end the session); a request that fails is reported ([`Reporter::request_failed`]) and does
 /// not end the session. Once the receiver is gone (`accept` gives `None`), the requests in
 /// flight still finish: a GET that carried the whole file counts even if the receiver left
 /// while we lingered.
@@ -51,7 +51,7 @@ where
             done = serving.join_next(), if !serving.is_empty() => {
                 let failed = match done {
                     Some(Ok(Ok(V1Served::File(summary)))) => return Ok(summary),
-                    Some(Ok(Ok(V1Served::Head))) | None => continue,
+                    Some(Ok(Ok(V1Served::Head | V1Served::Part(_)))) | None => continue,
                     Some(Ok(Err(e))) => e.to_string(),
                     Some(Err(e)) => format!("the request's task failed: {e}"),
                 };
