@@ -82,8 +82,10 @@
 //! * rtc 0.21.1 can drop the last messages of a channel whose peer resets it while the
 //!   receiver is behind (the stack defers the reset until the data is read, then discards
 //!   what it read in the pass that completes it: "failed to resume parked SCTP streams").
-//!   Nothing above the stack can recover them; yakk/2 streams are not exposed (a channel is
-//!   closed only after both end-of-stream markers were read), yakk/1 ones are.
+//!   Nothing above the stack can recover them once it is in that state. yakk/2 streams are
+//!   not exposed (a channel is closed only after both end-of-stream markers were read).
+//!   yakk/1 ones are kept out of it: their readers may fall 16 MiB behind before the pump
+//!   waits and so holds the stack back; a reader further behind than that is still exposed.
 #![forbid(unsafe_code)]
 // No unwrap, expect, panic or unreachable outside tests: errors are returned, or an
 // `#[allow]` beside the call says why it cannot fail.

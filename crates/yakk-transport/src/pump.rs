@@ -165,7 +165,11 @@ pub(crate) fn attach(
     let flow = (cx.half_close && cx.flow && cx.max_message as u64 <= flow::INITIAL_WINDOW)
         .then(|| Flow::new(cx.pool.clone()));
     let (stream, ends) = Channel::pair(cx.max_message, flow.clone());
-    let ChannelEnds { to_app, from_app } = ends;
+    let ChannelEnds {
+        to_app,
+        from_app,
+        room,
+    } = ends;
     let state = Arc::new(ChannelState {
         dc,
         half_close: cx.half_close,
@@ -181,7 +185,7 @@ pub(crate) fn attach(
         pc: cx.pc,
     });
     let ended = state.ended.clone();
-    tokio::spawn(read_pump(state.clone(), to_app, seen));
+    tokio::spawn(read_pump(state.clone(), to_app, room, seen));
     tokio::spawn(write_pump(
         state,
         from_app,
@@ -201,7 +205,12 @@ pub(crate) fn attach(
 /// the channel's last messages (see `messages_delivered`), so after the close the pump reads on
 /// until it has taken every message the stack received for the channel. `seen` counts the
 /// messages taken off the channel (wrapping, as the stack's count does).
-async fn read_pump(st: Arc<ChannelState>, to_app: mpsc::Sender<bytes::Bytes>, mut seen: u32) {
+async fn read_pump(
+    st: Arc<ChannelState>,
+    to_app: mpsc::Sender<bytes::Bytes>,
+    room: Option<Arc<Semaphore>>,
+    mut seen: u32,
+) {
     let mut to_app = Some(to_app);
     // After the peer's close: how many messages the stack received for the channel in all.
     let mut closed_at: Option<u32> = None;
@@ -301,6 +310,19 @@ async fn read_pump(st: Arc<ChannelState>, to_app: mpsc::Sender<bytes::Bytes>, mu
                     }
                     continue;
                 }
+                // Without flow control: wait only when the queue is full in bytes.
+                if let Some(room) = &room {
+                    let cost = (flow::cost(m.data.len()) as usize)
+                        .min(crate::channel::UNFLOWED_QUEUE_BYTES);
+                    tokio::select! {
+                        p = room.acquire_many(cost as u32) => match p {
+                            Ok(p) => p.forget(),
+                            Err(_) => to_app = None,
+                        },
+                        _ = st.ended.cancelled() => break,
+                    }
+                }
+                let Some(tx) = &to_app else { continue };
                 tokio::select! {
                     r = tx.send(m.data.freeze()) => if r.is_err() {
                         // The application dropped the stream: keep draining until closed.

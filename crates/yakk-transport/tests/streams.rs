@@ -562,6 +562,64 @@ async fn stalled_reader_bounds_the_sender() {
     .expect("test timed out");
 }
 
+/// yakk/1 has no flow control: the reader's queue takes up to 16 MiB (so that a reader a
+/// little behind does not stop the stack's delivery to every channel), and no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_flow_control_a_stalled_reader_still_bounds_the_sender() {
+    timeout(T, async {
+        let p = connect(v1(), v1()).await;
+        let (mut a, mut b) = open_pair(&p, "DataConn1").await;
+        let data = pattern(77, 40 << 20);
+        let mut accepted = 0usize;
+        // One message per write (yakk/1 messages are 4096 bytes): a write cut short by the
+        // timeout has queued nothing, so `accepted` is exact.
+        for block in data.chunks(4096) {
+            match timeout(Duration::from_secs(2), a.write_all(block)).await {
+                Ok(r) => {
+                    r.unwrap();
+                    accepted += block.len();
+                }
+                Err(_) => break,
+            }
+        }
+        // The reader's queue (16 MiB), the stack's event queue, SCTP's window and the send
+        // buffer (3 MiB each): well under what is offered.
+        assert!(
+            accepted < 36 << 20,
+            "sender accepted {accepted} bytes with a stalled reader"
+        );
+        // And the deep queue is used: more than the former 16 messages of 4 KiB plus the
+        // stack's buffers.
+        assert!(accepted > 16 << 20, "only {accepted} bytes queued");
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = b.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break got;
+                }
+                got.extend_from_slice(&buf[..n]);
+                if got.len() == 40 << 20 {
+                    break got;
+                }
+            }
+        });
+        a.write_all(&data[accepted..]).await.unwrap();
+        let got = reader.await.unwrap();
+        drop(a);
+        assert!(
+            got == data,
+            "{} of {} bytes, intact: false",
+            got.len(),
+            data.len()
+        );
+        eprintln!("accepted while stalled (yakk/1): {} KiB", accepted / 1024);
+    })
+    .await
+    .expect("test timed out");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_peer_ends_streams_and_reports() {
     timeout(T, async {
