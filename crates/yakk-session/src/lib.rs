@@ -9,6 +9,10 @@
 //! Applications call [`join`] (joiner) or [`Owner::create`] (owner) and then use
 //! [`Connection::open_stream`] / [`Connection::accept_stream`]; they never see WebRTC types.
 #![forbid(unsafe_code)]
+// No unwrap, expect, panic or unreachable outside tests: errors are returned, or an
+// `#[allow]` beside the call says why it cannot fail.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+#![cfg_attr(not(test), deny(clippy::panic, clippy::unreachable))]
 
 pub mod admission;
 mod config;

@@ -121,6 +121,7 @@ struct RequestOffer {
 /// for `Serialize` impls that fail on purpose; the messages here are derived structs of
 /// strings, numbers and lists, so it cannot.
 fn json<T: Serialize>(m: &T) -> String {
+    #[allow(clippy::expect_used)]
     serde_json::to_string(m).expect("plain derived structs serialise")
 }
 
