@@ -4,8 +4,9 @@
  * code) and as the sender (it owns the room).
  */
 
-import { blake3 } from "@noble/hashes/blake3.js";
 import {
+  blake3Hash,
+  bulkBlake3Hasher,
   decodeAccept,
   decodeFrameHeader,
   decodeHello,
@@ -235,7 +236,7 @@ export async function receive(s: DataStream, hooks: ReceiveHooks): Promise<{ fil
     }
     const sink = await open(e);
     if (e.kind === 1 && e.size === 0) {
-      if (!bytesEqual(blake3(new Uint8Array(0)), e.hash!)) {
+      if (!bytesEqual(blake3Hash(new Uint8Array(0)), e.hash!)) {
         await sink.discard();
         throw await fail(`${escapeText(e.name)} arrived damaged`, "damaged");
       }
@@ -243,7 +244,7 @@ export async function receive(s: DataStream, hooks: ReceiveHooks): Promise<{ fil
       files++;
       continue;
     }
-    const h = blake3.create();
+    const h = await bulkBlake3Hasher();
     let got = 0;
     for (;;) {
       const hd = await nextHeader();
@@ -348,7 +349,7 @@ export interface Source {
 
 /** Hashes `file` (BLAKE3), reporting progress. */
 export async function hashFile(file: File, progress: (done: number) => void): Promise<Uint8Array> {
-  const h = blake3.create();
+  const h = await bulkBlake3Hasher();
   for (let off = 0; off < file.size; off += 4 * CHUNK) {
     const buf = new Uint8Array(await file.slice(off, off + 4 * CHUNK).arrayBuffer());
     h.update(buf);

@@ -24,7 +24,7 @@ pub(crate) struct Asset {
 include!(concat!(env!("OUT_DIR"), "/web_assets.rs"));
 
 /// The policy of every response of the web app.
-pub(crate) const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+pub(crate) const CSP: &str = "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; \
      img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; \
      frame-ancestors 'none'";
 

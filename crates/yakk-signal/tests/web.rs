@@ -8,7 +8,7 @@ use common::*;
 use tokio::net::TcpStream;
 use yakk_signal::Config;
 
-const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+const CSP: &str = "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 fn get<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
