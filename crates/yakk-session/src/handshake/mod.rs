@@ -25,7 +25,12 @@ use zeroize::Zeroizing;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::admission::{Admission, Judgement};
-use crate::pake::{Keys, Pake};
+#[cfg(not(any(test, feature = "fuzzing")))]
+use crate::pake::Keys;
+/// The keys an agreed exchange yields, for [`Handshake::confirmed`].
+#[cfg(any(test, feature = "fuzzing"))]
+pub use crate::pake::Keys;
+use crate::pake::Pake;
 pub use error::HandshakeError;
 /// Message names of yakk/2, under the name other crates know them by.
 pub use v2::msg as msg2;
@@ -123,6 +128,15 @@ struct RequestOffer {
 fn json<T: Serialize>(m: &T) -> String {
     #[allow(clippy::expect_used)]
     serde_json::to_string(m).expect("plain derived structs serialise")
+}
+
+/// The versions a joiner that does not speak only yakk/1 announces.
+fn announced_versions(p: &Params) -> Vec<String> {
+    let mut versions = vec![VERSION_2.to_string()];
+    if p.allow_v1 {
+        versions.push(VERSION_1.to_string());
+    }
+    versions
 }
 
 /// Where a handshake is. Each state owns what it needs, so no state can lack its data.
@@ -229,10 +243,7 @@ impl Handshake {
             ];
             return (h, actions);
         }
-        let mut versions = vec![VERSION_2.to_string()];
-        if p.allow_v1 {
-            versions.push(VERSION_1.to_string());
-        }
+        let versions = announced_versions(&p);
         let req = json(&RequestOffer {
             versions: versions.clone(),
         });
@@ -444,17 +455,35 @@ impl Handshake {
                         return Err(e);
                     }
                 };
-                self.state = State::Negotiating(match keys {
-                    Keys::V1(k) => {
-                        Negotiation::V1(v1::Negotiation::new(k, std::mem::take(&mut self.versions)))
-                    }
-                    Keys::V2 { send, recv } => Negotiation::V2(v2::Negotiation::new(&send, &recv)),
-                });
+                self.negotiate(keys);
                 let mut out: Vec<Action> = held_confirm.map(Action::Send).into_iter().collect();
                 out.push(Action::KeyConfirmed(version));
                 Ok(out)
             }
         }
+    }
+
+    /// The key is confirmed: negotiate under `keys` from now on.
+    fn negotiate(&mut self, keys: Keys) {
+        self.state = State::Negotiating(match keys {
+            Keys::V1(k) => {
+                Negotiation::V1(v1::Negotiation::new(k, std::mem::take(&mut self.versions)))
+            }
+            Keys::V2 { send, recv } => Negotiation::V2(v2::Negotiation::new(&send, &recv)),
+        });
+    }
+
+    /// Tests and fuzzing only: a handshake whose key exchange has already agreed `keys`
+    /// (yakk/1 or yakk/2, seen from `p.role`), as right after its key confirmation, without the
+    /// J-PAKE arithmetic. A joiner repeats the versions it would have announced.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub fn confirmed(p: Params, keys: Keys) -> Self {
+        let mut h = Handshake::blank(p);
+        if h.p.role == Role::Joiner && !h.p.v1_only {
+            h.versions = announced_versions(&h.p);
+        }
+        h.negotiate(keys);
+        h
     }
 
     /// The notice to send the peer when this handshake fails with `e`, if it should hear of

@@ -734,13 +734,7 @@ fn recorded(s: &serde_json::Value, side: &str) -> Vec<Envelope> {
 fn past_pake_with_reference(role: Role, key: [u8; 32]) -> Handshake {
     let mut p = params(role, "test");
     p.v1_only = true;
-    let mut h = Handshake::blank(p);
-    let versions = std::mem::take(&mut h.versions);
-    h.state = State::Negotiating(Negotiation::V1(v1::Negotiation::new(
-        Zeroizing::new(key),
-        versions,
-    )));
-    h
+    Handshake::confirmed(p, Keys::V1(Zeroizing::new(key)))
 }
 
 #[test]
@@ -986,4 +980,90 @@ fn a_chaotic_relay_never_makes_the_owner_leak_or_admit_a_wrong_password() {
         judged_wrong > 20 && admitted > 20,
         "{judged_wrong} {admitted}"
     );
+}
+
+/// Feeds `h` the `bad` payloads, which it must refuse as unauthentic, then the `good` one, a
+/// candidate it must take; returns its own description, sealed.
+fn refuses_then_takes(h: &mut Handshake, t: &str, bad: [String; 2], good: String) -> Envelope {
+    let (me, peer) = (h.p.my_id, h.p.peer_id);
+    for bad in bad {
+        let got = h.on_message(&Envelope::new(t, bad, peer, me));
+        assert!(
+            matches!(got, Err(HandshakeError::Sealed(SealError::Authentication))),
+            "{t}: {got:?}"
+        );
+    }
+    let got = h.on_message(&Envelope::new(t, good, peer, me)).unwrap();
+    assert_eq!(got, vec![Action::AddCandidate(0, candidate(7))], "{t}");
+    let sent = h.on_local_description(0, "v=0 ours".into()).unwrap();
+    let [Action::Send(ours)] = sent.as_slice() else {
+        panic!("{sent:?}")
+    };
+    ours.clone()
+}
+
+/// `Handshake::confirmed` (for the `sealed` fuzz target): on each role and version, a sealed
+/// message that the peer sealed under the agreed keys is taken, one tampered with or sealed
+/// under the keys the other way round is refused, and what the handshake seals opens on the
+/// peer's side.
+#[test]
+fn a_confirmed_handshake_takes_what_is_sealed_under_its_keys_only() {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let flip = |payload: &str| {
+        let mut raw = b64.decode(payload).unwrap();
+        let last = raw.len() - 1;
+        raw[last] ^= 1;
+        b64.encode(raw)
+    };
+    let (a, b) = ([0x11u8; 32], [0x22u8; 32]);
+    let plain = json(&candidate(7));
+    let plain_v2 = json(&v2::Message::Candidate {
+        candidate: candidate(7),
+        lane: 0,
+    });
+    for role in [Role::Owner, Role::Joiner] {
+        let p = params(role, "unused");
+        let header = |sender, recipient| Header {
+            msg_type: msg2::SEALED,
+            room: "417",
+            sender,
+            recipient,
+        };
+        // yakk/2: the handshake sends under `a` and receives under `b`.
+        let keys = Keys::V2 {
+            send: Zeroizing::new(a),
+            recv: Zeroizing::new(b),
+        };
+        let mut h = Handshake::confirmed(p.clone(), keys);
+        assert!(h.is_confirmed());
+        assert_eq!(h.version(), Some(Version::V2));
+        let mut peer = SealedChannel::new(&b, &a);
+        let mut backwards = SealedChannel::new(&a, &b);
+        let to_us = header(p.peer_id, p.my_id);
+        let good = peer.seal(to_us, plain_v2.as_bytes()).unwrap();
+        let wrong_way = backwards.seal(to_us, plain_v2.as_bytes()).unwrap();
+        let ours = refuses_then_takes(&mut h, msg2::SEALED, [flip(&good), wrong_way], good);
+        let opened = peer
+            .open(header(p.my_id, p.peer_id), &ours.payload)
+            .unwrap();
+        assert!(String::from_utf8(opened).unwrap().contains("v=0 ours"));
+
+        // yakk/1: one key, both ways.
+        let mut h = Handshake::confirmed(p.clone(), Keys::V1(Zeroizing::new(a)));
+        assert_eq!(h.version(), Some(Version::V1));
+        let good = sealed::seal_v1(&a, plain.as_bytes()).unwrap();
+        let other_key = sealed::seal_v1(&b, plain.as_bytes()).unwrap();
+        let t = msg::NEW_ICE_CANDIDATE;
+        let ours = refuses_then_takes(&mut h, t, [flip(&good), other_key], good);
+        let opened = sealed::open_v1(&a, &ours.payload).unwrap();
+        let d: v1::Description = serde_json::from_slice(&opened).unwrap();
+        assert_eq!(d.sdp, "v=0 ours");
+        // A joiner repeats the versions it would have announced (here yakk/2 only).
+        let repeated: &[&str] = match role {
+            Role::Owner => &[VERSION_2, VERSION_1],
+            Role::Joiner => &[VERSION_2],
+        };
+        assert_eq!(d.versions, repeated);
+    }
 }
