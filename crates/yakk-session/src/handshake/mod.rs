@@ -11,6 +11,7 @@
 //! exchange is split by version ([`v1`], [`v2`]), and [`v2`] also agrees on the lanes.
 
 mod error;
+mod exchange;
 mod v1;
 mod v2;
 
@@ -32,6 +33,7 @@ use crate::pake::Keys;
 pub use crate::pake::Keys;
 use crate::pake::Pake;
 pub use error::HandshakeError;
+use exchange::{Exchange, Round};
 /// Message names of yakk/2, under the name other crates know them by.
 pub use v2::msg as msg2;
 
@@ -153,50 +155,6 @@ enum State {
     },
     /// Key confirmed; exchanging descriptions and candidates.
     Negotiating(Negotiation),
-}
-
-/// The key exchange, by round.
-struct Exchange {
-    pake: Pake,
-    round: Round,
-    /// Owner: our key confirmation, held back until the joiner's has been judged.
-    held_confirm: Option<Envelope>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Round {
-    One,
-    Two,
-    Confirm,
-}
-
-impl Exchange {
-    fn new(pake: Pake) -> Self {
-        Exchange {
-            pake,
-            round: Round::One,
-            held_confirm: None,
-        }
-    }
-
-    fn version(&self) -> Version {
-        match self.pake {
-            Pake::V1(_) => Version::V1,
-            Pake::V2(_) => Version::V2,
-        }
-    }
-
-    /// The message name of `round` in this exchange's version.
-    fn name(&self, round: Round) -> &'static str {
-        match (self.version(), round) {
-            (Version::V1, Round::One) => msg::JPAKE_ROUND1,
-            (Version::V1, Round::Two) => msg::JPAKE_ROUND2,
-            (Version::V1, Round::Confirm) => msg::JPAKE_KEY_CONFIRMATION,
-            (Version::V2, Round::One) => msg2::PAKE1,
-            (Version::V2, Round::Two) => msg2::PAKE2,
-            (Version::V2, Round::Confirm) => msg2::CONFIRM,
-        }
-    }
 }
 
 enum Negotiation {
