@@ -73,9 +73,13 @@ async fn pair_via(
 /// A joiner with `cfg` joins `owner`'s room: the owner's and the joiner's connections.
 async fn next_joiner(owner: &mut Owner, cfg: SessionConfig) -> (Connection, Connection) {
     let room = owner.room.clone();
-    let (joined, ev) = tokio::join!(yakk_session::join(cfg, &room), async {
-        tokio::time::timeout(Duration::from_secs(30), owner.next()).await
-    });
+    // Both bounded: a side that never settles fails the test here instead of hanging it (the
+    // joiner has its own 30 s handshake and connect timeouts; this is longer).
+    let (joined, ev) = tokio::join!(
+        tokio::time::timeout(Duration::from_secs(60), yakk_session::join(cfg, &room)),
+        async { tokio::time::timeout(Duration::from_secs(30), owner.next()).await }
+    );
+    let joined = joined.expect("the joiner neither connected nor failed within 60 s");
     let o = match ev {
         Ok(Some(OwnerEvent::Connected(o))) => o,
         Ok(Some(OwnerEvent::Failed { error, .. })) => panic!("the owner failed: {error}"),
@@ -229,13 +233,19 @@ async fn automatic_lanes_one_when_near_many_when_far() {
     let owner = std::sync::Arc::new(owner);
     echo(owner.clone());
     let data = pattern(4 << 20, 7);
-    let s = joiner.open_stream("far").await.unwrap();
+    let s = tokio::time::timeout(Duration::from_secs(30), joiner.open_stream("far"))
+        .await
+        .expect("the stream did not open within 30 s")
+        .unwrap();
     assert_eq!(
         s.parts(),
         all,
         "one stream alone is striped over every lane"
     );
-    assert!(round_trip(s, &data).await.unwrap() == data, "echoed intact");
+    let back = tokio::time::timeout(Duration::from_secs(60), round_trip(s, &data))
+        .await
+        .expect("4 MiB did not come back within 60 s");
+    assert!(back.unwrap() == data, "echoed intact");
 }
 
 /// An owner keeps the lanes of all its joiners within its budget: a joiner that comes while
