@@ -179,6 +179,26 @@ async fn connect(url: &str) -> Result<(Ws, Duration), SessionError> {
     })
 }
 
+/// How long the signalling server has to accept the connection and send its first reply.
+const SIGNAL_ANSWER: Duration = Duration::from_secs(10);
+
+/// Connects (see [`connect`]) and reads the server's first reply, all within `bound`: a server
+/// that accepts the TCP connection and then says nothing is reported, not waited for forever.
+async fn open(url: &str, bound: Duration) -> Result<(Ws, Duration, Envelope), SessionError> {
+    let opened = tokio::time::timeout(bound, async {
+        let (mut ws, rtt) = connect(url).await?;
+        let reply = next_envelope(&mut ws).await?;
+        Ok((ws, rtt, reply))
+    })
+    .await;
+    opened.unwrap_or_else(|_| {
+        Err(SessionError::SignalUnreachable(escape(&format!(
+            "{}: no answer within {bound:?}",
+            redact_query(url)
+        ))))
+    })
+}
+
 fn redact_query(url: &str) -> &str {
     url.split('?').next().unwrap_or(url)
 }
@@ -211,8 +231,7 @@ pub async fn create_room(
     if let Some(n) = max_peers {
         url.push_str(&format!("&maxPeers={n}"));
     }
-    let (mut ws, server_rtt) = connect(&url).await?;
-    let reply = next_envelope(&mut ws).await?;
+    let (ws, server_rtt, reply) = open(&url, SIGNAL_ANSWER).await?;
     if reply.msg_type != msg::ROOM_CREATED {
         return Err(server_refusal(&reply));
     }
@@ -267,8 +286,7 @@ pub async fn join_room(signal: &str, room: &str) -> Result<Membership, SessionEr
         return Err(SessionError::NoSuchRoom(escape(room)));
     }
     let url = format!("{}?roomID={room}", ws_base_url(signal)?);
-    let (mut ws, server_rtt) = connect(&url).await?;
-    let reply = next_envelope(&mut ws).await?;
+    let (ws, server_rtt, reply) = open(&url, SIGNAL_ANSWER).await?;
     if reply.msg_type == msg::ERROR && reply.payload == "No such room" {
         return Err(SessionError::NoSuchRoom(room.to_string()));
     }
@@ -511,6 +529,45 @@ fn spawn_reclaiming_pumps(
 
 #[cfg(test)]
 mod tests {
+    /// A server that takes the TCP connection and never answers, or answers the WebSocket
+    /// upgrade and then sends nothing: `open` gives up after its bound, saying why.
+    #[tokio::test]
+    async fn a_silent_server_is_reported_not_waited_for() {
+        use tokio::net::TcpListener;
+        let bound = std::time::Duration::from_millis(300);
+        for upgrade in [false, true] {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            let server = tokio::spawn(async move {
+                let (tcp, _) = l.accept().await.unwrap();
+                // Keep the connection open, silent, for longer than the bound.
+                let silence = tokio::time::sleep(std::time::Duration::from_secs(5));
+                if upgrade {
+                    let _ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+                    silence.await;
+                } else {
+                    let _tcp = tcp;
+                    silence.await;
+                }
+            });
+            let started = std::time::Instant::now();
+            let got = super::open(&format!("ws://{addr}/ws?roomID=x"), bound).await;
+            let took = started.elapsed();
+            let Err(e) = got else {
+                panic!("upgrade {upgrade}: a silent server was taken for an answer")
+            };
+            assert!(
+                matches!(&e, super::SessionError::SignalUnreachable(m) if m.contains("no answer within 300ms") && !m.contains("roomID")),
+                "upgrade {upgrade}: {e}"
+            );
+            assert!(
+                took < std::time::Duration::from_secs(3),
+                "upgrade {upgrade}: {took:?}"
+            );
+            server.abort();
+        }
+    }
+
     use super::*;
 
     /// A one-room signalling server on a thread: answers the room creation, then collects
