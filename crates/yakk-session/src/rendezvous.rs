@@ -529,19 +529,21 @@ fn spawn_reclaiming_pumps(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     /// A server that takes the TCP connection and never answers, or answers the WebSocket
     /// upgrade and then sends nothing: `open` gives up after its bound, saying why.
     #[tokio::test]
     async fn a_silent_server_is_reported_not_waited_for() {
         use tokio::net::TcpListener;
-        let bound = std::time::Duration::from_millis(300);
+        let bound = Duration::from_millis(300);
         for upgrade in [false, true] {
             let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = l.local_addr().unwrap();
             let server = tokio::spawn(async move {
                 let (tcp, _) = l.accept().await.unwrap();
                 // Keep the connection open, silent, for longer than the bound.
-                let silence = tokio::time::sleep(std::time::Duration::from_secs(5));
+                let silence = tokio::time::sleep(Duration::from_secs(5));
                 if upgrade {
                     let _ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
                     silence.await;
@@ -551,24 +553,19 @@ mod tests {
                 }
             });
             let started = std::time::Instant::now();
-            let got = super::open(&format!("ws://{addr}/ws?roomID=x"), bound).await;
+            let got = open(&format!("ws://{addr}/ws?roomID=x"), bound).await;
             let took = started.elapsed();
             let Err(e) = got else {
                 panic!("upgrade {upgrade}: a silent server was taken for an answer")
             };
             assert!(
-                matches!(&e, super::SessionError::SignalUnreachable(m) if m.contains("no answer within 300ms") && !m.contains("roomID")),
+                matches!(&e, SessionError::SignalUnreachable(m) if m.contains("no answer within 300ms") && !m.contains("roomID")),
                 "upgrade {upgrade}: {e}"
             );
-            assert!(
-                took < std::time::Duration::from_secs(3),
-                "upgrade {upgrade}: {took:?}"
-            );
+            assert!(took < Duration::from_secs(3), "upgrade {upgrade}: {took:?}");
             server.abort();
         }
     }
-
-    use super::*;
 
     /// A one-room signalling server on a thread: answers the room creation, then collects
     /// every text message until the client closes.
