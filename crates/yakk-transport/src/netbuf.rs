@@ -14,13 +14,23 @@
 //! pair, SCTP's INIT once DTLS is up, a channel's OPEN) when it next wakes, and its timer is
 //! the 200 ms ICE check interval: opening took 600–900 ms of waiting, not work. With the timer
 //! capped at 1 ms during setup, each step leaves as soon as the previous one is done.
+//!
+//! On a relayed path the same flaw costs every packet, for as long as the connection lives.
+//! The stack's loop hands what its core wants to send through a TURN allocation to its TURN
+//! client, and sends the TURN client's queue at the start of the loop, before the core's: so a
+//! relayed packet leaves only when the loop next wakes (webrtc 0.21.1,
+//! `PeerConnectionDriver::poll_writes`). A SACK waited for the next data packet or timer, and
+//! the round trip through a relay on loopback was 10 ms. Once a connection's own end of the
+//! selected pair is a relay candidate ([`SetupClock::relayed`]), the hook therefore ends the
+//! loop's next sleep at once after any wake, and again for as long as the socket moved
+//! datagrams since, so the TURN client's queue goes out in the pass that follows.
 
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use std::io::IoSliceMut;
@@ -41,6 +51,12 @@ pub(crate) struct SetupClock {
     base: Instant,
     /// Nanoseconds after `base` until which sleeps are capped.
     quick_until: AtomicU64,
+    /// The connection sends through its own TURN allocation: flush the TURN client's queue.
+    relayed: AtomicBool,
+    /// A datagram was sent or received since the last sleep.
+    moved: AtomicBool,
+    /// The last sleep was ended at once to flush the TURN client's queue.
+    flushed: AtomicBool,
 }
 
 impl SetupClock {
@@ -49,6 +65,9 @@ impl SetupClock {
         let clock = Arc::new(SetupClock {
             base: Instant::now(),
             quick_until: AtomicU64::new(0),
+            relayed: AtomicBool::new(false),
+            moved: AtomicBool::new(false),
+            flushed: AtomicBool::new(false),
         });
         clock.quick_for(span);
         clock
@@ -62,6 +81,33 @@ impl SetupClock {
 
     pub(crate) fn is_quick(&self) -> bool {
         (self.base.elapsed().as_nanos() as u64) < self.quick_until.load(Ordering::Relaxed)
+    }
+
+    /// The connection's end of its selected pair is (or is no longer) a relay candidate.
+    pub(crate) fn relayed(&self, relayed: bool) {
+        self.relayed.store(relayed, Ordering::Relaxed);
+    }
+
+    /// A socket of the connection sent or received a datagram.
+    fn moved(&self) {
+        if self.relayed.load(Ordering::Relaxed) {
+            self.moved.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the loop's next sleep should end at once, so that its next pass sends what it
+    /// queued for the TURN client in this one: after every wake that was not such a flush, and
+    /// after a flush that moved datagrams (it may have queued more). A flush that moved
+    /// nothing leaves the next sleep alone, so an idle connection sleeps as long as the stack
+    /// asks.
+    fn flush_now(&self) -> bool {
+        if !self.relayed.load(Ordering::Relaxed) {
+            return false;
+        }
+        let moved = self.moved.swap(false, Ordering::Relaxed);
+        let flush = moved || !self.flushed.load(Ordering::Relaxed);
+        self.flushed.store(flush, Ordering::Relaxed);
+        flush
     }
 
     /// The sleep to actually take for a requested one.
@@ -122,7 +168,10 @@ impl Runtime for BufferedRuntime {
 
     fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
         set_udp_buffers(&socket, self.udp_buffer);
-        Ok(Arc::new(GsoCapped(self.inner.wrap_udp_socket(socket)?)))
+        Ok(Arc::new(GsoCapped {
+            inner: self.inner.wrap_udp_socket(socket)?,
+            clock: self.clock.clone(),
+        }))
     }
 
     fn wrap_tcp_listener(
@@ -148,6 +197,9 @@ impl Runtime for BufferedRuntime {
 
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
         // Waking early is harmless: the stack re-checks its timers and sleeps again.
+        if self.clock.flush_now() {
+            return Box::pin(std::future::ready(()));
+        }
         self.inner.sleep(self.clock.cap(duration))
     }
 
@@ -196,13 +248,17 @@ pub(crate) fn is_unicast(ip: IpAddr) -> bool {
 }
 
 /// The runtime's UDP socket, with GSO batches capped at [`GSO_SEGMENTS_CAP`] and sends to
-/// anything but a unicast address dropped ([`is_unicast`]).
+/// anything but a unicast address dropped ([`is_unicast`]); it tells the clock when datagrams
+/// move ([`SetupClock::relayed`]).
 #[derive(Debug)]
-struct GsoCapped(Arc<dyn AsyncUdpSocket>);
+struct GsoCapped {
+    inner: Arc<dyn AsyncUdpSocket>,
+    clock: Arc<SetupClock>,
+}
 
 impl AsyncUdpSocket for GsoCapped {
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.local_addr()
+        self.inner.local_addr()
     }
 
     fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
@@ -211,7 +267,11 @@ impl AsyncUdpSocket for GsoCapped {
             tracing::debug!(to = %transmit.destination, "not sending to a non-unicast address");
             return Poll::Ready(Ok(transmit.contents.len()));
         }
-        self.0.poll_send(cx, transmit)
+        let sent = self.inner.poll_send(cx, transmit);
+        if sent.is_ready() {
+            self.clock.moved();
+        }
+        sent
     }
 
     fn poll_recv(
@@ -220,21 +280,94 @@ impl AsyncUdpSocket for GsoCapped {
         bufs: &mut [IoSliceMut<'_>],
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
-        self.0.poll_recv(cx, bufs, meta)
+        let got = self.inner.poll_recv(cx, bufs, meta);
+        if matches!(got, Poll::Ready(Ok(_))) {
+            self.clock.moved();
+        }
+        got
     }
 
     fn max_gso_segments(&self) -> usize {
-        self.0.max_gso_segments().min(GSO_SEGMENTS_CAP)
+        self.inner.max_gso_segments().min(GSO_SEGMENTS_CAP)
     }
 
     fn max_gro_segments(&self) -> usize {
-        self.0.max_gro_segments()
+        self.inner.max_gro_segments()
     }
 }
 
 #[cfg(test)]
 mod gso_tests {
     use super::*;
+
+    /// The relayed-path flush: off until the connection's end is a relay candidate; then the
+    /// sleep after each wake ends at once, and so does the next one while a flush moves
+    /// datagrams, and an idle connection sleeps as asked.
+    #[test]
+    fn a_relayed_connection_flushes_after_each_wake_until_a_flush_moves_nothing() {
+        let clock = SetupClock::new(Duration::ZERO);
+        assert!(!clock.flush_now(), "a direct connection sleeps as asked");
+        clock.moved();
+        assert!(!clock.flush_now(), "a direct connection sleeps as asked");
+        clock.relayed(true);
+        assert!(
+            clock.flush_now(),
+            "the first sleep after a wake ends at once"
+        );
+        clock.moved();
+        assert!(
+            clock.flush_now(),
+            "a flush that sent something is followed by another"
+        );
+        assert!(!clock.flush_now(), "a flush that moved nothing: sleep");
+        assert!(clock.flush_now(), "the next wake flushes again");
+        assert!(
+            !clock.flush_now(),
+            "and an idle connection goes back to sleep"
+        );
+        clock.relayed(false);
+        clock.moved();
+        assert!(!clock.flush_now(), "no longer relayed: sleeps as asked");
+    }
+
+    /// The runtime's sleep ends at once when a flush is due, and sleeps otherwise; the wrapped
+    /// socket's sends and receives count as datagrams moved.
+    #[tokio::test]
+    async fn the_runtime_ends_a_sleep_for_a_flush_and_the_socket_counts_datagrams() {
+        let clock = SetupClock::new(Duration::ZERO);
+        let rt = BufferedRuntime::new(0, clock.clone());
+        let long = Duration::from_secs(3600);
+        let short = Duration::from_millis(50);
+        let ended = |f| tokio::time::timeout(short, f);
+        assert!(ended(rt.sleep(long)).await.is_err(), "direct: sleeps");
+        clock.relayed(true);
+        assert!(
+            ended(rt.sleep(long)).await.is_ok(),
+            "relayed: flushes at once"
+        );
+        assert!(
+            ended(rt.sleep(long)).await.is_err(),
+            "nothing moved: sleeps"
+        );
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        a.set_nonblocking(true).unwrap();
+        let to = b.local_addr().unwrap();
+        let wrapped = rt.wrap_udp_socket(a).unwrap();
+        assert!(
+            ended(rt.sleep(long)).await.is_ok(),
+            "the wake after a sleep flushes"
+        );
+        wrapped.send_to(b"x", to).await.unwrap();
+        assert!(
+            ended(rt.sleep(long)).await.is_ok(),
+            "a send during the flush: again"
+        );
+        assert!(
+            ended(rt.sleep(long)).await.is_err(),
+            "nothing moved: sleeps"
+        );
+    }
 
     #[tokio::test]
     async fn the_wrapped_socket_reports_at_most_the_cap() {

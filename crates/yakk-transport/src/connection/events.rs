@@ -114,6 +114,7 @@ pub(super) async fn run_events(
                     let Some(inner) = inner.upgrade() else { break };
                     inner.clock.quick_for(SETUP_QUICK_AFTER_CONNECTED);
                     let path = path_info(&*inner.pc).await;
+                    inner.clock.relayed(path.relay.is_some());
                     drop(inner);
                     let _ = events.send(PeerEvent::Connected(path)).await;
                 }
