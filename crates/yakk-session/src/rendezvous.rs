@@ -155,11 +155,14 @@ async fn connect(url: &str) -> Result<(Ws, Duration), SessionError> {
                 let handshake = started.elapsed();
                 let tls = uri.scheme_str() == Some("wss");
                 let started = tokio::time::Instant::now();
+                // The Web PKI roots, plus a private authority's from SSL_CERT_FILE.
+                let trust =
+                    tokio_tungstenite::Connector::Rustls(yakk_transport::tls::client_config());
                 let (ws, _) = tokio_tungstenite::client_async_tls_with_config(
                     request,
                     tcp,
                     Some(ws_config()),
-                    None,
+                    Some(trust),
                 )
                 .await
                 .map_err(|e| unreachable(&e))?;

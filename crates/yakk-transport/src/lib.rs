@@ -99,6 +99,8 @@ mod netbuf;
 mod peer;
 mod pump;
 mod stats;
+pub mod tls;
+mod turn_stream;
 
 use std::net::IpAddr;
 use std::time::Duration;

@@ -8,8 +8,9 @@ use rtc::statistics::report::{RTCStatsReport, RTCStatsReportEntry};
 
 use crate::{PathInfo, PathKind, RelayProtocol};
 
-/// The selected candidate pair, or the nominated one when no transport names a selection.
-pub(crate) fn selected_path(report: &RTCStatsReport) -> PathInfo {
+/// The selected candidate pair, or the nominated one when no transport names a selection, and
+/// the URL of the TURN server its local candidate was allocated on, if it is a relay candidate.
+pub(crate) fn selected_path(report: &RTCStatsReport) -> (PathInfo, Option<String>) {
     let mut pair_id = None;
     for e in report.iter() {
         if let RTCStatsReportEntry::Transport(t) = e
@@ -34,7 +35,10 @@ pub(crate) fn selected_path(report: &RTCStatsReport) -> PathInfo {
         rtt: None,
         relay: None,
     };
-    let Some(pair) = pair else { return info };
+    let Some(pair) = pair else {
+        return (info, None);
+    };
+    let mut relay_url = None;
     let mut local_kind = PathKind::Host;
     let mut remote_kind = PathKind::Host;
     if pair.current_round_trip_time > 0.0 {
@@ -53,6 +57,7 @@ pub(crate) fn selected_path(report: &RTCStatsReport) -> PathInfo {
                 local_kind = kind_of(c.candidate_type);
                 if local_kind == PathKind::Relay {
                     info.relay = Some(relay_protocol(c.relay_protocol, &c.url));
+                    relay_url = Some(c.url.clone());
                 }
             }
             RTCStatsReportEntry::RemoteCandidate(c)
@@ -69,7 +74,7 @@ pub(crate) fn selected_path(report: &RTCStatsReport) -> PathInfo {
         }
     }
     info.kind = path_kind(local_kind, remote_kind);
-    info
+    (info, relay_url)
 }
 
 /// How a local relay candidate reaches its TURN server: the stats' `relayProtocol` when the

@@ -93,7 +93,7 @@ pub struct Common {
     /// Extra STUN server (stun:host:port); repeatable
     #[arg(long, value_name = "URL")]
     pub stun: Vec<String>,
-    /// Extra TURN server (turn:host:port?transport=udp); repeatable; needs --turn-user and --turn-pass
+    /// Extra TURN server: turn:host:port (UDP), turn:host:port?transport=tcp or turns:host:port (TLS); repeatable; needs --turn-user and --turn-pass
     #[arg(long, value_name = "URL")]
     pub turn: Vec<String>,
     /// User name for --turn

@@ -113,7 +113,14 @@ pub(super) async fn run_events(
                     connected = true;
                     let Some(inner) = inner.upgrade() else { break };
                     inner.clock.quick_for(SETUP_QUICK_AFTER_CONNECTED);
-                    let path = path_info(&*inner.pc).await;
+                    let (mut path, relay_url) = path_info(&*inner.pc).await;
+                    // A relay reached through one of our bridges: over TCP or TLS, not the
+                    // UDP its loopback URL says.
+                    if let Some(bridge) =
+                        relay_url.and_then(|u| inner.bridges.iter().find(|b| b.serves(&u)))
+                    {
+                        path.relay = Some(bridge.server().protocol());
+                    }
                     inner.clock.relayed(path.relay.is_some());
                     drop(inner);
                     let _ = events.send(PeerEvent::Connected(path)).await;
@@ -165,6 +172,6 @@ pub(super) async fn run_events(
 }
 
 /// The selected candidate pair, from the stats report.
-async fn path_info(pc: &dyn PeerConnection) -> PathInfo {
+async fn path_info(pc: &dyn PeerConnection) -> (PathInfo, Option<String>) {
     selected_path(&pc.get_stats(Instant::now(), StatsSelector::None).await)
 }

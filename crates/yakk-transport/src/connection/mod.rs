@@ -23,6 +23,7 @@ use crate::channel::Channel;
 use crate::flow::Pool;
 use crate::netbuf::{BufferedRuntime, SetupClock};
 use crate::pump;
+use crate::turn_stream::{Bridge, StreamServer};
 use crate::{IceCandidate, PeerEvent, TransportConfig, TransportError};
 use events::{Handler, Internal, run_events, spawn_drain};
 
@@ -91,6 +92,8 @@ struct Inner {
     internal: mpsc::UnboundedSender<Internal>,
     /// Set once we close the connection ourselves (see `Connection::close`).
     closing: AtomicBool,
+    /// The loopback bridges of TURN servers over TCP or TLS, open as long as the connection.
+    bridges: Vec<Bridge>,
 }
 
 impl Drop for Inner {
@@ -117,15 +120,30 @@ impl Connection {
     pub(crate) async fn new(
         cfg: &TransportConfig,
     ) -> Result<(Connection, mpsc::Receiver<PeerEvent>), TransportError> {
-        let ice_servers = cfg
-            .ice_servers
-            .iter()
-            .map(|s| RTCIceServer {
-                urls: s.urls.clone(),
+        // TURN over TCP or TLS goes through a loopback bridge of ours (`turn_stream.rs`):
+        // the stack allocates over UDP only.
+        let mut bridges = Vec::new();
+        let mut ice_servers = Vec::new();
+        for s in &cfg.ice_servers {
+            let mut urls = Vec::new();
+            for url in &s.urls {
+                match StreamServer::of_url(url) {
+                    Some(server) => match Bridge::start(server).await {
+                        Ok(bridge) => {
+                            urls.push(bridge.url());
+                            bridges.push(bridge);
+                        }
+                        Err(e) => tracing::warn!("TURN over TCP unavailable: {e}"),
+                    },
+                    None => urls.push(url.clone()),
+                }
+            }
+            ice_servers.push(RTCIceServer {
+                urls,
                 username: s.username.clone().unwrap_or_default(),
                 credential: s.credential.clone().unwrap_or_default(),
-            })
-            .collect::<Vec<_>>();
+            });
+        }
         let udp_addrs: Vec<String> = if cfg.ice_ips.is_empty() {
             vec!["0.0.0.0:0".to_string()]
         } else {
@@ -177,8 +195,8 @@ impl Connection {
         // ours is filtered here; doing it at signalling would not be enough anyway, since the
         // agent checks its own local candidates against the peer's whatever we send. The NAT
         // lab checks that a pairing that would connect directly is relayed with it. The
-        // stack allocates over UDP only: it skips `turns:` and `?transport=tcp` servers
-        // (with a warning), so with only those, relay-only gathers nothing and ICE times out.
+        // stack allocates over UDP only: `turns:` and `?transport=tcp` servers reach it as
+        // our loopback bridges (above).
         let policy = if cfg.relay_only {
             RTCIceTransportPolicy::Relay
         } else {
@@ -221,6 +239,7 @@ impl Connection {
             last_peer_close: Arc::new(Mutex::new(None)),
             internal: itx,
             closing: AtomicBool::new(false),
+            bridges,
         });
         tokio::spawn(run_events(
             Arc::downgrade(&inner),

@@ -1,0 +1,181 @@
+//! Relayed paths on loopback, through the relay inside a real `yakk signal --turn-listen`: the
+//! relay leg over TCP, which the WebRTC stack cannot use by itself (yakk bridges it); and a
+//! rendezvous whose certificate comes from a private authority, trusted through
+//! `SSL_CERT_FILE`. Every address is on 127.0.0.1. (Reaching a relay when UDP is blocked is
+//! proved in network namespaces by `nat_lab.rs`.)
+
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::*;
+
+const SECRET: &str = "relay-test-secret";
+
+/// A free port on 127.0.0.1 for both TCP and UDP (bound and released; the tests that use it
+/// start their server at once).
+fn free_port() -> u16 {
+    for _ in 0..50 {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free for both TCP and UDP");
+}
+
+/// `yakk signal` with its relay on `turn_port` (UDP and TCP), relaying between loopback
+/// addresses, with `SECRET` for its credentials.
+async fn relay_server(turn_port: u16) -> Yakk {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let turn = format!("127.0.0.1:{turn_port}");
+    let signal = Yakk::start_env(
+        &[
+            "signal",
+            "--listen",
+            &listen,
+            "--turn-listen",
+            &turn,
+            "--turn-allow-private-peers",
+            "--turn-ports",
+            "40000-40999",
+        ],
+        &[("YAKK_TURN_SECRET", SECRET)],
+    );
+    // It is up once its relay takes a TCP connection.
+    wait_for_listener(&turn, &signal).await;
+    signal
+}
+
+/// Waits (20 s at most) until `addr` takes TCP connections: `server` has started.
+async fn wait_for_listener(addr: &str, server: &Yakk) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{addr} is not listening: {}",
+            server.stderr_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A TURN server named only by a `?transport=tcp` URL: both sides, relay-only, allocate over
+/// TCP through yakk's bridge, say so (`"relay":"tcp"`), and carry data intact. Without the
+/// bridge the stack skips such a URL, gathers no candidate, and the sides stop with exit 7.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_reached_over_tcp_carries_a_relay_only_tunnel() {
+    let turn_port = free_port();
+    let _relay = relay_server(turn_port).await;
+    let expiry = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let (user, pass) = yakk_signal::ice::turn_rest_credentials(SECRET, expiry, "test");
+    let url = format!("turn:127.0.0.1:{turn_port}?transport=tcp");
+    let turn = [
+        "--relay-only",
+        "--turn",
+        url.as_str(),
+        "--turn-user",
+        user.as_str(),
+        "--turn-pass",
+        pass.as_str(),
+    ];
+    let (port, _echo) = echo_server().await;
+    let (_owner, _joiner, addr, o, j) = tunnel_with_events(port, &turn, &turn).await;
+    for (side, ev) in [("owner", &o), ("joiner", &j)] {
+        assert_eq!(ev["path"], "relay", "{side}: {ev}");
+        assert_eq!(ev["relay"], "tcp", "{side}: {ev}");
+    }
+    let data = pattern(4 << 20, 21);
+    let back = tokio::time::timeout(Duration::from_secs(120), round_trip(&addr, &data))
+        .await
+        .expect("4 MiB echoed through the relay within 120 s");
+    assert!(back == data, "the echo differs ({} bytes back)", back.len());
+}
+
+/// A certificate for `localhost`, self-signed (its own authority): the PEM files of the
+/// certificate and of its key, in `dir`.
+fn localhost_certificate(dir: &std::path::Path) -> (String, String) {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    (
+        cert.to_string_lossy().into_owned(),
+        key.to_string_lossy().into_owned(),
+    )
+}
+
+/// A `wss://` rendezvous with a certificate no public authority signed: refused as untrusted
+/// (exit code and message), and used once `SSL_CERT_FILE` names the authority.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_authority_is_trusted_through_ssl_cert_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = localhost_certificate(dir.path());
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let signal = Yakk::start(&[
+        "signal",
+        "--listen",
+        &listen,
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+    ]);
+    wait_for_listener(&listen, &signal).await;
+    let url = format!("wss://localhost:{port}");
+    let (echo, _echo) = echo_server().await;
+    let p = echo.to_string();
+    let owner_args = [
+        "server",
+        "-p",
+        &p,
+        "--json",
+        "--ice-ip",
+        "127.0.0.1",
+        "--signal",
+        &url,
+    ];
+
+    // Untrusted: the owner cannot open a room, and says why.
+    let mut untrusted = Yakk::start(&owner_args);
+    let err = untrusted.event("error", 30).await;
+    let text = err.to_string().to_lowercase();
+    assert!(text.contains("certificate"), "{err}");
+    assert_ne!(untrusted.exit_code(10).await, 0);
+
+    // Trusted through SSL_CERT_FILE: a tunnel through it works.
+    let env = [("SSL_CERT_FILE", cert.as_str())];
+    let mut owner = Yakk::start_env(&owner_args, &env);
+    let code = owner.event("code", 30).await["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut joiner = Yakk::start_env(
+        &[
+            "client",
+            "-p",
+            "0",
+            "--json",
+            "--ice-ip",
+            "127.0.0.1",
+            "--signal",
+            &url,
+            &code,
+        ],
+        &env,
+    );
+    joiner.event("connected", 30).await;
+    let addr = joiner.event("listening", 10).await["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let data = pattern(64 << 10, 5);
+    assert!(round_trip(&addr, &data).await == data);
+}
