@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use medea_turn::attr::{
     Attribute, Data, ErrorCode, Lifetime, MessageIntegrity, Realm, Username, XorPeerAddress,
+    XorRelayAddress,
 };
 use medea_turn::transport::{self, Request, Transport};
 use secrecy::SecretString;
@@ -19,8 +20,8 @@ use stun_codec::rfc5766::methods::{ALLOCATE, DATA, REFRESH, SEND};
 use stun_codec::{Message, MessageClass};
 use tokio::net::UdpSocket;
 
-use super::Refusal;
 use super::gate::{Gate, Reserve};
+use super::{Refusal, buffers};
 
 fn unix_now() -> u64 {
     SystemTime::now()
@@ -218,13 +219,25 @@ impl Transport for Guarded {
         let (method, class) = (msg.method(), msg.class());
         if method == ALLOCATE {
             match class {
-                MessageClass::SuccessResponse => self.gate.allocated(
-                    key,
-                    Some(
-                        msg.get_attribute::<Lifetime>()
-                            .map_or(Duration::from_secs(600), Lifetime::lifetime),
-                    ),
-                ),
+                MessageClass::SuccessResponse => {
+                    self.gate.allocated(
+                        key,
+                        Some(
+                            msg.get_attribute::<Lifetime>()
+                                .map_or(Duration::from_secs(600), Lifetime::lifetime),
+                        ),
+                    );
+                    if let Some(relayed) = msg.get_attribute::<XorRelayAddress>() {
+                        let port = relayed.address().port();
+                        tokio::task::spawn_blocking(move || {
+                            match buffers::raise(port, buffers::RELAY_BUFFER) {
+                                Ok(true) => {}
+                                Ok(false) => tracing::debug!(port, "relayed socket not found"),
+                                Err(e) => tracing::debug!(port, "relayed socket buffers: {e}"),
+                            }
+                        });
+                    }
+                }
                 MessageClass::ErrorResponse => self.gate.allocated(key, None),
                 _ => {}
             }
