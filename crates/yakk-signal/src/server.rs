@@ -1,6 +1,7 @@
 //! The network side: accepting TCP (and TLS) connections, HTTP routing (`/hello`, `/metrics`,
 //! `/ws/`: `upgrade.rs`, and the web app at `/`: `web.rs`), the expiry sweep, and graceful
-//! shutdown.
+//! shutdown. With TLS and the embedded relay, a TLS connection that starts with a STUN message
+//! (or negotiated ALPN `stun.turn`) is handed to the relay instead (TURN over TLS, `turns:`).
 //!
 //! Built directly on hyper (HTTP/1.1 only) and tokio-tungstenite rather than a web framework:
 //! three routes need no router, and owning the upgrade lets us size tungstenite's buffers for

@@ -1,7 +1,8 @@
 //! The embedded TURN relay of `yakk signal --turn-listen ADDR`: UDP and TCP on the same port,
-//! UDP relayed addresses on `--turn-relay-ip` within `--turn-ports`, credentials of the TURN
-//! REST scheme that [`crate::ice`] hands room members (username `"<unix expiry>[:<user>]"`,
-//! password `base64(HMAC-SHA1(secret, username))`).
+//! and with `--tls-cert`/`--tls-key` TURN over TLS on the signalling server's own port
+//! (`turns:`, `tls.rs`), UDP relayed addresses on `--turn-relay-ip` within `--turn-ports`,
+//! credentials of the TURN REST scheme that [`crate::ice`] hands room members (username
+//! `"<unix expiry>[:<user>]"`, password `base64(HMAC-SHA1(secret, username))`).
 //!
 //! The protocol work (allocations, permissions, channels, the relay sockets) is the
 //! `medea-turn` crate's. What is ours sits in front of it, as a wrapper around each of its
@@ -22,13 +23,19 @@
 //!   integrity reaches it only once its credentials were checked.
 //! - **Bandwidth.** With `max_rate`, each allocation may relay that many bytes per second each
 //!   way (token bucket, one second of burst); what exceeds it is dropped, as a congested link
-//!   would. Relay-to-client traffic is measured on both transports; client-to-relay traffic
-//!   on UDP only (the crate hands TCP ChannelData over already decoded, without its size).
+//!   would. Relay-to-client traffic is measured on every transport; client-to-relay traffic
+//!   on UDP and TLS only (the crate hands TCP ChannelData over already decoded, without its
+//!   size).
 //! - **Metrics** ([`RelayMetrics`]): live allocations, allocations made, refusals by reason,
-//!   relayed bytes each way.
+//!   relayed bytes each way; live allocations and relayed bytes by transport ([`Via`]); TLS
+//!   connections open, accepted, refused and closed by reason ([`TlsMetrics`]).
 //!
-//! Files: `gate.rs` (credentials, quotas, bandwidth: the book-keeping both transports share),
-//! `guard.rs` (the wrapper that applies it to each request and packet).
+//! Allocations are keyed by transport and client address, the real one on every transport
+//! (TLS included): credentials, quotas and rate limits apply alike.
+//!
+//! Files: `gate.rs` (credentials, quotas, bandwidth: the book-keeping the transports share),
+//! `guard.rs` (the wrapper that applies it to each request and packet), `tls.rs` (the
+//! transport of TURN over TLS: framing and bounds).
 
 mod gate;
 mod guard;
