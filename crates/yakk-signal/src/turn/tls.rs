@@ -62,6 +62,8 @@ pub const EGRESS_FRAMES: usize = 64;
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection without an allocation (none yet, or no longer) for this long is closed.
 pub const NO_ALLOCATION_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the close of a connection may wait for the client to take its close_notify.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often a connection checks that it has an allocation.
 const ALLOCATION_CHECK: Duration = Duration::from_secs(5);
 /// Requests of all connections waiting for the crate.
@@ -211,7 +213,9 @@ impl TlsTransport {
                 decoder: ChannelDataDecoder::new().await?,
             }),
             writers: Mutex::new(HashMap::new()),
-            permits: Arc::new(Semaphore::new(options.max_connections)),
+            permits: Arc::new(Semaphore::new(
+                options.max_connections.min(Semaphore::MAX_PERMITS),
+            )),
             per_address: Mutex::new(ConnectionLimit::new(options.max_per_address)),
             next_id: AtomicU64::new(0),
             stop: CancellationToken::new(),
@@ -278,17 +282,21 @@ impl TlsTransport {
         let (tx, rx) = mpsc::channel(EGRESS_FRAMES);
         // A connection from the same address that is still being torn down is replaced.
         lock(&self.writers).insert(peer, Writer { id, tx });
-        let (mut rd, wr) = tokio::io::split(stream);
+        let (mut rd, mut wr) = tokio::io::split(stream);
         let end = tokio::select! {
             end = self.read_frames(&mut rd, peer) => end,
-            end = write_frames(wr, rx) => end,
+            end = write_frames(&mut wr, rx) => end,
             end = self.watch_allocation(peer) => Some(end),
             _ = self.stop.cancelled() => None,
         };
-        let mut writers = lock(&self.writers);
-        if writers.get(&peer).is_some_and(|w| w.id == id) {
-            writers.remove(&peer);
+        {
+            let mut writers = lock(&self.writers);
+            if writers.get(&peer).is_some_and(|w| w.id == id) {
+                writers.remove(&peer);
+            }
         }
+        // A TLS close_notify, if the client still reads.
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, wr.shutdown()).await;
         end
     }
 
@@ -417,7 +425,7 @@ impl Drop for Slot {
 
 /// Writes what the crate queued for one client, until the connection goes (`None`) or a write
 /// waits too long.
-async fn write_frames<W>(mut wr: W, mut rx: mpsc::Receiver<Vec<u8>>) -> Option<TlsClose>
+async fn write_frames<W>(wr: &mut W, mut rx: mpsc::Receiver<Vec<u8>>) -> Option<TlsClose>
 where
     W: AsyncWrite + Unpin,
 {
