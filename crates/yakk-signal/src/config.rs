@@ -204,8 +204,10 @@ pub struct SignalArgs {
     pub turn_ttl: Duration,
 
     /// Also run a TURN relay in this process, on this address, UDP and TCP (e.g.
-    /// 0.0.0.0:3478). Room members get time-limited credentials for it (from --turn-secret, or
-    /// a random secret when none is given) and its turn: URLs, beside any --turn.
+    /// 0.0.0.0:3478); with --tls-cert, also TURN over TLS on the --listen port. Room members
+    /// get time-limited credentials for it (from --turn-secret, or a random secret when none
+    /// is given) and its turn: URLs (and turns:HOST:PORT, HOST as they reached this server),
+    /// beside any --turn.
     #[arg(long, value_name = "ADDR")]
     pub turn_listen: Option<SocketAddr>,
 
@@ -236,7 +238,8 @@ pub struct SignalArgs {
     #[arg(long, requires = "turn_listen")]
     pub turn_allow_private_peers: bool,
 
-    /// PEM certificate chain: serve HTTPS and wss:// instead of plain HTTP (with --tls-key).
+    /// PEM certificate chain: serve HTTPS and wss:// instead of plain HTTP (with --tls-key);
+    /// with --turn-listen, the same port serves TURN over TLS (turns:) too.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
 

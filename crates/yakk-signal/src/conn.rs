@@ -64,6 +64,8 @@ struct Conn {
     peer: SocketAddr,
     handle: MailboxHandle,
     place: Place,
+    /// The host of the relay's `turns:` URL for this client, when the relay serves TLS.
+    turns_host: Option<String>,
 }
 
 /// How a step ends the connection.
@@ -79,6 +81,7 @@ pub(crate) async fn run(
     ws: Ws,
     peer: SocketAddr,
     intent: Result<Intent, IntentError>,
+    turns_host: Option<String>,
 ) {
     let (handle, mut rx) = MailboxHandle::new(shared.config.mailbox_queue_bytes);
     let lobby_deadline = tokio::time::Instant::now() + shared.config.lobby_timeout;
@@ -88,6 +91,7 @@ pub(crate) async fn run(
         peer,
         handle,
         place: Place::Lobby,
+        turns_host,
     };
     let end = match conn.start(intent).await {
         Ok(()) => conn.relay_loop(&mut rx, lobby_deadline).await,
@@ -151,11 +155,11 @@ impl Conn {
     async fn owner_reply(&mut self, created: Created) -> Result<(), End> {
         let Created { room, reclaim } = created;
         let mut reply = Envelope::new(msg::ROOM_CREATED, room.name.clone(), SERVER_ID, OWNER_ID);
-        reply.ice_servers = self
-            .shared
-            .config
-            .ice
-            .servers_for(&room.name, SystemTime::now());
+        reply.ice_servers = self.shared.config.ice.servers_for(
+            &room.name,
+            SystemTime::now(),
+            self.turns_host.as_deref(),
+        );
         reply.reclaim = reclaim;
         self.place = Place::Room { room, id: OWNER_ID };
         self.reply(reply).await
@@ -184,11 +188,11 @@ impl Conn {
                 self.shared.metrics.joins.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(room = %room.name, mailbox = id, peer = %self.peer, "joined");
                 let mut reply = Envelope::new(msg::ROOM_JOINED, id.to_string(), OWNER_ID, id);
-                reply.ice_servers = self
-                    .shared
-                    .config
-                    .ice
-                    .servers_for(&room.name, SystemTime::now());
+                reply.ice_servers = self.shared.config.ice.servers_for(
+                    &room.name,
+                    SystemTime::now(),
+                    self.turns_host.as_deref(),
+                );
                 self.place = Place::Room { room, id };
                 self.reply(reply).await
             }

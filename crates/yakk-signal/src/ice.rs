@@ -74,9 +74,14 @@ pub struct IceConfig {
 /// The embedded relay's URLs and the secret of its time-limited credentials.
 #[derive(Clone)]
 pub struct RelayIce {
+    /// `turn:` URLs (UDP, TCP).
     pub urls: Vec<String>,
     pub secret: String,
     pub ttl: Duration,
+    /// The signalling server's TLS port, when the relay also serves TURN over TLS there: each
+    /// client is told `turns:<host>:<port>?transport=tcp` with the host it reached the
+    /// server at (see [`IceConfig::servers_for`]).
+    pub turns_port: Option<u16>,
 }
 
 impl fmt::Debug for RelayIce {
@@ -85,6 +90,7 @@ impl fmt::Debug for RelayIce {
             .field("urls", &self.urls)
             .field("secret", &"<redacted>")
             .field("ttl", &self.ttl)
+            .field("turns_port", &self.turns_port)
             .finish()
     }
 }
@@ -98,8 +104,15 @@ fn expiry(now: SystemTime, ttl: Duration) -> u64 {
 
 impl IceConfig {
     /// The `IceServers` field for a room reply, or `None` when nothing is configured (the reply
-    /// is then byte for byte a yakk/1 server's).
-    pub fn servers_for(&self, room: &str, now: SystemTime) -> Option<Vec<IceServer>> {
+    /// is then byte for byte a yakk/1 server's). `host` is the name (or IP literal) the client
+    /// reached this server at: the host of the embedded relay's `turns:` URL, which the client
+    /// verifies the server's certificate against.
+    pub fn servers_for(
+        &self,
+        room: &str,
+        now: SystemTime,
+        host: Option<&str>,
+    ) -> Option<Vec<IceServer>> {
         let mut servers = Vec::new();
         if !self.stun.is_empty() {
             servers.push(IceServer {
@@ -127,8 +140,12 @@ impl IceConfig {
         }
         if let Some(relay) = &self.relay {
             let (u, c) = turn_rest_credentials(&relay.secret, expiry(now, relay.ttl), room);
+            let mut urls = relay.urls.clone();
+            if let (Some(port), Some(host)) = (relay.turns_port, host) {
+                urls.push(format!("turns:{host}:{port}?transport=tcp"));
+            }
             servers.push(IceServer {
-                urls: relay.urls.clone(),
+                urls,
                 username: Some(u),
                 credential: Some(c),
             });
@@ -171,7 +188,7 @@ mod tests {
     #[test]
     fn nothing_configured_means_no_field() {
         assert_eq!(
-            IceConfig::default().servers_for("1", SystemTime::now()),
+            IceConfig::default().servers_for("1", SystemTime::now(), None),
             None
         );
     }
@@ -188,7 +205,7 @@ mod tests {
             relay: None,
         };
         let now = UNIX_EPOCH + Duration::from_secs(1_699_996_400);
-        let servers = ice.servers_for("123", now).unwrap();
+        let servers = ice.servers_for("123", now, Some("example.org")).unwrap();
         assert_eq!(servers.len(), 2);
         assert_eq!(servers[0].urls, vec!["stun:127.0.0.1:3478"]);
         assert_eq!(servers[0].username, None);
@@ -196,6 +213,42 @@ mod tests {
         assert_eq!(servers[1].credential.as_deref(), Some(EXPECTED_CREDENTIAL));
         let dbg = format!("{ice:?}");
         assert!(!dbg.contains("north"), "secret leaked into Debug: {dbg}");
+    }
+
+    #[test]
+    fn the_embedded_relay_offers_turns_with_the_clients_host() {
+        let ice = IceConfig {
+            relay: Some(RelayIce {
+                urls: vec!["turn:203.0.113.7:3478?transport=udp".into()],
+                secret: "north".into(),
+                ttl: Duration::from_secs(600),
+                turns_port: Some(443),
+            }),
+            ..IceConfig::default()
+        };
+        let now = SystemTime::now();
+        let servers = ice.servers_for("5", now, Some("rv.example.org")).unwrap();
+        assert_eq!(
+            servers[0].urls,
+            [
+                "turn:203.0.113.7:3478?transport=udp",
+                "turns:rv.example.org:443?transport=tcp"
+            ]
+        );
+        // The same credentials cover both.
+        assert!(servers[0].username.as_deref().unwrap().ends_with(":5"));
+        let servers = ice.servers_for("5", now, Some("[::1]")).unwrap();
+        assert_eq!(servers[0].urls[1], "turns:[::1]:443?transport=tcp");
+        // Without a TLS port, no turns: URL, whatever the host.
+        let ice = IceConfig {
+            relay: ice.relay.map(|r| RelayIce {
+                turns_port: None,
+                ..r
+            }),
+            ..IceConfig::default()
+        };
+        let servers = ice.servers_for("5", now, Some("rv.example.org")).unwrap();
+        assert_eq!(servers[0].urls, ["turn:203.0.113.7:3478?transport=udp"]);
     }
 
     #[test]
@@ -209,7 +262,7 @@ mod tests {
             },
             relay: None,
         };
-        let servers = ice.servers_for("9", SystemTime::now()).unwrap();
+        let servers = ice.servers_for("9", SystemTime::now(), None).unwrap();
         assert_eq!(servers.len(), 1);
         assert_eq!(servers[0].credential.as_deref(), Some("hunter2"));
         assert!(!format!("{ice:?}").contains("hunter2"));

@@ -91,9 +91,14 @@ pub async fn run(args: SignalArgs) -> anyhow::Result<()> {
     eprintln!(
         "yakk signal: listening on {ws}://{addr} (clients: -s {ws}://{addr}; metrics: {http}://{addr}/metrics). Ctrl-C stops it."
     );
-    if let (Some(rc), Some(addr)) = (&relay, server.relay_addr()) {
+    if let (Some(rc), Some(relay_addr)) = (&relay, server.relay_addr()) {
         eprintln!(
-            "yakk signal: TURN relay on udp and tcp {addr}, relayed addresses {}:{}-{}; room members get its credentials{}",
+            "yakk signal: TURN relay on udp and tcp {relay_addr}{}, relayed addresses {}:{}-{}; room members get its credentials{}",
+            if tls {
+                format!(" and over TLS on {addr} (turns:)")
+            } else {
+                String::new()
+            },
             rc.relay_ip,
             rc.ports.0,
             rc.ports.1,

@@ -1,6 +1,7 @@
 //! The network side: accepting TCP (and TLS) connections, HTTP routing (`/hello`, `/metrics`,
 //! `/ws/`: `upgrade.rs`, and the web app at `/`: `web.rs`), the expiry sweep, and graceful
-//! shutdown.
+//! shutdown. With TLS and the embedded relay, a TLS connection that starts with a STUN message
+//! (or negotiated ALPN `stun.turn`) is handed to the relay instead (TURN over TLS, `turns:`).
 //!
 //! Built directly on hyper (HTTP/1.1 only) and tokio-tungstenite rather than a web framework:
 //! three routes need no router, and owning the upgrade lets us size tungstenite's buffers for
@@ -19,7 +20,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncBufReadExt as _, AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -41,6 +42,9 @@ use crate::upgrade;
 
 /// Room names longer than this cannot exist; a join for one is answered "No such room".
 pub(crate) const MAX_ROOM_NAME: usize = 64;
+/// TURN-over-TLS connections open at once: one per allocation the relay may hold, and this
+/// many more for clients that have none yet.
+const TURNS_SPARE_CONNECTIONS: usize = 64;
 
 /// The mutable state of the server; one mutex, held only for short, non-async sections.
 pub(crate) struct State {
@@ -146,6 +150,10 @@ pub(crate) struct Shared {
     pub tracker: TaskTracker,
     /// The embedded TURN relay's book-keeping, for `/metrics`.
     relay_gate: Option<Arc<turn::Gate>>,
+    /// Where TURN-over-TLS connections go, when the relay serves them on this listener.
+    turns: Option<Arc<turn::TlsTransport>>,
+    /// The listening address (the server's side of a connection whose own is unknown).
+    local_addr: SocketAddr,
 }
 
 impl Shared {
@@ -239,7 +247,13 @@ pub async fn spawn(mut config: Config, listener: TcpListener) -> Result<ServerHa
     let relay = match &config.relay {
         None => None,
         Some(rc) => {
-            let relay = EmbeddedRelay::start(rc)
+            // With TLS, the relay also takes TURN over TLS from this listener.
+            let turns = config.tls.is_some().then(|| turn::TurnsOptions {
+                local_addr,
+                max_connections: rc.max_allocations.saturating_add(TURNS_SPARE_CONNECTIONS),
+                max_per_address: config.max_connections_per_ip,
+            });
+            let relay = EmbeddedRelay::start_with(rc, turns)
                 .await
                 .map_err(|source| ServerError::Relay {
                     addr: rc.listen,
@@ -255,8 +269,13 @@ pub async fn spawn(mut config: Config, listener: TcpListener) -> Result<ServerHa
                 urls.push(format!("turn:{host}:{port}?transport=tcp"));
             }
             tracing::info!(
-                "TURN relay listening on udp/tcp {} (relayed addresses {}, ports {}-{})",
+                "TURN relay listening on udp/tcp {}{} (relayed addresses {}, ports {}-{})",
                 relay.udp_addr(),
+                if turns.is_some() {
+                    format!(" and TLS {local_addr}")
+                } else {
+                    String::new()
+                },
                 rc.relay_ip,
                 rc.ports.0,
                 rc.ports.1
@@ -265,11 +284,19 @@ pub async fn spawn(mut config: Config, listener: TcpListener) -> Result<ServerHa
                 urls,
                 secret: rc.secret.clone(),
                 ttl: rc.credential_ttl,
+                turns_port: turns.map(|_| local_addr.port()),
             });
+            if let (Some(tls), Some(_)) = (&config.tls, turns) {
+                // TURN clients that ask for ALPN ask for this one (RFC 7443).
+                let mut tls = rustls::ServerConfig::clone(tls);
+                tls.alpn_protocols.push(turn::TURNS_ALPN.to_vec());
+                config.tls = Some(Arc::new(tls));
+            }
             Some(relay)
         }
     };
     let relay_gate = relay.as_ref().map(EmbeddedRelay::gate);
+    let turns = relay.as_ref().and_then(EmbeddedRelay::turns);
     let ws_config = WebSocketConfig::default()
         // Mostly idle sockets: a small eager read buffer; it grows for a large frame.
         .read_buffer_size(4096)
@@ -313,6 +340,8 @@ pub async fn spawn(mut config: Config, listener: TcpListener) -> Result<ServerHa
         shutdown: CancellationToken::new(),
         tracker: TaskTracker::new(),
         relay_gate,
+        turns,
+        local_addr,
     });
     tracing::info!(
         "signalling server listening on {}{}",
@@ -380,28 +409,55 @@ async fn serve(shared: Arc<Shared>, listener: TcpListener) {
 }
 
 async fn serve_tcp(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
-    match shared.config.tls.clone() {
-        None => serve_http(shared, tcp, peer).await,
-        Some(tls) => {
-            let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-            match tokio::time::timeout(shared.config.handshake_timeout, acceptor.accept(tcp)).await
-            {
-                Ok(Ok(stream)) => serve_http(shared, stream, peer).await,
-                Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-            }
+    let local = tcp.local_addr().unwrap_or(shared.local_addr);
+    let Some(tls) = shared.config.tls.clone() else {
+        return serve_http(shared, tcp, peer, local).await;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let timeout = shared.config.handshake_timeout;
+    let stream = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return tracing::debug!(%peer, "TLS handshake failed: {e}"),
+        Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+    };
+    let Some(turns) = shared.turns.clone() else {
+        return serve_http(shared, stream, peer, local).await;
+    };
+    // TURN or HTTP? A client that negotiated TURN's ALPN protocol is TURN; otherwise the first
+    // byte tells: a STUN message starts with two zero bits, an HTTP request with a letter. The
+    // byte is looked at, not consumed: a one-byte buffer holds it, and the reads after it
+    // (larger than the buffer) go straight to the TLS stream.
+    let alpn_turn = stream.get_ref().1.alpn_protocol() == Some(turn::TURNS_ALPN);
+    let mut io = tokio::io::BufReader::with_capacity(1, stream);
+    if !alpn_turn {
+        let first = match tokio::time::timeout(timeout, io.fill_buf()).await {
+            Ok(Ok(buf)) => buf.first().copied(),
+            Ok(Err(e)) => return tracing::debug!(%peer, "TLS connection failed: {e}"),
+            Err(_) => return tracing::debug!(%peer, "nothing received after the TLS handshake"),
+        };
+        match first {
+            None => return,
+            Some(b) if is_stun_start(b) => {}
+            Some(_) => return serve_http(shared, io, peer, local).await,
         }
     }
+    turns.accept(io, peer);
 }
 
-async fn serve_http<I>(shared: Arc<Shared>, io: I, peer: SocketAddr)
+/// Whether `first` can be the first byte of a STUN message (its two top bits are 0); the first
+/// byte of an HTTP request is an ASCII letter (0x41 and above).
+fn is_stun_start(first: u8) -> bool {
+    first & 0xc0 == 0
+}
+
+async fn serve_http<I>(shared: Arc<Shared>, io: I, peer: SocketAddr, local: SocketAddr)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let s = shared.clone();
     let service = hyper::service::service_fn(move |req| {
         let s = s.clone();
-        async move { Ok::<_, Infallible>(route(s, peer, req)) }
+        async move { Ok::<_, Infallible>(route(s, peer, local, req)) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -451,7 +507,12 @@ fn render_metrics(shared: &Shared) -> String {
     text
 }
 
-fn route(shared: Arc<Shared>, peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
+fn route(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    local: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     if req.method() != Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n");
     }
@@ -462,7 +523,7 @@ fn route(shared: Arc<Shared>, peer: SocketAddr, req: Request<Incoming>) -> Respo
             "text/plain; version=0.0.4",
             render_metrics(&shared),
         ),
-        "/ws/" | "/ws" => upgrade::upgrade(shared, peer, req),
+        "/ws/" | "/ws" => upgrade::upgrade(shared, peer, local, req),
         path => crate::web::serve(path, req.headers())
             .unwrap_or_else(|| text(StatusCode::NOT_FOUND, "text/plain", "not found\n")),
     }

@@ -1,13 +1,14 @@
 //! The `/ws/` route: the WebSocket handshake, what its query asks for ([`Intent`]), and the
 //! per-address cap on open sockets.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::uri::Authority;
+use http::{Request, Response, StatusCode, Uri};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -86,11 +87,61 @@ fn parse_intent(query: Option<&str>, max_joiners: usize) -> Result<Intent, Inten
     }
 }
 
+/// The host a client reached the server at, for the relay's `turns:` URL: the authority of an
+/// absolute request target, else the Host header, without its port; if neither is a DNS name
+/// or an IP literal, the server's own address on the connection (`local`).
+pub(crate) fn client_host(uri: &Uri, headers: &HeaderMap, local: SocketAddr) -> String {
+    uri.authority()
+        .map(|a| a.host().to_string())
+        .or_else(|| {
+            let host = headers.get(header::HOST)?.to_str().ok()?;
+            Some(host.parse::<Authority>().ok()?.host().to_string())
+        })
+        .and_then(|h| url_host(&h))
+        .unwrap_or_else(|| ip_host(local.ip()))
+}
+
+/// `host` as it goes into a URL, if it is a DNS name or an IP literal (IPv6 in brackets).
+fn url_host(host: &str) -> Option<String> {
+    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return v6.parse::<Ipv6Addr>().ok().map(|ip| format!("[{ip}]"));
+    }
+    let name = host.strip_suffix('.').unwrap_or(host);
+    let dns = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    dns.then(|| name.to_ascii_lowercase())
+}
+
+fn ip_host(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => format!("[{v6}]"),
+        },
+        IpAddr::V4(v4) => v4.to_string(),
+    }
+}
+
 pub(crate) fn upgrade(
     shared: Arc<Shared>,
     peer: SocketAddr,
+    local: SocketAddr,
     mut req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
+    let turns_host = shared
+        .config
+        .ice
+        .relay
+        .as_ref()
+        .is_some_and(|r| r.turns_port.is_some())
+        .then(|| client_host(req.uri(), req.headers(), local));
     let headers = req.headers();
     let is_upgrade = header_has_token(headers, header::CONNECTION, "upgrade")
         && header_has_token(headers, header::UPGRADE, "websocket");
@@ -163,7 +214,7 @@ pub(crate) fn upgrade(
                 .await;
                 s.metrics.connections.fetch_add(1, Ordering::Relaxed);
                 s.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
-                conn::run(s.clone(), ws, peer, intent).await;
+                conn::run(s.clone(), ws, peer, intent, turns_host).await;
                 s.metrics.connections.fetch_sub(1, Ordering::Relaxed);
             }
             Err(e) => tracing::debug!(%peer, "WebSocket upgrade failed: {e}"),
@@ -211,6 +262,51 @@ impl Drop for AddressSlot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_host_is_that_of_its_request() {
+        let local: SocketAddr = "192.0.2.5:443".parse().unwrap();
+        let host = |uri: &str, host: Option<&str>| {
+            let mut headers = HeaderMap::new();
+            if let Some(h) = host {
+                headers.insert(header::HOST, HeaderValue::from_str(h).unwrap());
+            }
+            client_host(&uri.parse().unwrap(), &headers, local)
+        };
+        assert_eq!(host("/ws/", Some("rv.example.org")), "rv.example.org");
+        assert_eq!(host("/ws/", Some("RV.Example.org:8443")), "rv.example.org");
+        assert_eq!(host("/ws/", Some("rv.example.org.")), "rv.example.org");
+        assert_eq!(host("/ws/", Some("127.0.0.1:6006")), "127.0.0.1");
+        assert_eq!(host("/ws/", Some("[::1]:6006")), "[::1]");
+        assert_eq!(host("/ws/", Some("[0:0::1]")), "[::1]");
+        assert_eq!(
+            host("https://other.example.org/ws/", Some("rv.example.org")),
+            "other.example.org"
+        );
+        // No usable Host: the server's own address on the connection.
+        assert_eq!(host("/ws/", None), "192.0.2.5");
+        for bad in [
+            "",
+            "a b",
+            "a..b",
+            "x_y.org",
+            "[fe80::1%25eth0]",
+            "[nope]",
+            "é.org",
+        ] {
+            assert_eq!(host("/ws/", Some(bad)), "192.0.2.5", "{bad:?}");
+        }
+        let v6: SocketAddr = "[2001:db8::5]:443".parse().unwrap();
+        assert_eq!(
+            client_host(&"/".parse().unwrap(), &HeaderMap::new(), v6),
+            "[2001:db8::5]"
+        );
+        let mapped: SocketAddr = "[::ffff:192.0.2.9]:443".parse().unwrap();
+        assert_eq!(
+            client_host(&"/".parse().unwrap(), &HeaderMap::new(), mapped),
+            "192.0.2.9"
+        );
+    }
 
     #[test]
     fn intents() {

@@ -411,6 +411,60 @@ async fn rooms_are_shared_through_redis_over_tls() {
     b.shutdown().await;
 }
 
+/// Instances sharing rooms each advertise their own relay, and their own `turns:` URL with the
+/// host the client reached that instance at: the owner's reply names A as the owner reached
+/// it, the joiner's names B as the joiner reached it.
+#[tokio::test]
+async fn each_instance_advertises_its_own_relay_and_turns_url() {
+    let redis = RedisServer::start();
+    let (cert, key) = tls_certificate(&["localhost", "127.0.0.1"]);
+    let tls = yakk_signal::tls_config(vec![cert.clone()], key).unwrap();
+    let instance = || Config {
+        tls: Some(tls.clone()),
+        relay: Some(yakk_signal::turn::RelayConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            relay_ip: [127, 0, 0, 1].into(),
+            ports: (50000, 59999),
+            secret: "shared-secret".into(),
+            tcp: true,
+            max_allocations: 10,
+            max_allocations_per_user: 10,
+            max_rate: 0,
+            credential_ttl: Duration::from_secs(600),
+            allow_private_peers: true,
+        }),
+        ..cluster_config(&redis)
+    };
+    let a = start(instance()).await;
+    let b = start(instance()).await;
+    let relay_urls = |reply: &Envelope| {
+        let servers = reply.ice_servers.as_ref().expect("IceServers");
+        assert_eq!(servers.len(), 1, "{servers:?}");
+        servers[0].urls.clone()
+    };
+    let urls = |server: &yakk_signal::ServerHandle, host: &str| {
+        let relay = server.relay_addr().unwrap().port();
+        vec![
+            format!("turn:127.0.0.1:{relay}?transport=udp"),
+            format!("turn:127.0.0.1:{relay}?transport=tcp"),
+            format!("turns:{host}:{}?transport=tcp", server.local_addr().port()),
+        ]
+    };
+    let mut owner = wss_connect(a.local_addr(), &cert, "localhost", "").await;
+    let created = owner.recv().await;
+    assert_eq!(created.msg_type, "YAKKMSG_ROOMCREATED", "{created:?}");
+    assert_eq!(relay_urls(&created), urls(&a, "localhost"));
+    let query = format!("roomID={}", created.payload);
+    let mut joiner = wss_connect(b.local_addr(), &cert, "127.0.0.1", &query).await;
+    let joined = joiner.recv().await;
+    assert_eq!(joined.msg_type, "YAKKMSG_ROOMJOINED", "{joined:?}");
+    assert_eq!(relay_urls(&joined), urls(&b, "127.0.0.1"));
+    joiner.send(&env("YAKKMSG_REQUESTOFFER", "", 1, 0)).await;
+    assert_eq!(owner.recv().await, env("YAKKMSG_REQUESTOFFER", "", 1, 0));
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 #[tokio::test]
 async fn names_stay_unique_under_concurrent_creation_on_three_instances() {
     let redis = RedisServer::start();

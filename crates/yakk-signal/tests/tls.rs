@@ -2,34 +2,16 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use common::*;
-use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 use yakk_signal::Config;
 
 fn certificate() -> (
     rustls::pki_types::CertificateDer<'static>,
-    PrivateKeyDer<'static>,
+    rustls::pki_types::PrivateKeyDer<'static>,
 ) {
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let key = PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()).into();
-    (ck.cert.der().clone(), key)
-}
-
-fn connector(cert: rustls::pki_types::CertificateDer<'static>) -> TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    TlsConnector::from(Arc::new(config))
+    tls_certificate(&["localhost"])
 }
 
 #[tokio::test]
@@ -41,7 +23,7 @@ async fn rooms_and_hello_over_tls() {
     };
     let server = start(config).await;
     let addr = server.local_addr();
-    let tls = connector(cert);
+    let tls = tls_connector(&cert, &[]);
     let name = || ServerName::try_from("localhost").unwrap();
 
     let io = tls

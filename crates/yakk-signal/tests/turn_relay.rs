@@ -3,10 +3,13 @@
 //! ours to shape): credentials from a room allocate and relay both ways (Send/Data indications
 //! and ChannelData); missing, wrong and expired credentials allocate nothing and relay nothing;
 //! allocations beyond the quotas get 486; a bounded flood leaves the relay responsive and its
-//! memory bounded.
+//! memory bounded. Over TLS on the signalling port (`turns:`), with a certificate made here:
+//! the same relaying and refusals, the `turns:` URL with the client's host, garbage closed
+//! without harm to others, connections bounded per address.
 
 mod common;
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -16,13 +19,18 @@ use medea_turn::attr::{
     Attribute, ChannelNumber, Data, ErrorCode, Lifetime, MessageIntegrity, Nonce, Realm,
     RequestedTransport, Username, XorPeerAddress, XorRelayAddress,
 };
+use rustls::pki_types::CertificateDer;
+use stun_codec::rfc5389::methods::BINDING;
 use stun_codec::rfc5766::methods::{
     ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, DATA, REFRESH, SEND,
 };
 use stun_codec::{Message, MessageClass, MessageDecoder, MessageEncoder, Method, TransactionId};
-use tokio::net::UdpSocket;
-use yakk_signal::turn::{Refusal, RelayConfig};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio_rustls::client::TlsStream;
+use yakk_signal::turn::{Refusal, RelayConfig, TlsClose};
 use yakk_signal::{Config, ServerHandle};
+use yakk_wire::Envelope;
 
 const SECRET: &str = "relay-test-secret";
 
@@ -108,6 +116,30 @@ fn channel_data(num: u16, data: &[u8]) -> Vec<u8> {
     v
 }
 
+/// A request of `method` with `attrs`, signed with `credentials` when there is a realm and a
+/// nonce from a first challenge.
+fn signed_request(
+    method: Method,
+    attrs: Vec<Attribute>,
+    (username, password): (&str, &str),
+    challenge: Option<(&Realm, &Nonce)>,
+) -> Message<Attribute> {
+    let mut msg = Message::new(MessageClass::Request, method, tid());
+    for a in attrs {
+        msg.add_attribute(a);
+    }
+    if let Some((realm, nonce)) = challenge {
+        let username = Username::new(username.to_string()).unwrap();
+        msg.add_attribute(username.clone());
+        msg.add_attribute(realm.clone());
+        msg.add_attribute(nonce.clone());
+        let mi =
+            MessageIntegrity::new_long_term_credential(&msg, &username, realm, password).unwrap();
+        msg.add_attribute(mi);
+    }
+    msg
+}
+
 /// A TURN client over UDP, one request at a time.
 struct Client {
     sock: UdpSocket,
@@ -155,21 +187,12 @@ impl Client {
     /// A request of `method` with `attrs`, signed with the client's credentials (when it has a
     /// realm and nonce from a first challenge).
     fn request(&self, method: Method, attrs: Vec<Attribute>) -> Message<Attribute> {
-        let mut msg = Message::new(MessageClass::Request, method, tid());
-        for a in attrs {
-            msg.add_attribute(a);
-        }
-        if let (Some(realm), Some(nonce)) = (&self.realm, &self.nonce) {
-            let username = Username::new(self.username.clone()).unwrap();
-            msg.add_attribute(username.clone());
-            msg.add_attribute(realm.clone());
-            msg.add_attribute(nonce.clone());
-            let mi =
-                MessageIntegrity::new_long_term_credential(&msg, &username, realm, &self.password)
-                    .unwrap();
-            msg.add_attribute(mi);
-        }
-        msg
+        signed_request(
+            method,
+            attrs,
+            (&self.username, &self.password),
+            self.realm.as_ref().zip(self.nonce.as_ref()),
+        )
     }
 
     /// Allocate: the unauthenticated attempt (answered 401 with realm and nonce), then the
@@ -690,5 +713,591 @@ async fn bandwidth_per_allocation_is_capped() {
     );
     let gate = server.relay_gate().unwrap();
     assert!(gate.metrics().refused(Refusal::Bandwidth) >= 28);
+    server.shutdown().await;
+}
+
+// TURN over TLS (`turns:`) on the signalling server's own TLS port.
+
+/// A server with TLS (a certificate for `localhost` and `127.0.0.1`) and the relay; the
+/// certificate, for clients to trust.
+async fn start_tls_relay(config: Config) -> (ServerHandle, CertificateDer<'static>) {
+    let (cert, key) = tls_certificate(&["localhost", "127.0.0.1"]);
+    let server = start(Config {
+        tls: Some(yakk_signal::tls_config(vec![cert.clone()], key).unwrap()),
+        relay: Some(relay_config(200, 64)),
+        ..config
+    })
+    .await;
+    (server, cert)
+}
+
+/// The embedded relay's entry of a room reply: (URLs, username, credential).
+fn relay_entry(reply: &Envelope) -> (Vec<String>, String, String) {
+    let servers = reply.ice_servers.as_ref().expect("IceServers in the reply");
+    let relay = servers
+        .iter()
+        .find(|s| s.urls.iter().any(|u| u.starts_with("turn:")))
+        .expect("a turn: server");
+    (
+        relay.urls.clone(),
+        relay.username.clone().expect("username"),
+        relay.credential.clone().expect("credential"),
+    )
+}
+
+/// Creates a room over wss, reaching the server as `host`; the owner and its reply.
+async fn wss_room(
+    addr: SocketAddr,
+    cert: &CertificateDer<'static>,
+    host: &str,
+) -> (common::Client<TlsStream<TcpStream>>, Envelope) {
+    let mut owner = wss_connect(addr, cert, host, "").await;
+    let created = owner.recv().await;
+    assert_eq!(created.msg_type, "YAKKMSG_ROOMCREATED", "{created:?}");
+    (owner, created)
+}
+
+/// What a TURN client reads from a stream.
+#[derive(Debug)]
+enum Frame {
+    Stun(Message<Attribute>),
+    ChannelData(u16, Vec<u8>),
+}
+
+/// A TURN client over TLS, one request at a time.
+struct TlsClient {
+    io: TlsStream<TcpStream>,
+    username: String,
+    password: String,
+    realm: Option<Realm>,
+    nonce: Option<Nonce>,
+    /// Frames read while waiting for a response.
+    stash: VecDeque<Frame>,
+}
+
+impl TlsClient {
+    async fn new(
+        addr: SocketAddr,
+        cert: &CertificateDer<'static>,
+        alpn: &[&[u8]],
+        username: &str,
+        password: &str,
+    ) -> TlsClient {
+        TlsClient {
+            io: tls_connect(addr, cert, "localhost", alpn).await,
+            username: username.into(),
+            password: password.into(),
+            realm: None,
+            nonce: None,
+            stash: VecDeque::new(),
+        }
+    }
+
+    async fn write(&mut self, bytes: &[u8]) {
+        self.io.write_all(bytes).await.unwrap();
+        self.io.flush().await.unwrap();
+    }
+
+    /// The next frame, if one starts within `within` (None: nothing, or the stream ended).
+    async fn read_frame(&mut self, within: Duration) -> Option<Frame> {
+        let mut head = [0u8; 4];
+        tokio::time::timeout(within, self.io.read_exact(&mut head))
+            .await
+            .ok()?
+            .ok()?;
+        let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
+        let rest = if head[0] >> 6 == 0 {
+            16 + len
+        } else {
+            (4 + len).next_multiple_of(4) - 4
+        };
+        let mut buf = vec![0u8; 4 + rest];
+        buf[..4].copy_from_slice(&head);
+        tokio::time::timeout(WAIT, self.io.read_exact(&mut buf[4..]))
+            .await
+            .expect("a frame cut short")
+            .ok()?;
+        Some(if head[0] >> 6 == 0 {
+            Frame::Stun(decode(&buf).expect("a STUN message from the relay"))
+        } else {
+            Frame::ChannelData(
+                u16::from_be_bytes([head[0], head[1]]),
+                buf[4..4 + len].to_vec(),
+            )
+        })
+    }
+
+    /// Sends `msg` and waits for the response with its transaction id.
+    async fn transact(&mut self, msg: Message<Attribute>) -> Option<Message<Attribute>> {
+        let id = msg.transaction_id();
+        self.write(&encode(msg)).await;
+        let deadline = Instant::now() + WAIT;
+        for _ in 0..1000 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.read_frame(left).await? {
+                Frame::Stun(m)
+                    if m.transaction_id() == id && m.class() != MessageClass::Indication =>
+                {
+                    return Some(m);
+                }
+                other => self.stash.push_back(other),
+            }
+        }
+        None
+    }
+
+    fn request(&self, method: Method, attrs: Vec<Attribute>) -> Message<Attribute> {
+        signed_request(
+            method,
+            attrs,
+            (&self.username, &self.password),
+            self.realm.as_ref().zip(self.nonce.as_ref()),
+        )
+    }
+
+    /// Allocate: the challenge, then the signed request; the final response.
+    async fn allocate(&mut self) -> Option<Message<Attribute>> {
+        let udp = || vec![Attribute::from(RequestedTransport::new(17))];
+        let first = self.transact(self.request(ALLOCATE, udp())).await?;
+        if self.realm.is_none() {
+            assert_eq!(error_code(&first), Some(401), "challenge: {first:?}");
+            self.realm = first.get_attribute::<Realm>().cloned();
+            self.nonce = first.get_attribute::<Nonce>().cloned();
+            assert!(self.realm.is_some() && self.nonce.is_some(), "{first:?}");
+            return self.transact(self.request(ALLOCATE, udp())).await;
+        }
+        Some(first)
+    }
+
+    async fn allocate_ok(&mut self) -> SocketAddr {
+        let r = self.allocate().await.expect("an Allocate response");
+        assert_eq!(r.class(), MessageClass::SuccessResponse, "{r:?}");
+        r.get_attribute::<XorRelayAddress>()
+            .expect("XOR-RELAYED-ADDRESS")
+            .address()
+    }
+
+    async fn expect_ok(&mut self, method: Method, attrs: Vec<Attribute>) {
+        let r = self
+            .transact(self.request(method, attrs))
+            .await
+            .expect("a response");
+        assert_eq!(r.class(), MessageClass::SuccessResponse, "{r:?}");
+    }
+
+    async fn send_indication(&mut self, peer: SocketAddr, data: &[u8]) {
+        let mut msg = Message::new(MessageClass::Indication, SEND, tid());
+        msg.add_attribute(XorPeerAddress::new(peer));
+        msg.add_attribute(Data::new(data.to_vec()).unwrap());
+        self.write(&encode(msg)).await;
+    }
+
+    /// The next relayed payload: a Data indication's or a ChannelData's.
+    async fn relayed(&mut self) -> Option<Vec<u8>> {
+        let deadline = Instant::now() + WAIT;
+        for _ in 0..1000 {
+            let frame = match self.stash.pop_front() {
+                Some(f) => f,
+                None => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    self.read_frame(left).await?
+                }
+            };
+            match frame {
+                Frame::ChannelData(_, data) => return Some(data),
+                Frame::Stun(m) if m.method() == DATA && m.class() == MessageClass::Indication => {
+                    return m.get_attribute::<Data>().map(|d| d.data().to_vec());
+                }
+                Frame::Stun(_) => {}
+            }
+        }
+        None
+    }
+}
+
+/// Whether the server closes `io` within five seconds (reading and discarding what comes).
+async fn closed_by_server<S: tokio::io::AsyncRead + Unpin>(io: &mut S) -> bool {
+    let mut buf = [0u8; 512];
+    let deadline = Instant::now() + WAIT;
+    for _ in 0..1000 {
+        match tokio::time::timeout_at(deadline.into(), io.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+    false
+}
+
+/// With TLS and the relay, the signalling port also serves TURN over TLS: a room over wss
+/// (same port) lists `turns:localhost:<port>` with its credentials; they allocate over TLS, and
+/// data goes both ways between the client and a UDP peer on 127.0.0.1 (Send/Data indications,
+/// then ChannelData, padded, two in one write). HTTPS still answers on that port, and
+/// `/metrics` counts the TLS allocation and bytes apart.
+#[tokio::test]
+async fn turns_on_the_signalling_port_allocates_and_relays_both_ways() {
+    let (server, cert) = start_tls_relay(Config::default()).await;
+    let addr = server.local_addr();
+    let relay = server.relay_addr().unwrap();
+    let (_owner, created) = wss_room(addr, &cert, "localhost").await;
+    let (urls, username, password) = relay_entry(&created);
+    assert_eq!(
+        urls,
+        vec![
+            format!("turn:127.0.0.1:{}?transport=udp", relay.port()),
+            format!("turn:127.0.0.1:{}?transport=tcp", relay.port()),
+            format!("turns:localhost:{}?transport=tcp", addr.port()),
+        ]
+    );
+    let io = tls_connect(addr, &cert, "localhost", &[]).await;
+    let (status, _, body) = http_get(io, "/hello").await;
+    assert_eq!((status, body.as_str()), (200, r#"{"Hello":"World"}"#));
+
+    let mut c = TlsClient::new(addr, &cert, &[], &username, &password).await;
+    let relayed = c.allocate_ok().await;
+    assert_eq!(relayed.ip(), std::net::IpAddr::from([127, 0, 0, 1]));
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+    c.expect_ok(
+        CREATE_PERMISSION,
+        vec![XorPeerAddress::new(peer_addr).into()],
+    )
+    .await;
+    c.send_indication(peer_addr, b"hello peer").await;
+    let (got, from) = peer_recv(&peer, WAIT).await.expect("relayed to the peer");
+    assert_eq!((got.as_slice(), from), (&b"hello peer"[..], relayed));
+    peer.send_to(b"hello client", relayed).await.unwrap();
+    assert_eq!(c.relayed().await.as_deref(), Some(&b"hello client"[..]));
+
+    c.expect_ok(
+        CHANNEL_BIND,
+        vec![
+            ChannelNumber::new(0x4001).unwrap().into(),
+            XorPeerAddress::new(peer_addr).into(),
+        ],
+    )
+    .await;
+    let mut two = channel_data(0x4001, b"odd");
+    two.extend_from_slice(&channel_data(0x4001, b"over a channel"));
+    c.write(&two).await;
+    for want in [&b"odd"[..], b"over a channel"] {
+        let (got, _) = peer_recv(&peer, WAIT).await.expect("channel data relayed");
+        assert_eq!(got, want);
+    }
+    peer.send_to(b"channel back!", relayed).await.unwrap();
+    match c.read_frame(WAIT).await {
+        Some(Frame::ChannelData(0x4001, data)) => assert_eq!(data, b"channel back!"),
+        other => panic!("expected ChannelData, got {other:?}"),
+    }
+    // Framing held: a request after the padded ChannelData is answered.
+    c.expect_ok(REFRESH, vec![Lifetime::from_u32(600).into()])
+        .await;
+
+    let text = server.metrics_text();
+    assert_eq!(
+        metric(
+            &text,
+            "yakk_signal_turn_transport_allocations{transport=\"tls\"} "
+        ),
+        1
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "yakk_signal_turn_transport_allocations{transport=\"udp\"} "
+        ),
+        0
+    );
+    assert_eq!(metric(&text, "yakk_signal_turn_tls_connections "), 1);
+    assert_eq!(
+        metric(
+            &text,
+            "yakk_signal_turn_transport_relayed_bytes_total{transport=\"tls\",direction=\"to_clients\"} "
+        ),
+        (b"hello client".len() + b"channel back!".len()) as u64
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "yakk_signal_turn_transport_relayed_bytes_total{transport=\"tls\",direction=\"from_clients\"} "
+        ),
+        (b"hello peer".len() + b"odd".len() + b"over a channel".len()) as u64
+    );
+
+    // A client that asks for TURN's ALPN protocol (RFC 7443) gets it, and is served.
+    let mut a = TlsClient::new(addr, &cert, &[b"stun.turn"], &username, &password).await;
+    assert_eq!(
+        a.io.get_ref().1.alpn_protocol(),
+        Some(&b"stun.turn"[..]),
+        "ALPN"
+    );
+    a.allocate_ok().await;
+    // Browsers' ALPN still gets HTTP.
+    let io = tls_connect(addr, &cert, "localhost", &[b"h2", b"http/1.1"]).await;
+    assert_eq!(io.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let (status, _, _) = http_get(io, "/hello").await;
+    assert_eq!(status, 200);
+    assert_eq!(server.relay_gate().unwrap().live_allocations(), 2);
+    server.shutdown().await;
+}
+
+/// Over TLS as over UDP: without credentials, with a wrong password or an expired username,
+/// 401 and no allocation, and nothing such a client sends reaches a peer. Requests without
+/// credentials are rate-limited per client address.
+#[tokio::test]
+async fn turns_without_good_credentials_allocates_nothing() {
+    let (server, cert) = start_tls_relay(Config::default()).await;
+    let addr = server.local_addr();
+    let (_owner, created) = wss_room(addr, &cert, "localhost").await;
+    let (_, username, password) = relay_entry(&created);
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+
+    let mut anon = TlsClient::new(addr, &cert, &[], "", "").await;
+    let r = anon
+        .transact(anon.request(ALLOCATE, vec![RequestedTransport::new(17).into()]))
+        .await
+        .expect("a response");
+    assert_eq!(error_code(&r), Some(401), "{r:?}");
+
+    let (expired_user, expired_pass) = expired_credentials();
+    let wrong_password = format!("{password}x");
+    let mut clients = vec![anon];
+    for (what, u, p) in [
+        ("wrong password", username.as_str(), wrong_password.as_str()),
+        ("expired", expired_user.as_str(), expired_pass.as_str()),
+    ] {
+        let mut c = TlsClient::new(addr, &cert, &[], u, p).await;
+        let r = c.allocate().await.expect("a response");
+        assert_eq!(error_code(&r), Some(401), "{what}: {r:?}");
+        assert!(r.get_attribute::<XorRelayAddress>().is_none(), "{what}");
+        clients.push(c);
+    }
+    for c in &mut clients {
+        c.send_indication(peer_addr, b"let me through").await;
+        c.write(&channel_data(0x4000, b"or this way")).await;
+    }
+    assert!(
+        peer_recv(&peer, Duration::from_millis(500)).await.is_none(),
+        "something was relayed without credentials"
+    );
+    let gate = server.relay_gate().unwrap();
+    assert_eq!(gate.live_allocations(), 0);
+    assert_eq!(gate.metrics().allocations_total(), 0);
+    assert!(gate.metrics().refused(Refusal::Auth) >= 1);
+    assert_eq!(gate.metrics().refused(Refusal::Expired), 1);
+
+    // 150 Allocates without credentials at once from one address: past its allowance (120 a
+    // minute) they are dropped, not answered.
+    let mut burst = Vec::new();
+    for _ in 0..150 {
+        let anon = Message::<Attribute>::new(MessageClass::Request, ALLOCATE, tid());
+        burst.extend_from_slice(&encode(anon));
+    }
+    let c = &mut clients[0];
+    c.write(&burst).await;
+    let mut answers = 0;
+    for _ in 0..200 {
+        match c.read_frame(Duration::from_millis(500)).await {
+            Some(Frame::Stun(m)) if m.method() == ALLOCATE => answers += 1,
+            Some(_) => {}
+            None => break,
+        }
+    }
+    assert!(answers < 150, "{answers} answered");
+    assert!(
+        gate.metrics().refused(Refusal::RateLimited) >= 150 - answers,
+        "rate-limited: {}",
+        gate.metrics().refused(Refusal::RateLimited)
+    );
+    // The connections were not closed for it: a good client on one allocates.
+    let mut good = TlsClient::new(addr, &cert, &[], &username, &password).await;
+    good.allocate_ok().await;
+    server.shutdown().await;
+}
+
+/// A TLS connection that sends garbage is closed, and nobody else notices: STUN-looking
+/// garbage and garbage after a good request are closed by the relay (counted as malformed),
+/// other garbage goes to HTTP (400). A TURN client with an allocation keeps relaying, and wss
+/// still works.
+#[tokio::test]
+async fn garbage_after_tls_is_closed_without_harming_others() {
+    let (server, cert) = start_tls_relay(Config::default()).await;
+    let addr = server.local_addr();
+    let (_owner, created) = wss_room(addr, &cert, "localhost").await;
+    let (_, username, password) = relay_entry(&created);
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+    let mut good = TlsClient::new(addr, &cert, &[], &username, &password).await;
+    let relayed = good.allocate_ok().await;
+    good.expect_ok(
+        CREATE_PERMISSION,
+        vec![XorPeerAddress::new(peer_addr).into()],
+    )
+    .await;
+
+    // A STUN start, then a length that is not a multiple of 4.
+    let mut g1 = tls_connect(addr, &cert, "localhost", &[]).await;
+    g1.write_all(&[0x00, 0x01, 0x00, 0x03, 0xde, 0xad, 0xbe, 0xef])
+        .await
+        .unwrap();
+    g1.flush().await.unwrap();
+    assert!(closed_by_server(&mut g1).await, "STUN-looking garbage");
+
+    // A good Binding request, answered; then bytes that are no frame.
+    let mut g2 = TlsClient::new(addr, &cert, &[], "", "").await;
+    let binding = Message::<Attribute>::new(MessageClass::Request, BINDING, tid());
+    let r = g2.transact(binding).await.expect("a Binding response");
+    assert_eq!(r.class(), MessageClass::SuccessResponse, "{r:?}");
+    g2.write(&[0xff; 8]).await;
+    assert!(
+        closed_by_server(&mut g2.io).await,
+        "garbage after a request"
+    );
+
+    // Not STUN at all: HTTP's to refuse.
+    let mut g3 = tls_connect(addr, &cert, "localhost", &[]).await;
+    g3.write_all(b"\x80\x81garbage\r\n\r\n").await.unwrap();
+    g3.flush().await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(WAIT, g3.read_to_end(&mut answer)).await;
+    assert!(
+        answer.starts_with(b"HTTP/1.1 400"),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+
+    let tls = server.relay_gate().unwrap();
+    assert_eq!(tls.metrics().tls().closed(TlsClose::Malformed), 2);
+    // The good client relays as before, both ways.
+    good.send_indication(peer_addr, b"still here").await;
+    let (got, from) = peer_recv(&peer, WAIT).await.expect("relayed");
+    assert_eq!((got.as_slice(), from), (&b"still here"[..], relayed));
+    peer.send_to(b"and back", relayed).await.unwrap();
+    assert_eq!(good.relayed().await.as_deref(), Some(&b"and back"[..]));
+    // And rooms are still made over wss.
+    wss_room(addr, &cert, "localhost").await;
+    server.shutdown().await;
+}
+
+/// TURN-over-TLS connections are bounded per client address (as WebSockets are, by
+/// `max_connections_per_ip`): one more is closed at once, and counted; when one goes, another
+/// may come.
+#[tokio::test]
+async fn turns_connections_are_bounded_per_address() {
+    let (server, cert) = start_tls_relay(Config {
+        max_connections_per_ip: 2,
+        ..Config::default()
+    })
+    .await;
+    let addr = server.local_addr();
+    let binding = || Message::<Attribute>::new(MessageClass::Request, BINDING, tid());
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut c = TlsClient::new(addr, &cert, &[], "", "").await;
+        let r = c.transact(binding()).await.expect("a Binding response");
+        assert_eq!(r.class(), MessageClass::SuccessResponse);
+        open.push(c);
+    }
+    let mut third = TlsClient::new(addr, &cert, &[], "", "").await;
+    third.write(&encode(binding())).await;
+    assert!(closed_by_server(&mut third.io).await, "a third connection");
+    let gate = server.relay_gate().unwrap();
+    let tls = gate.metrics().tls();
+    assert_eq!(tls.closed(TlsClose::TooManyFromAddress), 1);
+    assert_eq!(tls.open(), 2);
+
+    // One goes; another comes (once the relay saw it go).
+    drop(open.pop());
+    let deadline = Instant::now() + WAIT;
+    while tls.open() > 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the closed connection is still counted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut again = TlsClient::new(addr, &cert, &[], "", "").await;
+    let r = again.transact(binding()).await.expect("a Binding response");
+    assert_eq!(r.class(), MessageClass::SuccessResponse);
+    server.shutdown().await;
+}
+
+/// The `turns:` URL names the host the client reached the server at, so that it can verify
+/// the certificate: `localhost` or `127.0.0.1` as its WebSocket's Host said, for the owner and
+/// for a joiner; without a Host header, the server's own address on the connection. Without
+/// TLS, no `turns:` URL.
+#[tokio::test]
+async fn the_turns_url_names_the_host_the_client_used() {
+    let (server, cert) = start_tls_relay(Config::default()).await;
+    let addr = server.local_addr();
+    let port = addr.port();
+    let turns = |reply: &Envelope| {
+        let (urls, _, _) = relay_entry(reply);
+        urls.into_iter()
+            .filter(|u| u.starts_with("turns:"))
+            .collect::<Vec<_>>()
+    };
+    let (_owner, created) = wss_room(addr, &cert, "localhost").await;
+    assert_eq!(
+        turns(&created),
+        [format!("turns:localhost:{port}?transport=tcp")]
+    );
+    let mut joiner = wss_connect(
+        addr,
+        &cert,
+        "127.0.0.1",
+        &format!("roomID={}", created.payload),
+    )
+    .await;
+    let joined = joiner.recv().await;
+    assert_eq!(joined.msg_type, "YAKKMSG_ROOMJOINED", "{joined:?}");
+    assert_eq!(
+        turns(&joined),
+        [format!("turns:127.0.0.1:{port}?transport=tcp")]
+    );
+
+    // No Host header at all.
+    let mut io = tls_connect(addr, &cert, "localhost", &[]).await;
+    io.write_all(
+        b"GET /ws/ HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    for _ in 0..4096 {
+        tokio::time::timeout(WAIT, io.read_exact(&mut byte))
+            .await
+            .expect("the upgrade's answer")
+            .unwrap();
+        head.push(byte[0]);
+        if head.ends_with(b"\r\n\r\n") {
+            break;
+        }
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{:?}",
+        String::from_utf8_lossy(&head)
+    );
+    let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        io,
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+    let created = common::Client { ws }.recv().await;
+    assert_eq!(
+        turns(&created),
+        [format!("turns:127.0.0.1:{port}?transport=tcp")]
+    );
+    server.shutdown().await;
+
+    // The relay without TLS: turn: URLs only.
+    let server = start_relay(200, 64).await;
+    let (urls, _, _) = room_credentials(&server).await;
+    assert!(urls.iter().all(|u| u.starts_with("turn:")), "{urls:?}");
     server.shutdown().await;
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::{Refusal, RelayConfig, RelayMetrics};
+use super::{Refusal, RelayConfig, RelayMetrics, Via};
 use crate::ice::rest_password;
 use crate::ratelimit::{ClientKey, RateLimiter};
 
@@ -59,9 +59,9 @@ struct Live {
     from_client: ByteBucket,
 }
 
-/// Allocations are keyed by transport protocol and client address (the 5-tuple, less the
-/// server's address, which is one per transport).
-pub(super) type Key = (u8, SocketAddr);
+/// Allocations are keyed by transport and client address (the 5-tuple, less the server's
+/// address, which is one per transport).
+pub(super) type Key = (Via, SocketAddr);
 
 struct State {
     live: HashMap<Key, Live>,
@@ -116,6 +116,24 @@ impl Gate {
         let mut s = self.state();
         prune(&mut s, Instant::now());
         s.live.len()
+    }
+
+    /// Live allocations over each transport, in the order of [`Via::ALL`].
+    pub fn live_allocations_via(&self) -> [usize; Via::ALL.len()] {
+        let mut s = self.state();
+        prune(&mut s, Instant::now());
+        let mut by = [0; Via::ALL.len()];
+        for (via, _) in s.live.keys() {
+            by[*via as usize] += 1;
+        }
+        by
+    }
+
+    /// Whether `key` has a live allocation, or one on the way (its Allocate passed us).
+    pub(super) fn has_allocation(&self, key: Key) -> bool {
+        let mut s = self.state();
+        prune(&mut s, Instant::now());
+        s.live.contains_key(&key) || s.pending.contains_key(&key)
     }
 
     /// The password of `username`, if it is a REST username (`"<expiry>"` or
@@ -219,9 +237,9 @@ impl Gate {
             }
         }
         let counter = if to_client {
-            &self.metrics.bytes_to_clients
+            &self.metrics.bytes_to_clients[key.0 as usize]
         } else {
-            &self.metrics.bytes_from_clients
+            &self.metrics.bytes_from_clients[key.0 as usize]
         };
         counter.fetch_add(n as u64, Ordering::Relaxed);
         true
@@ -312,19 +330,25 @@ mod tests {
         let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
         let c: SocketAddr = "127.0.0.1:3".parse().unwrap();
-        assert!(matches!(g.reserve((17, a), "1:x"), Reserve::Ok));
+        assert!(matches!(g.reserve((Via::Udp, a), "1:x"), Reserve::Ok));
         // Per user: one.
-        assert!(matches!(g.reserve((17, b), "1:x"), Reserve::OverQuota));
-        g.allocated((17, a), Some(Duration::from_secs(60)));
+        assert!(matches!(
+            g.reserve((Via::Udp, b), "1:x"),
+            Reserve::OverQuota
+        ));
+        g.allocated((Via::Udp, a), Some(Duration::from_secs(60)));
         assert_eq!(g.live_allocations(), 1);
-        assert!(matches!(g.reserve((17, a), "1:x"), Reserve::Existing));
-        assert!(matches!(g.reserve((17, b), "1:y"), Reserve::Ok));
-        g.allocated((17, b), Some(Duration::from_secs(60)));
+        assert!(matches!(g.reserve((Via::Udp, a), "1:x"), Reserve::Existing));
+        assert!(matches!(g.reserve((Via::Udp, b), "1:y"), Reserve::Ok));
+        g.allocated((Via::Udp, b), Some(Duration::from_secs(60)));
         // In all: two.
-        assert!(matches!(g.reserve((17, c), "1:z"), Reserve::OverQuota));
-        g.refreshed((17, a), Duration::ZERO);
-        assert!(matches!(g.reserve((17, c), "1:z"), Reserve::Ok));
-        g.allocated((17, c), None);
+        assert!(matches!(
+            g.reserve((Via::Udp, c), "1:z"),
+            Reserve::OverQuota
+        ));
+        g.refreshed((Via::Udp, a), Duration::ZERO);
+        assert!(matches!(g.reserve((Via::Udp, c), "1:z"), Reserve::Ok));
+        g.allocated((Via::Udp, c), None);
         assert_eq!(g.live_allocations(), 1);
         assert_eq!(g.metrics().allocations_total(), 2);
     }

@@ -11,7 +11,7 @@ use medea_turn::attr::{
     Attribute, Data, ErrorCode, Lifetime, MessageIntegrity, Realm, Username, XorPeerAddress,
     XorRelayAddress,
 };
-use medea_turn::transport::{self, Request, Transport};
+use medea_turn::transport::{self, Request, TcpServer, Transport};
 use secrecy::SecretString;
 use stun_codec::rfc5389::errors::Unauthorized;
 use stun_codec::rfc5389::methods::BINDING;
@@ -21,7 +21,7 @@ use stun_codec::{Message, MessageClass};
 use tokio::net::UdpSocket;
 
 use super::gate::{Gate, Reserve};
-use super::{Refusal, buffers};
+use super::{Refusal, TlsTransport, Via, buffers};
 
 fn unix_now() -> u64 {
     SystemTime::now()
@@ -49,20 +49,27 @@ impl medea_turn::AuthHandler for RestAuth {
     }
 }
 
+/// One of the relay's transports.
+pub(super) enum Inner {
+    /// The UDP socket itself: its datagrams' sizes are peeked at before the crate reads them.
+    Udp(Arc<UdpSocket>),
+    /// The crate's TCP transport (it hands ChannelData over already decoded, without a size).
+    Tcp(Arc<TcpServer>),
+    /// TURN over TLS on the signalling server's listener; it tells ChannelData sizes.
+    Tls(Arc<TlsTransport>),
+}
+
 /// One of the crate's transports, behind our checks (see the module's documentation).
 pub(super) struct Guarded {
-    pub(super) inner: Arc<dyn Transport + Send + Sync>,
-    /// The UDP socket itself, to peek at a datagram's size before the crate reads it.
-    pub(super) udp: Option<Arc<UdpSocket>>,
-    pub(super) proto: u8,
+    pub(super) inner: Inner,
     pub(super) gate: Arc<Gate>,
 }
 
 impl fmt::Debug for Guarded {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Guarded")
-            .field("local_addr", &self.inner.local_addr())
-            .field("proto", &self.proto)
+            .field("local_addr", &self.transport().local_addr())
+            .field("via", &self.via())
             .finish_non_exhaustive()
     }
 }
@@ -75,6 +82,46 @@ enum Verdict {
 }
 
 impl Guarded {
+    fn transport(&self) -> &(dyn Transport + Send + Sync) {
+        match &self.inner {
+            Inner::Udp(udp) => &**udp,
+            Inner::Tcp(tcp) => &**tcp,
+            Inner::Tls(tls) => &**tls,
+        }
+    }
+
+    fn via(&self) -> Via {
+        match &self.inner {
+            Inner::Udp(_) => Via::Udp,
+            Inner::Tcp(_) => Via::Tcp,
+            Inner::Tls(_) => Via::Tls,
+        }
+    }
+
+    /// The next request, its sender, and for ChannelData the size of its payload when the
+    /// transport tells it.
+    async fn next(&self) -> Result<(Request, SocketAddr, Option<usize>), transport::Error> {
+        match &self.inner {
+            Inner::Udp(udp) => {
+                let mut channel_len = None;
+                let mut head = [0u8; 4];
+                if let Ok((n, _)) = udp.peek_from(&mut head).await
+                    && n == 4
+                    && (0x40..=0x7f).contains(&head[0])
+                {
+                    channel_len = Some(usize::from(u16::from_be_bytes([head[2], head[3]])));
+                }
+                let (req, from) = Transport::recv_from(&**udp).await?;
+                Ok((req, from, channel_len))
+            }
+            Inner::Tcp(tcp) => {
+                let (req, from) = tcp.recv_from().await?;
+                Ok((req, from, None))
+            }
+            Inner::Tls(tls) => tls.recv_sized().await,
+        }
+    }
+
     async fn refuse(&self, msg: &Message<Attribute>, code: ErrorCode, to: SocketAddr) {
         let mut reply = Message::new(
             MessageClass::ErrorResponse,
@@ -82,7 +129,7 @@ impl Guarded {
             msg.transaction_id(),
         );
         reply.add_attribute(code);
-        if let Err(e) = self.inner.send_msg_to(reply, to).await {
+        if let Err(e) = self.transport().send_msg_to(reply, to).await {
             tracing::debug!("turn: cannot answer {to}: {e}");
         }
     }
@@ -130,7 +177,7 @@ impl Guarded {
             if expiry <= unix_now() {
                 return Verdict::Refuse(Unauthorized.into(), Refusal::Expired);
             }
-            match self.gate.reserve((self.proto, from), username.name()) {
+            match self.gate.reserve((self.via(), from), username.name()) {
                 Reserve::Ok | Reserve::Existing => {}
                 Reserve::OverQuota => {
                     return Verdict::Refuse(AllocationQuotaReached.into(), Refusal::Quota);
@@ -144,23 +191,13 @@ impl Guarded {
 #[async_trait::async_trait]
 impl Transport for Guarded {
     async fn recv_from(&self) -> Result<(Request, SocketAddr), transport::Error> {
+        let via = self.via();
         loop {
-            // The size of a ChannelData datagram, read before the crate decodes it.
-            let mut channel_len = None;
-            if let Some(udp) = &self.udp {
-                let mut head = [0u8; 4];
-                if let Ok((n, _)) = udp.peek_from(&mut head).await
-                    && n == 4
-                    && (0x40..=0x7f).contains(&head[0])
-                {
-                    channel_len = Some(usize::from(u16::from_be_bytes([head[2], head[3]])));
-                }
-            }
-            let (req, from) = self.inner.recv_from().await?;
+            let (req, from, channel_len) = self.next().await?;
             match &req {
                 Request::ChannelData(_) => {
                     if let Some(n) = channel_len
-                        && !self.gate.relayed((self.proto, from), n, false)
+                        && !self.gate.relayed((via, from), n, false)
                     {
                         continue;
                     }
@@ -175,7 +212,7 @@ impl Transport for Guarded {
                             continue;
                         }
                         let n = msg.get_attribute::<Data>().map_or(0, |d| d.data().len());
-                        if self.udp.is_some() && !self.gate.relayed((self.proto, from), n, false) {
+                        if via != Via::Tcp && !self.gate.relayed((via, from), n, false) {
                             continue;
                         }
                         return Ok((req, from));
@@ -203,11 +240,11 @@ impl Transport for Guarded {
         // through `send_msg_to`).
         if data.len() >= 4 && (0x40..=0x7f).contains(&data[0]) {
             let n = usize::from(u16::from_be_bytes([data[2], data[3]]));
-            if !self.gate.relayed((self.proto, target), n, true) {
+            if !self.gate.relayed((self.via(), target), n, true) {
                 return Ok(());
             }
         }
-        self.inner.send_to(data, target).await
+        self.transport().send_to(data, target).await
     }
 
     async fn send_msg_to(
@@ -215,7 +252,7 @@ impl Transport for Guarded {
         msg: Message<Attribute>,
         dst: SocketAddr,
     ) -> Result<(), transport::Error> {
-        let key = (self.proto, dst);
+        let key = (self.via(), dst);
         let (method, class) = (msg.method(), msg.class());
         if method == ALLOCATE {
             match class {
@@ -251,14 +288,14 @@ impl Transport for Guarded {
                 return Ok(());
             }
         }
-        self.inner.send_msg_to(msg, dst).await
+        self.transport().send_msg_to(msg, dst).await
     }
 
     fn local_addr(&self) -> SocketAddr {
-        self.inner.local_addr()
+        self.transport().local_addr()
     }
 
     fn proto(&self) -> u8 {
-        self.proto
+        self.transport().proto()
     }
 }

@@ -1,7 +1,8 @@
 //! The embedded TURN relay of `yakk signal --turn-listen ADDR`: UDP and TCP on the same port,
-//! UDP relayed addresses on `--turn-relay-ip` within `--turn-ports`, credentials of the TURN
-//! REST scheme that [`crate::ice`] hands room members (username `"<unix expiry>[:<user>]"`,
-//! password `base64(HMAC-SHA1(secret, username))`).
+//! and with `--tls-cert`/`--tls-key` TURN over TLS on the signalling server's own port
+//! (`turns:`, `tls.rs`), UDP relayed addresses on `--turn-relay-ip` within `--turn-ports`,
+//! credentials of the TURN REST scheme that [`crate::ice`] hands room members (username
+//! `"<unix expiry>[:<user>]"`, password `base64(HMAC-SHA1(secret, username))`).
 //!
 //! The protocol work (allocations, permissions, channels, the relay sockets) is the
 //! `medea-turn` crate's. What is ours sits in front of it, as a wrapper around each of its
@@ -22,21 +23,29 @@
 //!   integrity reaches it only once its credentials were checked.
 //! - **Bandwidth.** With `max_rate`, each allocation may relay that many bytes per second each
 //!   way (token bucket, one second of burst); what exceeds it is dropped, as a congested link
-//!   would. Relay-to-client traffic is measured on both transports; client-to-relay traffic
-//!   on UDP only (the crate hands TCP ChannelData over already decoded, without its size).
+//!   would. Relay-to-client traffic is measured on every transport; client-to-relay traffic
+//!   on UDP and TLS only (the crate hands TCP ChannelData over already decoded, without its
+//!   size).
 //! - **Metrics** ([`RelayMetrics`]): live allocations, allocations made, refusals by reason,
-//!   relayed bytes each way.
+//!   relayed bytes each way; live allocations and relayed bytes by transport ([`Via`]); TLS
+//!   connections open, accepted, refused and closed by reason ([`TlsMetrics`]).
 //!
 //! - **Buffers.** Each allocation's socket gets 4 MiB buffers once it exists (`buffers.rs`):
 //!   the crate binds it with the kernel's defaults, on which relayed paths ran at a tenth of
 //!   their speed.
 //!
-//! Files: `gate.rs` (credentials, quotas, bandwidth: the book-keeping both transports share),
-//! `guard.rs` (the wrapper that applies it to each request and packet), `buffers.rs`.
+//! Allocations are keyed by transport and client address, the real one on every transport
+//! (TLS included): credentials, quotas and rate limits apply alike.
+//!
+//! Files: `gate.rs` (credentials, quotas, bandwidth: the book-keeping the transports share),
+//! `guard.rs` (the wrapper that applies it to each request and packet), `tls.rs` (the
+//! transport of TURN over TLS: framing and bounds), `buffers.rs` (the allocations' socket
+//! buffers).
 
 mod buffers;
 mod gate;
 mod guard;
+mod tls;
 
 use std::fmt::{self, Write as _};
 use std::net::{IpAddr, SocketAddr};
@@ -48,7 +57,9 @@ use medea_turn::transport::{TcpServer, Transport};
 use tokio::net::{TcpListener, UdpSocket};
 
 pub use gate::{Gate, is_global};
-use guard::{Guarded, RestAuth};
+use guard::{Guarded, Inner, RestAuth};
+pub(crate) use tls::{ALPN as TURNS_ALPN, TlsTransport, TurnsOptions};
+pub use tls::{TlsClose, TlsMetrics};
 
 /// The realm the relay announces (any string works: REST credentials do not depend on it).
 pub const REALM: &str = "yakk";
@@ -139,13 +150,40 @@ impl Refusal {
     }
 }
 
+/// How a client reaches the relay; one label value of the `transport` label in `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Via {
+    /// UDP on `--turn-listen`.
+    Udp,
+    /// TCP on `--turn-listen`.
+    Tcp,
+    /// TLS on the signalling server's own listener (`turns:`).
+    Tls,
+}
+
+impl Via {
+    /// Every transport, in the order of their counters.
+    pub const ALL: [Via; 3] = [Via::Udp, Via::Tcp, Via::Tls];
+
+    /// The value of the `transport` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Via::Udp => "udp",
+            Via::Tcp => "tcp",
+            Via::Tls => "tls",
+        }
+    }
+}
+
 /// The relay's counters.
 #[derive(Debug, Default)]
 pub struct RelayMetrics {
     allocations_total: AtomicU64,
     refused: [AtomicU64; Refusal::ALL.len()],
-    bytes_to_clients: AtomicU64,
-    bytes_from_clients: AtomicU64,
+    /// Relayed payload bytes by [`Via`].
+    bytes_to_clients: [AtomicU64; Via::ALL.len()],
+    bytes_from_clients: [AtomicU64; Via::ALL.len()],
+    tls: TlsMetrics,
 }
 
 impl RelayMetrics {
@@ -163,11 +201,25 @@ impl RelayMetrics {
         self.allocations_total.load(Ordering::Relaxed)
     }
 
-    /// Relayed payload bytes: (relay to clients, clients to relay over UDP).
+    /// Relayed payload bytes: (relay to clients, clients to relay), over every transport.
+    /// Client-to-relay bytes are not measured over TCP (see the module's documentation).
     pub fn relayed_bytes(&self) -> (u64, u64) {
+        Via::ALL.iter().fold((0, 0), |(to, from), &via| {
+            let (t, f) = self.relayed_bytes_via(via);
+            (to + t, from + f)
+        })
+    }
+
+    /// TURN over TLS: connections open, accepted, refused and closed.
+    pub fn tls(&self) -> &TlsMetrics {
+        &self.tls
+    }
+
+    /// Relayed payload bytes over one transport: (relay to clients, clients to relay).
+    pub fn relayed_bytes_via(&self, via: Via) -> (u64, u64) {
         (
-            self.bytes_to_clients.load(Ordering::Relaxed),
-            self.bytes_from_clients.load(Ordering::Relaxed),
+            self.bytes_to_clients[via as usize].load(Ordering::Relaxed),
+            self.bytes_from_clients[via as usize].load(Ordering::Relaxed),
         )
     }
 }
@@ -178,6 +230,15 @@ pub struct EmbeddedRelay {
     udp_addr: SocketAddr,
     tcp_addr: Option<SocketAddr>,
     gate: Arc<Gate>,
+    tls: Option<Arc<TlsTransport>>,
+}
+
+impl Drop for EmbeddedRelay {
+    fn drop(&mut self) {
+        if let Some(tls) = &self.tls {
+            tls.stop();
+        }
+    }
 }
 
 impl fmt::Debug for EmbeddedRelay {
@@ -192,6 +253,15 @@ impl fmt::Debug for EmbeddedRelay {
 impl EmbeddedRelay {
     /// Binds UDP (and TCP on the same port) and starts relaying.
     pub async fn start(config: &RelayConfig) -> std::io::Result<EmbeddedRelay> {
+        Self::start_with(config, None).await
+    }
+
+    /// [`EmbeddedRelay::start`], and with `turns` a transport for TURN-over-TLS connections
+    /// that the signalling server accepts on its own TLS listener ([`EmbeddedRelay::turns`]).
+    pub(crate) async fn start_with(
+        config: &RelayConfig,
+        turns: Option<TurnsOptions>,
+    ) -> std::io::Result<EmbeddedRelay> {
         let udp = Arc::new(UdpSocket::bind(config.listen).await?);
         {
             let sock = socket2::SockRef::from(&*udp);
@@ -202,9 +272,7 @@ impl EmbeddedRelay {
         let udp_addr = udp.local_addr()?;
         let gate = Arc::new(Gate::new(config));
         let mut connections: Vec<Arc<dyn Transport + Send + Sync>> = vec![Arc::new(Guarded {
-            inner: udp.clone(),
-            udp: Some(udp),
-            proto: 17,
+            inner: Inner::Udp(udp),
             gate: gate.clone(),
         })];
         let mut tcp_addr = None;
@@ -214,11 +282,18 @@ impl EmbeddedRelay {
             let tcp = TcpServer::new(listener)
                 .map_err(|e| std::io::Error::other(format!("TURN over TCP: {e}")))?;
             connections.push(Arc::new(Guarded {
-                inner: Arc::new(tcp),
-                udp: None,
-                proto: 6,
+                inner: Inner::Tcp(Arc::new(tcp)),
                 gate: gate.clone(),
             }));
+        }
+        let mut tls = None;
+        if let Some(options) = turns {
+            let transport = Arc::new(TlsTransport::new(options, gate.clone()).await?);
+            connections.push(Arc::new(Guarded {
+                inner: Inner::Tls(transport.clone()),
+                gate: gate.clone(),
+            }));
+            tls = Some(transport);
         }
         let (low, high) = config.ports;
         let server = medea_turn::Server::new(medea_turn::ServerConfig {
@@ -245,6 +320,7 @@ impl EmbeddedRelay {
             udp_addr,
             tcp_addr,
             gate,
+            tls,
         })
     }
 
@@ -258,6 +334,11 @@ impl EmbeddedRelay {
         self.tcp_addr
     }
 
+    /// The transport TURN-over-TLS connections are handed to, if it was started with one.
+    pub(crate) fn turns(&self) -> Option<Arc<TlsTransport>> {
+        self.tls.clone()
+    }
+
     /// Its book-keeping and counters (shared with `/metrics`).
     pub fn gate(&self) -> Arc<Gate> {
         self.gate.clone()
@@ -268,27 +349,29 @@ impl EmbeddedRelay {
         self.server.healthz()
     }
 
-    /// Stops listening and drops every allocation.
+    /// Stops listening, closes its TLS connections and drops every allocation.
     pub fn stop(self) {
-        drop(self.server);
+        drop(self);
     }
 }
 
 /// The relay's lines of `/metrics`.
 pub fn render_metrics(gate: &Gate, out: &mut String) {
     let m = gate.metrics();
-    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+    fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} {kind}");
         let _ = writeln!(out, "{name} {value}");
-    };
+    }
     metric(
+        out,
         "yakk_signal_turn_allocations",
         "gauge",
         "Live allocations on the embedded TURN relay.",
         gate.live_allocations() as u64,
     );
     metric(
+        out,
         "yakk_signal_turn_allocations_total",
         "counter",
         "Allocations made by the embedded TURN relay.",
@@ -307,10 +390,80 @@ pub fn render_metrics(gate: &Gate, out: &mut String) {
             m.refused(why)
         );
     }
+    let _ = writeln!(
+        out,
+        "# HELP yakk_signal_turn_transport_allocations Live allocations on the embedded TURN relay, by how clients reach it."
+    );
+    let _ = writeln!(out, "# TYPE yakk_signal_turn_transport_allocations gauge");
+    for (via, n) in Via::ALL.iter().zip(gate.live_allocations_via()) {
+        let _ = writeln!(
+            out,
+            "yakk_signal_turn_transport_allocations{{transport=\"{}\"}} {n}",
+            via.label()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP yakk_signal_turn_transport_relayed_bytes_total Payload bytes relayed by the embedded TURN relay, by how clients reach it (from_clients is not measured over TCP)."
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE yakk_signal_turn_transport_relayed_bytes_total counter"
+    );
+    for via in Via::ALL {
+        let (to, from) = m.relayed_bytes_via(via);
+        let _ = writeln!(
+            out,
+            "yakk_signal_turn_transport_relayed_bytes_total{{transport=\"{}\",direction=\"to_clients\"}} {to}",
+            via.label()
+        );
+        if via != Via::Tcp {
+            let _ = writeln!(
+                out,
+                "yakk_signal_turn_transport_relayed_bytes_total{{transport=\"{}\",direction=\"from_clients\"}} {from}",
+                via.label()
+            );
+        }
+    }
+    let tls = m.tls();
+    metric(
+        out,
+        "yakk_signal_turn_tls_connections",
+        "gauge",
+        "Open TURN-over-TLS connections (turns: on the signalling server's port).",
+        tls.open(),
+    );
+    metric(
+        out,
+        "yakk_signal_turn_tls_connections_total",
+        "counter",
+        "TURN-over-TLS connections accepted.",
+        tls.accepted(),
+    );
+    metric(
+        out,
+        "yakk_signal_turn_tls_dropped_frames_total",
+        "counter",
+        "Frames for TURN-over-TLS clients dropped because the client's queue was full.",
+        tls.dropped_frames(),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP yakk_signal_turn_tls_closed_total TURN-over-TLS connections the relay refused or closed, by reason."
+    );
+    let _ = writeln!(out, "# TYPE yakk_signal_turn_tls_closed_total counter");
+    for why in TlsClose::ALL {
+        let _ = writeln!(
+            out,
+            "yakk_signal_turn_tls_closed_total{{reason=\"{}\"}} {}",
+            why.label(),
+            tls.closed(why)
+        );
+    }
     let (to, from) = m.relayed_bytes();
     let _ = writeln!(
         out,
-        "# HELP yakk_signal_turn_relayed_bytes_total Payload bytes relayed by the embedded TURN relay (from_clients: over UDP only)."
+        "# HELP yakk_signal_turn_relayed_bytes_total Payload bytes relayed by the embedded TURN relay (from_clients: over UDP and TLS only)."
     );
     let _ = writeln!(out, "# TYPE yakk_signal_turn_relayed_bytes_total counter");
     let _ = writeln!(

@@ -3,11 +3,15 @@
 #![allow(dead_code)]
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -188,4 +192,58 @@ pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
         assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A self-signed certificate for `names` (DNS names, or IP addresses: IP SANs), and its key.
+pub fn tls_certificate(names: &[&str]) -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let ck = rcgen::generate_simple_self_signed(names).unwrap();
+    let key = PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()).into();
+    (ck.cert.der().clone(), key)
+}
+
+/// A TLS client that trusts `cert` only and offers the ALPN protocols `alpn`.
+pub fn tls_connector(cert: &CertificateDer<'static>, alpn: &[&[u8]]) -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.clone()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    TlsConnector::from(Arc::new(config))
+}
+
+/// A TLS connection to `addr`, verifying its certificate for `name` (a DNS name or an IP).
+pub async fn tls_connect(
+    addr: SocketAddr,
+    cert: &CertificateDer<'static>,
+    name: &str,
+    alpn: &[&[u8]],
+) -> TlsStream<TcpStream> {
+    let name = ServerName::try_from(name.to_string()).unwrap();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    tokio::time::timeout(WAIT, tls_connector(cert, alpn).connect(name, tcp))
+        .await
+        .expect("TLS handshake timed out")
+        .unwrap()
+}
+
+/// A WebSocket to `wss://{host}:{port}/ws/?query`, connected to `addr` (so its Host header is
+/// `{host}:{port}`).
+pub async fn wss_connect(
+    addr: SocketAddr,
+    cert: &CertificateDer<'static>,
+    host: &str,
+    query: &str,
+) -> Client<TlsStream<TcpStream>> {
+    let io = tls_connect(addr, cert, host, &[]).await;
+    let (ws, _) =
+        tokio_tungstenite::client_async(format!("wss://{host}:{}/ws/?{query}", addr.port()), io)
+            .await
+            .unwrap();
+    Client { ws }
 }

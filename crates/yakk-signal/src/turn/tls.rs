@@ -1,0 +1,638 @@
+//! TURN over TLS (`turns:`) on the signalling server's own TLS listener. After the TLS
+//! handshake, `server.rs` hands a connection here instead of to HTTP when its first byte is
+//! that of a STUN message (two top bits 00; HTTP starts with an ASCII letter) or when it
+//! negotiated the ALPN protocol `stun.turn` (RFC 7443).
+//!
+//! [`TlsTransport`] is the crate's [`Transport`] for all those connections at once, as the
+//! crate's own TCP transport is for the connections to `--turn-listen`: the requests of every
+//! connection come out of one queue, tagged with the client's address, and what the crate sends
+//! to an address goes to that connection's writer. It runs behind the same checks as the other
+//! transports ([`super::guard::Guarded`]), keyed by the real client address.
+//!
+//! Framing over a stream (RFC 8656 §12.5, RFC 6062): a STUN message is its 20-byte header and
+//! `length` more bytes (a multiple of 4); ChannelData is its 4-byte header and `length` bytes,
+//! padded to a multiple of 4. A frame that is neither, is longer than accepted, or does not
+//! decode closes the connection (its stream cannot be trusted any further).
+//!
+//! Bounds, per connection: one frame read at a time, at most [`MAX_STUN`] bytes for a STUN
+//! message and [`MAX_CHANNEL_DATA`] for ChannelData (the size of the relay's own UDP
+//! datagrams); at most [`EGRESS_FRAMES`] frames queued towards the client (more are dropped, as
+//! a congested link would drop them); a client that stops reading is closed once a write has
+//! waited [`WRITE_TIMEOUT`]; a connection without an allocation for [`NO_ALLOCATION_TIMEOUT`]
+//! is closed. In all: at most [`TurnsOptions::max_connections`] connections, and
+//! [`TurnsOptions::max_per_address`] per client address.
+//!
+//! ChannelData: the crate has no public way to build its `ChannelData` from outside; its UDP
+//! transport decodes one from a datagram. Each ChannelData frame therefore goes through a
+//! private pair of connected loopback UDP sockets and is read back with the crate's UDP
+//! decoder, one at a time (the crate reads a transport's requests from a single task).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytecodec::DecodeExt as _;
+use medea_turn::attr::{Attribute, ChannelNumber};
+use medea_turn::transport::{Error, Request, Transport};
+use stun_codec::{Message, MessageDecoder};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use super::Via;
+use super::gate::Gate;
+use crate::ratelimit::{ClientKey, ConnectionLimit};
+
+/// The ALPN protocol of TURN over TLS (RFC 7443).
+pub(crate) const ALPN: &[u8] = b"stun.turn";
+/// Largest STUN message accepted, header included.
+pub const MAX_STUN: usize = 4096;
+/// Largest ChannelData accepted, header included, padding not: what the relay reads of a UDP
+/// datagram.
+pub const MAX_CHANNEL_DATA: usize = 1500;
+/// Frames that may wait for one client; more are dropped.
+pub const EGRESS_FRAMES: usize = 64;
+/// A write to a client that takes longer closes it.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection without an allocation (none yet, or no longer) for this long is closed.
+pub const NO_ALLOCATION_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the close of a connection may wait for the client to take its close_notify.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often a connection checks that it has an allocation.
+const ALLOCATION_CHECK: Duration = Duration::from_secs(5);
+/// Requests of all connections waiting for the crate.
+const INGRESS_FRAMES: usize = 256;
+/// A ChannelData frame lost in the loopback decoding (it cannot happen but by a bug) is given
+/// up after this.
+const DECODE_TIMEOUT: Duration = Duration::from_secs(1);
+/// The crate's number for TCP (the transport of a 5-tuple; TLS runs over TCP).
+const PROTO_TCP: u8 = 6;
+/// The magic cookie of every STUN message (RFC 5389), bytes 4 to 8.
+const MAGIC_COOKIE: [u8; 4] = 0x2112_A442_u32.to_be_bytes();
+
+/// Why the relay refused or closed a TURN-over-TLS connection; one label value of
+/// `yakk_signal_turn_tls_closed_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsClose {
+    /// Refused: as many connections as allowed are open.
+    TooMany,
+    /// Refused: as many connections as allowed are open from the client's address.
+    TooManyFromAddress,
+    /// It sent something that is not a STUN message nor ChannelData, or too long a frame.
+    Malformed,
+    /// It had no allocation for [`NO_ALLOCATION_TIMEOUT`].
+    NoAllocation,
+    /// It did not read what the relay wrote for [`WRITE_TIMEOUT`].
+    WriteTimeout,
+}
+
+impl TlsClose {
+    pub(super) const ALL: [TlsClose; 5] = [
+        TlsClose::TooMany,
+        TlsClose::TooManyFromAddress,
+        TlsClose::Malformed,
+        TlsClose::NoAllocation,
+        TlsClose::WriteTimeout,
+    ];
+
+    pub(super) fn label(self) -> &'static str {
+        match self {
+            TlsClose::TooMany => "too_many",
+            TlsClose::TooManyFromAddress => "too_many_from_address",
+            TlsClose::Malformed => "malformed",
+            TlsClose::NoAllocation => "no_allocation",
+            TlsClose::WriteTimeout => "write_timeout",
+        }
+    }
+}
+
+/// Counters of TURN over TLS.
+#[derive(Debug, Default)]
+pub struct TlsMetrics {
+    pub(super) open: AtomicU64,
+    pub(super) accepted: AtomicU64,
+    pub(super) closed: [AtomicU64; TlsClose::ALL.len()],
+    pub(super) dropped_frames: AtomicU64,
+}
+
+impl TlsMetrics {
+    fn close(&self, why: TlsClose) {
+        self.closed[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> u64 {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
+    /// Connections refused or closed for `why`.
+    pub fn closed(&self, why: TlsClose) -> u64 {
+        self.closed[why as usize].load(Ordering::Relaxed)
+    }
+
+    /// Frames to clients dropped because their queue was full.
+    pub fn dropped_frames(&self) -> u64 {
+        self.dropped_frames.load(Ordering::Relaxed)
+    }
+}
+
+/// How TURN over TLS is set up.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TurnsOptions {
+    /// The signalling server's listening address (the server's side of every 5-tuple).
+    pub local_addr: SocketAddr,
+    /// Connections open at once, at most.
+    pub max_connections: usize,
+    /// Connections open at once from one client address (IPv6: per /64), at most; 0: no limit.
+    pub max_per_address: usize,
+}
+
+/// A frame read from a client.
+enum Frame {
+    Stun(Box<Message<Attribute>>),
+    /// A whole ChannelData, header included, padding removed.
+    ChannelData(Vec<u8>),
+}
+
+struct Ingress {
+    from: SocketAddr,
+    frame: Frame,
+}
+
+/// The way to one connection's writer.
+struct Writer {
+    id: u64,
+    tx: mpsc::Sender<Vec<u8>>,
+}
+
+/// What only the crate's reading task uses.
+struct Reader {
+    rx: mpsc::Receiver<Ingress>,
+    decoder: ChannelDataDecoder,
+}
+
+/// The crate's transport for every TURN-over-TLS connection (see the module's documentation).
+pub(crate) struct TlsTransport {
+    options: TurnsOptions,
+    gate: Arc<Gate>,
+    ingress: mpsc::Sender<Ingress>,
+    reader: tokio::sync::Mutex<Reader>,
+    writers: Mutex<HashMap<SocketAddr, Writer>>,
+    permits: Arc<Semaphore>,
+    per_address: Mutex<ConnectionLimit>,
+    next_id: AtomicU64,
+    /// Cancelled when the relay stops: every connection closes.
+    stop: CancellationToken,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while the lock was held leaves a whole map: keep using it.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl TlsTransport {
+    pub(super) async fn new(options: TurnsOptions, gate: Arc<Gate>) -> io::Result<TlsTransport> {
+        let (ingress, rx) = mpsc::channel(INGRESS_FRAMES);
+        Ok(TlsTransport {
+            options,
+            gate,
+            ingress,
+            reader: tokio::sync::Mutex::new(Reader {
+                rx,
+                decoder: ChannelDataDecoder::new().await?,
+            }),
+            writers: Mutex::new(HashMap::new()),
+            permits: Arc::new(Semaphore::new(
+                options.max_connections.min(Semaphore::MAX_PERMITS),
+            )),
+            per_address: Mutex::new(ConnectionLimit::new(options.max_per_address)),
+            next_id: AtomicU64::new(0),
+            stop: CancellationToken::new(),
+        })
+    }
+
+    /// Closes every connection and accepts no more.
+    pub(super) fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    fn metrics(&self) -> &TlsMetrics {
+        &self.gate.metrics.tls
+    }
+
+    /// Serves `stream` (a TLS connection whose handshake is done, and whose first plaintext
+    /// bytes are still to be read) as a TURN client at `peer`, in a task of its own; or closes
+    /// it at once when too many are open.
+    pub(crate) fn accept<S>(self: &Arc<Self>, stream: S, peer: SocketAddr)
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        if self.stop.is_cancelled() {
+            return;
+        }
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            self.metrics().close(TlsClose::TooMany);
+            tracing::debug!(%peer, "turn: refused a TLS connection: too many open");
+            return;
+        };
+        let client = ClientKey::from(peer.ip());
+        if !lock(&self.per_address).acquire(client) {
+            self.metrics().close(TlsClose::TooManyFromAddress);
+            tracing::debug!(%peer, "turn: refused a TLS connection: too many from its address");
+            return;
+        }
+        let slot = Slot {
+            transport: self.clone(),
+            client,
+            _permit: permit,
+        };
+        self.metrics().open.fetch_add(1, Ordering::Relaxed);
+        self.metrics().accepted.fetch_add(1, Ordering::Relaxed);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            match this.run(stream, peer).await {
+                Some(why) => {
+                    this.metrics().close(why);
+                    tracing::debug!(%peer, "turn: closed a TLS connection: {}", why.label());
+                }
+                None => tracing::debug!(%peer, "turn: TLS connection ended"),
+            }
+        });
+    }
+
+    /// Reads, writes and watches one connection until one of them ends it; why the relay ended
+    /// it (`None`: the client went, or the relay stopped).
+    async fn run<S>(&self, stream: S, peer: SocketAddr) -> Option<TlsClose>
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin,
+    {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(EGRESS_FRAMES);
+        // A connection from the same address that is still being torn down is replaced.
+        lock(&self.writers).insert(peer, Writer { id, tx });
+        let (mut rd, mut wr) = tokio::io::split(stream);
+        let end = tokio::select! {
+            end = self.read_frames(&mut rd, peer) => end,
+            end = write_frames(&mut wr, rx) => end,
+            end = self.watch_allocation(peer) => Some(end),
+            _ = self.stop.cancelled() => None,
+        };
+        {
+            let mut writers = lock(&self.writers);
+            if writers.get(&peer).is_some_and(|w| w.id == id) {
+                writers.remove(&peer);
+            }
+        }
+        // A TLS close_notify, if the client still reads.
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, wr.shutdown()).await;
+        end
+    }
+
+    /// Reads frames and queues them for the crate, until the client goes or sends something
+    /// malformed.
+    async fn read_frames<R>(&self, rd: &mut R, peer: SocketAddr) -> Option<TlsClose>
+    where
+        R: AsyncRead + Unpin,
+    {
+        loop {
+            let frame = match read_frame(rd).await {
+                Ok(frame) => frame,
+                Err(ReadError::Gone) => return None,
+                Err(ReadError::Malformed(why)) => {
+                    tracing::debug!(%peer, "turn: malformed frame over TLS: {why}");
+                    return Some(TlsClose::Malformed);
+                }
+            };
+            // Waits while the crate is busy: the client's stream is held back, not dropped.
+            if self
+                .ingress
+                .send(Ingress { from: peer, frame })
+                .await
+                .is_err()
+            {
+                return None;
+            }
+        }
+    }
+
+    /// Returns once `peer` had no allocation for [`NO_ALLOCATION_TIMEOUT`].
+    async fn watch_allocation(&self, peer: SocketAddr) -> TlsClose {
+        let mut last_seen = Instant::now();
+        let mut tick = tokio::time::interval(ALLOCATION_CHECK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let now = Instant::now();
+            if self.gate.has_allocation((Via::Tls, peer)) {
+                last_seen = now;
+            } else if now.saturating_duration_since(last_seen) >= NO_ALLOCATION_TIMEOUT {
+                return TlsClose::NoAllocation;
+            }
+        }
+    }
+
+    /// The next request of any connection, its client, and for ChannelData the size of its
+    /// payload.
+    pub(super) async fn recv_sized(&self) -> Result<(Request, SocketAddr, Option<usize>), Error> {
+        let mut reader = self.reader.lock().await;
+        loop {
+            // `self.ingress` keeps the queue open: it ends only with the transport.
+            let Some(Ingress { from, frame }) = reader.rx.recv().await else {
+                return Err(Error::TransportIsDead);
+            };
+            match frame {
+                Frame::Stun(msg) => return Ok((Request::Message(*msg), from, None)),
+                Frame::ChannelData(raw) => {
+                    let n = raw.len().saturating_sub(4);
+                    match reader.decoder.decode(&raw).await {
+                        Some(req) => return Ok((req, from, Some(n))),
+                        None => tracing::warn!(%from, "turn: a ChannelData over TLS was lost"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Transport for TlsTransport {
+    async fn recv_from(&self) -> Result<(Request, SocketAddr), Error> {
+        let (req, from, _) = self.recv_sized().await?;
+        Ok((req, from))
+    }
+
+    /// Queues `data` for the connection of `target` without waiting: a full queue drops it.
+    /// A connection that is gone is [`Error::TransportIsDead`], which ends the allocation's
+    /// relaying, as over TCP.
+    async fn send_to(&self, data: Cow<'_, [u8]>, target: SocketAddr) -> Result<(), Error> {
+        let mut writers = lock(&self.writers);
+        let Some(writer) = writers.get(&target) else {
+            return Err(Error::TransportIsDead);
+        };
+        match writer.tx.try_send(data.into_owned()) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => {
+                drop(writers);
+                self.metrics()
+                    .dropped_frames
+                    .fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(TrySendError::Closed(_)) => {
+                writers.remove(&target);
+                Err(Error::TransportIsDead)
+            }
+        }
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        self.options.local_addr
+    }
+
+    fn proto(&self) -> u8 {
+        PROTO_TCP
+    }
+}
+
+/// One open connection, counted in all and against its client address until dropped.
+struct Slot {
+    transport: Arc<TlsTransport>,
+    client: ClientKey,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        lock(&self.transport.per_address).release(self.client);
+        self.transport
+            .metrics()
+            .open
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Writes what the crate queued for one client, until the connection goes (`None`) or a write
+/// waits too long.
+async fn write_frames<W>(wr: &mut W, mut rx: mpsc::Receiver<Vec<u8>>) -> Option<TlsClose>
+where
+    W: AsyncWrite + Unpin,
+{
+    while let Some(first) = rx.recv().await {
+        let wrote = tokio::time::timeout(WRITE_TIMEOUT, async {
+            wr.write_all(&first).await?;
+            // What else is queued goes in the same flush.
+            for _ in 0..EGRESS_FRAMES {
+                let Ok(more) = rx.try_recv() else { break };
+                wr.write_all(&more).await?;
+            }
+            wr.flush().await
+        })
+        .await;
+        match wrote {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return None,
+            Err(_) => return Some(TlsClose::WriteTimeout),
+        }
+    }
+    None
+}
+
+#[derive(Debug)]
+enum ReadError {
+    /// End of stream, or a broken connection.
+    Gone,
+    /// Not a frame this transport accepts.
+    Malformed(&'static str),
+}
+
+impl From<io::Error> for ReadError {
+    fn from(_: io::Error) -> Self {
+        ReadError::Gone
+    }
+}
+
+/// Reads one frame: a STUN message or a ChannelData (see the module's documentation).
+async fn read_frame<R>(rd: &mut R) -> Result<Frame, ReadError>
+where
+    R: AsyncRead + Unpin,
+{
+    let mut head = [0u8; 4];
+    rd.read_exact(&mut head).await?;
+    let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
+    match head[0] >> 6 {
+        0b00 => {
+            if len % 4 != 0 {
+                return Err(ReadError::Malformed("STUN length not a multiple of 4"));
+            }
+            if 20 + len > MAX_STUN {
+                return Err(ReadError::Malformed("STUN message too long"));
+            }
+            let mut buf = vec![0u8; 20 + len];
+            buf[..4].copy_from_slice(&head);
+            rd.read_exact(&mut buf[4..]).await?;
+            if buf[4..8] != MAGIC_COOKIE {
+                return Err(ReadError::Malformed("no STUN magic cookie"));
+            }
+            match MessageDecoder::<Attribute>::new().decode_from_bytes(&buf) {
+                Ok(Ok(msg)) => Ok(Frame::Stun(Box::new(msg))),
+                _ => Err(ReadError::Malformed("undecodable STUN message")),
+            }
+        }
+        0b01 => {
+            let number = u16::from_be_bytes([head[0], head[1]]);
+            if !(ChannelNumber::MIN..=ChannelNumber::MAX).contains(&number) {
+                return Err(ReadError::Malformed(
+                    "ChannelData with an invalid channel number",
+                ));
+            }
+            if 4 + len > MAX_CHANNEL_DATA {
+                return Err(ReadError::Malformed("ChannelData too long"));
+            }
+            let padded = (4 + len).next_multiple_of(4);
+            let mut buf = vec![0u8; padded];
+            buf[..4].copy_from_slice(&head);
+            rd.read_exact(&mut buf[4..]).await?;
+            buf.truncate(4 + len);
+            Ok(Frame::ChannelData(buf))
+        }
+        _ => Err(ReadError::Malformed("neither STUN nor ChannelData")),
+    }
+}
+
+/// Turns ChannelData bytes into the crate's `ChannelData` through its UDP decoder (see the
+/// module's documentation).
+struct ChannelDataDecoder {
+    tx: UdpSocket,
+    rx: UdpSocket,
+}
+
+impl ChannelDataDecoder {
+    async fn new() -> io::Result<ChannelDataDecoder> {
+        let pair = match Self::pair(Ipv4Addr::LOCALHOST.into()).await {
+            Ok(pair) => pair,
+            Err(v4) => Self::pair(Ipv6Addr::LOCALHOST.into()).await.map_err(|v6| {
+                io::Error::other(format!(
+                    "TURN over TLS needs a loopback UDP socket pair: {v4} (127.0.0.1), {v6} (::1)"
+                ))
+            })?,
+        };
+        Ok(pair)
+    }
+
+    /// Two UDP sockets on `ip`, each connected to the other (so nothing else reaches them).
+    async fn pair(ip: IpAddr) -> io::Result<ChannelDataDecoder> {
+        let tx = UdpSocket::bind((ip, 0)).await?;
+        let rx = UdpSocket::bind((ip, 0)).await?;
+        tx.connect(rx.local_addr()?).await?;
+        rx.connect(tx.local_addr()?).await?;
+        Ok(ChannelDataDecoder { tx, rx })
+    }
+
+    async fn decode(&self, raw: &[u8]) -> Option<Request> {
+        // A decode abandoned halfway (the crate's task stopped) may have left a datagram.
+        let mut scrap = [0u8; 1];
+        for _ in 0..EGRESS_FRAMES {
+            if self.rx.try_recv(&mut scrap).is_err() {
+                break;
+            }
+        }
+        self.tx.send(raw).await.ok()?;
+        match tokio::time::timeout(DECODE_TIMEOUT, Transport::recv_from(&self.rx)).await {
+            Ok(Ok((req @ Request::ChannelData(_), _))) => Some(req),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn frame(bytes: &[u8]) -> Result<Frame, ReadError> {
+        let mut rd = bytes;
+        read_frame(&mut rd).await
+    }
+
+    fn stun_binding() -> Vec<u8> {
+        let mut b = vec![0x00, 0x01, 0x00, 0x00];
+        b.extend_from_slice(&MAGIC_COOKIE);
+        b.extend_from_slice(&[7u8; 12]);
+        b
+    }
+
+    #[tokio::test]
+    async fn frames_are_split_as_rfc_8656_says() {
+        assert!(matches!(frame(&stun_binding()).await, Ok(Frame::Stun(_))));
+        // ChannelData: 5 bytes of payload, 3 of padding; the padding is not part of it.
+        let mut cd = vec![0x40, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5, 0, 0, 0];
+        cd.extend_from_slice(&stun_binding());
+        let mut rd = &cd[..];
+        match read_frame(&mut rd).await {
+            Ok(Frame::ChannelData(raw)) => assert_eq!(raw, [0x40, 0x01, 0, 5, 1, 2, 3, 4, 5]),
+            other => panic!("{:?}", other.err()),
+        }
+        // The next frame starts after the padding.
+        assert!(matches!(read_frame(&mut rd).await, Ok(Frame::Stun(_))));
+        assert!(matches!(read_frame(&mut rd).await, Err(ReadError::Gone)));
+    }
+
+    #[tokio::test]
+    async fn malformed_frames_are_refused() {
+        for (what, bytes) in [
+            ("HTTP", b"GET / HTTP/1.1\r\n\r\n".to_vec()),
+            ("top bits 10", vec![0x80, 0, 0, 0]),
+            ("channel 0x5000", vec![0x50, 0x00, 0, 4, 1, 2, 3, 4]),
+            ("ChannelData too long", vec![0x40, 0x00, 0x05, 0xdd]),
+            ("STUN too long", vec![0x00, 0x01, 0x10, 0x00]),
+            ("STUN length", vec![0x00, 0x01, 0x00, 0x02]),
+            ("no cookie", {
+                let mut b = stun_binding();
+                b[4] = 0;
+                b
+            }),
+            ("undecodable", {
+                // An attribute longer than the message.
+                let mut b = stun_binding();
+                b[3] = 4;
+                b.extend_from_slice(&[0x00, 0x06, 0x00, 0x40]);
+                b
+            }),
+        ] {
+            assert!(
+                matches!(frame(&bytes).await, Err(ReadError::Malformed(_))),
+                "{what}"
+            );
+        }
+        // A frame cut short is the end of the stream, not a malformed one.
+        assert!(matches!(
+            frame(&stun_binding()[..10]).await,
+            Err(ReadError::Gone)
+        ));
+    }
+
+    #[tokio::test]
+    async fn channel_data_goes_through_the_crates_decoder() {
+        let d = ChannelDataDecoder::new().await.unwrap();
+        for payload in [&b"x"[..], &[9u8; 1496][..], &[][..]] {
+            let mut raw = vec![0x40, 0x02];
+            raw.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+            raw.extend_from_slice(payload);
+            assert!(matches!(
+                d.decode(&raw).await,
+                Some(Request::ChannelData(_))
+            ));
+        }
+    }
+}
