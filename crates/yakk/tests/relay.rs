@@ -1,7 +1,7 @@
 //! Relayed paths on loopback, through the relay inside a real `yakk signal --turn-listen`: the
-//! relay leg over TCP, which the WebRTC stack cannot use by itself (yakk bridges it); and a
-//! rendezvous whose certificate comes from a private authority, trusted through
-//! `SSL_CERT_FILE`. Every address is on 127.0.0.1. (Reaching a relay when UDP is blocked is
+//! relay leg over TCP, and over TLS on the signalling port, which the WebRTC stack cannot use by
+//! itself (yakk bridges them); and a rendezvous whose certificate comes from a private
+//! authority, trusted through `SSL_CERT_FILE`. Every address is on 127.0.0.1. (Reaching a relay when UDP is blocked is
 //! proved in network namespaces by `nat_lab.rs`.)
 
 mod common;
@@ -25,27 +25,81 @@ fn free_port() -> u16 {
     panic!("no port free for both TCP and UDP");
 }
 
-/// `yakk signal` with its relay on `turn_port` (UDP and TCP), relaying between loopback
-/// addresses, with `SECRET` for its credentials.
-async fn relay_server(turn_port: u16) -> Yakk {
-    let listen = format!("127.0.0.1:{}", free_port());
+/// `yakk signal` on `listen` with its relay on `turn_port` (UDP and TCP), relaying between
+/// loopback addresses, with `SECRET` for its credentials, and `extra` arguments.
+async fn relay_server(listen: &str, turn_port: u16, extra: &[&str]) -> Yakk {
     let turn = format!("127.0.0.1:{turn_port}");
-    let signal = Yakk::start_env(
-        &[
-            "signal",
-            "--listen",
-            &listen,
-            "--turn-listen",
-            &turn,
-            "--turn-allow-private-peers",
-            "--turn-ports",
-            "40000-40999",
-        ],
-        &[("YAKK_TURN_SECRET", SECRET)],
-    );
-    // It is up once its relay takes a TCP connection.
+    let mut args = vec![
+        "signal",
+        "--listen",
+        listen,
+        "--turn-listen",
+        &turn,
+        "--turn-allow-private-peers",
+        "--turn-ports",
+        "40000-40999",
+    ];
+    args.extend_from_slice(extra);
+    let signal = Yakk::start_env(&args, &[("YAKK_TURN_SECRET", SECRET)]);
+    // It is up once its relay and its signalling take TCP connections.
     wait_for_listener(&turn, &signal).await;
+    wait_for_listener(listen, &signal).await;
     signal
+}
+
+/// `--relay-only` through the TURN server at `url` only, with credentials of `SECRET`.
+fn relay_only_args(url: &str) -> Vec<String> {
+    let expiry = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let (user, pass) = yakk_signal::ice::turn_rest_credentials(SECRET, expiry, "test");
+    [
+        "--relay-only",
+        "--turn",
+        url,
+        "--turn-user",
+        &user,
+        "--turn-pass",
+        &pass,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// A relay-only tunnel with these extra arguments on both sides (the owner's own signalling
+/// server) and `env`: both sides say the relay leg is `leg`, and 4 MiB come back intact.
+async fn relay_only_tunnel(turn: &[String], env: &[(&str, &str)], leg: &str) {
+    let turn: Vec<&str> = turn.iter().map(String::as_str).collect();
+    let (port, _echo) = echo_server().await;
+    let p = port.to_string();
+    let mut args = vec!["server", "-p", &p, "--json", "--ice-ip", "127.0.0.1"];
+    args.extend_from_slice(&turn);
+    let mut owner = Yakk::start_env(&args, env);
+    let code = owner.event("code", 20).await["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut args = vec!["client", "-p", "0", "--json", "--ice-ip", "127.0.0.1"];
+    args.extend_from_slice(&turn);
+    args.push(&code);
+    let mut joiner = Yakk::start_env(&args, env);
+    let j = joiner.event("connected", 30).await;
+    let o = owner.event("connected", 30).await;
+    for (side, ev) in [("owner", &o), ("joiner", &j)] {
+        assert_eq!(ev["path"], "relay", "{side}: {ev}");
+        assert_eq!(ev["relay"], leg, "{side}: {ev}");
+    }
+    let addr = joiner.event("listening", 10).await["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let data = pattern(4 << 20, 21);
+    let back = tokio::time::timeout(Duration::from_secs(120), round_trip(&addr, &data))
+        .await
+        .expect("4 MiB echoed through the relay within 120 s");
+    assert!(back == data, "the echo differs ({} bytes back)", back.len());
 }
 
 /// Waits (20 s at most) until `addr` takes TCP connections: `server` has started.
@@ -67,34 +121,24 @@ async fn wait_for_listener(addr: &str, server: &Yakk) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_reached_over_tcp_carries_a_relay_only_tunnel() {
     let turn_port = free_port();
-    let _relay = relay_server(turn_port).await;
-    let expiry = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 600;
-    let (user, pass) = yakk_signal::ice::turn_rest_credentials(SECRET, expiry, "test");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let _relay = relay_server(&listen, turn_port, &[]).await;
     let url = format!("turn:127.0.0.1:{turn_port}?transport=tcp");
-    let turn = [
-        "--relay-only",
-        "--turn",
-        url.as_str(),
-        "--turn-user",
-        user.as_str(),
-        "--turn-pass",
-        pass.as_str(),
-    ];
-    let (port, _echo) = echo_server().await;
-    let (_owner, _joiner, addr, o, j) = tunnel_with_events(port, &turn, &turn).await;
-    for (side, ev) in [("owner", &o), ("joiner", &j)] {
-        assert_eq!(ev["path"], "relay", "{side}: {ev}");
-        assert_eq!(ev["relay"], "tcp", "{side}: {ev}");
-    }
-    let data = pattern(4 << 20, 21);
-    let back = tokio::time::timeout(Duration::from_secs(120), round_trip(&addr, &data))
-        .await
-        .expect("4 MiB echoed through the relay within 120 s");
-    assert!(back == data, "the echo differs ({} bytes back)", back.len());
+    relay_only_tunnel(&relay_only_args(&url), &[], "tcp").await;
+}
+
+/// The same through the relay served over TLS on the signalling server's own port (`turns:`),
+/// its certificate trusted through `SSL_CERT_FILE`: the leg is `tls`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_reached_over_tls_on_the_signalling_port_carries_a_relay_only_tunnel() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = localhost_certificate(dir.path());
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let tls = ["--tls-cert", cert.as_str(), "--tls-key", key.as_str()];
+    let _relay = relay_server(&listen, free_port(), &tls).await;
+    let url = format!("turns:localhost:{port}?transport=tcp");
+    relay_only_tunnel(&relay_only_args(&url), &[("SSL_CERT_FILE", &cert)], "tls").await;
 }
 
 /// A certificate for `localhost`, self-signed (its own authority): the PEM files of the
