@@ -9,6 +9,13 @@
 //! TCP or TLS (RFC 8656 §3.1: the relayed leg stays UDP); to the stack, an ordinary UDP one. The
 //! TURN messages themselves, credentials included, pass through unchanged.
 //!
+//! Each bridge is one more allocation per peer connection (and a connection has one per lane),
+//! for a path that is only needed when UDP to the relay is blocked. So when the same ICE
+//! configuration also names a relay over UDP, it is asked first ([`udp_answers`], a STUN
+//! Binding request, answered within [`PROBE_WAIT`] or not), and the stream URLs are bridged
+//! only if it does not answer. The answer is remembered for a minute: a session's lanes and an
+//! owner's joiners ask once.
+//!
 //! Framing over the stream (RFC 8656 §12.5): a STUN message is its 20-byte header plus the
 //! length in it; ChannelData is its 4-byte header plus the length in it, padded to a multiple of
 //! four bytes on the stream (not in the datagram).
@@ -16,8 +23,8 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -33,6 +40,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const QUEUE: usize = 1024;
 /// Streams one bridge opens (one per socket of the stack that sends to it).
 const MAX_STREAMS: usize = 16;
+/// How long a relay over UDP has to answer a Binding request (sent twice) before its stream URLs
+/// are bridged.
+pub(crate) const PROBE_WAIT: Duration = Duration::from_millis(400);
+/// How long a probe's answer is remembered.
+const PROBE_MEMORY: Duration = Duration::from_secs(60);
 /// A STUN message's or ChannelData's header.
 const STUN_HEADER: usize = 20;
 const CHANNEL_HEADER: usize = 4;
@@ -68,6 +80,70 @@ impl StreamServer {
             RelayProtocol::Tls
         } else {
             RelayProtocol::Tcp
+        }
+    }
+}
+
+/// The `host:port` of a `turn:` URL over UDP (the stack's own kind), if `url` is one.
+pub(crate) fn udp_server_of(url: &str) -> Option<(String, u16)> {
+    use rtc::ice::url::{ProtoType, SchemeType, Url};
+    let parsed = Url::parse_url(url).ok()?;
+    (parsed.scheme == SchemeType::Turn && parsed.proto == ProtoType::Udp)
+        .then_some((parsed.host, parsed.port))
+}
+
+/// Whether the STUN/TURN server at `host:port` answers a Binding request over UDP from here
+/// within [`PROBE_WAIT`] (remembered for [`PROBE_MEMORY`]).
+pub(crate) async fn udp_answers(host: &str, port: u16) -> bool {
+    static ANSWERS: Mutex<Vec<(String, u16, bool, Instant)>> = Mutex::new(Vec::new());
+    let remembered = |answers: &mut Vec<(String, u16, bool, Instant)>| {
+        answers.retain(|(_, _, _, at)| at.elapsed() < PROBE_MEMORY);
+        answers
+            .iter()
+            .find(|(h, p, _, _)| h == host && *p == port)
+            .map(|(_, _, ok, _)| *ok)
+    };
+    if let Some(ok) = remembered(&mut ANSWERS.lock().unwrap_or_else(|p| p.into_inner())) {
+        return ok;
+    }
+    let ok = tokio::time::timeout(PROBE_WAIT, probe(host, port))
+        .await
+        .is_ok_and(|r| r.is_ok());
+    tracing::debug!(host, port, ok, "TURN over UDP probed");
+    let mut answers = ANSWERS.lock().unwrap_or_else(|p| p.into_inner());
+    answers.retain(|(h, p, _, _)| !(h == host && *p == port));
+    answers.push((host.to_string(), port, ok, Instant::now()));
+    ok
+}
+
+/// Sends a Binding request to the server (again after half the wait) and waits for its answer.
+async fn probe(host: &str, port: u16) -> io::Result<()> {
+    use rtc::stun::message::{BINDING_REQUEST, Message, TransactionId};
+    let server = tokio::net::lookup_host((host, port))
+        .await?
+        .find(SocketAddr::is_ipv4)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no IPv4 address"))?;
+    let udp = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await?;
+    let mut request = Message::new();
+    let tid = TransactionId::new();
+    request
+        .build(&[Box::new(BINDING_REQUEST), Box::new(tid)])
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    let mut buf = [0u8; 1500];
+    let mut resend = tokio::time::interval(PROBE_WAIT / 2);
+    loop {
+        tokio::select! {
+            _ = resend.tick() => {
+                udp.send_to(&request.raw, server).await?;
+            }
+            got = udp.recv_from(&mut buf) => {
+                let (n, from) = got?;
+                let mut answer = Message::new();
+                answer.raw = buf[..n].to_vec();
+                if from == server && answer.decode().is_ok() && answer.transaction_id == tid {
+                    return Ok(());
+                }
+            }
         }
     }
 }
@@ -307,6 +383,53 @@ mod tests {
         ] {
             assert_eq!(StreamServer::of_url(direct), None, "{direct}");
         }
+    }
+
+    /// A server that answers Binding requests over UDP is found to; a port where nothing answers
+    /// is not, within the wait; both answers are remembered.
+    #[tokio::test]
+    async fn a_relay_over_udp_is_probed_once() {
+        use rtc::stun::message::{BINDING_SUCCESS, Message};
+        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let port = server.local_addr().unwrap().port();
+        let answering = tokio::spawn(async move {
+            let mut buf = [0u8; 1500];
+            let mut answered = 0;
+            while let Ok(Ok((n, from))) =
+                tokio::time::timeout(Duration::from_secs(1), server.recv_from(&mut buf)).await
+            {
+                let mut req = Message::new();
+                req.raw = buf[..n].to_vec();
+                req.decode().unwrap();
+                let mut resp = Message::new();
+                resp.build(&[Box::new(BINDING_SUCCESS), Box::new(req.transaction_id)])
+                    .unwrap();
+                server.send_to(&resp.raw, from).await.unwrap();
+                answered += 1;
+            }
+            answered
+        });
+        assert!(udp_answers("127.0.0.1", port).await);
+        // Remembered: no second request.
+        assert!(udp_answers("127.0.0.1", port).await);
+        assert_eq!(answering.await.unwrap(), 1);
+        let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let silent_port = silent.local_addr().unwrap().port();
+        let started = Instant::now();
+        assert!(!udp_answers("127.0.0.1", silent_port).await);
+        assert!(started.elapsed() >= PROBE_WAIT);
+        let started = Instant::now();
+        assert!(!udp_answers("127.0.0.1", silent_port).await);
+        assert!(started.elapsed() < PROBE_WAIT, "remembered");
+        assert_eq!(
+            udp_server_of("turn:relay.example.org:3479?transport=udp"),
+            Some(("relay.example.org".into(), 3479))
+        );
+        assert_eq!(
+            udp_server_of("turn:relay.example.org:3479?transport=tcp"),
+            None
+        );
+        assert_eq!(udp_server_of("turns:relay.example.org:443"), None);
     }
 
     #[test]

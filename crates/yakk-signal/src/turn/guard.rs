@@ -264,7 +264,15 @@ impl Transport for Guarded {
                                 .map_or(Duration::from_secs(600), Lifetime::lifetime),
                         ),
                     );
-                    if let Some(relayed) = msg.get_attribute::<XorRelayAddress>() {
+                    // Over UDP only. A client over TCP or TLS is fed through a stream, which
+                    // queues where UDP drops; a deeper buffer before it only added delay, until
+                    // delays outgrew SCTP's retransmission timer when the client read slowly
+                    // (relay-only over TCP, debug build, 4 MiB each way: over 120 s with
+                    // 4 MiB buffers, 31-49 s with 1 MiB, 3-9 s with the defaults).
+                    if let Some(relayed) = msg
+                        .get_attribute::<XorRelayAddress>()
+                        .filter(|_| self.via() == Via::Udp)
+                    {
                         let port = relayed.address().port();
                         tokio::task::spawn_blocking(move || {
                             match buffers::raise(port, buffers::RELAY_BUFFER) {

@@ -30,9 +30,10 @@
 //!   relayed bytes each way; live allocations and relayed bytes by transport ([`Via`]); TLS
 //!   connections open, accepted, refused and closed by reason ([`TlsMetrics`]).
 //!
-//! - **Buffers.** Each allocation's socket gets 4 MiB buffers once it exists (`buffers.rs`):
-//!   the crate binds it with the kernel's defaults, on which relayed paths ran at a tenth of
-//!   their speed.
+//! - **Buffers.** The socket of each allocation made over UDP gets 4 MiB buffers once it
+//!   exists (`buffers.rs`): the crate binds it with the kernel's defaults, on which relayed
+//!   paths ran at a tenth of their speed. Allocations over TCP or TLS keep the defaults: their
+//!   stream queues instead of dropping, and a deeper queue only adds delay.
 //!
 //! Allocations are keyed by transport and client address, the real one on every transport
 //! (TLS included): credentials, quotas and rate limits apply alike.
@@ -278,6 +279,11 @@ impl EmbeddedRelay {
         let mut tcp_addr = None;
         if config.tcp {
             let listener = TcpListener::bind(udp_addr).await?;
+            // Accepted connections inherit it: the crate writes each ChannelData on its own,
+            // and Nagle's algorithm held every small write back for the client's delayed ACK.
+            if let Err(e) = socket2::SockRef::from(&listener).set_tcp_nodelay(true) {
+                tracing::warn!("TURN over TCP: TCP_NODELAY: {e}");
+            }
             tcp_addr = Some(listener.local_addr()?);
             let tcp = TcpServer::new(listener)
                 .map_err(|e| std::io::Error::other(format!("TURN over TCP: {e}")))?;

@@ -23,7 +23,7 @@ use crate::channel::Channel;
 use crate::flow::Pool;
 use crate::netbuf::{BufferedRuntime, SetupClock};
 use crate::pump;
-use crate::turn_stream::{Bridge, StreamServer};
+use crate::turn_stream::{self, Bridge, StreamServer};
 use crate::{IceCandidate, PeerEvent, TransportConfig, TransportError};
 use events::{Handler, Internal, run_events, spawn_drain};
 
@@ -123,13 +123,21 @@ impl Connection {
         cfg: &TransportConfig,
     ) -> Result<(Connection, mpsc::Receiver<PeerEvent>), TransportError> {
         // TURN over TCP or TLS goes through a loopback bridge of ours (`turn_stream.rs`):
-        // the stack allocates over UDP only.
+        // the stack allocates over UDP only. Only when UDP to the relay gets no answer.
         let mut bridges = Vec::new();
         let mut ice_servers = Vec::new();
+        let urls = || cfg.ice_servers.iter().flat_map(|s| s.urls.iter());
+        let udp_relay = urls().find_map(|u| turn_stream::udp_server_of(u));
+        let bridge = match udp_relay {
+            _ if !urls().any(|u| StreamServer::of_url(u).is_some()) => false,
+            Some((host, port)) => !turn_stream::udp_answers(&host, port).await,
+            None => true,
+        };
         for s in &cfg.ice_servers {
             let mut urls = Vec::new();
             for url in &s.urls {
                 match StreamServer::of_url(url) {
+                    Some(_) if !bridge => {}
                     Some(server) => match Bridge::start(server).await {
                         Ok(bridge) => {
                             urls.push(bridge.url());
