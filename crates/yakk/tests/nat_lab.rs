@@ -15,7 +15,7 @@ mod lab;
 
 use std::time::{Duration, Instant};
 
-use lab::{ALL, ECHO_PORT, JOIN_PORT, Lab, Nat};
+use lab::{ALL, ECHO_PORT, JOIN_PORT, Lab, Nat, Net};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -36,6 +36,8 @@ enum RelayServer {
     Coturn,
     /// `yakk signal --turn-listen`: the relay inside the signalling server.
     Embedded,
+    /// The same on 443 with TLS (wss), whose relay is also served over TLS on 443.
+    Tls443,
 }
 
 /// How a pairing is run, beyond the NATs of its sides.
@@ -51,6 +53,8 @@ struct Extra {
     owner_relay_only: bool,
     /// `--relay-only` on the joiner's side.
     joiner_relay_only: bool,
+    /// What the joiner's network lets out.
+    joiner_net: Net,
 }
 
 impl Extra {
@@ -61,6 +65,7 @@ impl Extra {
             lanes,
             owner_relay_only: false,
             joiner_relay_only: false,
+            joiner_net: Net::Open,
         }
     }
 
@@ -71,8 +76,25 @@ impl Extra {
         }
     }
 
+    /// A side can only be relayed: `--relay-only`, or a network that reaches nothing else.
     fn forced(self) -> bool {
-        self.owner_relay_only || self.joiner_relay_only
+        self.owner_relay_only || self.joiner_relay_only || self.joiner_net != Net::Open
+    }
+
+    /// The joiner's own candidate of the pair must be a relay one: `--relay-only`, or a network
+    /// that sends no UDP at all. (A network that reaches the rendezvous only still reaches the
+    /// relay there: the peer's relay candidate with the joiner's own server-reflexive one is a
+    /// relayed pair too.)
+    fn joiner_forced(self) -> bool {
+        self.joiner_relay_only || self.joiner_net == Net::Tcp443Only
+    }
+
+    /// How the joiner must reach its relay when it is forced to one.
+    fn joiner_leg(self) -> &'static str {
+        match self.joiner_net {
+            Net::Tcp443Only => "tls",
+            _ => "udp",
+        }
     }
 }
 
@@ -144,7 +166,7 @@ fn helper_argv() -> Vec<String> {
 async fn run_pairing(lab: &mut Lab, a: Nat, b: Nat, extra: Extra) -> Result<Outcome, String> {
     let lanes = extra.lanes;
     let relay_only = |on: bool| if on { vec!["--relay-only"] } else { vec![] };
-    lab.pairing(a, b)?;
+    lab.pairing_with(a, b, extra.joiner_net)?;
     let argv = helper_argv();
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     let echo_addr = format!("127.0.0.1:{ECHO_PORT}");
@@ -158,9 +180,16 @@ async fn run_pairing(lab: &mut Lab, a: Nat, b: Nat, extra: Extra) -> Result<Outc
     let signal = match extra.relay {
         RelayServer::Coturn => lab.signal_url(true),
         RelayServer::Embedded => lab.signal_url_embedded(),
+        RelayServer::Tls443 => lab.signal_url_tls(),
     };
     let port = ECHO_PORT.to_string();
     let log = std::env::var("YKL_RUST_LOG").unwrap_or_else(|_| "info".into());
+    let ca_file = lab.ca_file();
+    let mut env = vec![("RUST_LOG", log.as_str())];
+    if extra.relay == RelayServer::Tls443 {
+        // The lab's TLS server has a certificate of its own making.
+        env.push(("SSL_CERT_FILE", ca_file.as_str()));
+    }
     let mut owner_argv = vec![
         lab::BIN,
         "server",
@@ -172,7 +201,7 @@ async fn run_pairing(lab: &mut Lab, a: Nat, b: Nat, extra: Extra) -> Result<Outc
         &signal,
     ];
     owner_argv.extend(relay_only(extra.owner_relay_only));
-    let mut owner = lab.spawn(0, "owner", &owner_argv, &[("RUST_LOG", log.as_str())])?;
+    let mut owner = lab.spawn(0, "owner", &owner_argv, &env)?;
     let code = owner.event("code", Duration::from_secs(15)).await?;
     let code = code["code"].as_str().ok_or("code event without a code")?;
     let jport = JOIN_PORT.to_string();
@@ -192,7 +221,7 @@ async fn run_pairing(lab: &mut Lab, a: Nat, b: Nat, extra: Extra) -> Result<Outc
     ];
     joiner_argv.extend(relay_only(extra.joiner_relay_only));
     joiner_argv.push(code);
-    let mut joiner = lab.spawn(1, "joiner", &joiner_argv, &[("RUST_LOG", log.as_str())])?;
+    let mut joiner = lab.spawn(1, "joiner", &joiner_argv, &env)?;
     let jev = joiner.event("connected", Duration::from_secs(40)).await?;
     let setup = started.elapsed();
     let oev = owner.event("connected", Duration::from_secs(10)).await?;
@@ -289,15 +318,17 @@ fn expected_cell(a: Nat, b: Nat, extra: Extra) -> String {
         (false, _) => "direct".into(),
         (true, RelayServer::Coturn) => "relay (coturn)".into(),
         (true, RelayServer::Embedded) => "relay (embedded)".into(),
+        (true, RelayServer::Tls443) => format!("relay (embedded, {})", extra.joiner_leg()),
     }
 }
 
-/// What is wrong with a side's `relay` field, if anything: it names the TURN transport (UDP,
-/// the only one the lab's coturn serves) exactly when the side's own candidate is a relay,
-/// which it always is with `--relay-only`; a side that is not relayed says null.
-fn relay_problem(path: &str, relay: &Value, relay_only: bool) -> Option<String> {
-    let ok = match (path, relay_only) {
-        ("relay", true) => relay == "udp",
+/// What is wrong with a side's `relay` field, if anything: it names the TURN transport (`leg`)
+/// exactly when the side's own candidate is a relay, which it always is when the side is
+/// `forced` (`--relay-only`, or a network that reaches nothing but the rendezvous); a side that
+/// is not relayed says null.
+fn relay_problem(path: &str, relay: &Value, forced: bool, leg: &str) -> Option<String> {
+    let ok = match (path, forced) {
+        ("relay", true) => relay == leg,
         // Its own candidate, or only the peer's, may be the relay one.
         ("relay", false) => relay == "udp" || relay.is_null(),
         _ => relay.is_null(),
@@ -305,7 +336,11 @@ fn relay_problem(path: &str, relay: &Value, relay_only: bool) -> Option<String> 
     (!ok).then(|| {
         format!(
             "path {path}{} but relay {relay}",
-            if relay_only { " with --relay-only" } else { "" }
+            if forced {
+                format!(" (forced, over {leg})")
+            } else {
+                String::new()
+            }
         )
     })
 }
@@ -321,9 +356,10 @@ fn table(rows: &[Row]) -> String {
     for r in rows {
         s += &match r {
             Ok(o) => format!(
-                "| {} | {} | {} / {} | {} | {} | {:.2} s | {:.1} MiB/s |\n",
+                "| {} | {}{} | {} / {} | {} | {} | {:.2} s | {:.1} MiB/s |\n",
                 o.owner_nat.name(),
                 o.joiner_nat.name(),
+                o.extra.joiner_net.name(),
                 o.owner_path,
                 o.joiner_path,
                 expected_cell(o.owner_nat, o.joiner_nat, o.extra),
@@ -334,9 +370,10 @@ fn table(rows: &[Row]) -> String {
                 o.mib_per_s,
             ),
             Err((a, b, extra, e)) => format!(
-                "| {} | {} | **no connection** ({}) | {} | – | – | – |\n",
+                "| {} | {}{} | **no connection** ({}) | {} | – | – | – |\n",
                 a.name(),
                 b.name(),
+                extra.joiner_net.name(),
                 if e.contains("\"exit_code\":7") {
                     "exit 7: no path found".to_string()
                 } else {
@@ -411,12 +448,14 @@ async fn run_in(lab: &mut Lab, pairings: &[(Nat, Nat, Extra)]) -> (Vec<Row>, Vec
             match run_pairing(lab, a, b, extra).await {
                 Ok(o) => {
                     eprintln!(
-                        "lab: {} ↔ {}{}{}: {} / {} (relay {} / {}) in {:.2} s, rtt {:?} ms, {:.1} MiB/s (pairing took {:.1} s)",
+                        "lab: {} ↔ {}{}{}{}: {} / {} (relay {} / {}) in {:.2} s, rtt {:?} ms, {:.1} MiB/s (pairing took {:.1} s)",
                         a.name(),
                         b.name(),
+                        extra.joiner_net.name(),
                         match extra.relay {
                             RelayServer::Coturn => "",
                             RelayServer::Embedded => " (embedded relay)",
+                            RelayServer::Tls443 => " (embedded relay, signalling on 443)",
                         },
                         match (extra.owner_relay_only, extra.joiner_relay_only) {
                             (false, false) => "",
@@ -446,21 +485,23 @@ async fn run_in(lab: &mut Lab, pairings: &[(Nat, Nat, Extra)]) -> (Vec<Row>, Vec
                             expected(a, b, extra)
                         ));
                     }
-                    for (who, path, relay, only) in [
+                    for (who, path, relay, forced, leg) in [
                         (
                             "owner",
                             &o.owner_path,
                             &o.owner_relay,
                             extra.owner_relay_only,
+                            "udp",
                         ),
                         (
                             "joiner",
                             &o.joiner_path,
                             &o.joiner_relay,
-                            extra.joiner_relay_only,
+                            extra.joiner_forced(),
+                            extra.joiner_leg(),
                         ),
                     ] {
-                        if let Some(p) = relay_problem(path, relay, only) {
+                        if let Some(p) = relay_problem(path, relay, forced, leg) {
                             failures.push(format!("{} ↔ {}: {who}: {p}", a.name(), b.name()));
                         }
                     }
@@ -474,6 +515,10 @@ async fn run_in(lab: &mut Lab, pairings: &[(Nat, Nat, Extra)]) -> (Vec<Row>, Vec
                             RelayServer::Embedded => eprintln!(
                                 "embedded relay's signalling server log:\n{}",
                                 lab.embedded_log()
+                            ),
+                            RelayServer::Tls443 => eprintln!(
+                                "the TLS signalling server's log:\n{}",
+                                lab.server_log("signal-tls")
                             ),
                         }
                     }
@@ -599,6 +644,51 @@ async fn symmetric_pairing_through_the_embedded_relay() {
     );
     let refused = metric(&metrics, "yakk_signal_turn_refused_total{reason=\"auth\"} ").unwrap_or(0);
     assert_eq!(refused, 0, "{metrics}");
+}
+
+/// The pairings where the joiner's network is hostile to UDP (`udp_hostile_networks_reach_the_relay`
+/// and the report): both sides port-restricted, through the signalling server on 443 with TLS
+/// and its own relay.
+fn hostile_networks() -> [(Nat, Nat, Extra); 2] {
+    let through = |net| Extra {
+        relay: RelayServer::Tls443,
+        bytes: Some(EMBEDDED_BULK),
+        joiner_net: net,
+        ..Extra::lanes(1)
+    };
+    [
+        (
+            Nat::PortRestricted,
+            Nat::PortRestricted,
+            through(Net::Tcp443Only),
+        ),
+        (
+            Nat::PortRestricted,
+            Nat::PortRestricted,
+            through(Net::RendezvousOnly),
+        ),
+    ]
+}
+
+/// Networks hostile to UDP still reach the other side, through the relay: a joiner whose
+/// network drops every UDP datagram and lets TCP out only to the rendezvous's port 443 (where
+/// wss signalling and the relay over TLS share the port) connects through TURN over TLS (its
+/// `connected` says `"relay":"tls"`); one whose network reaches only the rendezvous connects
+/// through the relay there over UDP (its own allocation, or the owner's). The echo and 64 MiB
+/// each way arrive intact over both.
+#[tokio::test(flavor = "multi_thread")]
+async fn udp_hostile_networks_reach_the_relay() {
+    if lab::skip("udp_hostile_networks_reach_the_relay") {
+        return;
+    }
+    let _one = ONE_LAB.lock().await;
+    let pairs = hostile_networks();
+    let (rows, failures) = run_pairings(&pairs, Duration::from_secs(400)).await;
+    eprintln!("{}", table(&rows));
+    if std::env::var_os("YKL_ONLY").is_none() {
+        assert_eq!(rows.len(), pairs.len(), "every pairing ran");
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 /// Not a test: the benchmark of the relays (bench/RELAY.md). In one lab, the same bulk (each
@@ -753,7 +843,8 @@ async fn report() {
             ..Extra::lanes(1).embedded()
         },
     ));
-    let (rows, failures) = run_pairings(&all, Duration::from_secs(400)).await;
+    all.extend(hostile_networks());
+    let (rows, failures) = run_pairings(&all, Duration::from_secs(800)).await;
     eprintln!("{}", table(&rows));
     write_report(&rows);
     assert!(failures.is_empty(), "{}", failures.join("\n"));

@@ -43,6 +43,12 @@ pub const SIGNAL_EMBEDDED_PORT: u16 = 6008;
 pub const EMBEDDED_TURN_PORT: u16 = 3479;
 pub const EMBEDDED_RELAY_PORTS: &str = "41000-41999";
 pub const TURN_PORT: u16 = 3478;
+/// A fourth signalling server, on 443 with TLS (its certificate is for `PUBLIC_IP`, made by
+/// the lab; peers trust it through `SSL_CERT_FILE`), with its own relay: over UDP and TCP on
+/// `TLS_SIGNAL_TURN_PORT`, and over TLS on 443 itself.
+pub const TLS_SIGNAL_PORT: u16 = 443;
+pub const TLS_SIGNAL_TURN_PORT: u16 = 3481;
+pub const TLS_SIGNAL_RELAY_PORTS: &str = "42000-42999";
 /// Where `yakk signal` answers STUN binding requests itself.
 pub const SIGNAL_STUN_PORT: u16 = 3480;
 pub const TURN_SECRET: &str = "lab-shared-secret-not-for-production";
@@ -140,6 +146,49 @@ impl Nat {
                 firewall(false)
             ),
         }
+    }
+}
+
+/// What a side's network lets out, beyond its NAT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Net {
+    /// Anything.
+    Open,
+    /// No UDP at all, and TCP only to the rendezvous's port 443 (a strict corporate or hotel
+    /// network): only TURN over TLS on 443 reaches a relay.
+    Tcp443Only,
+    /// Only the rendezvous's address (UDP and TCP): STUN and TURN over UDP work, nothing
+    /// reaches the other peer directly.
+    RendezvousOnly,
+}
+
+impl Net {
+    pub fn name(self) -> &'static str {
+        match self {
+            Net::Open => "",
+            Net::Tcp443Only => ", only TCP to 443",
+            Net::RendezvousOnly => ", only to the rendezvous",
+        }
+    }
+
+    /// The router's egress filter for it (nftables), on what the host sends out.
+    fn ruleset(self) -> String {
+        let rules = match self {
+            Net::Open => return String::new(),
+            Net::Tcp443Only => format!(
+                "\t\tiifname \"lan\" meta l4proto udp drop\n\
+                 \t\tiifname \"lan\" ip daddr != {PUBLIC_IP} drop\n\
+                 \t\tiifname \"lan\" tcp dport != {TLS_SIGNAL_PORT} drop\n"
+            ),
+            Net::RendezvousOnly => {
+                format!("\t\tiifname \"lan\" ip daddr != {PUBLIC_IP} drop\n")
+            }
+        };
+        format!(
+            "table inet ykl_egress {{\n\
+             \tchain forward {{ type filter hook forward priority -10; policy accept;\n\
+             {rules}\t}}\n}}\n"
+        )
     }
 }
 
@@ -567,6 +616,32 @@ impl Lab {
             &[],
         )?;
         self.servers.push(signal3);
+        let (cert, key) = self.certificate()?;
+        let listen4 = format!("{PUBLIC_IP}:{TLS_SIGNAL_PORT}");
+        let turn_listen4 = format!("{PUBLIC_IP}:{TLS_SIGNAL_TURN_PORT}");
+        let signal4 = spawn_in(
+            &p,
+            "signal-tls",
+            &[
+                BIN,
+                "signal",
+                "--listen",
+                &listen4,
+                "--tls-cert",
+                &cert,
+                "--tls-key",
+                &key,
+                "--stun",
+                &stun_url,
+                "--turn-listen",
+                &turn_listen4,
+                "--turn-ports",
+                TLS_SIGNAL_RELAY_PORTS,
+                "--turn-allow-private-peers",
+            ],
+            &[],
+        )?;
+        self.servers.push(signal4);
         // Wait until every port is bound (bounded).
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
@@ -578,7 +653,9 @@ impl Lab {
                 && tcp.contains(&turn_listen)
                 && tcp.contains(&listen)
                 && tcp.contains(&listen2)
-                && tcp.contains(&listen3);
+                && tcp.contains(&listen3)
+                && tcp.contains(&listen4)
+                && udp.contains(&turn_listen4);
             if ready {
                 return Ok(());
             }
@@ -599,9 +676,14 @@ impl Lab {
 
     /// Tears down the sides of the previous pairing and builds two new ones.
     pub fn pairing(&mut self, a: Nat, b: Nat) -> Result<(), String> {
+        self.pairing_with(a, b, Net::Open)
+    }
+
+    /// The same, the second side's network letting out only what `b_net` allows.
+    pub fn pairing_with(&mut self, a: Nat, b: Nat, b_net: Net) -> Result<(), String> {
         self.clear_sides();
-        for nat in [a, b] {
-            let side = self.build_side(nat)?;
+        for (nat, net) in [(a, Net::Open), (b, b_net)] {
+            let side = self.build_side(nat, net)?;
             self.sides.push(side);
         }
         Ok(())
@@ -611,7 +693,7 @@ impl Lab {
         &self.sides[i]
     }
 
-    fn build_side(&mut self, nat: Nat) -> Result<Side, String> {
+    fn build_side(&mut self, nat: Nat, net: Net) -> Result<Side, String> {
         let k = self.next_net;
         self.next_net += 1;
         if k > 250 {
@@ -726,7 +808,7 @@ impl Lab {
                 &side.wan_ip,
             ])?;
         }
-        let rules = nat.ruleset(&side.host_ip);
+        let rules = nat.ruleset(&side.host_ip) + &net.ruleset();
         if !rules.is_empty() {
             run(
                 &["ip", "netns", "exec", r, "nft", "-f", "-"],
@@ -767,6 +849,32 @@ impl Lab {
         format!("ws://{PUBLIC_IP}:{port}")
     }
 
+    /// A certificate for `PUBLIC_IP` (self-signed: its own authority) in the lab's directory:
+    /// the paths of its PEM certificate (what `SSL_CERT_FILE` names) and key.
+    fn certificate(&self) -> Result<(String, String), String> {
+        let ck = rcgen::generate_simple_self_signed(vec![PUBLIC_IP.to_string()])
+            .map_err(|e| format!("certificate: {e}"))?;
+        let cert = self.tmp.join("cert.pem");
+        let key = self.tmp.join("key.pem");
+        std::fs::write(&cert, ck.cert.pem()).map_err(|e| format!("{}: {e}", cert.display()))?;
+        std::fs::write(&key, ck.signing_key.serialize_pem())
+            .map_err(|e| format!("{}: {e}", key.display()))?;
+        Ok((
+            cert.to_string_lossy().into_owned(),
+            key.to_string_lossy().into_owned(),
+        ))
+    }
+
+    /// The certificate of the TLS signalling server, for `SSL_CERT_FILE`.
+    pub fn ca_file(&self) -> String {
+        self.tmp.join("cert.pem").to_string_lossy().into_owned()
+    }
+
+    /// The URL of the signalling server on 443 with TLS and its own relay (also over TLS).
+    pub fn signal_url_tls(&self) -> String {
+        format!("wss://{PUBLIC_IP}:{TLS_SIGNAL_PORT}")
+    }
+
     /// The URL of the signalling server whose relay is its own (`--turn-listen`).
     pub fn signal_url_embedded(&self) -> String {
         format!("ws://{PUBLIC_IP}:{SIGNAL_EMBEDDED_PORT}")
@@ -787,6 +895,15 @@ impl Lab {
         self.servers
             .iter()
             .find(|s| s.name.starts_with("signal-embedded-turn"))
+            .map(Proc::stderr_text)
+            .unwrap_or_default()
+    }
+
+    /// What the server named `name` (its name's start) said on stderr so far.
+    pub fn server_log(&self, name: &str) -> String {
+        self.servers
+            .iter()
+            .find(|s| s.name.starts_with(name))
             .map(Proc::stderr_text)
             .unwrap_or_default()
     }
