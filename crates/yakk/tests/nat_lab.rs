@@ -402,9 +402,11 @@ fn write_report(rows: &[Row]) {
          network namespaces, nftables NAT routers, `yakk signal` (which also answers STUN) and \
          coturn (TURN REST credentials from `yakk signal --turn-secret`) in a \"public\" \
          namespace, with a second `yakk signal` running its own relay (`--turn-listen`, \
-         the \"relay (embedded)\" row), the real `yakk` binary on both sides. Each pairing \
-         carries an echo and a 64 MiB echo (64 MiB each way at once, checked by SHA-256; \
-         16 MiB through coturn, 64 MiB through the embedded relay). Setup is from starting the \
+         the \"relay (embedded)\" row) and a third on 443 with TLS whose relay is also served \
+         over TLS on 443 (the last two rows, where the joiner's network lets out only TCP to \
+         443, or only traffic to the rendezvous), the real `yakk` binary on both sides. Each \
+         pairing carries an echo and a 64 MiB echo (64 MiB each way at once, checked by \
+         SHA-256; 16 MiB through coturn). Setup is from starting the \
          joiner to its `connected` event (signalling, J-PAKE, ICE, DTLS, SCTP). Path is the local \
          candidate type of the pair each side selected; \"direct\" means host, srflx or prflx \
          (a pair from a NATed host candidate through its NAT reports \"host\").\n\n",
@@ -740,6 +742,17 @@ async fn relay_bench() {
                 ..Extra::lanes(1).embedded()
             },
         ),
+        (
+            "embedded, joiner over TLS on 443",
+            Nat::PortRestricted,
+            Nat::PortRestricted,
+            Extra {
+                bytes,
+                relay: RelayServer::Tls443,
+                joiner_net: Net::Tcp443Only,
+                ..Extra::lanes(1)
+            },
+        ),
     ];
     let mut pairs = Vec::new();
     for _ in 0..runs {
@@ -756,11 +769,11 @@ async fn relay_bench() {
     for (name, a, b, e) in kinds {
         let mut setups = Vec::new();
         let mut speeds = Vec::new();
-        for o in rows
-            .iter()
-            .flatten()
-            .filter(|o| (o.owner_nat, o.joiner_nat) == (a, b) && o.extra.relay == e.relay)
-        {
+        for o in rows.iter().flatten().filter(|o| {
+            (o.owner_nat, o.joiner_nat) == (a, b)
+                && o.extra.relay == e.relay
+                && o.extra.joiner_net == e.joiner_net
+        }) {
             setups.push(o.setup.as_secs_f64());
             speeds.push(o.mib_per_s);
         }

@@ -20,6 +20,44 @@ use std::io;
 /// SO_RCVBUF/SO_SNDBUF for a relayed socket (Linux caps it at net.core.rmem_max / wmem_max).
 pub(super) const RELAY_BUFFER: usize = 4 << 20;
 
+/// Warns when the kernel caps socket buffers below `size` (`net.core.rmem_max`/`wmem_max`,
+/// 208 KiB on most systems): the relay then loses packets in bursts, and relayed paths slow
+/// down many times.
+pub(super) fn warn_if_capped(size: usize) {
+    for key in ["rmem_max", "wmem_max"] {
+        let path = format!("/proc/sys/net/core/{key}");
+        let Some(max) = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+        else {
+            continue;
+        };
+        if max < size {
+            tracing::warn!(
+                "the kernel caps socket buffers at net.core.{key} = {max} bytes: relayed paths will \
+                 lose packets in bursts and run slowly; raise it (sysctl -w net.core.{key}={size}, \
+                 or deploy/sysctl.d/99-yakk-signal.conf)"
+            );
+        }
+    }
+}
+
+/// Reports a failure of [`raise`]: once as a warning (a seccomp profile that denies
+/// `pidfd_getfd`, as Docker's default one does without CAP_SYS_PTRACE, fails every time), then
+/// at debug level.
+pub(super) fn could_not_raise(port: u16, e: &io::Error) {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::debug!(port, "relayed socket buffers: {e}");
+    } else {
+        tracing::warn!(
+            port,
+            "cannot raise the buffers of the relay's sockets ({e}): relayed paths will run slowly \
+             (in a container, allow pidfd_getfd: see deploy/compose.yaml)"
+        );
+    }
+}
+
 /// Raises both buffers of this process's UDP socket bound to `port`. `Ok(false)` when no such
 /// socket was found (the allocation is already gone).
 pub(super) fn raise(port: u16, size: usize) -> io::Result<bool> {

@@ -278,7 +278,7 @@ impl Transport for Guarded {
                             match buffers::raise(port, buffers::RELAY_BUFFER) {
                                 Ok(true) => {}
                                 Ok(false) => tracing::debug!(port, "relayed socket not found"),
-                                Err(e) => tracing::debug!(port, "relayed socket buffers: {e}"),
+                                Err(e) => buffers::could_not_raise(port, &e),
                             }
                         });
                     }

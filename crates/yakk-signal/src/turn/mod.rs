@@ -270,6 +270,7 @@ impl EmbeddedRelay {
             let _ = sock.set_recv_buffer_size(LISTEN_BUFFER);
             let _ = sock.set_send_buffer_size(LISTEN_BUFFER);
         }
+        buffers::warn_if_capped(buffers::RELAY_BUFFER);
         let udp_addr = udp.local_addr()?;
         let gate = Arc::new(Gate::new(config));
         let mut connections: Vec<Arc<dyn Transport + Send + Sync>> = vec![Arc::new(Guarded {
