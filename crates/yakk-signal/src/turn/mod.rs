@@ -46,6 +46,7 @@
 mod buffers;
 mod gate;
 mod guard;
+mod shortcut;
 mod tls;
 
 use std::fmt::{self, Write as _};
@@ -184,12 +185,22 @@ pub struct RelayMetrics {
     /// Relayed payload bytes by [`Via`].
     bytes_to_clients: [AtomicU64; Via::ALL.len()],
     bytes_from_clients: [AtomicU64; Via::ALL.len()],
+    shortcut_packets: AtomicU64,
     tls: TlsMetrics,
 }
 
 impl RelayMetrics {
     fn refuse(&self, why: Refusal) {
         self.refused[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn shortcut(&self) {
+        self.shortcut_packets.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// ChannelData passed straight from one UDP client of the relay to another.
+    pub fn shortcut_packets(&self) -> u64 {
+        self.shortcut_packets.load(Ordering::Relaxed)
     }
 
     /// How often the relay refused for `why`.
@@ -274,7 +285,7 @@ impl EmbeddedRelay {
         let udp_addr = udp.local_addr()?;
         let gate = Arc::new(Gate::new(config));
         let mut connections: Vec<Arc<dyn Transport + Send + Sync>> = vec![Arc::new(Guarded {
-            inner: Inner::Udp(udp),
+            inner: Inner::udp(udp),
             gate: gate.clone(),
         })];
         let mut tcp_addr = None;
@@ -318,7 +329,7 @@ impl EmbeddedRelay {
                 },
                 realm: REALM.to_string(),
                 auth_handler: Arc::new(RestAuth { gate: gate.clone() }),
-                channel_bind_lifetime: Duration::from_secs(600),
+                channel_bind_lifetime: shortcut::CHANNEL_LIFETIME,
                 alloc_close_notify: None,
             }),
         });
@@ -432,6 +443,13 @@ pub fn render_metrics(gate: &Gate, out: &mut String) {
             );
         }
     }
+    metric(
+        out,
+        "yakk_signal_turn_shortcut_packets_total",
+        "counter",
+        "ChannelData the embedded TURN relay passed straight between two of its UDP allocations.",
+        m.shortcut_packets(),
+    );
     let tls = m.tls();
     metric(
         out,
