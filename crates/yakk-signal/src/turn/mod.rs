@@ -35,13 +35,25 @@
 //!   paths ran at a tenth of their speed. Allocations over TCP or TLS keep the defaults: their
 //!   stream queues instead of dropping, and a deeper queue only adds delay.
 //!
+//! - **Shortcut** (`shortcut.rs`). When both peers of a session allocate on this relay over
+//!   UDP, ChannelData from one to the other is sent on from the listening socket as ChannelData
+//!   on the receiver's channel, as the crate would have sent it through the two relayed sockets
+//!   (and the kernel between them), but without them. It applies only when the sender's channel
+//!   is bound to the relayed address of the receiver's allocation and the receiver holds a
+//!   permission for the sender's relayed address and a channel bound to it. These are mirrored
+//!   from the requests the crate was handed and its success responses only (entries expire
+//!   2 s before the crate's, maps are bounded, deleted allocations are dropped), so the mirror
+//!   is never more permissive than the crate; anything else (Send/Data indications, TCP and TLS
+//!   clients, what the mirror lacks) goes the long way. Bandwidth caps and byte counters apply
+//!   to both legs as on the long way.
+//!
 //! Allocations are keyed by transport and client address, the real one on every transport
 //! (TLS included): credentials, quotas and rate limits apply alike.
 //!
 //! Files: `gate.rs` (credentials, quotas, bandwidth: the book-keeping the transports share),
-//! `guard.rs` (the wrapper that applies it to each request and packet), `tls.rs` (the
-//! transport of TURN over TLS: framing and bounds), `buffers.rs` (the allocations' socket
-//! buffers).
+//! `guard.rs` (the wrapper that applies it to each request and packet), `shortcut.rs` (the
+//! mirror the shortcut consults), `tls.rs` (the transport of TURN over TLS: framing and
+//! bounds), `buffers.rs` (the allocations' socket buffers).
 
 mod buffers;
 mod gate;
