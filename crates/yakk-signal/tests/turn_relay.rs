@@ -716,6 +716,250 @@ async fn bandwidth_per_allocation_is_capped() {
     server.shutdown().await;
 }
 
+// The shortcut: ChannelData between two UDP allocations of one relay skips their relayed sockets.
+
+impl Client {
+    async fn bind(&self, number: u16, peer: SocketAddr) {
+        self.expect_ok(
+            CHANNEL_BIND,
+            vec![
+                ChannelNumber::new(number).unwrap().into(),
+                XorPeerAddress::new(peer).into(),
+            ],
+        )
+        .await;
+    }
+
+    async fn send_channel(&self, number: u16, data: &[u8]) {
+        self.sock
+            .send_to(&channel_data(number, data), self.server)
+            .await
+            .unwrap();
+    }
+}
+
+/// The next datagram `c` receives within `within`: ChannelData as (number, payload, datagram
+/// size), anything else as (0, the whole datagram, its size).
+async fn next_datagram(c: &Client, within: Duration) -> Option<(u16, Vec<u8>, usize)> {
+    let mut buf = vec![0u8; 4096];
+    let (n, _) = tokio::time::timeout(within, c.sock.recv_from(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    if n >= 4 && (0x40..=0x7f).contains(&buf[0]) {
+        let len = usize::from(u16::from_be_bytes([buf[2], buf[3]]));
+        return Some((
+            u16::from_be_bytes([buf[0], buf[1]]),
+            buf[4..4 + len].to_vec(),
+            n,
+        ));
+    }
+    Some((0, buf[..n].to_vec(), n))
+}
+
+/// Two clients of one relay, allocated: (relay, server, C, C's relayed address, D, D's).
+async fn two_clients(
+    config: RelayConfig,
+) -> (
+    SocketAddr,
+    ServerHandle,
+    Client,
+    SocketAddr,
+    Client,
+    SocketAddr,
+) {
+    let server = start(Config {
+        relay: Some(config),
+        ..Config::default()
+    })
+    .await;
+    let relay = server.relay_addr().unwrap();
+    let (_, username, password) = room_credentials(&server).await;
+    let mut c = Client::new(relay, &username, &password).await;
+    let rc = c.allocate_ok().await;
+    let mut d = Client::new(relay, &username, &password).await;
+    let rd = d.allocate_ok().await;
+    (relay, server, c, rc, d, rd)
+}
+
+fn shortcut_packets(server: &ServerHandle) -> u64 {
+    metric(
+        &server.metrics_text(),
+        "yakk_signal_turn_shortcut_packets_total ",
+    )
+}
+
+/// A burst each way between two clients whose channels are bound to each other's relayed
+/// address arrives whole and in order, on the receiver's own channel, padded as the crate pads,
+/// through the shortcut; the relayed bytes are counted as on the long way.
+#[tokio::test]
+async fn channel_data_between_two_allocations_takes_the_shortcut() {
+    let (_, server, c, rc, d, rd) = two_clients(relay_config(200, 64)).await;
+    c.bind(0x4001, rd).await;
+    d.bind(0x4abc, rc).await;
+    assert_eq!(shortcut_packets(&server), 0);
+
+    // Sizes 1..=1496 (the most the crate reads of a datagram is 1500 bytes), one way then the
+    // other; a tag in each payload gives its order.
+    let sizes: Vec<usize> = (0..120)
+        .map(|i| 1 + (i * 37) % 1496)
+        .chain([1496])
+        .collect();
+    let payload = |tag: u8, i: usize, n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|j| if j == 0 { i as u8 } else { tag ^ (j as u8) })
+            .collect()
+    };
+    let mut bytes = 0;
+    for (from, to, number, back, tag) in [
+        (&c, &d, 0x4001, 0x4abc, 0xc5),
+        (&d, &c, 0x4abc, 0x4001, 0xd7),
+    ] {
+        for (i, &n) in sizes.iter().enumerate() {
+            from.send_channel(number, &payload(tag, i, n)).await;
+            bytes += n;
+        }
+        for (i, &n) in sizes.iter().enumerate() {
+            let (num, got, size) = next_datagram(to, WAIT)
+                .await
+                .unwrap_or_else(|| panic!("packet {i} of {} lost", sizes.len()));
+            assert_eq!(num, back, "packet {i}");
+            assert_eq!(got, payload(tag, i, n), "packet {i} of {n} bytes");
+            assert_eq!(size, (4 + n).next_multiple_of(4), "padding of packet {i}");
+        }
+    }
+    assert_eq!(shortcut_packets(&server), 2 * sizes.len() as u64);
+    let text = server.metrics_text();
+    for dir in ["to_clients", "from_clients"] {
+        assert_eq!(
+            metric(
+                &text,
+                &format!("yakk_signal_turn_relayed_bytes_total{{direction=\"{dir}\"}} ")
+            ),
+            bytes as u64,
+            "{dir}"
+        );
+    }
+    server.shutdown().await;
+}
+
+/// When only C binds a channel to D's relayed address, D holds no permission for C's: nothing
+/// reaches D. With a permission and no channel, the crate sends D a Data indication itself.
+#[tokio::test]
+async fn no_shortcut_to_a_client_without_permission_or_channel() {
+    let (_, server, c, rc, d, rd) = two_clients(relay_config(200, 64)).await;
+    c.bind(0x4001, rd).await;
+    for _ in 0..5 {
+        c.send_channel(0x4001, b"unasked for").await;
+    }
+    assert!(
+        next_datagram(&d, Duration::from_millis(500))
+            .await
+            .is_none(),
+        "D received without a permission"
+    );
+    assert_eq!(shortcut_packets(&server), 0);
+
+    d.expect_ok(CREATE_PERMISSION, vec![XorPeerAddress::new(rc).into()])
+        .await;
+    c.send_channel(0x4001, b"as a Data indication").await;
+    assert_eq!(
+        d.relayed().await.as_deref(),
+        Some(&b"as a Data indication"[..])
+    );
+    assert_eq!(
+        shortcut_packets(&server),
+        0,
+        "no channel back: the long way"
+    );
+    server.shutdown().await;
+}
+
+/// Once D deletes its allocation (Refresh, lifetime 0), C's packets on the channel still bound
+/// to D's old relayed address reach no one: not D, not C, not E who allocates that very address
+/// next (the relay has two ports) without a permission for C.
+#[tokio::test]
+async fn no_shortcut_to_a_deleted_allocation() {
+    let (relay, server, c, rc, d, rd) = two_clients(RelayConfig {
+        ports: (61200, 61201),
+        ..relay_config(200, 64)
+    })
+    .await;
+    c.bind(0x4001, rd).await;
+    d.bind(0x4002, rc).await;
+    c.send_channel(0x4001, b"before").await;
+    let (_, got, _) = next_datagram(&d, WAIT).await.expect("relayed before");
+    assert_eq!(got, b"before");
+    assert_eq!(shortcut_packets(&server), 1);
+
+    d.expect_ok(REFRESH, vec![Lifetime::from_u32(0).into()])
+        .await;
+    for _ in 0..5 {
+        c.send_channel(0x4001, b"after").await;
+    }
+    assert!(
+        next_datagram(&d, Duration::from_millis(500))
+            .await
+            .is_none(),
+        "delivered to a deleted allocation"
+    );
+    assert!(
+        next_datagram(&c, Duration::from_millis(100))
+            .await
+            .is_none()
+    );
+    assert_eq!(shortcut_packets(&server), 1);
+
+    // E gets D's old relayed address (once its socket is closed).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, username, password) = room_credentials(&server).await;
+    let mut e = Client::new(relay, &username, &password).await;
+    assert_eq!(e.allocate_ok().await, rd);
+    for _ in 0..5 {
+        c.send_channel(0x4001, b"after").await;
+    }
+    assert!(
+        next_datagram(&e, Duration::from_millis(500))
+            .await
+            .is_none()
+    );
+    assert!(
+        next_datagram(&d, Duration::from_millis(100))
+            .await
+            .is_none()
+    );
+    assert_eq!(shortcut_packets(&server), 1);
+    server.shutdown().await;
+}
+
+/// `max_rate` holds on the shortcut as on the long way: of 20 × 500 bytes sent at once, about
+/// 4 fit in one second of burst.
+#[tokio::test]
+async fn the_shortcut_keeps_the_bandwidth_cap() {
+    let (_, server, c, rc, d, rd) = two_clients(RelayConfig {
+        max_rate: 2_000,
+        ..relay_config(200, 64)
+    })
+    .await;
+    c.bind(0x4001, rd).await;
+    d.bind(0x4002, rc).await;
+    for _ in 0..20 {
+        c.send_channel(0x4001, &[7u8; 500]).await;
+    }
+    let mut got = 0;
+    while next_datagram(&d, Duration::from_millis(300))
+        .await
+        .is_some()
+    {
+        got += 1;
+    }
+    assert!((3..=6).contains(&got), "{got} of 20 reached D");
+    assert_eq!(shortcut_packets(&server), got);
+    let gate = server.relay_gate().unwrap();
+    assert!(gate.metrics().refused(Refusal::Bandwidth) >= 14);
+    server.shutdown().await;
+}
+
 // TURN over TLS (`turns:`) on the signalling server's own TLS port.
 
 /// A server with TLS (a certificate for `localhost` and `127.0.0.1`) and the relay; the

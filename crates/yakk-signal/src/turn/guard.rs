@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use medea_turn::attr::{
-    Attribute, Data, ErrorCode, Lifetime, MessageIntegrity, Realm, Username, XorPeerAddress,
-    XorRelayAddress,
+    Attribute, ChannelNumber, Data, ErrorCode, Lifetime, MessageIntegrity, Realm, Username,
+    XorPeerAddress, XorRelayAddress,
 };
 use medea_turn::transport::{self, Request, TcpServer, Transport};
 use secrecy::SecretString;
@@ -21,6 +21,7 @@ use stun_codec::{Message, MessageClass};
 use tokio::net::UdpSocket;
 
 use super::gate::{Gate, Reserve};
+use super::shortcut::Mirror;
 use super::{Refusal, TlsTransport, Via, buffers};
 
 fn unix_now() -> u64 {
@@ -49,10 +50,18 @@ impl medea_turn::AuthHandler for RestAuth {
     }
 }
 
+/// The listening UDP socket, with what the shortcut needs.
+pub(super) struct Udp {
+    socket: Arc<UdpSocket>,
+    /// Each datagram is peeked at into this before the crate or the shortcut reads it.
+    buf: tokio::sync::Mutex<Vec<u8>>,
+    mirror: Mirror,
+}
+
 /// One of the relay's transports.
 pub(super) enum Inner {
-    /// The UDP socket itself: its datagrams' sizes are peeked at before the crate reads them.
-    Udp(Arc<UdpSocket>),
+    /// The UDP socket itself: its datagrams are peeked at before the crate reads them.
+    Udp(Box<Udp>),
     /// The crate's TCP transport (it hands ChannelData over already decoded, without a size).
     Tcp(Arc<TcpServer>),
     /// TURN over TLS on the signalling server's listener; it tells ChannelData sizes.
@@ -74,6 +83,14 @@ impl fmt::Debug for Guarded {
     }
 }
 
+/// What became of a datagram peeked at on the UDP socket.
+enum Peeked {
+    /// Passed on between two allocations (or dropped on the way): consumed.
+    Shortcut,
+    /// Left for the crate to read; for ChannelData, the size of its payload.
+    Crate(Option<usize>),
+}
+
 /// What to do with a request.
 enum Verdict {
     Pass,
@@ -81,10 +98,23 @@ enum Verdict {
     Refuse(ErrorCode, Refusal),
 }
 
+/// The most the crate reads of a UDP datagram (its `INBOUND_MTU`): the shortcut reads as much.
+const UDP_READ: usize = 1500;
+
+impl Inner {
+    pub(super) fn udp(socket: Arc<UdpSocket>) -> Inner {
+        Inner::Udp(Box::new(Udp {
+            socket,
+            buf: tokio::sync::Mutex::new(vec![0; UDP_READ]),
+            mirror: Mirror::default(),
+        }))
+    }
+}
+
 impl Guarded {
     fn transport(&self) -> &(dyn Transport + Send + Sync) {
         match &self.inner {
-            Inner::Udp(udp) => &**udp,
+            Inner::Udp(udp) => &*udp.socket,
             Inner::Tcp(tcp) => &**tcp,
             Inner::Tls(tls) => &**tls,
         }
@@ -102,24 +132,75 @@ impl Guarded {
     /// transport tells it.
     async fn next(&self) -> Result<(Request, SocketAddr, Option<usize>), transport::Error> {
         match &self.inner {
-            Inner::Udp(udp) => {
-                let mut channel_len = None;
-                let mut head = [0u8; 4];
-                if let Ok((n, _)) = udp.peek_from(&mut head).await
-                    && n == 4
-                    && (0x40..=0x7f).contains(&head[0])
-                {
-                    channel_len = Some(usize::from(u16::from_be_bytes([head[2], head[3]])));
-                }
-                let (req, from) = Transport::recv_from(&**udp).await?;
-                Ok((req, from, channel_len))
-            }
+            Inner::Udp(udp) => loop {
+                let channel_len = match self.peek_udp(udp).await {
+                    Peeked::Shortcut => continue,
+                    Peeked::Crate(len) => len,
+                };
+                let (req, from) = Transport::recv_from(&*udp.socket).await?;
+                return Ok((req, from, channel_len));
+            },
             Inner::Tcp(tcp) => {
                 let (req, from) = tcp.recv_from().await?;
                 Ok((req, from, None))
             }
             Inner::Tls(tls) => tls.recv_sized().await,
         }
+    }
+
+    /// Peeks at the next datagram. ChannelData from one client of this relay to another, over
+    /// channels both bound and a permission the receiver holds (as the mirror has them), is
+    /// consumed and sent on here as the crate would have sent it through the two relayed
+    /// sockets; anything else is left for the crate.
+    async fn peek_udp(&self, udp: &Udp) -> Peeked {
+        let mut buf = udp.buf.lock().await;
+        let Ok((n, from)) = udp.socket.peek_from(&mut buf).await else {
+            return Peeked::Crate(None);
+        };
+        let (number, len) = match buf.get(..4) {
+            Some(&[a, b, c, d]) if n >= 4 && (0x40..=0x7f).contains(&a) => (
+                u16::from_be_bytes([a, b]),
+                usize::from(u16::from_be_bytes([c, d])),
+            ),
+            _ => return Peeked::Crate(None),
+        };
+        // Only what the crate itself decodes as ChannelData (within the bytes it reads).
+        if !(ChannelNumber::MIN..=ChannelNumber::MAX).contains(&number) || len > n - 4 {
+            return Peeked::Crate(Some(len));
+        }
+        let Some((to, back)) = udp.mirror.route(from, number) else {
+            return Peeked::Crate(Some(len));
+        };
+        // Only this task reads the socket, so the datagram peeked at is the next one.
+        match udp.socket.try_recv_from(&mut buf) {
+            Ok((m, f)) if m == n && f == from => {}
+            Ok((_, f)) => {
+                tracing::debug!("turn: shortcut read another datagram than it peeked at ({f})");
+                return Peeked::Shortcut;
+            }
+            Err(_) => return Peeked::Crate(Some(len)),
+        }
+        if !self.gate.relayed((Via::Udp, from), len, false)
+            || !self.gate.relayed((Via::Udp, to), len, true)
+        {
+            return Peeked::Shortcut;
+        }
+        let end = 4 + len;
+        let padded = end.next_multiple_of(4);
+        if let Some(head) = buf.get_mut(..2) {
+            head.copy_from_slice(&back.to_be_bytes());
+        }
+        if let Some(pad) = buf.get_mut(end..padded) {
+            pad.fill(0);
+        }
+        let Some(out) = buf.get(..padded) else {
+            return Peeked::Shortcut;
+        };
+        match udp.socket.send_to(out, to).await {
+            Ok(_) => self.gate.metrics.shortcut(),
+            Err(e) => tracing::debug!("turn: shortcut to {to}: {e}"),
+        }
+        Peeked::Shortcut
     }
 
     async fn refuse(&self, msg: &Message<Attribute>, code: ErrorCode, to: SocketAddr) {
@@ -218,7 +299,12 @@ impl Transport for Guarded {
                         return Ok((req, from));
                     }
                     match self.judge(msg, from) {
-                        Verdict::Pass => return Ok((req, from)),
+                        Verdict::Pass => {
+                            if let Inner::Udp(udp) = &self.inner {
+                                udp.mirror.request(from, msg);
+                            }
+                            return Ok((req, from));
+                        }
                         Verdict::Drop => continue,
                         Verdict::Refuse(code, why) => {
                             self.gate.metrics.refuse(why);
@@ -254,6 +340,9 @@ impl Transport for Guarded {
     ) -> Result<(), transport::Error> {
         let key = (self.via(), dst);
         let (method, class) = (msg.method(), msg.class());
+        if let Inner::Udp(udp) = &self.inner {
+            udp.mirror.response(dst, &msg);
+        }
         if method == ALLOCATE {
             match class {
                 MessageClass::SuccessResponse => {

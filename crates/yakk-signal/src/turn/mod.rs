@@ -35,17 +35,30 @@
 //!   paths ran at a tenth of their speed. Allocations over TCP or TLS keep the defaults: their
 //!   stream queues instead of dropping, and a deeper queue only adds delay.
 //!
+//! - **Shortcut** (`shortcut.rs`). When both peers of a session allocate on this relay over
+//!   UDP, ChannelData from one to the other is sent on from the listening socket as ChannelData
+//!   on the receiver's channel, as the crate would have sent it through the two relayed sockets
+//!   (and the kernel between them), but without them. It applies only when the sender's channel
+//!   is bound to the relayed address of the receiver's allocation and the receiver holds a
+//!   permission for the sender's relayed address and a channel bound to it. These are mirrored
+//!   from the requests the crate was handed and its success responses only (entries expire
+//!   2 s before the crate's, maps are bounded, deleted allocations are dropped), so the mirror
+//!   is never more permissive than the crate; anything else (Send/Data indications, TCP and TLS
+//!   clients, what the mirror lacks) goes the long way. Bandwidth caps and byte counters apply
+//!   to both legs as on the long way.
+//!
 //! Allocations are keyed by transport and client address, the real one on every transport
 //! (TLS included): credentials, quotas and rate limits apply alike.
 //!
 //! Files: `gate.rs` (credentials, quotas, bandwidth: the book-keeping the transports share),
-//! `guard.rs` (the wrapper that applies it to each request and packet), `tls.rs` (the
-//! transport of TURN over TLS: framing and bounds), `buffers.rs` (the allocations' socket
-//! buffers).
+//! `guard.rs` (the wrapper that applies it to each request and packet), `shortcut.rs` (the
+//! mirror the shortcut consults), `tls.rs` (the transport of TURN over TLS: framing and
+//! bounds), `buffers.rs` (the allocations' socket buffers).
 
 mod buffers;
 mod gate;
 mod guard;
+mod shortcut;
 mod tls;
 
 use std::fmt::{self, Write as _};
@@ -184,12 +197,22 @@ pub struct RelayMetrics {
     /// Relayed payload bytes by [`Via`].
     bytes_to_clients: [AtomicU64; Via::ALL.len()],
     bytes_from_clients: [AtomicU64; Via::ALL.len()],
+    shortcut_packets: AtomicU64,
     tls: TlsMetrics,
 }
 
 impl RelayMetrics {
     fn refuse(&self, why: Refusal) {
         self.refused[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn shortcut(&self) {
+        self.shortcut_packets.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// ChannelData passed straight from one UDP client of the relay to another.
+    pub fn shortcut_packets(&self) -> u64 {
+        self.shortcut_packets.load(Ordering::Relaxed)
     }
 
     /// How often the relay refused for `why`.
@@ -274,7 +297,7 @@ impl EmbeddedRelay {
         let udp_addr = udp.local_addr()?;
         let gate = Arc::new(Gate::new(config));
         let mut connections: Vec<Arc<dyn Transport + Send + Sync>> = vec![Arc::new(Guarded {
-            inner: Inner::Udp(udp),
+            inner: Inner::udp(udp),
             gate: gate.clone(),
         })];
         let mut tcp_addr = None;
@@ -318,7 +341,7 @@ impl EmbeddedRelay {
                 },
                 realm: REALM.to_string(),
                 auth_handler: Arc::new(RestAuth { gate: gate.clone() }),
-                channel_bind_lifetime: Duration::from_secs(600),
+                channel_bind_lifetime: shortcut::CHANNEL_LIFETIME,
                 alloc_close_notify: None,
             }),
         });
@@ -432,6 +455,13 @@ pub fn render_metrics(gate: &Gate, out: &mut String) {
             );
         }
     }
+    metric(
+        out,
+        "yakk_signal_turn_shortcut_packets_total",
+        "counter",
+        "ChannelData the embedded TURN relay passed straight between two of its UDP allocations.",
+        m.shortcut_packets(),
+    );
     let tls = m.tls();
     metric(
         out,
