@@ -235,8 +235,14 @@ impl Client {
 
     /// The next relayed payload: a Data indication's or a ChannelData's.
     async fn relayed(&self) -> Option<Vec<u8>> {
+        self.relayed_within(WAIT).await
+    }
+
+    /// What the relay passes on to this client within `within` (ChannelData or a Data
+    /// indication); anything else, such as a late answer to a retransmitted request, is skipped.
+    async fn relayed_within(&self, within: Duration) -> Option<Vec<u8>> {
         let mut buf = vec![0u8; 2048];
-        let deadline = Instant::now() + WAIT;
+        let deadline = Instant::now() + within;
         loop {
             let (n, _) = tokio::time::timeout_at(deadline.into(), self.sock.recv_from(&mut buf))
                 .await
@@ -853,9 +859,7 @@ async fn no_shortcut_to_a_client_without_permission_or_channel() {
         c.send_channel(0x4001, b"unasked for").await;
     }
     assert!(
-        next_datagram(&d, Duration::from_millis(500))
-            .await
-            .is_none(),
+        d.relayed_within(Duration::from_millis(500)).await.is_none(),
         "D received without a permission"
     );
     assert_eq!(shortcut_packets(&server), 0);
@@ -898,36 +902,32 @@ async fn no_shortcut_to_a_deleted_allocation() {
         c.send_channel(0x4001, b"after").await;
     }
     assert!(
-        next_datagram(&d, Duration::from_millis(500))
-            .await
-            .is_none(),
+        d.relayed_within(Duration::from_millis(500)).await.is_none(),
         "delivered to a deleted allocation"
     );
-    assert!(
-        next_datagram(&c, Duration::from_millis(100))
-            .await
-            .is_none()
-    );
+    assert!(c.relayed_within(Duration::from_millis(100)).await.is_none());
     assert_eq!(shortcut_packets(&server), 1);
 
-    // E gets D's old relayed address (once its socket is closed).
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // E gets D's old relayed address once the relay has closed D's socket (it does so on its
+    // own time: until then the only free port is taken, 508).
     let (_, username, password) = room_credentials(&server).await;
-    let mut e = Client::new(relay, &username, &password).await;
-    assert_eq!(e.allocate_ok().await, rd);
+    let deadline = Instant::now() + WAIT;
+    let e = loop {
+        let mut e = Client::new(relay, &username, &password).await;
+        let r = e.allocate().await.expect("an Allocate response");
+        if r.class() == MessageClass::SuccessResponse {
+            let at = r.get_attribute::<XorRelayAddress>().map(|a| a.address());
+            assert_eq!(at, Some(rd), "{r:?}");
+            break e;
+        }
+        assert!(Instant::now() < deadline, "D's port was not freed: {r:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     for _ in 0..5 {
         c.send_channel(0x4001, b"after").await;
     }
-    assert!(
-        next_datagram(&e, Duration::from_millis(500))
-            .await
-            .is_none()
-    );
-    assert!(
-        next_datagram(&d, Duration::from_millis(100))
-            .await
-            .is_none()
-    );
+    assert!(e.relayed_within(Duration::from_millis(500)).await.is_none());
+    assert!(d.relayed_within(Duration::from_millis(100)).await.is_none());
     assert_eq!(shortcut_packets(&server), 1);
     server.shutdown().await;
 }
@@ -947,10 +947,7 @@ async fn the_shortcut_keeps_the_bandwidth_cap() {
         c.send_channel(0x4001, &[7u8; 500]).await;
     }
     let mut got = 0;
-    while next_datagram(&d, Duration::from_millis(300))
-        .await
-        .is_some()
-    {
+    while d.relayed_within(Duration::from_millis(300)).await.is_some() {
         got += 1;
     }
     assert!((3..=6).contains(&got), "{got} of 20 reached D");

@@ -274,6 +274,24 @@ impl fmt::Debug for EmbeddedRelay {
     }
 }
 
+/// The relay's UDP socket and, with `config.tcp`, its TCP listener on the same port. With port 0
+/// the port is the one the system gives the UDP socket, which TCP may already use elsewhere:
+/// then another is tried (a few times).
+async fn bind_pair(config: &RelayConfig) -> std::io::Result<(UdpSocket, Option<TcpListener>)> {
+    let mut attempts = if config.listen.port() == 0 { 20 } else { 1 };
+    loop {
+        let udp = UdpSocket::bind(config.listen).await?;
+        if !config.tcp {
+            return Ok((udp, None));
+        }
+        match TcpListener::bind(udp.local_addr()?).await {
+            Ok(listener) => return Ok((udp, Some(listener))),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempts > 1 => attempts -= 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 impl EmbeddedRelay {
     /// Binds UDP (and TCP on the same port) and starts relaying.
     pub async fn start(config: &RelayConfig) -> std::io::Result<EmbeddedRelay> {
@@ -286,7 +304,8 @@ impl EmbeddedRelay {
         config: &RelayConfig,
         turns: Option<TurnsOptions>,
     ) -> std::io::Result<EmbeddedRelay> {
-        let udp = Arc::new(UdpSocket::bind(config.listen).await?);
+        let (udp, listener) = bind_pair(config).await?;
+        let udp = Arc::new(udp);
         {
             let sock = socket2::SockRef::from(&*udp);
             // Best effort: a smaller buffer only means more drops under bursts.
@@ -301,8 +320,7 @@ impl EmbeddedRelay {
             gate: gate.clone(),
         })];
         let mut tcp_addr = None;
-        if config.tcp {
-            let listener = TcpListener::bind(udp_addr).await?;
+        if let Some(listener) = listener {
             // Accepted connections inherit it: the crate writes each ChannelData on its own,
             // and Nagle's algorithm held every small write back for the client's delayed ACK.
             if let Err(e) = socket2::SockRef::from(&listener).set_tcp_nodelay(true) {
