@@ -9,6 +9,7 @@ mod common;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::*;
+use serde_json::Value;
 
 const SECRET: &str = "relay-test-secret";
 
@@ -68,25 +69,33 @@ fn relay_only_args(url: &str) -> Vec<String> {
     .to_vec()
 }
 
-/// A relay-only tunnel with these extra arguments on both sides (the owner's own signalling
-/// server) and `env`: both sides say the relay leg is `leg`, and 4 MiB come back intact.
-async fn relay_only_tunnel(turn: &[String], env: &[(&str, &str)], leg: &str) {
-    let turn: Vec<&str> = turn.iter().map(String::as_str).collect();
-    let (port, _echo) = echo_server().await;
+/// An owner sharing an echo server and a joiner, both with these extra arguments and `env`,
+/// once both are connected: the owner, the joiner, and their `connected` events.
+async fn connected_pair(extra: &[&str], env: &[(&str, &str)]) -> (Yakk, Yakk, Value, Value) {
+    // Dropping its handle leaves the echo server running, for the rest of the test.
+    let (port, _) = echo_server().await;
     let p = port.to_string();
     let mut args = vec!["server", "-p", &p, "--json", "--ice-ip", "127.0.0.1"];
-    args.extend_from_slice(&turn);
+    args.extend_from_slice(extra);
     let mut owner = Yakk::start_env(&args, env);
     let code = owner.event("code", 20).await["code"]
         .as_str()
         .unwrap()
         .to_string();
     let mut args = vec!["client", "-p", "0", "--json", "--ice-ip", "127.0.0.1"];
-    args.extend_from_slice(&turn);
+    args.extend_from_slice(extra);
     args.push(&code);
     let mut joiner = Yakk::start_env(&args, env);
     let j = joiner.event("connected", 30).await;
     let o = owner.event("connected", 30).await;
+    (owner, joiner, o, j)
+}
+
+/// A relay-only tunnel with these extra arguments on both sides (the owner's own signalling
+/// server) and `env`: both sides say the relay leg is `leg`, and 4 MiB come back intact.
+async fn relay_only_tunnel(turn: &[String], env: &[(&str, &str)], leg: &str) {
+    let turn: Vec<&str> = turn.iter().map(String::as_str).collect();
+    let (_owner, mut joiner, o, j) = connected_pair(&turn, env).await;
     for (side, ev) in [("owner", &o), ("joiner", &j)] {
         assert_eq!(ev["path"], "relay", "{side}: {ev}");
         assert_eq!(ev["relay"], leg, "{side}: {ev}");
@@ -139,6 +148,39 @@ async fn a_relay_reached_over_tls_on_the_signalling_port_carries_a_relay_only_tu
     let _relay = relay_server(&listen, free_port(), &tls).await;
     let url = format!("turns:localhost:{port}?transport=tcp");
     relay_only_tunnel(&relay_only_args(&url), &[("SSL_CERT_FILE", &cert)], "tls").await;
+}
+
+/// The relay's live allocations over `transport`, from its signalling server's `/metrics`.
+async fn live_allocations(listen: &str, transport: &str) -> u64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(listen).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut page = String::new();
+    s.read_to_string(&mut page).await.unwrap();
+    let key = format!("yakk_signal_turn_transport_allocations{{transport=\"{transport}\"}} ");
+    page.lines()
+        .find_map(|l| l.strip_prefix(key.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in /metrics:\n{page}"))
+}
+
+/// A signalling server that advertises its relay over UDP and TCP: the peers (relay-only)
+/// find that UDP reaches it, so they allocate over UDP only, not over TCP as well (each bridged
+/// URL would cost one more allocation per lane).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_answers_over_udp_is_not_also_used_over_tcp() {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let _relay = relay_server(&listen, free_port(), &[]).await;
+    let signal = format!("ws://{listen}");
+    let extra = ["--relay-only", "--signal", &signal];
+    let (_owner, _joiner, o, j) = connected_pair(&extra, &[]).await;
+    for ev in [&o, &j] {
+        assert_eq!(ev["relay"], "udp", "{ev}");
+    }
+    assert!(live_allocations(&listen, "udp").await >= 2);
+    assert_eq!(live_allocations(&listen, "tcp").await, 0);
 }
 
 /// A certificate for `localhost`, self-signed (its own authority): the PEM files of the
