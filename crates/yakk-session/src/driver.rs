@@ -44,7 +44,8 @@ fn has_turn<'a>(servers: impl IntoIterator<Item = &'a IceServer>) -> bool {
 
 /// With [`SessionConfig::relay_only`], a relay is the only path: without any TURN server
 /// (configured here or advertised by the signalling server) no peer could ever be reached,
-/// so say so at once rather than after the ICE timeout.
+/// so say so at once rather than after the ICE timeout. Otherwise starts the transport's
+/// warm-up for these servers.
 pub(crate) fn check_relay(
     cfg: &SessionConfig,
     advertised: &[IceServer],
@@ -53,6 +54,11 @@ pub(crate) fn check_relay(
         tracing::info!("--relay-only, and no TURN server is configured or advertised");
         return Err(SessionError::NoPath);
     }
+    // The servers are known: what the peer connection will ask about them first (does the
+    // relay answer over UDP?) can be found out during the key exchange.
+    let mut all = cfg.ice_servers.clone();
+    all.extend(advertised.iter().cloned());
+    yakk_transport::warm_up(&all);
     Ok(())
 }
 

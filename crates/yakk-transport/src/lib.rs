@@ -107,6 +107,14 @@ use std::time::Duration;
 
 pub use peer::Peer;
 
+/// Starts, in the background, what a peer connection with these ICE servers will want to know
+/// first: whether their TURN relay answers over UDP (if not, its TCP and TLS URLs are used
+/// through a bridge). Call it as soon as the servers are known; a connection made later then
+/// does not wait for the answer.
+pub fn warm_up(ice_servers: &[yakk_wire::IceServer]) {
+    turn_stream::warm_up(ice_servers.iter().flat_map(|s| s.urls.iter()));
+}
+
 /// Stream flow control (`flow.rs`), for the fuzz target in `fuzz/` (not a stable API).
 #[doc(hidden)]
 pub mod flow_control {

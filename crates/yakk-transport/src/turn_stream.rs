@@ -93,27 +93,51 @@ pub(crate) fn udp_server_of(url: &str) -> Option<(String, u16)> {
 }
 
 /// Whether the STUN/TURN server at `host:port` answers a Binding request over UDP from here
-/// within [`PROBE_WAIT`] (remembered for [`PROBE_MEMORY`]).
+/// within [`PROBE_WAIT`] (remembered for [`PROBE_MEMORY`]; callers asking while a probe is under
+/// way wait for its answer).
 pub(crate) async fn udp_answers(host: &str, port: u16) -> bool {
-    static ANSWERS: Mutex<Vec<(String, u16, bool, Instant)>> = Mutex::new(Vec::new());
-    let remembered = |answers: &mut Vec<(String, u16, bool, Instant)>| {
-        answers.retain(|(_, _, _, at)| at.elapsed() < PROBE_MEMORY);
-        answers
-            .iter()
-            .find(|(h, p, _, _)| h == host && *p == port)
-            .map(|(_, _, ok, _)| *ok)
+    type Probes = HashMap<(String, u16), (Arc<tokio::sync::OnceCell<bool>>, Instant)>;
+    static PROBES: Mutex<Option<Probes>> = Mutex::new(None);
+    let cell = {
+        let mut probes = PROBES.lock().unwrap_or_else(|p| p.into_inner());
+        let probes = probes.get_or_insert_with(HashMap::new);
+        probes.retain(|_, (_, at)| at.elapsed() < PROBE_MEMORY);
+        probes
+            .entry((host.to_string(), port))
+            .or_insert_with(|| (Arc::default(), Instant::now()))
+            .0
+            .clone()
     };
-    if let Some(ok) = remembered(&mut ANSWERS.lock().unwrap_or_else(|p| p.into_inner())) {
-        return ok;
-    }
-    let ok = tokio::time::timeout(PROBE_WAIT, probe(host, port))
+    *cell
+        .get_or_init(|| async {
+            let ok = tokio::time::timeout(PROBE_WAIT, probe(host, port))
+                .await
+                .is_ok_and(|r| r.is_ok());
+            tracing::debug!(host, port, ok, "TURN over UDP probed");
+            ok
+        })
         .await
-        .is_ok_and(|r| r.is_ok());
-    tracing::debug!(host, port, ok, "TURN over UDP probed");
-    let mut answers = ANSWERS.lock().unwrap_or_else(|p| p.into_inner());
-    answers.retain(|(h, p, _, _)| !(h == host && *p == port));
-    answers.push((host.to_string(), port, ok, Instant::now()));
-    ok
+}
+
+/// The relay over UDP whose answer decides whether these URLs' TCP and TLS relays are bridged:
+/// `None` when there is nothing to decide (no URL over a stream, or no relay over UDP).
+pub(crate) fn relay_to_probe<'a>(
+    urls: impl Iterator<Item = &'a String> + Clone,
+) -> Option<(String, u16)> {
+    urls.clone()
+        .any(|u| StreamServer::of_url(u).is_some())
+        .then_some(())?;
+    urls.into_iter().find_map(|u| udp_server_of(u))
+}
+
+/// Starts the probe for these URLs in the background, if they need one: a peer connection made
+/// a little later (after the key exchange) finds the answer ready.
+pub(crate) fn warm_up<'a>(urls: impl Iterator<Item = &'a String> + Clone) {
+    if let Some((host, port)) = relay_to_probe(urls) {
+        tokio::spawn(async move {
+            udp_answers(&host, port).await;
+        });
+    }
 }
 
 /// Sends a Binding request to the server (again after half the wait) and waits for its answer.
@@ -430,6 +454,33 @@ mod tests {
             None
         );
         assert_eq!(udp_server_of("turns:relay.example.org:443"), None);
+    }
+
+    /// A warm-up probes in the background: a connection asking after it waits no more, and
+    /// nothing is probed when there is nothing to decide.
+    #[tokio::test]
+    async fn a_warm_up_has_the_answer_ready() {
+        let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let urls = [
+            format!("turn:127.0.0.1:{port}?transport=udp"),
+            format!("turn:127.0.0.1:{port}?transport=tcp"),
+        ];
+        assert_eq!(
+            relay_to_probe(urls.iter()),
+            Some(("127.0.0.1".to_string(), port))
+        );
+        assert_eq!(relay_to_probe(urls[..1].iter()), None, "nothing to bridge");
+        assert_eq!(
+            relay_to_probe(urls[1..].iter()),
+            None,
+            "no relay over UDP to ask"
+        );
+        warm_up(urls.iter());
+        tokio::time::sleep(PROBE_WAIT + Duration::from_millis(100)).await;
+        let asked = Instant::now();
+        assert!(!udp_answers("127.0.0.1", port).await);
+        assert!(asked.elapsed() < PROBE_WAIT / 2, "{:?}", asked.elapsed());
     }
 
     #[test]

@@ -126,12 +126,19 @@ impl Connection {
         // the stack allocates over UDP only. Only when UDP to the relay gets no answer.
         let mut bridges = Vec::new();
         let mut ice_servers = Vec::new();
-        let urls = || cfg.ice_servers.iter().flat_map(|s| s.urls.iter());
-        let udp_relay = urls().find_map(|u| turn_stream::udp_server_of(u));
-        let bridge = match udp_relay {
-            _ if !urls().any(|u| StreamServer::of_url(u).is_some()) => false,
-            Some((host, port)) => !turn_stream::udp_answers(&host, port).await,
-            None => true,
+        let urls = cfg.ice_servers.iter().flat_map(|s| s.urls.iter());
+        // `udp_blocked`: the relay did not answer over UDP, so this side's network most likely
+        // lets no UDP out, and only a relay over TCP or TLS can carry it.
+        let (bridge, udp_blocked) = match turn_stream::relay_to_probe(urls.clone()) {
+            Some((host, port)) => {
+                let blocked = !turn_stream::udp_answers(&host, port).await;
+                (blocked, blocked)
+            }
+            // Bridge when there is something to bridge (and no relay over UDP to ask).
+            None => (
+                urls.clone().any(|u| StreamServer::of_url(u).is_some()),
+                false,
+            ),
         };
         for s in &cfg.ice_servers {
             let mut urls = Vec::new();
@@ -191,7 +198,13 @@ impl Connection {
             // succeeded by then (in the NAT lab, 0.1-0.3 s after the joiner starts) and,
             // being of higher priority, win; a relay chosen sooner could have been
             // preferred over a direct path still being checked.
-            .with_relay_acceptance_min_wait(Some(RELAY_ACCEPTANCE_WAIT))
+            // Without UDP there is no direct pair to wait for: a relayed one is taken as soon
+            // as it works.
+            .with_relay_acceptance_min_wait(Some(if udp_blocked {
+                Duration::ZERO
+            } else {
+                RELAY_ACCEPTANCE_WAIT
+            }))
             // No multicast DNS: it binds 224.0.0.251:5353 for every peer connection (even
             // with --ice-ip 127.0.0.1) and answers or queries the local network; yakk's
             // candidates carry plain addresses, and a peer's `.local` names are dropped.
