@@ -153,27 +153,35 @@ impl Guarded {
     /// consumed and sent on here as the crate would have sent it through the two relayed
     /// sockets; anything else is left for the crate.
     async fn peek_udp(&self, udp: &Udp) -> Peeked {
-        let mut buf = udp.buf.lock().await;
-        let Ok((n, from)) = udp.socket.peek_from(&mut buf).await else {
+        // The header alone first: most datagrams are left for the crate, and copying each
+        // whole one only to look at it cost a copy per packet.
+        let mut head = [0u8; 4];
+        let Ok((n, from)) = udp.socket.peek_from(&mut head).await else {
             return Peeked::Crate(None);
         };
-        let (number, len) = match buf.get(..4) {
-            Some(&[a, b, c, d]) if n >= 4 && (0x40..=0x7f).contains(&a) => (
+        let (number, len) = match head {
+            [a, b, c, d] if n >= 4 && (0x40..=0x7f).contains(&a) => (
                 u16::from_be_bytes([a, b]),
                 usize::from(u16::from_be_bytes([c, d])),
             ),
             _ => return Peeked::Crate(None),
         };
-        // Only what the crate itself decodes as ChannelData (within the bytes it reads).
-        if !(ChannelNumber::MIN..=ChannelNumber::MAX).contains(&number) || len > n - 4 {
+        if !(ChannelNumber::MIN..=ChannelNumber::MAX).contains(&number) {
             return Peeked::Crate(Some(len));
         }
         let Some((to, back)) = udp.mirror.route(from, number) else {
             return Peeked::Crate(Some(len));
         };
+        let mut buf = udp.buf.lock().await;
         // Only this task reads the socket, so the datagram peeked at is the next one.
         match udp.socket.try_recv_from(&mut buf) {
-            Ok((m, f)) if m == n && f == from => {}
+            Ok((m, f)) if m >= 4 && f == from && buf.get(..4) == Some(&head[..]) => {
+                // Only what the crate itself decodes as ChannelData (within the bytes it
+                // reads); it would drop the rest, and so does the shortcut.
+                if len > m - 4 {
+                    return Peeked::Shortcut;
+                }
+            }
             Ok((_, f)) => {
                 tracing::debug!("turn: shortcut read another datagram than it peeked at ({f})");
                 return Peeked::Shortcut;
