@@ -140,14 +140,67 @@ fn signed_request(
     msg
 }
 
-/// A TURN client over UDP, one request at a time.
-struct Client {
-    sock: UdpSocket,
-    server: SocketAddr,
+/// A test client's credentials, and the realm and nonce of the relay's first challenge.
+struct Credentials {
     username: String,
     password: String,
     realm: Option<Realm>,
     nonce: Option<Nonce>,
+}
+
+impl Credentials {
+    fn new(username: &str, password: &str) -> Credentials {
+        Credentials {
+            username: username.into(),
+            password: password.into(),
+            realm: None,
+            nonce: None,
+        }
+    }
+
+    /// A request of `method` with `attrs`, signed (once a first challenge gave a realm and a
+    /// nonce).
+    fn request(&self, method: Method, attrs: Vec<Attribute>) -> Message<Attribute> {
+        signed_request(
+            method,
+            attrs,
+            (&self.username, &self.password),
+            self.realm.as_ref().zip(self.nonce.as_ref()),
+        )
+    }
+
+    /// An Allocate over UDP (what every client here asks for).
+    fn allocate(&self) -> Message<Attribute> {
+        self.request(ALLOCATE, vec![RequestedTransport::new(17).into()])
+    }
+
+    /// Takes the realm and nonce of the first answer, a 401 challenge; true if it was one (the
+    /// request is to be sent again, signed).
+    fn challenged(&mut self, first: &Message<Attribute>) -> bool {
+        if self.realm.is_some() {
+            return false;
+        }
+        assert_eq!(error_code(first), Some(401), "challenge: {first:?}");
+        self.realm = first.get_attribute::<Realm>().cloned();
+        self.nonce = first.get_attribute::<Nonce>().cloned();
+        assert!(self.realm.is_some() && self.nonce.is_some(), "{first:?}");
+        true
+    }
+}
+
+/// The relayed address of a successful Allocate response.
+fn relayed_address(r: &Message<Attribute>) -> SocketAddr {
+    assert_eq!(r.class(), MessageClass::SuccessResponse, "{r:?}");
+    r.get_attribute::<XorRelayAddress>()
+        .expect("XOR-RELAYED-ADDRESS")
+        .address()
+}
+
+/// A TURN client over UDP, one request at a time.
+struct Client {
+    sock: UdpSocket,
+    server: SocketAddr,
+    auth: Credentials,
 }
 
 impl Client {
@@ -155,10 +208,7 @@ impl Client {
         Client {
             sock: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
             server,
-            username: username.into(),
-            password: password.into(),
-            realm: None,
-            nonce: None,
+            auth: Credentials::new(username, password),
         }
     }
 
@@ -184,38 +234,22 @@ impl Client {
         None
     }
 
-    /// A request of `method` with `attrs`, signed with the client's credentials (when it has a
-    /// realm and nonce from a first challenge).
     fn request(&self, method: Method, attrs: Vec<Attribute>) -> Message<Attribute> {
-        signed_request(
-            method,
-            attrs,
-            (&self.username, &self.password),
-            self.realm.as_ref().zip(self.nonce.as_ref()),
-        )
+        self.auth.request(method, attrs)
     }
 
     /// Allocate: the unauthenticated attempt (answered 401 with realm and nonce), then the
     /// signed one. The final response, or None if nothing came back.
     async fn allocate(&mut self) -> Option<Message<Attribute>> {
-        let udp = || vec![Attribute::from(RequestedTransport::new(17))];
-        let first = self.transact(self.request(ALLOCATE, udp())).await?;
-        if self.realm.is_none() {
-            assert_eq!(error_code(&first), Some(401), "challenge: {first:?}");
-            self.realm = first.get_attribute::<Realm>().cloned();
-            self.nonce = first.get_attribute::<Nonce>().cloned();
-            assert!(self.realm.is_some() && self.nonce.is_some(), "{first:?}");
-            return self.transact(self.request(ALLOCATE, udp())).await;
+        let first = self.transact(self.auth.allocate()).await?;
+        if self.auth.challenged(&first) {
+            return self.transact(self.auth.allocate()).await;
         }
         Some(first)
     }
 
     async fn allocate_ok(&mut self) -> SocketAddr {
-        let r = self.allocate().await.expect("an Allocate response");
-        assert_eq!(r.class(), MessageClass::SuccessResponse, "{r:?}");
-        r.get_attribute::<XorRelayAddress>()
-            .expect("XOR-RELAYED-ADDRESS")
-            .address()
+        relayed_address(&self.allocate().await.expect("an Allocate response"))
     }
 
     async fn expect_ok(&self, method: Method, attrs: Vec<Attribute>) {
@@ -1008,10 +1042,7 @@ enum Frame {
 /// A TURN client over TLS, one request at a time.
 struct TlsClient {
     io: TlsStream<TcpStream>,
-    username: String,
-    password: String,
-    realm: Option<Realm>,
-    nonce: Option<Nonce>,
+    auth: Credentials,
     /// Frames read while waiting for a response.
     stash: VecDeque<Frame>,
 }
@@ -1026,10 +1057,7 @@ impl TlsClient {
     ) -> TlsClient {
         TlsClient {
             io: tls_connect(addr, cert, "localhost", alpn).await,
-            username: username.into(),
-            password: password.into(),
-            realm: None,
-            nonce: None,
+            auth: Credentials::new(username, password),
             stash: VecDeque::new(),
         }
     }
@@ -1088,34 +1116,20 @@ impl TlsClient {
     }
 
     fn request(&self, method: Method, attrs: Vec<Attribute>) -> Message<Attribute> {
-        signed_request(
-            method,
-            attrs,
-            (&self.username, &self.password),
-            self.realm.as_ref().zip(self.nonce.as_ref()),
-        )
+        self.auth.request(method, attrs)
     }
 
     /// Allocate: the challenge, then the signed request; the final response.
     async fn allocate(&mut self) -> Option<Message<Attribute>> {
-        let udp = || vec![Attribute::from(RequestedTransport::new(17))];
-        let first = self.transact(self.request(ALLOCATE, udp())).await?;
-        if self.realm.is_none() {
-            assert_eq!(error_code(&first), Some(401), "challenge: {first:?}");
-            self.realm = first.get_attribute::<Realm>().cloned();
-            self.nonce = first.get_attribute::<Nonce>().cloned();
-            assert!(self.realm.is_some() && self.nonce.is_some(), "{first:?}");
-            return self.transact(self.request(ALLOCATE, udp())).await;
+        let first = self.transact(self.auth.allocate()).await?;
+        if self.auth.challenged(&first) {
+            return self.transact(self.auth.allocate()).await;
         }
         Some(first)
     }
 
     async fn allocate_ok(&mut self) -> SocketAddr {
-        let r = self.allocate().await.expect("an Allocate response");
-        assert_eq!(r.class(), MessageClass::SuccessResponse, "{r:?}");
-        r.get_attribute::<XorRelayAddress>()
-            .expect("XOR-RELAYED-ADDRESS")
-            .address()
+        relayed_address(&self.allocate().await.expect("an Allocate response"))
     }
 
     async fn expect_ok(&mut self, method: Method, attrs: Vec<Attribute>) {
