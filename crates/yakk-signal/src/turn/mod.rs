@@ -407,9 +407,25 @@ impl EmbeddedRelay {
 pub fn render_metrics(gate: &Gate, out: &mut String) {
     let m = gate.metrics();
     fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+        family(out, name, kind, help, [(String::new(), value)]);
+    }
+    /// A metric with labelled series: each is its labels (`key="value",…`, or none) and value.
+    fn family(
+        out: &mut String,
+        name: &str,
+        kind: &str,
+        help: &str,
+        series: impl IntoIterator<Item = (String, u64)>,
+    ) {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} {kind}");
-        let _ = writeln!(out, "{name} {value}");
+        for (labels, value) in series {
+            if labels.is_empty() {
+                let _ = writeln!(out, "{name} {value}");
+            } else {
+                let _ = writeln!(out, "{name}{{{labels}}} {value}");
+            }
+        }
     }
     metric(
         out,
@@ -425,54 +441,40 @@ pub fn render_metrics(gate: &Gate, out: &mut String) {
         "Allocations made by the embedded TURN relay.",
         m.allocations_total(),
     );
-    let _ = writeln!(
+    family(
         out,
-        "# HELP yakk_signal_turn_refused_total Requests and packets the embedded TURN relay refused or dropped, by reason."
+        "yakk_signal_turn_refused_total",
+        "counter",
+        "Requests and packets the embedded TURN relay refused or dropped, by reason.",
+        Refusal::ALL
+            .iter()
+            .map(|&why| (format!("reason=\"{}\"", why.label()), m.refused(why))),
     );
-    let _ = writeln!(out, "# TYPE yakk_signal_turn_refused_total counter");
-    for why in Refusal::ALL {
-        let _ = writeln!(
-            out,
-            "yakk_signal_turn_refused_total{{reason=\"{}\"}} {}",
-            why.label(),
-            m.refused(why)
-        );
-    }
-    let _ = writeln!(
+    family(
         out,
-        "# HELP yakk_signal_turn_transport_allocations Live allocations on the embedded TURN relay, by how clients reach it."
+        "yakk_signal_turn_transport_allocations",
+        "gauge",
+        "Live allocations on the embedded TURN relay, by how clients reach it.",
+        Via::ALL
+            .iter()
+            .zip(gate.live_allocations_via())
+            .map(|(via, n)| (format!("transport=\"{}\"", via.label()), n as u64)),
     );
-    let _ = writeln!(out, "# TYPE yakk_signal_turn_transport_allocations gauge");
-    for (via, n) in Via::ALL.iter().zip(gate.live_allocations_via()) {
-        let _ = writeln!(
-            out,
-            "yakk_signal_turn_transport_allocations{{transport=\"{}\"}} {n}",
-            via.label()
-        );
-    }
-    let _ = writeln!(
+    family(
         out,
-        "# HELP yakk_signal_turn_transport_relayed_bytes_total Payload bytes relayed by the embedded TURN relay, by how clients reach it (from_clients is not measured over TCP)."
+        "yakk_signal_turn_transport_relayed_bytes_total",
+        "counter",
+        "Payload bytes relayed by the embedded TURN relay, by how clients reach it (from_clients is not measured over TCP).",
+        Via::ALL.iter().flat_map(|&via| {
+            let (to, from) = m.relayed_bytes_via(via);
+            let label =
+                |direction| format!("transport=\"{}\",direction=\"{direction}\"", via.label());
+            let from = (via != Via::Tcp).then(|| (label("from_clients"), from));
+            [Some((label("to_clients"), to)), from]
+                .into_iter()
+                .flatten()
+        }),
     );
-    let _ = writeln!(
-        out,
-        "# TYPE yakk_signal_turn_transport_relayed_bytes_total counter"
-    );
-    for via in Via::ALL {
-        let (to, from) = m.relayed_bytes_via(via);
-        let _ = writeln!(
-            out,
-            "yakk_signal_turn_transport_relayed_bytes_total{{transport=\"{}\",direction=\"to_clients\"}} {to}",
-            via.label()
-        );
-        if via != Via::Tcp {
-            let _ = writeln!(
-                out,
-                "yakk_signal_turn_transport_relayed_bytes_total{{transport=\"{}\",direction=\"from_clients\"}} {from}",
-                via.label()
-            );
-        }
-    }
     metric(
         out,
         "yakk_signal_turn_shortcut_packets_total",
@@ -502,31 +504,24 @@ pub fn render_metrics(gate: &Gate, out: &mut String) {
         "Frames for TURN-over-TLS clients dropped because the client's queue was full.",
         tls.dropped_frames(),
     );
-    let _ = writeln!(
+    family(
         out,
-        "# HELP yakk_signal_turn_tls_closed_total TURN-over-TLS connections the relay refused or closed, by reason."
+        "yakk_signal_turn_tls_closed_total",
+        "counter",
+        "TURN-over-TLS connections the relay refused or closed, by reason.",
+        TlsClose::ALL
+            .iter()
+            .map(|&why| (format!("reason=\"{}\"", why.label()), tls.closed(why))),
     );
-    let _ = writeln!(out, "# TYPE yakk_signal_turn_tls_closed_total counter");
-    for why in TlsClose::ALL {
-        let _ = writeln!(
-            out,
-            "yakk_signal_turn_tls_closed_total{{reason=\"{}\"}} {}",
-            why.label(),
-            tls.closed(why)
-        );
-    }
     let (to, from) = m.relayed_bytes();
-    let _ = writeln!(
+    family(
         out,
-        "# HELP yakk_signal_turn_relayed_bytes_total Payload bytes relayed by the embedded TURN relay (from_clients: over UDP and TLS only)."
-    );
-    let _ = writeln!(out, "# TYPE yakk_signal_turn_relayed_bytes_total counter");
-    let _ = writeln!(
-        out,
-        "yakk_signal_turn_relayed_bytes_total{{direction=\"to_clients\"}} {to}"
-    );
-    let _ = writeln!(
-        out,
-        "yakk_signal_turn_relayed_bytes_total{{direction=\"from_clients\"}} {from}"
+        "yakk_signal_turn_relayed_bytes_total",
+        "counter",
+        "Payload bytes relayed by the embedded TURN relay (from_clients: over UDP and TLS only).",
+        [
+            ("direction=\"to_clients\"".to_string(), to),
+            ("direction=\"from_clients\"".to_string(), from),
+        ],
     );
 }
