@@ -155,12 +155,13 @@ pub(crate) struct ChannelContext {
 }
 
 /// Wire an open data channel to a new `Channel`; the token is cancelled when the channel is
-/// finished. `seen`: messages already taken off the channel (while it was opening).
+/// finished. `early`: events already taken off the channel (while it was opening), handled
+/// first.
 pub(crate) fn attach(
     cx: ChannelContext,
     dc: Arc<dyn DataChannel>,
     opener: bool,
-    seen: u32,
+    early: Vec<DataChannelEvent>,
 ) -> (Channel, CancellationToken) {
     let flow = (cx.half_close && cx.flow && cx.max_message as u64 <= flow::INITIAL_WINDOW)
         .then(|| Flow::new(cx.pool.clone()));
@@ -185,7 +186,7 @@ pub(crate) fn attach(
         pc: cx.pc,
     });
     let ended = state.ended.clone();
-    tokio::spawn(read_pump(state.clone(), to_app, room, seen));
+    tokio::spawn(read_pump(state.clone(), to_app, room, early));
     tokio::spawn(write_pump(
         state,
         from_app,
@@ -204,13 +205,15 @@ pub(crate) fn attach(
 /// The peer's close does not end the stream at once: the stack can hand us the close before
 /// the channel's last messages (see `messages_delivered`), so after the close the pump reads on
 /// until it has taken every message the stack received for the channel. `seen` counts the
-/// messages taken off the channel (wrapping, as the stack's count does).
+/// messages taken off the channel (wrapping, as the stack's count does), `early` ones first.
 async fn read_pump(
     st: Arc<ChannelState>,
     to_app: mpsc::Sender<bytes::Bytes>,
     room: Option<Arc<Semaphore>>,
-    mut seen: u32,
+    early: Vec<DataChannelEvent>,
 ) {
+    let mut early = early.into_iter();
+    let mut seen: u32 = 0;
     let mut to_app = Some(to_app);
     // After the peer's close: how many messages the stack received for the channel in all.
     let mut closed_at: Option<u32> = None;
@@ -220,14 +223,18 @@ async fn read_pump(
         {
             break;
         }
-        let ev = tokio::select! {
-            ev = st.dc.poll() => ev,
-            _ = st.ended.cancelled() => break,
+        let ev = if let Some(ev) = early.next() {
+            Some(ev)
+        } else {
+            tokio::select! {
+                ev = st.dc.poll() => ev,
+                _ = st.ended.cancelled() => break,
             _ = tokio::time::sleep(PEER_CLOSE_STALL), if closed_at.is_some() => {
                 tracing::warn!(
                     "a closed channel's last messages did not arrive within {PEER_CLOSE_STALL:?}"
                 );
-                break;
+                    break;
+                }
             }
         };
         match ev {

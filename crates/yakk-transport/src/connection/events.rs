@@ -149,13 +149,16 @@ pub(super) async fn run_events(
                 strong.sctp_up.send_replace(true);
                 let accept = accept.clone();
                 tokio::spawn(async move {
+                    if strong.own.claim(&dc).await {
+                        return;
+                    }
                     let label = dc.label().await.unwrap_or_default();
                     if label == COMMAND_LABEL {
                         spawn_drain(dc.clone(), &strong);
                         *strong.command.lock().unwrap_or_else(|p| p.into_inner()) = Some(dc);
                         return;
                     }
-                    let (stream, _) = attach(&strong, dc, false, 0);
+                    let (stream, _) = attach(&strong, dc, false, Vec::new());
                     let dead = strong.dead.clone();
                     drop(strong);
                     tokio::select! {

@@ -96,6 +96,8 @@ struct Inner {
     closing: AtomicBool,
     /// The loopback bridges of TURN servers over TCP or TLS, open as long as the connection.
     bridges: Vec<Bridge>,
+    /// Our channels, told apart from the peer's (see `OwnOpens`).
+    own: open::OwnOpens,
 }
 
 impl Drop for Inner {
@@ -269,6 +271,7 @@ impl Connection {
             internal: itx,
             closing: AtomicBool::new(false),
             bridges,
+            own: open::OwnOpens::default(),
         });
         tokio::spawn(run_events(
             Arc::downgrade(&inner),
@@ -461,7 +464,7 @@ fn attach(
     inner: &Inner,
     dc: Arc<dyn DataChannel>,
     opener: bool,
-    seen: u32,
+    early: Vec<webrtc::data_channel::DataChannelEvent>,
 ) -> (Channel, CancellationToken) {
     let cx = pump::ChannelContext {
         max_message: inner.max_message,
@@ -474,5 +477,5 @@ fn attach(
         budget: inner.budget.clone(),
         budget_cap: inner.budget_size.load(Ordering::SeqCst),
     };
-    pump::attach(cx, dc, opener, seen)
+    pump::attach(cx, dc, opener, early)
 }

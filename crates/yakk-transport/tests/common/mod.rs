@@ -10,7 +10,18 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use yakk_transport::{PathInfo, Peer, PeerEvent, TransportConfig};
 
+/// Logs to the test's captured output (shown when it fails) when `RUST_LOG` asks for them.
+pub fn logs() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 pub fn loopback(mut cfg: TransportConfig) -> TransportConfig {
+    logs();
     cfg.ice_ips = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
     cfg
 }
