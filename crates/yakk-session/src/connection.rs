@@ -55,7 +55,8 @@ struct Lane {
 
 /// What accepting streams needs when the session has several lanes.
 struct Incoming {
-    streams: mpsc::Receiver<(String, yakk_transport::Channel)>,
+    /// Channels the peer opened, with the lane of each.
+    streams: mpsc::Receiver<(u32, String, yakk_transport::Channel)>,
     parts: Parts<yakk_transport::Channel>,
 }
 
@@ -133,10 +134,10 @@ impl Connection {
         let mut held: Vec<Box<dyn Send>> = Vec::new();
         if striped {
             for lane in &lanes {
-                let (peer, tx) = (lane.peer.clone(), streams_tx.clone());
+                let (id, peer, tx) = (lane.id, lane.peer.clone(), streams_tx.clone());
                 let task = tokio::spawn(async move {
-                    while let Some(s) = peer.accept_channel().await {
-                        if tx.send(s).await.is_err() {
+                    while let Some((name, s)) = peer.accept_channel().await {
+                        if tx.send((id, name, s)).await.is_err() {
                             break;
                         }
                     }
@@ -259,8 +260,8 @@ impl Connection {
         }
         let mut inc = self.incoming.lock().await;
         loop {
-            let (name, s) = inc.streams.recv().await?;
-            if let Some((label, parts)) = inc.parts.on_part(&name, s, Instant::now()) {
+            let (lane, name, s) = inc.streams.recv().await?;
+            if let Some((label, parts)) = inc.parts.on_part(lane, &name, s, Instant::now()) {
                 let (_, live) = Live::count(&self.live);
                 return Some((label, striped(parts, live)));
             }

@@ -107,7 +107,15 @@ fn echo(conn: std::sync::Arc<Connection>) {
     });
 }
 
+/// Sends `data` over `s` and reads until the peer's end, within 90 s (a stalled stream fails
+/// the test, it does not hang it).
 async fn round_trip(s: Stream, data: &[u8]) -> std::io::Result<Vec<u8>> {
+    tokio::time::timeout(Duration::from_secs(90), round_trip_unbounded(s, data))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "stalled for 90 s"))?
+}
+
+async fn round_trip_unbounded(s: Stream, data: &[u8]) -> std::io::Result<Vec<u8>> {
     let (mut r, mut w) = tokio::io::split(s);
     let data = data.to_vec();
     let writer = tokio::spawn(async move {

@@ -9,8 +9,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
+/// Logs to the test's captured output (shown when it fails) when `RUST_LOG` asks for them.
+pub fn logs() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 /// A fresh signalling server on loopback, alive as long as the test process.
 pub async fn signal_server() -> SocketAddr {
+    logs();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = yakk_signal::spawn(yakk_signal::Config::default(), listener)
