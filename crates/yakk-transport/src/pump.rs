@@ -28,6 +28,9 @@ const CLOSE_STALL: Duration = Duration::from_secs(60);
 /// After the peer closed a channel, how long its reader waits for the next of the messages
 /// the stack still owes it (they come as soon as every reader on the connection keeps up).
 const PEER_CLOSE_STALL: Duration = Duration::from_secs(60);
+/// After our close, how long the reader keeps taking what the stack still delivers for the
+/// channel, waiting for the peer's close (see `drain_after_close`).
+const DRAIN_AFTER_CLOSE: Duration = Duration::from_secs(2);
 
 /// Per-channel state shared by its two pumps.
 struct ChannelState {
@@ -228,7 +231,10 @@ async fn read_pump(
         } else {
             tokio::select! {
                 ev = st.dc.poll() => ev,
-                _ = st.ended.cancelled() => break,
+                _ = st.ended.cancelled() => {
+                    drain_after_close(&st).await;
+                    break;
+                }
             _ = tokio::time::sleep(PEER_CLOSE_STALL), if closed_at.is_some() => {
                 tracing::warn!(
                     "a closed channel's last messages did not arrive within {PEER_CLOSE_STALL:?}"
@@ -342,6 +348,28 @@ async fn read_pump(
         }
     }
     st.ended.cancel();
+}
+
+/// After our own close (or the stream's end): take and drop what the stack still delivers
+/// for the channel until the peer's close comes, for up to `DRAIN_AFTER_CLOSE`.
+///
+/// rtc-sctp 0.21.1 holds back the peer's reset of a stream while received data waits on it
+/// unread, and the peer may meanwhile give the stream id to a new channel: the reset, done
+/// later, then ends that new channel instead ("Stream not existed": a yakk/1 answer lost
+/// now and then when the owner closes each connection). A reader that stopped at our close
+/// left such data unread.
+async fn drain_after_close(st: &ChannelState) {
+    if !*st.closed.lock().await {
+        return;
+    }
+    let _ = tokio::time::timeout(DRAIN_AFTER_CLOSE, async {
+        while let Some(ev) = st.dc.poll().await {
+            if matches!(ev, DataChannelEvent::OnClose) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Whether a stack that received `total` messages for a channel has more to hand over to a
