@@ -50,10 +50,10 @@ const OWN_HANDLE_MEMORY: Duration = Duration::from_secs(30);
 /// and only then registers the channel's event queue. When the peer's acknowledgement of the
 /// open is processed in between (a busy machine, a short round trip), the stack's driver
 /// finds a channel without a queue and announces it as one the peer opened: that handle
-/// gets the `OnOpen` and nothing more, and ours gets the messages and the close but never
-/// the `OnOpen`. Left alone, the open waited 3 s, dropped the peer's first messages and gave
-/// up, and the handle was handed to the application as a new channel from the peer (a
-/// striped stream then took it as a part and waited for ever).
+/// gets the `OnOpen` (and what comes before our queue is registered), and ours gets the rest
+/// but never the `OnOpen`. Left alone, the open waited 3 s, dropped the peer's first messages
+/// and gave up, and the handle was handed to the application as a new channel from the peer
+/// (a striped stream then took it as a part and waited for ever).
 ///
 /// So creating a channel notes its handle under `creating`; an announced channel is checked
 /// against those notes under the same lock, and one of ours is kept here (dropping it would
