@@ -235,10 +235,11 @@ async fn read_pump(
                     drain_after_close(&st).await;
                     break;
                 }
-            _ = tokio::time::sleep(PEER_CLOSE_STALL), if closed_at.is_some() => {
-                tracing::warn!(
-                    "a closed channel's last messages did not arrive within {PEER_CLOSE_STALL:?}"
-                );
+                _ = tokio::time::sleep(PEER_CLOSE_STALL), if closed_at.is_some() => {
+                    tracing::warn!(
+                        "a closed channel's last messages did not arrive within \
+                         {PEER_CLOSE_STALL:?}"
+                    );
                     break;
                 }
             }

@@ -769,11 +769,6 @@ async fn a_peer_close_does_not_overtake_the_last_messages() {
     .expect("test timed out");
 }
 
-/// Opens `label` from `p.a` (its peer accepts it elsewhere).
-async fn open_pair_with(p: &common::Pair, label: &str) -> Channel {
-    p.a.open_channel(label).await.expect("open stream")
-}
-
 /// The side a channel is opened to speaks first, on many channels opened at once. The
 /// opener must get every greeting at once, and must never be handed one of its own channels
 /// as if the peer had opened it.
@@ -810,7 +805,8 @@ async fn the_peer_may_speak_first_on_many_channels_opened_at_once() {
             });
             // Traffic both ways on another channel keeps the stack's driver busy while the
             // channels open, as on a connection already carrying data.
-            let (mut bulk_r, mut bulk_w) = tokio::io::split(open_pair_with(&p, "bulk").await);
+            let bulk = p.a.open_channel("bulk").await.expect("open stream");
+            let (mut bulk_r, mut bulk_w) = tokio::io::split(bulk);
             let bulk = tokio::spawn(async move {
                 let chunk = pattern(7, 256 << 10);
                 let writer = async {
