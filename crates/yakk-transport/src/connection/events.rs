@@ -114,6 +114,10 @@ pub(super) async fn run_events(
                     let Some(inner) = inner.upgrade() else { break };
                     inner.clock.quick_for(SETUP_QUICK_AFTER_CONNECTED);
                     let (mut path, relay_url) = path_info(&*inner.pc).await;
+                    if let Some(rtt) = path.rtt {
+                        let us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX);
+                        inner.rtt_us.store(us, Ordering::Relaxed);
+                    }
                     // A relay reached through one of our bridges: over TCP or TLS, not the
                     // UDP its loopback URL says.
                     if let Some(bridge) =

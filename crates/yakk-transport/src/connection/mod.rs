@@ -7,7 +7,7 @@
 mod events;
 mod open;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -88,8 +88,10 @@ struct Inner {
     flow: AtomicBool,
     /// Window growth shared by this connection's streams.
     pool: Arc<Pool>,
-    /// When the peer last closed a channel we opened (see `OPEN_SETTLE`).
+    /// When the peer last closed a channel we opened (see `open::REUSE_GUARD`).
     last_peer_close: Arc<Mutex<Option<Instant>>>,
+    /// The selected path's round-trip time in microseconds, once known (0 before).
+    rtt_us: AtomicU64,
     /// To the connection's own task (`run_events`), for what the stack's callbacks do not say.
     internal: mpsc::UnboundedSender<Internal>,
     /// Set once we close the connection ourselves (see `Connection::close`).
@@ -268,6 +270,7 @@ impl Connection {
             flow: AtomicBool::new(false),
             pool: Arc::new(Pool::default()),
             last_peer_close: Arc::new(Mutex::new(None)),
+            rtt_us: AtomicU64::new(0),
             internal: itx,
             closing: AtomicBool::new(false),
             bridges,

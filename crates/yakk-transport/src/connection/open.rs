@@ -1,14 +1,16 @@
-//! Opening a channel: wait for the association, retry an open that lands on a stream id
-//! still being reset, hold back one opened right after the peer closed another, and take
-//! back a channel of ours the stack announced as the peer's (`OwnOpens`).
+//! Opening a channel: wait for the association, keep a new channel off a stream id the
+//! peer's stack may still reset (`REUSE_GUARD`), hold back one that may have got such an id
+//! anyway, retry an open that fails, and take back a channel of ours the stack announced as
+//! the peer's (`OwnOpens`).
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelId};
+use webrtc::peer_connection::{RTCStatsReportEntry, StatsSelector};
 
 use super::{Connection, attach, reliable};
 use crate::TransportError;
@@ -19,18 +21,22 @@ use crate::channel::Channel;
 const OPEN_ATTEMPTS: u32 = 8;
 const OPEN_RETRY_FIRST: Duration = Duration::from_millis(10);
 const OPEN_RETRY_MAX: Duration = Duration::from_millis(400);
-/// Pause before opening a channel right after the peer closed one of ours: the stream id just
-/// freed is the one the stack hands out next, and the last steps of its reset may still be
-/// on their way.
-const OPEN_SETTLE: Duration = Duration::from_millis(25);
-/// A channel that opened around the time the peer closed one of ours may sit on the stream
-/// id just freed, and the last reset of the old stream (the peer's answer to ours, about a
-/// round trip after the first) can still arrive and close it. That reset leaves the peer
-/// right next to its acknowledgement of our open, so a new channel is held back this long
-/// before the application gets it, when a peer close came this recently before the open
-/// (`OPEN_RISK`): if it is closed in the meantime, nothing was sent on it and the open is
-/// retried.
-const OPEN_PROBATION: Duration = Duration::from_millis(20);
+/// After the peer closed a channel of ours, how long (beyond two round trips) no channel is
+/// created, and a channel created around that time is held back before the application sees
+/// it (`Connection::reuse_guard`).
+///
+/// rtc-sctp 0.21.1 answers a stream reset that was itself an answer. When the peer closes a
+/// channel of ours, its stack resets its outgoing stream; ours resets the other direction in
+/// answer and frees the id, and the stack gives the lowest free id to the next channel. The
+/// peer's stack, on our answer, resets the same stream once more, about a round trip later.
+/// Nothing in that request says which use of the id it means: it ends the new channel here
+/// while the peer keeps its end, and what the peer then writes there reaches the next channel
+/// given the id (seen as a channel getting another one's data, and as opens that never
+/// complete: "there already exists a stream with identifier").
+const REUSE_GUARD: Duration = Duration::from_millis(25);
+/// The longest an open waits for `REUSE_GUARD` while channels keep closing (many short
+/// connections at once): then it goes ahead, and the hold after the open still applies.
+const REUSE_WAIT_MAX: Duration = Duration::from_millis(500);
 /// How long one attempt waits for the peer to acknowledge an open: `OPEN_WAIT` while the
 /// connection has nothing queued (many round trips), up to `OPEN_WAIT_MAX` while data is
 /// queued ahead of the open (up to the send budget, seconds on a slow link). Checked every
@@ -38,7 +44,6 @@ const OPEN_PROBATION: Duration = Duration::from_millis(20);
 const OPEN_WAIT: Duration = Duration::from_secs(3);
 const OPEN_WAIT_MAX: Duration = Duration::from_secs(15);
 const OPEN_WAIT_CHECK: Duration = Duration::from_millis(500);
-const OPEN_RISK: Duration = Duration::from_millis(50);
 /// How long the handle of a channel we created is remembered for `OwnOpens::claim`: the
 /// stack announces it, if it does, while the channel is being created; the check that
 /// follows runs a moment later.
@@ -69,6 +74,8 @@ pub(super) struct OwnOpens {
     /// Our channels the stack announced as the peer's, kept for the connection's lifetime.
     misannounced: Mutex<Vec<Arc<dyn DataChannel>>>,
     found: Notify,
+    /// The stack's count of closed channels when an open last looked (`stack_closed_one`).
+    closes_seen: AtomicU32,
 }
 
 impl OwnOpens {
@@ -178,23 +185,10 @@ impl Connection {
                 return Err(TransportError::Closed("the connection ended while opening a channel".into()));
             }
         }
-        // The stack frees a closed channel's stream id before its SCTP stream is reset, and
-        // hands out the lowest free id: a channel opened right after another one closed can
-        // get an id whose stream still exists, and fails at once ("there already exists a
-        // stream with identifier"). Once the reset completes (a round trip) the id is usable,
-        // so a failed open is retried a few times, a little later each time.
-        // A poisoned lock still holds a whole `Option<Instant>`: nothing to repair.
-        let since_close = self
-            .inner
-            .last_peer_close
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .map(|t| t.elapsed());
-        if let Some(since) = since_close
-            && since < OPEN_SETTLE
-        {
-            tokio::time::sleep(OPEN_SETTLE - since).await;
-        }
+        // A channel whose open fails at once (the stack freed the id of a channel it closed
+        // before its SCTP stream was reset: "there already exists a stream with identifier")
+        // is retried a few times, a little later each time.
+        let asked = Instant::now();
         let mut delay = OPEN_RETRY_FIRST;
         for attempt in 1..=OPEN_ATTEMPTS {
             if self.inner.dead.is_cancelled() {
@@ -207,8 +201,27 @@ impl Connection {
             // Created before the channel is: a report of its announcement is not missed.
             let found = own.found.notified();
             tokio::pin!(found);
-            let dc = {
+            let dc = loop {
+                let wait = self.reuse_wait(asked);
+                if !wait.is_zero() {
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => continue,
+                        _ = self.inner.dead.cancelled() => {
+                            return Err(TransportError::Closed(
+                                "the connection ended while opening a channel".into(),
+                            ));
+                        }
+                    }
+                }
                 let _creating = own.creating.lock().await;
+                // The peer may have closed one of ours while we waited for the lock; and the
+                // stack frees a closed channel's id before its event reaches the channel's
+                // reader, but counts the close at once.
+                if !self.reuse_wait(asked).is_zero()
+                    || (asked.elapsed() < REUSE_WAIT_MAX && self.stack_closed_one().await)
+                {
+                    continue;
+                }
                 let dc = self
                     .inner
                     .pc
@@ -216,7 +229,7 @@ impl Connection {
                     .await
                     .map_err(|e| err(e.to_string()))?;
                 own.note(dc.id());
-                dc
+                break dc;
             };
             // Messages taken off the channel before its `OnOpen`: the peer's first ones when
             // the stack gave the `OnOpen` to another handle (`OwnOpens`), and then the
@@ -268,6 +281,9 @@ impl Connection {
                                 early.push(DataChannelEvent::OnClose);
                                 return Ok(Some(true));
                             }
+                            // Ended by the peer's stack before it opened: as a close of ours
+                            // by the peer, its id is not reused at once.
+                            self.note_peer_close();
                             return Ok(Some(false));
                         }
                         Some(DataChannelEvent::OnMessage(m)) => {
@@ -316,11 +332,18 @@ impl Connection {
                     early = first;
                 }
                 let (stream, ended) = attach(&self.inner, dc, true, early);
-                if !self.peer_closed_since(started.checked_sub(OPEN_RISK).unwrap_or(started)) {
+                // The peer closed one of ours around the time this one was created: it may
+                // sit on the id that close freed, and the peer's last reset of the old
+                // stream may still come and end it. Held back until that cannot happen.
+                let guard = self.reuse_guard();
+                let risky = started.checked_sub(guard).unwrap_or(started);
+                let Some(close) = self.peer_closed_since(risky) else {
                     return Ok(stream);
-                }
+                };
                 tokio::select! {
-                    _ = tokio::time::sleep(OPEN_PROBATION) => return Ok(stream),
+                    _ = tokio::time::sleep((close + guard).saturating_duration_since(Instant::now())) => {
+                        return Ok(stream);
+                    }
                     _ = ended.cancelled() => {}
                 }
                 // Closed before the application saw it: nothing was sent on it.
@@ -340,13 +363,66 @@ impl Connection {
         Err(err("the peer refused or closed the channel".into()))
     }
 
-    /// Whether the peer closed one of our channels at or after `t`.
-    fn peer_closed_since(&self, t: Instant) -> bool {
+    /// How long the peer's last close of one of our channels keeps its stream id unsafe to
+    /// reuse: `REUSE_GUARD` plus two round trips of the selected path.
+    fn reuse_guard(&self) -> Duration {
+        let rtt = Duration::from_micros(self.inner.rtt_us.load(Ordering::Relaxed));
+        REUSE_GUARD + rtt.saturating_mul(2)
+    }
+
+    fn last_peer_close(&self) -> Option<Instant> {
         // A poisoned lock still holds a whole `Option<Instant>`: nothing to repair.
-        self.inner
+        *self
+            .inner
             .last_peer_close
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .is_some_and(|closed| closed >= t)
+    }
+
+    /// How long an open asked at `asked` still waits before creating its channel: until the
+    /// guard has passed since the last close of one of ours, for `REUSE_WAIT_MAX` at most.
+    fn reuse_wait(&self, asked: Instant) -> Duration {
+        let Some(close) = self.last_peer_close() else {
+            return Duration::ZERO;
+        };
+        let until = (close + self.reuse_guard()).min(asked + REUSE_WAIT_MAX);
+        until.saturating_duration_since(Instant::now())
+    }
+
+    /// Whether the stack closed a channel since an open last looked. If so, counted as the
+    /// peer's close of one of ours, now: which channel, and who closed it, its count does not
+    /// say (nor do its reports list a channel still opening).
+    async fn stack_closed_one(&self) -> bool {
+        let report = self
+            .inner
+            .pc
+            .get_stats(Instant::now(), StatsSelector::None)
+            .await;
+        let Some(closed) = report.iter().find_map(|e| match e {
+            RTCStatsReportEntry::PeerConnection(p) => Some(p.data_channels_closed),
+            _ => None,
+        }) else {
+            return false;
+        };
+        if self.inner.own.closes_seen.swap(closed, Ordering::Relaxed) == closed {
+            return false;
+        }
+        self.note_peer_close();
+        true
+    }
+
+    /// The peer ended a channel of ours now.
+    fn note_peer_close(&self) {
+        // A poisoned lock still holds a whole `Option<Instant>`: overwrite it.
+        *self
+            .inner
+            .last_peer_close
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+    }
+
+    /// When the peer last closed one of our channels, if at or after `t`.
+    fn peer_closed_since(&self, t: Instant) -> Option<Instant> {
+        self.last_peer_close().filter(|closed| *closed >= t)
     }
 }
