@@ -75,6 +75,7 @@ pub(crate) fn transcript_hash(room: &[u8], messages: [&[u8]; 4]) -> [u8; 32] {
 }
 
 /// The keys one side holds once the exchange is confirmed.
+#[cfg_attr(feature = "fuzzing", derive(Clone))]
 pub struct SessionKeys {
     role: Role,
     prk: Zeroizing<[u8; KEY_LEN]>,
