@@ -22,6 +22,51 @@ pub enum PakeFailure {
     Invalid(String),
 }
 
+#[cfg(not(feature = "fuzzing"))]
+fn new_v1(password: &[u8]) -> v1::Party {
+    v1::Party::new(password)
+}
+
+#[cfg(not(feature = "fuzzing"))]
+fn new_v2(role: v2::Role, password: &[u8], room: &str) -> v2::Party {
+    v2::Party::new(role, password, room)
+}
+
+/// Fuzzing only: one party per password, built once per thread and cloned. Its key generation
+/// costs more than everything a fuzz input drives; and every exchange for that password then
+/// uses the same secrets, which only a fuzz target may accept.
+#[cfg(feature = "fuzzing")]
+fn new_v1(password: &[u8]) -> v1::Party {
+    thread_local! {
+        static PARTIES: std::cell::RefCell<std::collections::HashMap<Vec<u8>, v1::Party>> =
+            Default::default();
+    }
+    PARTIES.with(|parties| {
+        parties
+            .borrow_mut()
+            .entry(password.to_vec())
+            .or_insert_with(|| v1::Party::new(password))
+            .clone()
+    })
+}
+
+/// Fuzzing only: as `new_v1`, per role, password and room.
+#[cfg(feature = "fuzzing")]
+fn new_v2(role: v2::Role, password: &[u8], room: &str) -> v2::Party {
+    type Key = (v2::Role, Vec<u8>, String);
+    thread_local! {
+        static PARTIES: std::cell::RefCell<std::collections::HashMap<Key, v2::Party>> =
+            Default::default();
+    }
+    PARTIES.with(|parties| {
+        parties
+            .borrow_mut()
+            .entry((role, password.to_vec(), room.to_string()))
+            .or_insert_with(|| v2::Party::new(role, password, room))
+            .clone()
+    })
+}
+
 pub enum Pake {
     V1(Box<v1::Party>),
     V2(Box<v2::Party>),
@@ -29,13 +74,13 @@ pub enum Pake {
 
 impl Pake {
     pub fn v1(password: &[u8]) -> (Pake, String) {
-        let party = v1::Party::new(password);
+        let party = new_v1(password);
         let round1 = party.round1().to_payload();
         (Pake::V1(Box::new(party)), round1)
     }
 
     pub fn v2(role: v2::Role, password: &[u8], room: &str) -> (Pake, String) {
-        let party = v2::Party::new(role, password, room);
+        let party = new_v2(role, password, room);
         let round1 = party.round1().to_payload();
         (Pake::V2(Box::new(party)), round1)
     }
