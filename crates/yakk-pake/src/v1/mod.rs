@@ -41,6 +41,7 @@ pub const SESSION_KEY_LEN: usize = 32;
 /// [`Party::receive_round2`] returns; then check the peer's confirmation with
 /// [`Party::verify_confirmation`] before using [`Party::session_key`]. Any error aborts:
 /// later calls return [`PakeError::Aborted`].
+///
 /// Cloned only by the fuzz targets (feature `fuzzing`), to start each run from a party
 /// built once.
 #[cfg_attr(feature = "fuzzing", derive(Clone))]

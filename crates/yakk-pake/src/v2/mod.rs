@@ -94,6 +94,7 @@ impl std::fmt::Debug for Secrets {
 /// [`Party::receive_round1`] returns; on the peer's round 2 send what
 /// [`Party::receive_round2`] returns; [`Party::verify_confirmation`] on the peer's
 /// confirmation then hands out the [`SessionKeys`]. Any error aborts the party.
+///
 /// Cloned only by the fuzz targets (feature `fuzzing`), to start each run from a party
 /// built once.
 #[cfg_attr(feature = "fuzzing", derive(Clone))]
