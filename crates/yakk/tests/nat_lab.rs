@@ -696,8 +696,8 @@ async fn udp_hostile_networks_reach_the_relay() {
 /// Not a test: the benchmark of the relays (bench/RELAY.md). In one lab, the same bulk (each
 /// way, `YKL_BENCH_MIB`, 64 by default) over the direct path (port-restricted ↔
 /// port-restricted), through coturn and through the embedded relay (both symmetric), with
-/// `YKL_BENCH_RUNS` (default 3) runs of each, interleaved. Prints a table of every run and the
-/// medians.
+/// `YKL_BENCH_RUNS` (default 3) runs of each, interleaved (`YKL_BENCH_KINDS=direct,coturn`: only
+/// those). Prints a table of every run and the medians.
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "benchmark: run by hand, see bench/RELAY.md"]
 async fn relay_bench() {
@@ -754,6 +754,14 @@ async fn relay_bench() {
             },
         ),
     ];
+    // `YKL_BENCH_KINDS=direct,coturn`: only the paths whose names start with one of these.
+    let wanted = std::env::var("YKL_BENCH_KINDS").unwrap_or_default();
+    let kinds: Vec<_> = kinds
+        .into_iter()
+        .filter(|(name, ..)| {
+            wanted.is_empty() || wanted.split(',').any(|w| name.starts_with(w.trim()))
+        })
+        .collect();
     let mut pairs = Vec::new();
     for _ in 0..runs {
         for &(_, a, b, e) in &kinds {
