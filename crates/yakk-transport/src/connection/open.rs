@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
-use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelId};
+use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelId, RTCDataChannelState};
 use webrtc::peer_connection::{RTCStatsReportEntry, StatsSelector};
 
 use super::{Connection, attach, reliable};
@@ -331,6 +331,7 @@ impl Connection {
                     first.append(&mut early);
                     early = first;
                 }
+                let probe = dc.clone();
                 let (stream, ended) = attach(&self.inner, dc, true, early);
                 // The peer closed one of ours around the time this one was created: it may
                 // sit on the id that close freed, and the peer's last reset of the old
@@ -340,11 +341,18 @@ impl Connection {
                 let Some(close) = self.peer_closed_since(risky) else {
                     return Ok(stream);
                 };
+                let until = close + guard;
                 tokio::select! {
-                    _ = tokio::time::sleep((close + guard).saturating_duration_since(Instant::now())) => {
-                        return Ok(stream);
-                    }
+                    biased;
                     _ = ended.cancelled() => {}
+                    _ = tokio::time::sleep(until.saturating_duration_since(Instant::now())) => {
+                        // The stack may have ended the channel while its close has not
+                        // reached the channel's reader yet (a busy thread): ask the stack.
+                        let open = probe.ready_state().await.ok() == Some(RTCDataChannelState::Open);
+                        if open && !ended.is_cancelled() {
+                            return Ok(stream);
+                        }
+                    }
                 }
                 // Closed before the application saw it: nothing was sent on it.
                 tracing::debug!(
