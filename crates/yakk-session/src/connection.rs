@@ -33,10 +33,11 @@ const STRIPE_WINDOW: u64 = 32 << 20;
 const LANE_SEND_BUDGET: usize = 256 << 10;
 
 /// Settings of each peer connection of a session, before its first stream: per-stream flow
-/// control when both sides agreed on it, and, when the session runs several lanes (a striped
+/// control and who closes a stream when both sides agreed on them, and, when the session runs several lanes (a striped
 /// session), a share of what one connection alone has.
-pub(crate) fn tune_lane(p: &Peer, flow: bool, lanes: u32) {
+pub(crate) fn tune_lane(p: &Peer, flow: bool, opener_closes: bool, lanes: u32) {
     p.set_flow_control(flow);
+    p.set_opener_closes(opener_closes);
     if lanes > 1 {
         p.set_window_pool(STRIPE_POOL / u64::from(lanes));
         p.set_send_budget(LANE_SEND_BUDGET);

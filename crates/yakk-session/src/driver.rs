@@ -162,9 +162,14 @@ impl Lanes {
                     Err(e) => s.on_failure(lane, e),
                 }
             }
-            Command::Tune { lane, flow, lanes } => {
+            Command::Tune {
+                lane,
+                flow,
+                opener_closes,
+                lanes,
+            } => {
                 if let Ok(p) = self.peer(lane) {
-                    crate::connection::tune_lane(p, flow, lanes);
+                    crate::connection::tune_lane(p, flow, opener_closes, lanes);
                 }
             }
             Command::MakeOffer(lane) => {

@@ -9,7 +9,7 @@ use yakk_transport::Disconnect;
 use yakk_wire::{Envelope, IceCandidate};
 
 use crate::SessionError;
-use crate::handshake::{Action, FEATURE_WINDOW, Handshake, Role, Version};
+use crate::handshake::{Action, FEATURE_OPENER_CLOSES, FEATURE_WINDOW, Handshake, Role, Version};
 
 /// How long the PAKE and the exchange of descriptions may take once the peer is known.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -27,7 +27,12 @@ pub(crate) enum Command {
     /// Make the peer connection of `lane`, with the settings of `version`.
     CreatePeer { lane: u32, version: Version },
     /// Tune the peer connection of `lane` before its first stream (see `crate::tune_lane`).
-    Tune { lane: u32, flow: bool, lanes: u32 },
+    Tune {
+        lane: u32,
+        flow: bool,
+        opener_closes: bool,
+        lanes: u32,
+    },
     /// Make an offer on `lane`; report it with [`Session::on_description`].
     MakeOffer(u32),
     /// Apply the peer's offer on `lane`; report the answer with [`Session::on_description`].
@@ -78,7 +83,14 @@ pub(crate) struct Session {
     lanes: Vec<Lane>,
     /// Per-stream flow control, once lane 0's descriptions agreed on it.
     flow: bool,
+    /// With it, the opener of a stream closes it (both announced `opener-closes`).
+    opener_closes: bool,
+    /// The data-plane features this side announces.
+    features: &'static [&'static str],
 }
+
+/// The data-plane features a session announces (docs/yakk2.md).
+const FEATURES: &[&str] = &[FEATURE_WINDOW, FEATURE_OPENER_CLOSES];
 
 impl Session {
     /// A session around `hs`, started at `now`; `first` are the handshake's first actions.
@@ -99,6 +111,8 @@ impl Session {
             lane0_up: None,
             lanes: Vec::new(),
             flow: false,
+            opener_closes: false,
+            features: FEATURES,
         };
         s.actions(first, now);
         s
@@ -287,8 +301,13 @@ impl Session {
     }
 
     fn tune(&mut self, lane: u32) {
-        let (flow, lanes) = (self.flow, self.hs.lanes());
-        self.commands.push_back(Command::Tune { lane, flow, lanes });
+        let (flow, opener_closes, lanes) = (self.flow, self.opener_closes, self.hs.lanes());
+        self.commands.push_back(Command::Tune {
+            lane,
+            flow,
+            opener_closes,
+            lanes,
+        });
     }
 
     /// Carries out the handshake's actions as commands.
@@ -299,7 +318,9 @@ impl Session {
                 Action::KeyConfirmed(version) => {
                     tracing::info!(%version, "key confirmed");
                     self.deadline = now + self.connect_timeout;
-                    self.hs.announce(FEATURE_WINDOW);
+                    for f in self.features {
+                        self.hs.announce(f);
+                    }
                     self.set_lane(0, Lane::Made);
                     self.commands
                         .push_back(Command::CreatePeer { lane: 0, version });
@@ -369,8 +390,10 @@ impl Session {
     /// Lane 0's descriptions are both known: per-stream flow control and the lanes.
     fn agree(&mut self) {
         self.flow = self.hs.agreed(FEATURE_WINDOW);
+        self.opener_closes = self.flow && self.hs.agreed(FEATURE_OPENER_CLOSES);
         tracing::debug!(
             flow = self.flow,
+            opener_closes = self.opener_closes,
             lanes = self.hs.lanes(),
             "per-stream flow control, lanes"
         );
@@ -457,6 +480,17 @@ mod tests {
     /// Carries out both sides' commands at `now` as a perfect network and peer connections
     /// would, until neither has any; returns the lanes each side closed.
     fn pump(j: &mut Session, o: &mut Session, now: Instant) -> (Vec<u32>, Vec<u32>) {
+        pump_tuning(j, o, now, &mut Vec::new())
+    }
+
+    /// As [`pump`], noting each side's `Tune` commands (side 0: the joiner) as (side, lane,
+    /// flow, opener_closes).
+    fn pump_tuning(
+        j: &mut Session,
+        o: &mut Session,
+        now: Instant,
+        tunes: &mut Vec<(usize, u32, bool, bool)>,
+    ) -> (Vec<u32>, Vec<u32>) {
         let mut closed = (vec![], vec![]);
         loop {
             let mut busy = false;
@@ -474,8 +508,13 @@ mod tests {
                             me.on_description(l, Ok(format!("answer {l}")))
                         }
                         Command::CloseLane(l) => closed.push(l),
+                        Command::Tune {
+                            lane,
+                            flow,
+                            opener_closes,
+                            ..
+                        } => tunes.push((side, lane, flow, opener_closes)),
                         Command::CreatePeer { .. }
-                        | Command::Tune { .. }
                         | Command::AcceptAnswer(..)
                         | Command::AddCandidate(..) => {}
                     }
@@ -571,5 +610,42 @@ mod tests {
                 "{outcome:?}"
             );
         }
+    }
+
+    /// Two yakk peers of today agree on flow control and on the opener closing streams, and
+    /// every lane is tuned so before its first stream; a peer that announces only `window`
+    /// (the browser, older versions) gets flow control with the acceptor closing.
+    #[test]
+    fn both_sides_tune_every_lane_for_the_opener_to_close() {
+        let t0 = Instant::now();
+        let (mut j, mut o) = pair(2, t0);
+        let mut tunes = Vec::new();
+        pump_tuning(&mut j, &mut o, t0, &mut tunes);
+        tunes.sort();
+        assert_eq!(
+            tunes,
+            [
+                (0, 0, true, true),
+                (0, 1, true, true),
+                (1, 0, true, true),
+                (1, 1, true, true)
+            ]
+        );
+
+        let t0 = Instant::now();
+        let (hs, first) = Handshake::joiner(params(Role::Joiner, 1));
+        let mut j = Session::new(hs, Role::Joiner, first, CONNECT, t0);
+        let hs = Handshake::owner(params(Role::Owner, 1));
+        let mut o = Session::new(hs, Role::Owner, vec![], CONNECT, t0);
+        o.features = &[FEATURE_WINDOW];
+        let mut tunes = Vec::new();
+        pump_tuning(&mut j, &mut o, t0, &mut tunes);
+        assert!(!tunes.is_empty());
+        assert!(
+            tunes
+                .iter()
+                .all(|&(_, _, flow, opener_closes)| flow && !opener_closes),
+            "{tunes:?}"
+        );
     }
 }

@@ -14,8 +14,9 @@
 //!   sender may send messages while the total cost sent stays at or below `<limit>`. Limits
 //!   only grow; a smaller one is ignored. The empty string stays the end-of-stream marker.
 //! * A receiver that gets more than it granted resets the stream.
-//! * Closing: once both end-of-stream markers have passed, the opening side sends `"c"` and
-//!   nothing more; the accepting side closes on it (see `both_done` in `pump.rs`).
+//! * Closing: once both end-of-stream markers have passed, one side sends `"c"` and nothing
+//!   more; the other closes on it: the opener when both announced `opener-closes`, else the
+//!   acceptor (see `both_done` in `pump.rs`).
 //! * The receiver grows a stream's window (doubling, up to `MAX_WINDOW`) while its reader
 //!   keeps up, and the windows of one connection together stay within `PEER_WINDOW_POOL`.
 

@@ -71,10 +71,11 @@
 //!   "command" channel has opened).
 //! * rtc 0.21.1 frees a channel's stream id when it closes the channel, before the SCTP stream
 //!   reset completes, so opening a channel right after another one closed can fail ("there
-//!   already exists a stream with identifier"). Such an open is retried for about 1.5 s;
-//!   with flow control, the close handshake leaves the closing to the acceptor (the opener's
-//!   ids are then freed only once their streams are gone) and makes sure nothing arrives
-//!   after it.
+//!   already exists a stream with identifier"). Such an open is retried for about 1.5 s.
+//!   With flow control, a close handshake makes sure nothing arrives after the close, and
+//!   between two yakk peers the opener closes ([`Peer::set_opener_closes`]): rtc 0.21.1
+//!   answers a stream reset with a reset of its own, so the last reset of a close goes to the
+//!   side that did not close, and it must not be the opener, which reuses ids.
 //! * The `webrtc` crate's driver hands out a channel's close ahead of messages the stack has
 //!   read but not yet delivered (it holds messages back while any reader is behind). A
 //!   channel therefore reads on after a peer's close until it has every message the stack

@@ -91,6 +91,15 @@ impl Peer {
         self.inner.set_flow_control(on)
     }
 
+    /// With flow control, let the side that opened a channel close it once both directions
+    /// have ended, rather than the side that accepted it: only when both sides announced it,
+    /// and before the first stream. Between two peers on this WebRTC stack it keeps a new
+    /// channel off a stream id whose reset is still going back and forth (see the transport
+    /// section of docs/yakk2.md).
+    pub fn set_opener_closes(&self, on: bool) {
+        self.inner.set_opener_closes(on)
+    }
+
     /// Limit the window growth all streams of this connection share together (32 MiB unless
     /// set): a session striped over several connections shares that amount among them.
     /// Call before the first stream.

@@ -48,6 +48,9 @@ struct ChannelState {
     closed: tokio::sync::Mutex<bool>,
     /// We opened the channel (rather than accepted it from the peer).
     opener: bool,
+    /// With flow control, this side closes the channel once it has the peer's closing marker
+    /// (the other side sends the marker).
+    closes: bool,
     /// The peer sent its closing marker: it sends nothing more (flow control only).
     peer_closing: AtomicBool,
     /// `both_done` ran.
@@ -88,19 +91,26 @@ impl ChannelState {
     /// Both directions have ended: decide who closes. Returns `true` if the channel was
     /// closed here, `false` if the reader must keep draining until the close comes.
     ///
-    /// Without flow control both sides close, as before. With it, the side that opened the
-    /// channel sends the closing marker `"c"` (nothing follows it) and waits; the side that
-    /// accepted it closes once it has that marker. Each side closes by itself after
-    /// `CLOSE_HANDSHAKE_WAIT` if the other does not play along.
+    /// Without flow control both sides close, as before. With it, one side sends the closing
+    /// marker `"c"` (nothing follows it) and waits; the other closes once it has that marker.
+    /// Each side closes by itself after `CLOSE_HANDSHAKE_WAIT` if the other does not play
+    /// along. Which side closes (`closes`):
+    /// - **the opener**, when both sides announced `opener-closes`. This stack answers a
+    ///   stream reset of a stream it holds with a reset of its own, so a close by the
+    ///   acceptor ends with a last reset that reaches the opener about a round trip after the
+    ///   opener freed the id, and ends whatever channel the opener has put on it since (in
+    ///   bursts of short connections, some were lost: bench/README.md). A close by the opener ends
+    ///   with a last reset that reaches the acceptor, which never picks the opener's ids. The
+    ///   cost: the stack frees the id of a channel it closes itself at once, before the reset
+    ///   is done, and an open that lands on it fails until the reset completes; that open
+    ///   ends before anything is sent on it and is retried (`open_channel`).
+    /// - **the acceptor** otherwise (peers without the feature, the browser).
     ///
-    /// Why: a message that reaches a channel after it was closed is never collected, and the
-    /// stack then never completes that SCTP stream's reset, so the stream id stays taken.
-    /// Grants can follow an end-of-stream marker (for the direction still open), so "both
-    /// markers seen" is not enough; the closing marker says the sender is silent from then
-    /// on. And the stack frees the id of a channel it closes itself before the SCTP reset
-    /// has completed, while a channel the peer closes frees its id only once its stream is
-    /// gone: so the opener, which picks the ids, never closes, and a channel opened right
-    /// after another one ended does not land on a stream id still being reset.
+    /// Why a marker: a message that reaches a channel after it was closed is never collected,
+    /// and the stack then never completes that SCTP stream's reset, so the stream id stays
+    /// taken. Grants can follow an end-of-stream marker (for the direction still open), so
+    /// "both markers seen" is not enough; the closing marker says the sender is silent from
+    /// then on.
     async fn both_done(self: &Arc<Self>) -> bool {
         if self.finishing.swap(true, Ordering::SeqCst) {
             return false;
@@ -109,11 +119,11 @@ impl ChannelState {
             self.close().await;
             return true;
         }
-        if !self.opener && self.peer_closing.load(Ordering::SeqCst) {
+        if self.closes && self.peer_closing.load(Ordering::SeqCst) {
             self.close().await;
             return true;
         }
-        if self.opener {
+        if !self.closes {
             let closed = self.closed.lock().await;
             if !*closed {
                 let _ = self.dc.send_text("c").await;
@@ -148,6 +158,9 @@ pub(crate) struct ChannelContext {
     pub(crate) half_close: bool,
     /// Per-stream flow control with the peer (both sides announced it).
     pub(crate) flow: bool,
+    /// With flow control, the opener of a channel closes it (both sides announced it); else
+    /// the side that accepted it.
+    pub(crate) opener_closes: bool,
     pub(crate) pool: Arc<Pool>,
     /// The connection's token: the channel's own is a child of it.
     pub(crate) dead: CancellationToken,
@@ -183,6 +196,7 @@ pub(crate) fn attach(
         flow,
         closed: tokio::sync::Mutex::new(false),
         opener,
+        closes: opener == cx.opener_closes,
         peer_closing: AtomicBool::new(false),
         finishing: AtomicBool::new(false),
         last_peer_close: cx.last_peer_close,
@@ -279,7 +293,7 @@ async fn read_pump(
                         (Some(_), None) if &m.data[..] == b"c" => {
                             st.peer_closing.store(true, Ordering::SeqCst);
                             // `finishing`: both directions have ended (`both_done` ran).
-                            if !st.opener && st.finishing.load(Ordering::SeqCst) {
+                            if st.closes && st.finishing.load(Ordering::SeqCst) {
                                 st.close().await;
                                 break;
                             }

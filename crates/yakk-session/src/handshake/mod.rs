@@ -118,6 +118,8 @@ pub const MAX_LANES: u32 = 32;
 
 /// Feature: per-stream flow control with window grants (docs/yakk2.md).
 pub const FEATURE_WINDOW: &str = "window";
+/// Feature: with `window`, the side that opened a stream closes it (docs/yakk2.md).
+pub const FEATURE_OPENER_CLOSES: &str = "opener-closes";
 
 #[derive(Debug, Serialize, Deserialize)]
 struct RequestOffer {

@@ -86,6 +86,8 @@ struct Inner {
     /// Per-stream flow control with the peer (both sides announced it); read when a
     /// channel is attached.
     flow: AtomicBool,
+    /// With flow control, the opener of a channel closes it (`set_opener_closes`).
+    opener_closes: AtomicBool,
     /// Window growth shared by this connection's streams.
     pool: Arc<Pool>,
     /// When the peer last closed a channel we opened (see `open::REUSE_GUARD`).
@@ -268,6 +270,7 @@ impl Connection {
             budget_size: AtomicUsize::new(PEER_SEND_BUDGET),
             sctp_up: tokio::sync::watch::Sender::new(false),
             flow: AtomicBool::new(false),
+            opener_closes: AtomicBool::new(false),
             pool: Arc::new(Pool::default()),
             last_peer_close: Arc::new(Mutex::new(None)),
             rtt_us: AtomicU64::new(0),
@@ -385,6 +388,12 @@ impl Connection {
         self.inner.flow.store(on, Ordering::SeqCst);
     }
 
+    /// With flow control, the side that opened a channel closes it (the peer announced
+    /// it); else the side that accepted it. Set before the first stream.
+    pub(crate) fn set_opener_closes(&self, on: bool) {
+        self.inner.opener_closes.store(on, Ordering::SeqCst);
+    }
+
     /// Limit the window growth all streams of this connection share (see `flow::Pool`).
     pub(crate) fn set_window_pool(&self, bytes: u64) {
         self.inner.pool.set_limit(bytes);
@@ -473,6 +482,7 @@ fn attach(
         max_message: inner.max_message,
         half_close: inner.half_close,
         flow: inner.flow.load(Ordering::SeqCst),
+        opener_closes: inner.opener_closes.load(Ordering::SeqCst),
         pool: inner.pool.clone(),
         dead: inner.dead.clone(),
         last_peer_close: inner.last_peer_close.clone(),

@@ -91,6 +91,8 @@ async fn connect_inner(cfg_a: TransportConfig, cfg_b: TransportConfig, flow: boo
     let (b, b_ev) = Peer::new(cfg_b).await.expect("peer b");
     a.set_flow_control(flow);
     b.set_flow_control(flow);
+    a.set_opener_closes(flow);
+    b.set_opener_closes(flow);
     let stop = CancellationToken::new();
     let (a_ok, a_conn) = oneshot::channel();
     let (b_ok, b_conn) = oneshot::channel();
