@@ -99,11 +99,12 @@ impl ChannelState {
     ///   stream reset of a stream it holds with a reset of its own, so a close by the
     ///   acceptor ends with a last reset that reaches the opener about a round trip after the
     ///   opener freed the id, and ends whatever channel the opener has put on it since (in
-    ///   bursts of short connections, some were lost: bench/README.md). A close by the opener ends
-    ///   with a last reset that reaches the acceptor, which never picks the opener's ids. The
-    ///   cost: the stack frees the id of a channel it closes itself at once, before the reset
-    ///   is done, and an open that lands on it fails until the reset completes; that open
-    ///   ends before anything is sent on it and is retried (`open_channel`).
+    ///   bursts of short connections, some were lost: bench/README.md). A close by the
+    ///   opener ends with a last reset that reaches the acceptor, which never picks the
+    ///   opener's ids. The cost: the stack frees the id of a channel it closes itself at
+    ///   once, before the reset is done, and an open that lands on it fails until the reset
+    ///   completes; nothing is sent on that open, and it is retried when it ends, at the
+    ///   latest after the open timeout (`open_channel`).
     /// - **the acceptor** otherwise (peers without the feature, the browser).
     ///
     /// Why a marker: a message that reaches a channel after it was closed is never collected,

@@ -348,7 +348,8 @@ impl Connection {
                     _ = tokio::time::sleep(until.saturating_duration_since(Instant::now())) => {
                         // The stack may have ended the channel while its close has not
                         // reached the channel's reader yet (a busy thread): ask the stack.
-                        let open = probe.ready_state().await.ok() == Some(RTCDataChannelState::Open);
+                        let state = probe.ready_state().await.ok();
+                        let open = state == Some(RTCDataChannelState::Open);
                         if open && !ended.is_cancelled() {
                             return Ok(stream);
                         }
