@@ -33,8 +33,8 @@ const STRIPE_WINDOW: u64 = 32 << 20;
 const LANE_SEND_BUDGET: usize = 256 << 10;
 
 /// Settings of each peer connection of a session, before its first stream: per-stream flow
-/// control and who closes a stream when both sides agreed on them, and, when the session runs several lanes (a striped
-/// session), a share of what one connection alone has.
+/// control and who closes a stream, when both sides agreed on them, and, when the session
+/// runs several lanes (a striped session), a share of what one connection alone has.
 pub(crate) fn tune_lane(p: &Peer, flow: bool, opener_closes: bool, lanes: u32) {
     p.set_flow_control(flow);
     p.set_opener_closes(opener_closes);

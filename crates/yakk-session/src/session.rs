@@ -632,11 +632,7 @@ mod tests {
             ]
         );
 
-        let t0 = Instant::now();
-        let (hs, first) = Handshake::joiner(params(Role::Joiner, 1));
-        let mut j = Session::new(hs, Role::Joiner, first, CONNECT, t0);
-        let hs = Handshake::owner(params(Role::Owner, 1));
-        let mut o = Session::new(hs, Role::Owner, vec![], CONNECT, t0);
+        let (mut j, mut o) = pair(1, t0);
         o.features = &[FEATURE_WINDOW];
         let mut tunes = Vec::new();
         pump_tuning(&mut j, &mut o, t0, &mut tunes);

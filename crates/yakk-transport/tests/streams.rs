@@ -784,9 +784,10 @@ async fn a_peer_close_does_not_overtake_the_last_messages() {
 /// It also meets a fault of the stack's stream resets: a channel opened on the id of one the
 /// peer had just closed was ended by the last reset of the old stream, and what the peer wrote
 /// on its end reached the next channel given that id (`REUSE_GUARD` in
-/// `src/connection/open.rs`). With the guard alone, about one run in 11 still had an open that
-/// did not complete within 2 s; since the opener closes its channels (`Peer::set_opener_closes`,
-/// on here as between two yakk peers), that last reset goes to the acceptor.
+/// `src/connection/open.rs`). With the guard alone, about one run in 11 still had an open
+/// that did not complete within 2 s; since the opener closes its channels
+/// (`Peer::set_opener_closes`, on here as between two yakk peers), that last reset goes to
+/// the acceptor.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_peer_may_speak_first_on_many_channels_opened_at_once() {
     const ROUNDS: usize = 4;
