@@ -323,8 +323,10 @@ export async function join(
     }
   } catch (e) {
     pc?.close();
+    // The abort notice first: a socket already closing sends nothing more.
+    const f = failure(e, room, owner);
     void room.close(500);
-    throw failure(e, room, owner);
+    throw f;
   }
   // The signalling socket stays open for late candidates, but the session no longer needs it.
   void pump(room, sealer!, pc!);
@@ -496,8 +498,10 @@ async function answer(room: Room, password: string, progress: Progress): Promise
     }
   } catch (e) {
     pc?.close();
+    // The abort notice first: a socket already closing sends nothing more.
+    const f = failure(e, room, joiner ?? 0);
     void room.close(500);
-    throw failure(e, room, joiner ?? 0);
+    throw f;
   }
   void pump(room, sealer!, pc!);
   const p = pc!;
