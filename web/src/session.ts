@@ -2,12 +2,13 @@
  * A yakk/2 session from the browser: the key exchange through the signalling server
  * (docs/yakk2.md, docs/yakk2-pake.md, with the confirmation order of §6a), the sealed offer,
  * answer and candidates, and the RTCPeerConnection they set up. One lane (no `lanes` field),
- * the `window` feature announced.
+ * the `window` and `small-bursts` features announced.
  *
  * The joiner is the offerer: it opens the "command" channel (which yakk keeps open for the
  * session's life and closes first to say goodbye) and its data channels; the owner answers.
  */
 
+import { FEATURE_SMALL_BURSTS, FEATURE_WINDOW } from "./proto/envelope";
 import { Party, PakeError, type SessionKeys } from "./proto/pake";
 import { SealedChannel, SealError, type SealHeader } from "./proto/seal";
 import { Room, type Envelope, SignalError } from "./signal";
@@ -18,7 +19,12 @@ const CONFIRM = "YAKK2_CONFIRM";
 const SEALED = "YAKK2_SEALED";
 const ABORT = "YAKK2_ABORT";
 const REQUEST_OFFER = "YAKKMSG_REQUESTOFFER";
-const FEATURE_WINDOW = "window";
+/**
+ * What this page announces in its offer or answer: flow control, and small bursts toward it
+ * (Chromium's WebRTC socket holds about 128 KiB of datagrams, and what overflows it a yakk
+ * sender resends only after a timeout of a second or more).
+ */
+const FEATURES = [FEATURE_WINDOW, FEATURE_SMALL_BURSTS];
 
 /** How long a joiner waits for the peer connection to come up after the keys agree. */
 const CONNECT_TIMEOUT_MS = 20_000;
@@ -291,7 +297,7 @@ export async function join(
           };
           const offer = await p.createOffer();
           await p.setLocalDescription(offer);
-          s.send({ type: "offer", sdp: p.localDescription!.sdp, features: [FEATURE_WINDOW] });
+          s.send({ type: "offer", sdp: p.localDescription!.sdp, features: FEATURES });
           described = true;
           for (const c of queued.splice(0)) s.send({ type: "candidate", candidate: candidateJson(c) });
           connected = connectedPromise(p, CONNECT_TIMEOUT_MS);
@@ -481,7 +487,7 @@ async function answer(room: Room, password: string, progress: Progress): Promise
             const ans = await p.createAnswer();
             await p.setLocalDescription(ans);
             // `lanes` only when the joiner spoke of lanes: then one.
-            const reply: Record<string, unknown> = { type: "answer", sdp: p.localDescription!.sdp, features: [FEATURE_WINDOW] };
+            const reply: Record<string, unknown> = { type: "answer", sdp: p.localDescription!.sdp, features: FEATURES };
             if (m.lanes !== undefined) reply.lanes = 1;
             s.send(reply);
             described = true;

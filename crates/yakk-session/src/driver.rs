@@ -166,10 +166,11 @@ impl Lanes {
                 lane,
                 flow,
                 opener_closes,
+                small_bursts,
                 lanes,
             } => {
                 if let Ok(p) = self.peer(lane) {
-                    crate::connection::tune_lane(p, flow, opener_closes, lanes);
+                    crate::connection::tune_lane(p, flow, opener_closes, small_bursts, lanes);
                 }
             }
             Command::MakeOffer(lane) => {

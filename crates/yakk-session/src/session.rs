@@ -9,7 +9,9 @@ use yakk_transport::Disconnect;
 use yakk_wire::{Envelope, IceCandidate};
 
 use crate::SessionError;
-use crate::handshake::{Action, FEATURE_OPENER_CLOSES, FEATURE_WINDOW, Handshake, Role, Version};
+use crate::handshake::{
+    Action, FEATURE_OPENER_CLOSES, FEATURE_SMALL_BURSTS, FEATURE_WINDOW, Handshake, Role, Version,
+};
 
 /// How long the PAKE and the exchange of descriptions may take once the peer is known.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -31,6 +33,8 @@ pub(crate) enum Command {
         lane: u32,
         flow: bool,
         opener_closes: bool,
+        /// The peer asked for small bursts (`small-bursts`).
+        small_bursts: bool,
         lanes: u32,
     },
     /// Make an offer on `lane`; report it with [`Session::on_description`].
@@ -85,6 +89,8 @@ pub(crate) struct Session {
     flow: bool,
     /// With it, the opener of a stream closes it (both announced `opener-closes`).
     opener_closes: bool,
+    /// The peer announced `small-bursts`.
+    small_bursts: bool,
     /// The data-plane features this side announces.
     features: &'static [&'static str],
 }
@@ -112,6 +118,7 @@ impl Session {
             lanes: Vec::new(),
             flow: false,
             opener_closes: false,
+            small_bursts: false,
             features: FEATURES,
         };
         s.actions(first, now);
@@ -306,6 +313,7 @@ impl Session {
             lane,
             flow,
             opener_closes,
+            small_bursts: self.small_bursts,
             lanes,
         });
     }
@@ -391,9 +399,11 @@ impl Session {
     fn agree(&mut self) {
         self.flow = self.hs.agreed(FEATURE_WINDOW);
         self.opener_closes = self.flow && self.hs.agreed(FEATURE_OPENER_CLOSES);
+        self.small_bursts = self.hs.peer_announced(FEATURE_SMALL_BURSTS);
         tracing::debug!(
             flow = self.flow,
             opener_closes = self.opener_closes,
+            small_bursts = self.small_bursts,
             lanes = self.hs.lanes(),
             "per-stream flow control, lanes"
         );
@@ -483,13 +493,16 @@ mod tests {
         pump_tuning(j, o, now, &mut Vec::new())
     }
 
-    /// As [`pump`], noting each side's `Tune` commands (side 0: the joiner) as (side, lane,
-    /// flow, opener_closes).
+    /// A side's `Tune` command: (side (0: the joiner), lane, flow, opener_closes,
+    /// small_bursts).
+    type Tuned = (usize, u32, bool, bool, bool);
+
+    /// As [`pump`], noting each side's `Tune` commands.
     fn pump_tuning(
         j: &mut Session,
         o: &mut Session,
         now: Instant,
-        tunes: &mut Vec<(usize, u32, bool, bool)>,
+        tunes: &mut Vec<Tuned>,
     ) -> (Vec<u32>, Vec<u32>) {
         let mut closed = (vec![], vec![]);
         loop {
@@ -512,8 +525,9 @@ mod tests {
                             lane,
                             flow,
                             opener_closes,
+                            small_bursts,
                             ..
-                        } => tunes.push((side, lane, flow, opener_closes)),
+                        } => tunes.push((side, lane, flow, opener_closes, small_bursts)),
                         Command::CreatePeer { .. }
                         | Command::AcceptAnswer(..)
                         | Command::AddCandidate(..) => {}
@@ -625,10 +639,10 @@ mod tests {
         assert_eq!(
             tunes,
             [
-                (0, 0, true, true),
-                (0, 1, true, true),
-                (1, 0, true, true),
-                (1, 1, true, true)
+                (0, 0, true, true, false),
+                (0, 1, true, true, false),
+                (1, 0, true, true, false),
+                (1, 1, true, true, false)
             ]
         );
 
@@ -640,8 +654,36 @@ mod tests {
         assert!(
             tunes
                 .iter()
-                .all(|&(_, _, flow, opener_closes)| flow && !opener_closes),
+                .all(|&(_, _, flow, opener_closes, _)| flow && !opener_closes),
             "{tunes:?}"
         );
+    }
+
+    /// A peer that announces `small-bursts` (the browser page) gets a connection tuned for
+    /// small bursts on the other side, whatever that side announces itself; its own side is
+    /// not tuned so, and neither is a session between two yakk peers (above).
+    #[test]
+    fn a_peer_that_asks_for_small_bursts_gets_them_from_the_other_side() {
+        let t0 = Instant::now();
+        for (owner_asks, joiner_asks) in [(true, false), (false, true)] {
+            let (mut j, mut o) = pair(1, t0);
+            if owner_asks {
+                o.features = &[FEATURE_WINDOW, FEATURE_SMALL_BURSTS];
+            }
+            if joiner_asks {
+                j.features = &[FEATURE_WINDOW, FEATURE_SMALL_BURSTS];
+            }
+            let mut tunes = Vec::new();
+            pump_tuning(&mut j, &mut o, t0, &mut tunes);
+            tunes.sort();
+            assert_eq!(
+                tunes,
+                [
+                    (0, 0, true, false, owner_asks),
+                    (1, 0, true, false, joiner_asks)
+                ],
+                "owner asks: {owner_asks}, joiner asks: {joiner_asks}"
+            );
+        }
     }
 }

@@ -42,6 +42,8 @@ export const VERSION_2 = "yakk/2";
 export const VERSION_1 = "yakk/1";
 /** Data-plane feature: per-stream flow control (docs/yakk2.md "Stream flow control"). */
 export const FEATURE_WINDOW = "window";
+/** Data-plane feature a side announces alone: keep bursts toward it small (docs/yakk2.md). */
+export const FEATURE_SMALL_BURSTS = "small-bursts";
 /** Most lanes (peer connections per session) yakk/2 peers agree on. */
 export const MAX_LANES = 32;
 

@@ -120,6 +120,10 @@ pub const MAX_LANES: u32 = 32;
 pub const FEATURE_WINDOW: &str = "window";
 /// Feature: with `window`, the side that opened a stream closes it (docs/yakk2.md).
 pub const FEATURE_OPENER_CLOSES: &str = "opener-closes";
+/// Feature, announced by a side alone: its stack drops bursts that a yakk peer's takes, so
+/// the other side keeps little unacknowledged on the connection (docs/yakk2.md). The browser
+/// page announces it; yakk's own peers do not.
+pub const FEATURE_SMALL_BURSTS: &str = "small-bursts";
 
 #[derive(Debug, Serialize, Deserialize)]
 struct RequestOffer {
@@ -259,6 +263,14 @@ impl Handshake {
             return false;
         };
         self.features.iter().any(|f| f == feature) && n.peer_features.iter().any(|f| f == feature)
+    }
+
+    /// Whether the peer announced `feature` in lane 0's description, whatever we announce.
+    pub fn peer_announced(&self, feature: &str) -> bool {
+        let State::Negotiating(Negotiation::V2(n)) = &self.state else {
+            return false;
+        };
+        n.peer_features.iter().any(|f| f == feature)
     }
 
     pub fn version(&self) -> Option<Version> {
