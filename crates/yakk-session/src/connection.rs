@@ -32,14 +32,6 @@ const STRIPE_WINDOW: u64 = 32 << 20;
 /// connection alone has 4 MiB.
 const LANE_SEND_BUDGET: usize = 256 << 10;
 
-/// Bytes a connection may have in its stack not yet acknowledged when the peer asked for small
-/// bursts (`small-bursts`, the browser page). Chromium's WebRTC socket holds about 128 KiB of
-/// datagrams; a larger flight overflows it, and the stack waits out at least a second to
-/// resend what was lost. 256 KiB still stalled 4 of 8 transfers of 1 MiB, 128 KiB none of 10;
-/// 64 KiB left one message in flight, whose last packet the browser acknowledged late
-/// (0.4 MB/s).
-const SMALL_BURST_BUDGET: usize = 128 << 10;
-
 /// Settings of each peer connection of a session, before its first stream: per-stream flow
 /// control and who closes a stream, when both sides agreed on them; a small send budget when
 /// the peer asked for small bursts; and, when the session runs several lanes (a striped
@@ -52,7 +44,7 @@ pub(crate) fn tune_lane(p: &Peer, flow: bool, opener_closes: bool, small_bursts:
         p.set_send_budget(LANE_SEND_BUDGET);
     }
     if small_bursts {
-        p.set_send_budget(SMALL_BURST_BUDGET);
+        p.set_small_bursts(true);
     }
 }
 

@@ -115,6 +115,13 @@ impl Peer {
         self.inner.set_send_budget(bytes)
     }
 
+    /// The peer asked for small bursts (yakk/2 `small-bursts`, the browser page, whose socket
+    /// drops a large flight): the send budget becomes 128 KiB per 2 ms of the path's round
+    /// trip, at least 128 KiB, fitted again once the path is up. Call before the first stream.
+    pub fn set_small_bursts(&self, on: bool) {
+        self.inner.set_small_bursts(on)
+    }
+
     /// Close the connection; every stream ends and a [`PeerEvent::Disconnected`] follows.
     pub async fn close(&self) {
         self.inner.close().await

@@ -118,6 +118,7 @@ pub(super) async fn run_events(
                         let us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX);
                         inner.rtt_us.store(us, Ordering::Relaxed);
                     }
+                    inner.fit_small_bursts();
                     // A relay reached through one of our bridges: over TCP or TLS, not the
                     // UDP its loopback URL says.
                     if let Some(bridge) =
