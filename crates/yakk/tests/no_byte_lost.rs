@@ -320,16 +320,21 @@ where
     failures
 }
 
+/// The last log lines of both sides, for a failure's report.
+fn dump_logs(sides: &[&Yakk]) {
+    for (side, y) in ["owner", "joiner"].iter().zip(sides) {
+        let text = y.stderr_text();
+        let lines: Vec<&str> = text.lines().collect();
+        eprintln!("--- {side}'s last log lines:");
+        for l in &lines[lines.len().saturating_sub(30)..] {
+            eprintln!("{l}");
+        }
+    }
+}
+
 fn report(what: &str, failures: &[(u32, usize, String)], took: Duration, sides: &[&Yakk]) {
     if !failures.is_empty() {
-        for (side, y) in ["owner", "joiner"].iter().zip(sides) {
-            let text = y.stderr_text();
-            let lines: Vec<&str> = text.lines().collect();
-            eprintln!("--- {side}'s last log lines:");
-            for l in &lines[lines.len().saturating_sub(30)..] {
-                eprintln!("{l}");
-            }
-        }
+        dump_logs(sides);
     }
     eprintln!(
         "{what}: {} of {CONNECTIONS} connections lost bytes, in {:.1} s",
@@ -360,9 +365,11 @@ async fn forwarding(mode: (&[&str], &[&str]), flow: Flow, what: &str) {
         let verdicts = verdicts.clone();
         async move { one(&addr, flow, id, len, &data, &verdicts).await }
     });
-    let failures = tokio::time::timeout(PER_TEST, test)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: not done within {PER_TEST:?}"));
+    let Ok(failures) = tokio::time::timeout(PER_TEST, test).await else {
+        // A connection that never ended: what the peers said last is the lead.
+        dump_logs(&[&owner, &joiner]);
+        panic!("{what}: not done within {PER_TEST:?}");
+    };
     report(what, &failures, started.elapsed(), &[&owner, &joiner]);
 }
 
@@ -600,9 +607,11 @@ async fn http_downloads(mode: (&[&str], &[&str]), what: &str) {
             v
         }
     });
-    let failures = tokio::time::timeout(PER_TEST, test)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: not done within {PER_TEST:?}"));
+    let Ok(failures) = tokio::time::timeout(PER_TEST, test).await else {
+        // A connection that never ended: what the peers said last is the lead.
+        dump_logs(&[&owner, &joiner]);
+        panic!("{what}: not done within {PER_TEST:?}");
+    };
     report(what, &failures, started.elapsed(), &[&owner, &joiner]);
     assert_eq!(served.lock().unwrap().len(), CONNECTIONS);
 }
