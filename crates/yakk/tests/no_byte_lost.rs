@@ -28,7 +28,7 @@
 
 mod common;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -354,21 +354,49 @@ fn report(what: &str, failures: &[(u32, usize, String)], took: Duration, sides: 
     );
 }
 
+/// The connections under way: id → (size, when it started).
+type Pending = Arc<Mutex<BTreeMap<u32, (usize, Instant)>>>;
+
 async fn forwarding(mode: (&[&str], &[&str]), flow: Flow, what: &str) {
     let data = Data::new();
     let (port, verdicts) = target(flow, data.clone()).await;
     let (owner, joiner, addr) = tunnel(port, mode.0, mode.1).await;
     let started = Instant::now();
+    let pending = Pending::default();
+    let under_way = pending.clone();
+    let failed = Arc::new(Mutex::new(Vec::new()));
+    let failed_so_far = failed.clone();
     let test = run_all(move |id, len| {
         let addr = addr.clone();
         let data = data.clone();
         let verdicts = verdicts.clone();
-        async move { one(&addr, flow, id, len, &data, &verdicts).await }
+        let pending = pending.clone();
+        let failed = failed.clone();
+        async move {
+            pending.lock().unwrap().insert(id, (len, Instant::now()));
+            let v = one(&addr, flow, id, len, &data, &verdicts).await;
+            pending.lock().unwrap().remove(&id);
+            if !v.is_empty() {
+                failed.lock().unwrap().push(format!("{id} ({len} B): {v}"));
+            }
+            v
+        }
     });
     let Ok(failures) = tokio::time::timeout(PER_TEST, test).await else {
-        // A connection that never ended: what the peers said last is the lead.
+        // A connection that never ended: what the peers said last is the lead, and which
+        // connections were still under way (one stuck, or the whole tunnel).
         dump_logs(&[&owner, &joiner]);
-        panic!("{what}: not done within {PER_TEST:?}");
+        let stuck: Vec<String> = under_way
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(id, (len, t))| format!("{id} ({len} B, {:.1} s)", t.elapsed().as_secs_f64()))
+            .collect();
+        panic!(
+            "{what}: not done within {PER_TEST:?}; under way: {}; failed so far: {:?}",
+            stuck.join(", "),
+            failed_so_far.lock().unwrap()
+        );
     };
     report(what, &failures, started.elapsed(), &[&owner, &joiner]);
 }

@@ -6,7 +6,7 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { browser, cliSender, makeFile, sha256, signal, tempDir, waitFor, yakk } from "./harness.mjs";
+import { browser, cliSender, makeFile, sha256, signal, tempDir, standInSaveDialog, waitFor, yakk } from "./harness.mjs";
 
 async function heapSampler(page) {
   const cdp = await page.context().newCDPSession(page);
@@ -33,9 +33,7 @@ async function receive(t, size, disk) {
   const src = makeFile(dir, "large.bin", size, 77);
   const { server, sender, b } = await cliSender(t, [src]);
   const page = await b.page();
-  await page.addInitScript(() => {
-    window.showSaveFilePicker = async (o) => (await navigator.storage.getDirectory()).getFileHandle(o.suggestedName, { create: true });
-  });
+  await standInSaveDialog(page);
   const { code } = await sender.event("code");
   await page.goto(`http://localhost:${server.port}/#${code}`);
   await waitFor(page, "offer", 30000);

@@ -224,6 +224,17 @@ export async function cliSender(t, args) {
   return { server, sender, b };
 }
 
+/**
+ * Stands in for the person's choice in the save dialog, which a headless browser cannot show:
+ * `showSaveFilePicker` gives a file of the origin-private file system (a real
+ * FileSystemFileHandle) named as suggested.
+ */
+export async function standInSaveDialog(page) {
+  await page.addInitScript(() => {
+    window.showSaveFilePicker = async (o) => (await navigator.storage.getDirectory()).getFileHandle(o.suggestedName, { create: true });
+  });
+}
+
 /** Waits for one of the page's states (`data-testid` visible); fails early on the error box. */
 export async function waitFor(page, testid, ms = 60000) {
   const target = page.getByTestId(testid);
