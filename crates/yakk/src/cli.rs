@@ -97,14 +97,15 @@ pub struct Common {
     #[arg(long, value_name = "URL")]
     pub turn: Vec<String>,
     /// User name for --turn
-    #[arg(long, value_name = "USER", requires = "turn")]
+    // Not `requires = "turn"`: the TURN server may come from the configuration file, which is
+    // read after parsing (`config::check_turn` then says what is missing).
+    #[arg(long, value_name = "USER")]
     pub turn_user: Option<String>,
     /// Credential for --turn
     #[arg(
         long,
         visible_alias = "turn-password",
         value_name = "PASSWORD",
-        requires = "turn",
         env = "YAKK_TURN_PASSWORD",
         hide_env_values = true
     )]

@@ -101,10 +101,45 @@ pub fn apply(c: &mut Common, f: FileConfig) {
     c.relay_only |= f.relay_only.unwrap_or(false);
 }
 
-/// Applies the user's file, if any, to `c`.
+/// Applies the user's file, if any, to `c`, then checks the TURN settings they make together.
 pub fn apply_file(c: &mut Common) -> Result<(), Failure> {
     if let Some(f) = load()? {
         apply(c, f);
+    }
+    check_turn(c, std::env::var_os(TURN_PASSWORD_ENV).is_some())
+}
+
+/// The environment variable `--turn-pass` is read from.
+const TURN_PASSWORD_ENV: &str = "YAKK_TURN_PASSWORD";
+
+/// A TURN server needs both credentials, and credentials need a server (from the command line
+/// or the file). A password from the environment with no server is left unused rather than
+/// refused: the same variable may be set for `yakk signal`, or for the commands that do name a
+/// server. `password_in_env`: the environment variable is set (the command line wins over it,
+/// so the password may still have come from there; a user who passes it in both is told
+/// nothing).
+pub fn check_turn(c: &mut Common, password_in_env: bool) -> Result<(), Failure> {
+    if c.turn.is_empty() {
+        if c.turn_user.is_some() {
+            return Err(Failure::usage(
+                "--turn-user is for a TURN server: give one with --turn (or `turn` in the \
+                 configuration file)",
+            ));
+        }
+        if c.turn_pass.is_some() && !password_in_env {
+            return Err(Failure::usage(
+                "--turn-pass is for a TURN server: give one with --turn (or `turn` in the \
+                 configuration file)",
+            ));
+        }
+        c.turn_pass = None;
+        return Ok(());
+    }
+    if c.turn_user.is_none() || c.turn_pass.is_none() {
+        return Err(Failure::usage(
+            "a TURN server needs a user name and a password: --turn-user, and --turn-pass or \
+             YAKK_TURN_PASSWORD (or turn_user and turn_pass in the configuration file)",
+        ));
     }
     Ok(())
 }
@@ -165,6 +200,40 @@ relay_only = true
         assert_eq!(c.turn, ["turn:other:3478"]);
         assert_eq!(c.turn_user.as_deref(), Some("bob"));
         assert_eq!(c.turn_pass, None);
+    }
+
+    #[test]
+    fn turn_credentials_need_a_server_and_a_server_needs_both() {
+        let checked = |args: &[&str], file: &str, in_env: bool| {
+            let mut c = common(args);
+            apply(&mut c, parse(file).unwrap());
+            check_turn(&mut c, in_env).map(|()| (c.turn_user, c.turn_pass))
+        };
+        let server = ["--turn", "turn:rv.example.org:3478"];
+        let file = "turn = [\"turn:rv.example.org:3478\"]\nturn_user = \"alice\"";
+        // A password from the environment with no server anywhere: unused, not an error.
+        let pass_only = ["--turn-pass", "pw"];
+        assert_eq!(checked(&pass_only, "", true).unwrap(), (None, None));
+        // The same password given on the command line is a mistake to say.
+        assert!(checked(&pass_only, "", false).is_err());
+        assert!(checked(&["--turn-user", "bob"], "", false).is_err());
+        // The server from the file, the user from the file, the password from the
+        // environment (or the command line).
+        assert_eq!(
+            checked(&pass_only, file, true).unwrap(),
+            (Some("alice".into()), Some("pw".into()))
+        );
+        // The user on the command line, the server from the file.
+        let user_pass = ["--turn-user", "bob", "--turn-pass", "pw"];
+        assert_eq!(
+            checked(&user_pass, file, false).unwrap(),
+            (Some("bob".into()), Some("pw".into()))
+        );
+        // A server without a password, or without a user name.
+        assert!(checked(&server, "", false).is_err());
+        assert!(checked(&[&server[..], &["--turn-user", "bob"]].concat(), "", false).is_err());
+        assert!(checked(&[&server[..], &pass_only].concat(), "", true).is_err());
+        assert!(checked(&[&server[..], &user_pass].concat(), "", false).is_ok());
     }
 
     #[test]
