@@ -130,7 +130,14 @@ pub struct Common {
     /// times more. auto: 32 when the round trip to the signalling server (with the built-in
     /// one: to the owner) is 20 ms or more, else 1. The session uses the larger wish of the
     /// two sides
-    #[arg(long, default_value = "auto", env = "YAKK_LANES", value_name = "N|auto", value_parser = parse_lanes)]
+    #[arg(
+        long,
+        default_value = "auto",
+        env = "YAKK_LANES",
+        hide_env_values = true,
+        value_name = "N|auto",
+        value_parser = parse_lanes
+    )]
     pub lanes: u32,
 }
 
