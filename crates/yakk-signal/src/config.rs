@@ -24,6 +24,9 @@ fn random_secret() -> String {
     base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes)
 }
 
+/// The environment variable `--turn-password` is read from (as the peer commands' `--turn-pass`).
+const TURN_PASSWORD_ENV: &str = "YAKK_TURN_PASSWORD";
+
 /// Why a configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -43,6 +46,8 @@ pub enum ConfigError {
     Tls(#[from] rustls::Error),
     #[error("--turn-user, --turn-password and --turn-secret need at least one --turn URL")]
     TurnCredentialsWithoutServer,
+    #[error("--turn-password needs --turn-user (or give peers credentials from --turn-secret)")]
+    TurnPasswordWithoutUser,
     #[error(
         "--turn-listen {0} does not say which address peers reach the relay at: give --turn-relay-ip PUBLIC_IP"
     )]
@@ -183,9 +188,10 @@ pub struct SignalArgs {
         visible_alias = "turn-pass",
         value_name = "PASSWORD",
         env = "YAKK_TURN_PASSWORD",
-        hide_env_values = true,
-        requires = "turn_user"
+        hide_env_values = true
     )]
+    // Not `requires = "turn_user"`: the variable may be set for the peer commands, which read
+    // it too; `Config::from_args` refuses the flag alone and leaves the variable alone unused.
     pub turn_password: Option<String>,
 
     /// Secret shared with the TURN server (coturn's static-auth-secret): peers get time-limited
@@ -435,6 +441,12 @@ impl Config {
         if !(256..=16 << 20).contains(&args.max_message_bytes) {
             return Err(ConfigError::MessageSize);
         }
+        if args.turn_user.is_none()
+            && args.turn_password.is_some()
+            && std::env::var_os(TURN_PASSWORD_ENV).is_none()
+        {
+            return Err(ConfigError::TurnPasswordWithoutUser);
+        }
         let turn_auth = match (&args.turn_user, &args.turn_password, &args.turn_secret) {
             (_, _, Some(secret)) => TurnAuth::Secret {
                 secret: secret.clone(),
@@ -658,6 +670,13 @@ mod tests {
         );
         assert!(!format!("{args:?}{c:?}").contains("s3cret"));
         assert!(parse(&["--turn-user", "u"]).is_err());
+        // A password on the command line without a user name is a mistake to say (without
+        // the variable set, as in the tests, it must have come from the command line).
+        let no_user = parse(&["--turn", "turn:127.0.0.2:3478", "--turn-password", "p"]).unwrap();
+        assert!(matches!(
+            Config::from_args(&no_user),
+            Err(ConfigError::TurnPasswordWithoutUser)
+        ));
         assert!(
             parse(&[
                 "--turn-user",

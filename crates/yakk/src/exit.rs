@@ -82,6 +82,18 @@ pub fn classify(e: &anyhow::Error) -> (ExitCode, String) {
         if let Some(s) = cause.downcast_ref::<SessionError>() {
             return (code_of(s), format_chain(e));
         }
+        // `yakk signal`: a flag it cannot use, or a port it cannot listen on, as for the
+        // other commands.
+        if cause.downcast_ref::<yakk_signal::ConfigError>().is_some()
+            || matches!(
+                cause.downcast_ref::<yakk_signal::ServerError>(),
+                Some(
+                    yakk_signal::ServerError::Bind { .. } | yakk_signal::ServerError::Relay { .. }
+                )
+            )
+        {
+            return (ExitCode::Usage, format_chain(e));
+        }
     }
     (ExitCode::Error, format_chain(e))
 }
