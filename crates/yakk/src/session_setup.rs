@@ -244,6 +244,15 @@ pub fn joiner_config(
         );
     }
     let password = match (&given_pw, &code.password) {
+        // Two passwords that differ: using either could be a wrong guess, which burns the
+        // owner's code (a YAKK_PASSWORD left in the environment from another session, say).
+        (Some(pw), Some(in_code)) if !pw.is_empty() && code::normalize_password(pw) != *in_code => {
+            return Err(Failure::usage(
+                "the code carries a password and --pw (or YAKK_PASSWORD) gives another: give \
+                 only one (a wrong password burns the code)",
+            )
+            .into());
+        }
         (Some(pw), _) => code::normalize_password(pw),
         (None, Some(pw)) => pw.clone(),
         (None, None) => code::normalize_password(&prompt_password("Password: ")?),
