@@ -190,6 +190,8 @@ impl Connection {
         // is retried a few times, a little later each time.
         let asked = Instant::now();
         let mut delay = OPEN_RETRY_FIRST;
+        // An attempt that never opened nor closed, given up but not closed yet (see below).
+        let mut given_up: Option<Arc<dyn DataChannel>> = None;
         for attempt in 1..=OPEN_ATTEMPTS {
             if self.inner.dead.is_cancelled() {
                 return Err(TransportError::Closed(
@@ -229,6 +231,9 @@ impl Connection {
                     .await
                     .map_err(|e| err(e.to_string()))?;
                 own.note(dc.id());
+                if let Some(old) = given_up.take() {
+                    let _ = old.close().await;
+                }
                 break dc;
             };
             // Messages taken off the channel before its `OnOpen`: the peer's first ones when
@@ -308,12 +313,19 @@ impl Connection {
                     ));
                 }
                 Err(_) => {
-                    // The stack lost track of the open (its acknowledgement went astray):
-                    // give it up, so the peer's side of it ends too, and try again.
+                    // The stack lost track of the open (its acknowledgement went astray), or
+                    // could not open the SCTP stream at all: rtc 0.21.1 can keep a stream id
+                    // taken in the association for good (a reset it never completed) while
+                    // its channel registry counts the id free, so every channel created on it
+                    // neither opens nor closes. Give it up, so the peer's side of it ends too,
+                    // and try again; but close it only once the next attempt has its id, or
+                    // that attempt is given the same id (lowest free) and fails alike.
                     tracing::debug!(
                         "channel {label:?} did not open in {OPEN_WAIT:?}; giving it up"
                     );
-                    let _ = dc.close().await;
+                    if let Some(old) = given_up.replace(dc.clone()) {
+                        let _ = old.close().await;
+                    }
                     false
                 }
             };
@@ -368,6 +380,9 @@ impl Connection {
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(OPEN_RETRY_MAX);
+        }
+        if let Some(old) = given_up.take() {
+            let _ = old.close().await;
         }
         Err(err("the peer refused or closed the channel".into()))
     }
