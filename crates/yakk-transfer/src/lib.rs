@@ -72,7 +72,7 @@ pub use manifest::{Entry, EntryKind, Listing, Manifest};
 pub use protocol::{Protocol, receive_for, send_for};
 pub use receive::{
     Confirm, Destination, MAX_SUMMARY_ENTRIES, OfferEntrySummary, OfferSummary, ReceiveOptions,
-    ReceiveSummary, receive, receive_until,
+    ReceiveSummary, check_destination, receive, receive_until,
 };
 pub use report::{
     Direction, DoneInfo, JsonReporter, NullReporter, Progress, Reporter, StartInfo,

@@ -720,3 +720,19 @@ async fn special_file_at_the_target_is_refused() {
     })
     .await
 }
+
+/// `check_destination`, which the receiving command runs before it connects: a folder or
+/// nothing yet is fine; a file there, or a file where a parent folder should be, is not.
+#[test]
+fn the_destination_is_checked_before_anything_is_received() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(yakk_transfer::check_destination(dir.path()).is_ok());
+    assert!(yakk_transfer::check_destination(&dir.path().join("later")).is_ok());
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    assert!(matches!(
+        yakk_transfer::check_destination(&file),
+        Err(yakk_transfer::TransferError::NotAFolder(_))
+    ));
+    assert!(yakk_transfer::check_destination(&file.join("below")).is_err());
+}

@@ -211,6 +211,11 @@ pub async fn receive(mut args: FilereceiveArgs, out: Out) -> anyhow::Result<()> 
         )
         .into());
     }
+    if !args.stdout {
+        // A file where the folder should be: said now, before the sender's code is used up.
+        yakk_transfer::check_destination(&args.output)
+            .map_err(|e| Failure::usage(e.to_string()))?;
+    }
     let (config, room, from_code) =
         session_setup::joiner_config(&mut args.common, std::mem::take(&mut args.code), out)?;
     // After the prompt for the code: Ctrl-C there still ends the process at once.

@@ -41,6 +41,7 @@ mod sink;
 
 use data::data_phase;
 
+pub use plan::check_destination;
 pub(crate) use plan::{Existing, FileTarget, make_dirs, plan_file};
 use plan::{Plan, check_offer, commit, plan, single_file, target};
 pub(crate) use sink::Sink;

@@ -32,6 +32,13 @@ pub(crate) enum Found {
     Dir,
 }
 
+/// Whether files can be received into `out`: it is a folder, or nothing is there yet (it is
+/// created when the first file comes). Checked before connecting, so that a mistake in `-o`
+/// does not use up the sender's code.
+pub fn check_destination(out: &Path) -> Result<()> {
+    inspect(out, &[]).map(|_| ())
+}
+
 /// Look at `out/parts…` without following links; parents must be real folders.
 pub(crate) fn inspect(out: &Path, parts: &[&str]) -> Result<(PathBuf, Found)> {
     let mut cur = out.to_path_buf();
