@@ -127,6 +127,19 @@ fn proto(msg: impl Into<String>) -> TransferError {
     TransferError::Protocol(msg.into())
 }
 
+/// What a broken first frame most likely means: the other side is not a file command at all
+/// (a code used with the wrong command), so say that beside what was wrong with it. `peer`
+/// names the command the other side should have run.
+pub fn first_frame(e: TransferError, peer: &str) -> TransferError {
+    match e {
+        TransferError::Protocol(msg) => TransferError::Protocol(format!(
+            "{msg}: the other side does not speak yakk's file protocol (was the code given to \
+             another command than `yakk {peer}`?)"
+        )),
+        other => other,
+    }
+}
+
 /// Encode the receiver's hello payload.
 pub fn encode_hello() -> Vec<u8> {
     let mut v = MAGIC.to_vec();

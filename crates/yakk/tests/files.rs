@@ -694,3 +694,39 @@ async fn both_sides_count_the_same_files() {
     );
     assert_eq!(std::fs::metadata(out.join("tree/empty")).unwrap().len(), 0);
 }
+
+/// A code used with the wrong command: `yakk client` joins a `yakk filesend` room and a program
+/// sends an HTTP request through it. The sender says that the other side does not speak the
+/// file protocol and which command it expected, not only which byte was wrong.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_code_given_to_the_wrong_command_is_said_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("a.txt");
+    std::fs::write(&src, b"for a receiver").unwrap();
+    let (mut s, code) = sender(&[src.to_str().unwrap()]).await;
+    let mut c = Yakk::start(&[
+        "client",
+        "-p",
+        "0",
+        "--json",
+        "--ice-ip",
+        "127.0.0.1",
+        &code,
+    ]);
+    let addr = c.event("listening", 30).await["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, b"GET / HTTP/1.0\r\n\r\n")
+        .await
+        .unwrap();
+    let err = s.event("error", 30).await;
+    let msg = err["message"].as_str().unwrap();
+    assert!(
+        msg.contains("does not speak yakk's file protocol") && msg.contains("yakk filereceive"),
+        "{err}"
+    );
+    assert_ne!(s.exit_code(10).await, 0);
+    drop(c);
+}
