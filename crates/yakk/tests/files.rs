@@ -704,15 +704,7 @@ async fn a_code_given_to_the_wrong_command_is_said_so() {
     let src = dir.path().join("a.txt");
     std::fs::write(&src, b"for a receiver").unwrap();
     let (mut s, code) = sender(&[src.to_str().unwrap()]).await;
-    let mut c = Yakk::start(&[
-        "client",
-        "-p",
-        "0",
-        "--json",
-        "--ice-ip",
-        "127.0.0.1",
-        &code,
-    ]);
+    let mut c = start_joiner(&code, &[]);
     let addr = c.event("listening", 30).await["address"]
         .as_str()
         .unwrap()

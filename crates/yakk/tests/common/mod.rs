@@ -155,6 +155,14 @@ pub async fn owner_with_code(port: u16, extra: &[&str]) -> (Yakk, String) {
     (owner, code)
 }
 
+/// Starts `yakk client` on a free local port with this code (its `listening` event says where).
+pub fn start_joiner(code: &str, extra: &[&str]) -> Yakk {
+    let mut args = vec!["client", "-p", "0", "--json", "--ice-ip", "127.0.0.1"];
+    args.extend_from_slice(extra);
+    args.push(code);
+    Yakk::start(&args)
+}
+
 /// Starts an owner sharing `port` and a joiner listening on a free local port; returns both and
 /// the joiner's local address once the tunnel is up.
 pub async fn tunnel(
@@ -174,10 +182,7 @@ pub async fn tunnel_with_events(
     joiner_extra: &[&str],
 ) -> (Yakk, Yakk, String, serde_json::Value, serde_json::Value) {
     let (mut owner, code) = owner_with_code(port, owner_extra).await;
-    let mut jargs = vec!["client", "-p", "0", "--json", "--ice-ip", "127.0.0.1"];
-    jargs.extend_from_slice(joiner_extra);
-    jargs.push(&code);
-    let mut joiner = Yakk::start(&jargs);
+    let mut joiner = start_joiner(&code, joiner_extra);
     let j = joiner.event("connected", 30).await;
     let o = owner.event("connected", 30).await;
     let addr = joiner.event("listening", 10).await["address"]
