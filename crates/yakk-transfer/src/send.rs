@@ -156,7 +156,7 @@ where
     let mut wr = BufWriter::with_capacity(256 << 10, wr);
 
     let (_, hello) = tokio::select! {
-        r = wire::read_frame(&mut rd, &[Frame::Hello]) => r.map_err(|e| wire::first_frame(e, "filereceive"))?,
+        r = wire::read_frame(&mut rd, &[Frame::Hello]) => r.map_err(|e| wire::first_frame(e, "was the code given to another command than `yakk filereceive`?"))?,
         () = stop.requested() => return Err(stopped(&mut wr).await),
     };
     let version = wire::decode_hello(&hello)?;

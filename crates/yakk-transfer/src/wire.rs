@@ -128,13 +128,13 @@ fn proto(msg: impl Into<String>) -> TransferError {
 }
 
 /// What a broken first frame most likely means: the other side is not a file command at all
-/// (a code used with the wrong command), so say that beside what was wrong with it. `peer`
-/// names the command the other side should have run.
-pub fn first_frame(e: TransferError, peer: &str) -> TransferError {
+/// (a code used with the wrong command), so say that beside what was wrong with it. `guess`
+/// asks the question that fits this side, e.g. "was the code made by another command than
+/// `yakk filesend`?".
+pub fn first_frame(e: TransferError, guess: &str) -> TransferError {
     match e {
         TransferError::Protocol(msg) => TransferError::Protocol(format!(
-            "{msg}: the other side does not speak yakk's file protocol (was the code given to \
-             another command than `yakk {peer}`?)"
+            "{msg}: the other side does not speak yakk's file protocol ({guess})"
         )),
         other => other,
     }

@@ -722,3 +722,29 @@ async fn a_code_given_to_the_wrong_command_is_said_so() {
     assert_ne!(s.exit_code(10).await, 0);
     drop(c);
 }
+
+/// The other way round: `yakk filereceive` with the code of a `yakk server` room, whose shared
+/// service answers as a web server would. The receiver says the sender is not a file command.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_code_made_by_the_wrong_command_is_said_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = service.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        if let Ok((mut s, _)) = service.accept().await {
+            let _ =
+                tokio::io::AsyncWriteExt::write_all(&mut s, b"HTTP/1.0 400 Bad Request\r\n\r\n")
+                    .await;
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        }
+    });
+    let (_owner, code) = owner_with_code(port, &[]).await;
+    let mut r = receiver(&code, dir.path(), &[]);
+    let err = r.event("error", 30).await;
+    let msg = err["message"].as_str().unwrap();
+    assert!(
+        msg.contains("does not speak yakk's file protocol") && msg.contains("yakk filesend"),
+        "{err}"
+    );
+    assert_ne!(r.exit_code(10).await, 0);
+}

@@ -257,7 +257,7 @@ where
     wire::write_frame(&mut wr, Frame::Hello, &wire::encode_hello()).await?;
     wr.flush().await.map_err(TransferError::conn)?;
     let (_, p) = tokio::select! {
-        r = wire::read_frame(&mut rd, &[Frame::Offer]) => r.map_err(|e| wire::first_frame(e, "filesend"))?,
+        r = wire::read_frame(&mut rd, &[Frame::Offer]) => r.map_err(|e| wire::first_frame(e, "was the code made by another command than `yakk filesend`?"))?,
         () = stop.requested() => {
             refuse(&mut wr, Frame::Error, wire::STOPPED).await;
             return Err(TransferError::Stopped);
