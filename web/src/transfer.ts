@@ -90,6 +90,17 @@ function peerText(payload: Uint8Array): string {
   return decodeText(payload);
 }
 
+/**
+ * A broken first frame: most likely the other side is no file transfer at all (a code used
+ * with the wrong command), so say so beside what was wrong. Other failures pass unchanged.
+ */
+function firstFrameError(e: unknown, guess: string): unknown {
+  if (e instanceof TransferError && e.kind === "protocol") {
+    return new TransferError(`${e.message}: the other side does not speak yakk's file protocol (${guess})`, "protocol");
+  }
+  return e;
+}
+
 function errorFrom(f: { type: number; payload: Uint8Array }, who: string): TransferError {
   if (f.type === ERROR) {
     const t = peerText(f.payload);
@@ -169,9 +180,15 @@ export interface ReceiveHooks {
 /** Runs the receiver's side on `s`, which this side opened. */
 export async function receive(s: DataStream, hooks: ReceiveHooks): Promise<{ files: number; bytes: number; secs: number }> {
   await s.write(frame(HELLO, encodeHello()));
-  const first = await readFrame(s);
-  if (first === null) throw new TransferError("the sender closed the stream before its offer", "gone");
-  if (first.type !== OFFER) throw errorFrom(first, "sender");
+  let first: { type: number; payload: Uint8Array };
+  try {
+    const f = await readFrame(s);
+    if (f === null) throw new TransferError("the sender closed the stream before its offer", "gone");
+    if (f.type !== OFFER) throw errorFrom(f, "sender");
+    first = f;
+  } catch (e) {
+    throw firstFrameError(e, "was this code made for sending files?");
+  }
   let entries: Entry[];
   try {
     entries = decodeOffer(first.payload).entries;
@@ -364,9 +381,15 @@ export async function send(
   sources: Source[],
   progress: (p: ProgressInfo) => void,
 ): Promise<{ files: number; bytes: number; secs: number }> {
-  const hello = await readFrame(s);
-  if (hello === null) throw new TransferError("the receiver closed the stream at once", "gone");
-  if (hello.type !== HELLO) throw errorFrom(hello, "receiver");
+  let hello: { type: number; payload: Uint8Array };
+  try {
+    const h = await readFrame(s);
+    if (h === null) throw new TransferError("the receiver closed the stream at once", "gone");
+    if (h.type !== HELLO) throw errorFrom(h, "receiver");
+    hello = h;
+  } catch (e) {
+    throw firstFrameError(e, "was this code given to something that receives files?");
+  }
   const version = core(() => decodeHello(hello.payload));
   if (version !== 1) {
     await s.write(frame(ERROR, text(unsupportedVersionText(version))));
