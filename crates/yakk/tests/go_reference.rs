@@ -34,8 +34,7 @@ fn go_yakk() -> Option<PathBuf> {
 
 /// A port nothing listens on (yet).
 async fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap().port()
+    unused_port()
 }
 
 /// Our `yakk signal` on 127.0.0.1; returns it and its `host:port`.

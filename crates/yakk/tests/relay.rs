@@ -13,17 +13,9 @@ use serde_json::Value;
 
 const SECRET: &str = "relay-test-secret";
 
-/// A free port on 127.0.0.1 for both TCP and UDP (bound and released; the tests that use it
-/// start their server at once).
+/// A free port on 127.0.0.1 for both TCP and UDP.
 fn free_port() -> u16 {
-    for _ in 0..50 {
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = tcp.local_addr().unwrap().port();
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no port free for both TCP and UDP");
+    unused_port()
 }
 
 /// `yakk signal` on `listen` with its relay on `turn_port` (UDP and TCP), relaying between

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{echo_server, pattern, round_trip};
+use common::{echo_server, pattern, round_trip, unused_port};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -152,19 +152,8 @@ impl Proc {
 }
 
 /// A port nobody listens on right now (bound, then released).
-/// A port nothing listens on now, for a process started later. Taken below the kernel's
-/// ephemeral range (32768 and up): a port the kernel handed out once may be given to another
-/// process's outgoing connection before ours binds it ("Address already in use" in CI).
 async fn free_port() -> u16 {
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let base = std::process::id() % 4000;
-    loop {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = 20_000 + ((base + n * 7) % 12_000) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).await.is_ok() {
-            return port;
-        }
-    }
+    unused_port()
 }
 
 async fn wait_listening(port: u16, secs: u64) {

@@ -155,6 +155,23 @@ pub async fn owner_with_code(port: u16, extra: &[&str]) -> (Yakk, String) {
     (owner, code)
 }
 
+/// A port on 127.0.0.1 that nothing uses now, for TCP and UDP alike, for a server a test starts
+/// next. Taken below the kernel's ephemeral range (32768 and up): a port the kernel handed out
+/// with `bind(0)` may go to another process's outgoing connection before the server binds it
+/// ("Address already in use" failed a CI run).
+pub fn unused_port() -> u16 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let base = std::process::id() % 4000;
+    loop {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = 20_000 + ((base + n * 7) % 12_000) as u16;
+        let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
+        if tcp.is_ok() && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// Starts `yakk client` on a free local port with this code (its `listening` event says where).
 pub fn start_joiner(code: &str, extra: &[&str]) -> Yakk {
     let mut args = vec!["client", "-p", "0", "--json", "--ice-ip", "127.0.0.1"];
