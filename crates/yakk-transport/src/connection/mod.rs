@@ -46,11 +46,8 @@ const PEER_SEND_BUDGET: usize = SEND_BUFFER_LIMIT + 1024 * 1024;
 /// `SMALL_BURST_PER` of the path's round trip, and at least this much. Chromium's WebRTC socket
 /// holds about 128 KiB of datagrams, and on a short path a whole flight lands in it at once: a
 /// larger one loses its tail, which the stack resends only after a timeout of at least a
-/// second. 256 KiB still stalled 4 of 8 transfers of 1 MiB to the page on loopback, 128 KiB
-/// none of 10; 64 KiB left one message in flight, whose last packet the browser acknowledged
-/// late (0.4 MB/s). On a longer path the link spaces a flight out, and a budget of 128 KiB
-/// would cap the rate at 128 KiB a round trip (2.6 MB/s at 50 ms): per 2 ms of round trip, it
-/// allows 64 MB/s, more than the page takes.
+/// second (measurements: the README's browser section). On a longer path the link spaces a
+/// flight out, so the budget grows with the round trip rather than capping the rate.
 const SMALL_BURST_BYTES: usize = 128 * 1024;
 const SMALL_BURST_PER: Duration = Duration::from_millis(2);
 /// Data channels opened by the peer, waiting for `accept_channel`.
