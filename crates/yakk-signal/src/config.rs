@@ -25,7 +25,7 @@ fn random_secret() -> String {
 }
 
 /// The environment variable `--turn-password` is read from (as the peer commands' `--turn-pass`).
-const TURN_PASSWORD_ENV: &str = "YAKK_TURN_PASSWORD";
+pub const TURN_PASSWORD_ENV: &str = "YAKK_TURN_PASSWORD";
 
 /// Why a configuration cannot be used.
 #[derive(Debug, thiserror::Error)]

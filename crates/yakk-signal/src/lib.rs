@@ -61,7 +61,9 @@ pub mod turn;
 mod upgrade;
 mod web;
 
-pub use config::{Config, ConfigError, SignalArgs, tls_config, tls_config_from_files};
+pub use config::{
+    Config, ConfigError, SignalArgs, TURN_PASSWORD_ENV, tls_config, tls_config_from_files,
+};
 pub use conn::errors;
 pub use server::{ServerError, ServerHandle, spawn};
 pub use web::app_built;

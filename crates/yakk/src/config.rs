@@ -106,11 +106,12 @@ pub fn apply_file(c: &mut Common) -> Result<(), Failure> {
     if let Some(f) = load()? {
         apply(c, f);
     }
-    check_turn(c, std::env::var_os(TURN_PASSWORD_ENV).is_some())
+    // `--turn-pass` reads the same variable as `yakk signal`'s `--turn-password`.
+    check_turn(
+        c,
+        std::env::var_os(yakk_signal::TURN_PASSWORD_ENV).is_some(),
+    )
 }
-
-/// The environment variable `--turn-pass` is read from.
-const TURN_PASSWORD_ENV: &str = "YAKK_TURN_PASSWORD";
 
 /// A TURN server needs both credentials, and credentials need a server (from the command line
 /// or the file). A password from the environment with no server is left unused rather than
