@@ -91,14 +91,29 @@ function peerText(payload: Uint8Array): string {
 }
 
 /**
- * A broken first frame: most likely the other side is no file transfer at all (a code used
- * with the wrong command), so say so beside what was wrong. Other failures pass unchanged.
+ * The peer's first frame, which must be of `type`. A broken one most likely means the other
+ * side is no file transfer at all (a code used with the wrong command), so a protocol error
+ * says so, asking `guess`; other failures pass unchanged. `closed`: said when the stream ends
+ * first.
  */
-function firstFrameError(e: unknown, guess: string): unknown {
-  if (e instanceof TransferError && e.kind === "protocol") {
-    return new TransferError(`${e.message}: the other side does not speak yakk's file protocol (${guess})`, "protocol");
+async function readFirst(
+  s: DataStream,
+  type: number,
+  who: string,
+  closed: string,
+  guess: string,
+): Promise<{ type: number; payload: Uint8Array }> {
+  try {
+    const f = await readFrame(s);
+    if (f === null) throw new TransferError(closed, "gone");
+    if (f.type !== type) throw errorFrom(f, who);
+    return f;
+  } catch (e) {
+    if (e instanceof TransferError && e.kind === "protocol") {
+      throw new TransferError(`${e.message}: the other side does not speak yakk's file protocol (${guess})`, "protocol");
+    }
+    throw e;
   }
-  return e;
 }
 
 function errorFrom(f: { type: number; payload: Uint8Array }, who: string): TransferError {
@@ -180,15 +195,7 @@ export interface ReceiveHooks {
 /** Runs the receiver's side on `s`, which this side opened. */
 export async function receive(s: DataStream, hooks: ReceiveHooks): Promise<{ files: number; bytes: number; secs: number }> {
   await s.write(frame(HELLO, encodeHello()));
-  let first: { type: number; payload: Uint8Array };
-  try {
-    const f = await readFrame(s);
-    if (f === null) throw new TransferError("the sender closed the stream before its offer", "gone");
-    if (f.type !== OFFER) throw errorFrom(f, "sender");
-    first = f;
-  } catch (e) {
-    throw firstFrameError(e, "was this code made for sending files?");
-  }
+  const first = await readFirst(s, OFFER, "sender", "the sender closed the stream before its offer", "was this code made for sending files?");
   let entries: Entry[];
   try {
     entries = decodeOffer(first.payload).entries;
@@ -381,15 +388,7 @@ export async function send(
   sources: Source[],
   progress: (p: ProgressInfo) => void,
 ): Promise<{ files: number; bytes: number; secs: number }> {
-  let hello: { type: number; payload: Uint8Array };
-  try {
-    const h = await readFrame(s);
-    if (h === null) throw new TransferError("the receiver closed the stream at once", "gone");
-    if (h.type !== HELLO) throw errorFrom(h, "receiver");
-    hello = h;
-  } catch (e) {
-    throw firstFrameError(e, "was this code given to something that receives files?");
-  }
+  const hello = await readFirst(s, HELLO, "receiver", "the receiver closed the stream at once", "was this code given to something that receives files?");
   const version = core(() => decodeHello(hello.payload));
   if (version !== 1) {
     await s.write(frame(ERROR, text(unsupportedVersionText(version))));
