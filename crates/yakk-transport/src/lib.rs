@@ -97,7 +97,6 @@ mod channel;
 mod connection;
 mod flow;
 mod netbuf;
-mod peer;
 mod pump;
 mod stats;
 pub mod tls;
@@ -106,7 +105,7 @@ mod turn_stream;
 use std::net::IpAddr;
 use std::time::Duration;
 
-pub use peer::Peer;
+pub use connection::Peer;
 
 /// Starts, in the background, what a peer connection with these ICE servers will want to know
 /// first: whether their TURN relay answers over UDP (if not, its TCP and TLS URLs are used

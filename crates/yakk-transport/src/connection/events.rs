@@ -54,7 +54,7 @@ impl PeerConnectionEventHandler for Handler {
 
 /// Drain a channel nobody reads (the "command" channel) so the stack never blocks on it;
 /// its opening says the association is up, and its closing by the peer that the peer is
-/// leaving (see `Connection::close`).
+/// leaving (see `Peer::close`).
 pub(super) fn spawn_drain(dc: Arc<dyn DataChannel>, inner: &Arc<Inner>) {
     let (dead, sctp_up) = (inner.dead.clone(), inner.sctp_up.clone());
     let inner = Arc::downgrade(inner);

@@ -1,4 +1,4 @@
-//! One WebRTC peer connection driven by the `webrtc` crate's async layer.
+//! [`Peer`]: one WebRTC peer connection, driven by the `webrtc` crate's async layer.
 //!
 //! Owns the translation between yakk's types and WebRTC's: SDP and candidates in and out
 //! (here), connection state to [`PeerEvent`]s (`events.rs`), and opening (`open.rs`) and
@@ -66,9 +66,22 @@ const SETUP_QUICK_AFTER_CONNECTED: Duration = Duration::from_secs(2);
 /// How long after its checks start ICE waits before it may choose a relayed pair.
 const RELAY_ACCEPTANCE_WAIT: Duration = Duration::from_millis(600);
 
-pub(crate) struct Connection {
+/// A WebRTC peer connection that hands out byte streams. Cheap to clone; all clones are the
+/// same connection. The connection closes when the last clone is dropped or on [`Peer::close`].
+#[derive(Clone)]
+pub struct Peer {
     inner: Arc<Inner>,
 }
+
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync + 'static>() {}
+    const fn assert_send<T: Send + 'static>() {}
+    assert_send_sync::<Peer>();
+    assert_send::<Channel>();
+};
+
+/// Largest accepted `max_message`.
+const MAX_MESSAGE_LIMIT: usize = 256 * 1024;
 
 struct Inner {
     pc: Arc<dyn PeerConnection>,
@@ -106,7 +119,7 @@ struct Inner {
     rtt_us: AtomicU64,
     /// To the connection's own task (`run_events`), for what the stack's callbacks do not say.
     internal: mpsc::UnboundedSender<Internal>,
-    /// Set once we close the connection ourselves (see `Connection::close`).
+    /// Set once we close the connection ourselves (see `Peer::close`).
     closing: AtomicBool,
     /// The loopback bridges of TURN servers over TCP or TLS, open as long as the connection.
     bridges: Vec<Bridge>,
@@ -132,12 +145,20 @@ fn setup_err(e: impl std::fmt::Display) -> TransportError {
     TransportError::Setup(e.to_string())
 }
 
-impl Connection {
+impl Peer {
     /// Create a peer connection; gathering starts with the first description. Returns the
-    /// peer and its event stream (drain it: it carries the local candidates).
-    pub(crate) async fn new(
-        cfg: &TransportConfig,
-    ) -> Result<(Connection, mpsc::Receiver<PeerEvent>), TransportError> {
+    /// peer and its event stream; keep draining the events (they carry the local candidates,
+    /// which must reach the other side).
+    pub async fn new(
+        cfg: TransportConfig,
+    ) -> Result<(Peer, mpsc::Receiver<PeerEvent>), TransportError> {
+        if cfg.max_message == 0 || cfg.max_message > MAX_MESSAGE_LIMIT {
+            return Err(TransportError::Config(format!(
+                "max_message must be between 1 and {MAX_MESSAGE_LIMIT} bytes, not {}",
+                cfg.max_message
+            )));
+        }
+        let cfg = &cfg;
         // TURN over TCP or TLS goes through a loopback bridge of ours (`turn_stream.rs`):
         // the stack allocates over UDP only. Only when UDP to the relay gets no answer.
         let mut bridges = Vec::new();
@@ -297,12 +318,13 @@ impl Connection {
             event_tx,
             accept_tx,
         ));
-        Ok((Connection { inner }, event_rx))
+        Ok((Peer { inner }, event_rx))
     }
 
-    /// Offerer: open the "command" channel and return the offer SDP. Candidates follow as
-    /// events.
-    pub(crate) async fn create_offer(&self) -> Result<String, TransportError> {
+    /// Offerer: open the "command" channel (as yakk/1 peers do; it starts SCTP negotiation and
+    /// is never handed out) and return the offer SDP. Local candidates follow as
+    /// [`PeerEvent::LocalCandidate`].
+    pub async fn create_offer(&self) -> Result<String, TransportError> {
         let pc = &self.inner.pc;
         let dc = pc
             .create_data_channel(COMMAND_LABEL, Some(reliable()))
@@ -321,8 +343,8 @@ impl Connection {
         Ok(sdp)
     }
 
-    /// Answerer: apply the peer's offer and return the answer SDP.
-    pub(crate) async fn accept_offer(&self, sdp: &str) -> Result<String, TransportError> {
+    /// Answerer: apply the peer's offer SDP and return the answer SDP.
+    pub async fn accept_offer(&self, sdp: &str) -> Result<String, TransportError> {
         let pc = &self.inner.pc;
         let offer = RTCSessionDescription::offer(sdp.to_string())
             .map_err(|e| TransportError::BadDescription(e.to_string()))?;
@@ -338,8 +360,8 @@ impl Connection {
         Ok(sdp)
     }
 
-    /// Offerer: apply the peer's answer.
-    pub(crate) async fn accept_answer(&self, sdp: &str) -> Result<(), TransportError> {
+    /// Offerer: apply the peer's answer SDP.
+    pub async fn accept_answer(&self, sdp: &str) -> Result<(), TransportError> {
         let answer = RTCSessionDescription::answer(sdp.to_string())
             .map_err(|e| TransportError::BadDescription(e.to_string()))?;
         self.inner
@@ -350,8 +372,15 @@ impl Connection {
         self.flush_early_candidates().await
     }
 
-    /// Add a candidate from the peer; queued until the remote description is set.
-    pub(crate) async fn add_remote_candidate(&self, c: IceCandidate) -> Result<(), TransportError> {
+    /// Add a candidate from the peer. Candidates that arrive before the remote description
+    /// are queued and applied with it. A candidate whose address is not one host's (multicast,
+    /// broadcast, unspecified) is refused: connectivity checks never go there.
+    pub async fn add_remote_candidate(&self, c: IceCandidate) -> Result<(), TransportError> {
+        if let Some(ip) = candidate_ip(&c.candidate).filter(|ip| !crate::netbuf::is_unicast(*ip)) {
+            return Err(TransportError::BadCandidate(format!(
+                "{ip} is not a unicast address"
+            )));
+        }
         let init = RTCIceCandidateInit {
             candidate: c.candidate,
             sdp_mid: c.sdp_mid,
@@ -384,9 +413,9 @@ impl Connection {
         Ok(())
     }
 
-    /// The next channel the peer opened (other than "command"), with its label. `None` once
-    /// the connection has ended.
-    pub(crate) async fn accept_channel(&self) -> Option<(String, Channel)> {
+    /// The next channel the peer opened (never "command"), with its label; `None` once the
+    /// connection has ended.
+    pub async fn accept_channel(&self) -> Option<(String, Channel)> {
         let mut rx = self.inner.accepted.lock().await;
         tokio::select! {
             s = rx.recv() => s,
@@ -394,44 +423,54 @@ impl Connection {
         }
     }
 
-    /// Use per-stream flow control (the peer announced it). Set before the first stream.
-    pub(crate) fn set_flow_control(&self, on: bool) {
+    /// Use per-stream flow control on this connection's streams: only when both sides
+    /// announced it (a peer without it would take the grants for end-of-stream markers), and
+    /// before the first stream is opened or accepted. Needs half-close (yakk/2).
+    pub fn set_flow_control(&self, on: bool) {
         self.inner.flow.store(on, Ordering::SeqCst);
     }
 
-    /// With flow control, the side that opened a channel closes it (the peer announced
-    /// it); else the side that accepted it. Set before the first stream.
-    pub(crate) fn set_opener_closes(&self, on: bool) {
+    /// With flow control, let the side that opened a channel close it once both directions
+    /// have ended, rather than the side that accepted it: only when both sides announced it,
+    /// and before the first stream. Between two peers on this WebRTC stack it keeps a new
+    /// channel off a stream id whose reset is still going back and forth (see the transport
+    /// section of docs/yakk2.md).
+    pub fn set_opener_closes(&self, on: bool) {
         self.inner.opener_closes.store(on, Ordering::SeqCst);
     }
 
-    /// Limit the window growth all streams of this connection share (see `flow::Pool`).
-    pub(crate) fn set_window_pool(&self, bytes: u64) {
+    /// Limit the window growth all streams of this connection share together (32 MiB unless
+    /// set): a session striped over several connections shares that amount among them.
+    /// Call before the first stream.
+    pub fn set_window_pool(&self, bytes: u64) {
         self.inner.pool.set_limit(bytes);
     }
 
-    /// Lower the connection's send budget to `bytes` (at least one message). Call before the
-    /// first stream.
-    pub(crate) fn set_send_budget(&self, bytes: usize) {
+    /// Limit the bytes all streams of this connection together may have handed to the stack
+    /// and not yet had acknowledged (4 MiB unless set; at least one message). A striped
+    /// session lowers it on each lane, so that a lane that is slow at the moment (after a
+    /// loss) holds little of the stream. Call before the first stream.
+    pub fn set_send_budget(&self, bytes: usize) {
         self.inner.set_send_budget(bytes);
     }
 
-    /// The peer asked for small bursts: a send budget of [`small_burst_budget`] for the
-    /// path's round trip, set now and again once the path is known. Call before the first
-    /// stream.
-    pub(crate) fn set_small_bursts(&self, on: bool) {
+    /// The peer asked for small bursts (yakk/2 `small-bursts`, the browser page, whose socket
+    /// drops a large flight): the send budget becomes [`small_burst_budget`] for the path's
+    /// round trip, set now and fitted again once the path is up. Call before the first stream.
+    pub fn set_small_bursts(&self, on: bool) {
         self.inner.small_bursts.store(on, Ordering::SeqCst);
         if on {
             self.inner.fit_small_bursts();
         }
     }
 
-    /// Close the connection; every stream ends. The peer hears of it at once: the "command"
+    /// Close the connection; every stream ends and a [`PeerEvent::Disconnected`] follows. The
+    /// peer hears of it at once: the "command"
     /// channel is closed first, and a peer that sees it close knows we are leaving (closing
     /// the connection alone, it would find out only when ICE consent fails, seconds later,
     /// and could not tell a deliberate close from a lost network). Every yakk/1 and yakk/2
     /// peer keeps that channel open for the connection's lifetime.
-    pub(crate) async fn close(&self) {
+    pub async fn close(&self) {
         self.inner.closing.store(true, Ordering::SeqCst);
         let take = || {
             self.inner
@@ -498,6 +537,14 @@ pub(crate) fn small_burst_budget(rtt: Option<Duration>) -> usize {
     bytes.clamp(SMALL_BURST_BYTES, PEER_SEND_BUDGET)
 }
 
+/// The connection address of a candidate line (`candidate:foundation component transport
+/// priority address port typ …`, RFC 8839), when it is an IP address.
+fn candidate_ip(line: &str) -> Option<std::net::IpAddr> {
+    let line = line.strip_prefix("a=").unwrap_or(line);
+    let line = line.strip_prefix("candidate:").unwrap_or(line);
+    line.split_ascii_whitespace().nth(4)?.parse().ok()
+}
+
 async fn add_candidate(
     pc: &dyn PeerConnection,
     init: RTCIceCandidateInit,
@@ -555,5 +602,20 @@ mod tests {
         assert_eq!(small_burst_budget(ms(4.0)), 256 * 1024);
         assert_eq!(small_burst_budget(ms(50.0)), 3200 * 1024);
         assert_eq!(small_burst_budget(ms(500.0)), PEER_SEND_BUDGET);
+    }
+
+    #[test]
+    fn candidate_addresses() {
+        let ip = |s: &str| candidate_ip(s).map(|ip| ip.to_string());
+        assert_eq!(
+            ip("candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host").as_deref(),
+            Some("127.0.0.1")
+        );
+        assert_eq!(
+            ip("a=candidate:1 1 UDP 1 ff02::fb 5353 typ host").as_deref(),
+            Some("ff02::fb")
+        );
+        assert_eq!(ip("candidate:1 1 udp 1 abc.local 5000 typ host"), None);
+        assert_eq!(ip("candidate:1 1 udp"), None);
     }
 }

@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelId, RTCDataChannelState};
 use webrtc::peer_connection::{RTCStatsReportEntry, StatsSelector};
 
-use super::{Connection, attach, reliable};
+use super::{Peer, attach, reliable};
 use crate::TransportError;
 use crate::channel::Channel;
 
@@ -23,7 +23,7 @@ const OPEN_RETRY_FIRST: Duration = Duration::from_millis(10);
 const OPEN_RETRY_MAX: Duration = Duration::from_millis(400);
 /// After the peer closed a channel of ours, how long (beyond two round trips) no channel is
 /// created, and a channel created around that time is held back before the application sees
-/// it (`Connection::reuse_guard`).
+/// it (`Peer::reuse_guard`).
 ///
 /// rtc-sctp 0.21.1 answers a stream reset that was itself an answer. When the peer closes a
 /// channel of ours, its stack resets its outgoing stream; ours resets the other direction in
@@ -166,9 +166,11 @@ const CLOSED_CLAIM_WAIT: Duration = Duration::from_millis(200);
 /// within its first window).
 const EARLY_BYTES: usize = 4 << 20;
 
-impl Connection {
-    /// Open a reliable, ordered channel with this label; resolves once it is open.
-    pub(crate) async fn open_channel(&self, label: &str) -> Result<Channel, TransportError> {
+impl Peer {
+    /// Open a reliable, ordered channel with this label; resolves once it is open. Put a
+    /// timeout around it: a peer that never answers leaves it pending until the connection
+    /// ends.
+    pub async fn open_channel(&self, label: &str) -> Result<Channel, TransportError> {
         let err = |reason: String| TransportError::OpenChannel {
             label: label.to_string(),
             reason,
