@@ -450,6 +450,15 @@ mod tests {
         addr
     }
 
+    /// A hostile server that answers with `e` and then says nothing.
+    async fn server_answering(e: Envelope) -> String {
+        hostile_server(|mut ws| async move {
+            ws.send(Message::text(e.to_json())).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        })
+        .await
+    }
+
     /// What a hostile server tried: clear the screen, home the cursor, print a fake prompt,
     /// retitle the terminal, and hide text behind a bidirectional override.
     const NASTY: &str = "\u{1b}[2J\u{1b}[H\u{1b}]0;owned\u{7}Password: \u{9b}31m\u{202e}txt.exe";
@@ -476,12 +485,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_servers_refusal_is_escaped() {
-        let addr = hostile_server(|mut ws| async move {
-            let e = Envelope::new(msg::ERROR, NASTY, 0, 0);
-            ws.send(Message::text(e.to_json())).await.unwrap();
-            tokio::time::sleep(Duration::from_secs(5)).await;
-        })
-        .await;
+        let addr = server_answering(Envelope::new(msg::ERROR, NASTY, 0, 0)).await;
         let err = within(create_room(&addr, false, None)).await.err().unwrap();
         assert!(matches!(err, SessionError::SignalRefused(_)), "{err:?}");
         assert_printable(&err);
@@ -506,12 +510,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_servers_unexpected_reply_is_escaped() {
-        let addr = hostile_server(|mut ws| async move {
-            let e = Envelope::new(NASTY, "", 0, 1);
-            ws.send(Message::text(e.to_json())).await.unwrap();
-            tokio::time::sleep(Duration::from_secs(5)).await;
-        })
-        .await;
+        let addr = server_answering(Envelope::new(NASTY, "", 0, 1)).await;
         let err = within(join_room(&addr, "417")).await.err().unwrap();
         assert!(matches!(err, SessionError::SignalProtocol(_)), "{err:?}");
         assert_printable(&err);
@@ -520,12 +519,7 @@ mod tests {
     /// The room name a server hands out ends up in the printed code: it is checked.
     #[tokio::test]
     async fn a_servers_room_name_is_checked() {
-        let addr = hostile_server(|mut ws| async move {
-            let e = Envelope::new(msg::ROOM_CREATED, NASTY, -1, 0);
-            ws.send(Message::text(e.to_json())).await.unwrap();
-            tokio::time::sleep(Duration::from_secs(5)).await;
-        })
-        .await;
+        let addr = server_answering(Envelope::new(msg::ROOM_CREATED, NASTY, -1, 0)).await;
         let err = within(create_room(&addr, false, None)).await.err().unwrap();
         assert!(matches!(err, SessionError::SignalProtocol(_)), "{err:?}");
         assert_printable(&err);
