@@ -13,6 +13,7 @@ use crate::cli::{FilereceiveArgs, FilesendArgs};
 use crate::exit::{ExitCode, Failure};
 use crate::interrupt::Interrupt;
 use crate::output::Out;
+use crate::owner_setup;
 use crate::session_setup::{self, connected_event};
 use crate::transfer_report::{Ended, Recording, Side, last_words, reporter, saved, shown_folder};
 
@@ -70,8 +71,7 @@ pub async fn send(mut args: FilesendArgs, out: Out) -> anyhow::Result<()> {
         }
     };
     let interrupt = Interrupt::listen();
-    let mut setup =
-        session_setup::owner_setup(&mut args.common, args.owner.code_length, out).await?;
+    let mut setup = owner_setup::owner_setup(&mut args.common, args.owner.code_length, out).await?;
     setup.config.max_peers = Some(args.max_peers.max(1));
     setup.config.allow_retries = args.owner.allow_retries;
     let scan = tokio::task::spawn_blocking(move || match source {
@@ -81,7 +81,7 @@ pub async fn send(mut args: FilesendArgs, out: Out) -> anyhow::Result<()> {
     let mut owner = Owner::create(setup.config.clone())
         .await
         .map_err(Failure::from)?;
-    session_setup::announce(out, &setup, &owner.room, "filereceive", args.owner.qr);
+    owner_setup::announce(out, &setup, &owner.room, "filereceive", args.owner.qr);
     let manifest = tokio::select! {
         m = scan => m,
         () = interrupt.wait() => {

@@ -15,6 +15,7 @@ mod exit;
 mod file_commands;
 mod interrupt;
 mod output;
+mod owner_setup;
 mod port_commands;
 mod session_setup;
 mod transfer_report;

@@ -13,6 +13,7 @@ use crate::cli::{ClientArgs, ServerArgs};
 use crate::exit::{ExitCode, Failure};
 use crate::interrupt::Interrupt;
 use crate::output::Out;
+use crate::owner_setup;
 use crate::session_setup::{self, connected_event};
 
 /// The local port to suggest to the joiner: the shared one, unless it is a privileged port
@@ -57,8 +58,7 @@ fn nothing_listens(host: &str, port: u16) -> bool {
 }
 
 pub async fn server(mut args: ServerArgs, out: Out) -> anyhow::Result<()> {
-    let mut setup =
-        session_setup::owner_setup(&mut args.common, args.owner.code_length, out).await?;
+    let mut setup = owner_setup::owner_setup(&mut args.common, args.owner.code_length, out).await?;
     setup.config.max_peers = args.max_peers;
     setup.config.allow_retries = args.owner.allow_retries;
     let target = format!("{}:{}", args.host, args.port);
@@ -66,7 +66,7 @@ pub async fn server(mut args: ServerArgs, out: Out) -> anyhow::Result<()> {
     let owner = Owner::create(setup.config.clone())
         .await
         .map_err(Failure::from)?;
-    session_setup::announce(
+    owner_setup::announce(
         out,
         &setup,
         &owner.room,
