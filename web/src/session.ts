@@ -12,6 +12,7 @@ import { FEATURE_SMALL_BURSTS, FEATURE_WINDOW } from "./proto/envelope";
 import { Party, PakeError, type SessionKeys } from "./proto/pake";
 import { SealedChannel, SealError, type SealHeader } from "./proto/seal";
 import { Room, type Envelope, SignalError } from "./signal";
+import { hold } from "./stream";
 
 const PAKE1 = "YAKK2_PAKE1";
 const PAKE2 = "YAKK2_PAKE2";
@@ -287,7 +288,7 @@ export async function join(
           const s = sealer;
           // yakk's offerer opens "command" first and keeps it for the session's life.
           pc.createDataChannel("command", { ordered: true });
-          for (const l of labels) channels.push(p.createDataChannel(l, { ordered: true }));
+          for (const l of labels) channels.push(hold(p.createDataChannel(l, { ordered: true })));
           const queued: RTCIceCandidate[] = [];
           let described = false;
           p.onicecandidate = (e) => {
@@ -464,7 +465,7 @@ async function answer(room: Room, password: string, progress: Progress): Promise
           progress("connecting to the other side");
           pc = new RTCPeerConnection({ iceServers: room.iceServers });
           pc.ondatachannel = (e) => {
-            if (e.channel.label !== "command") incoming.push(e.channel);
+            if (e.channel.label !== "command") incoming.push(hold(e.channel));
           };
           break;
         }

@@ -24,6 +24,26 @@ const SEND_BUFFER = 1024 * 1024;
 
 export class StreamClosed extends Error {}
 
+/**
+ * Messages that reached a channel before its DataStream existed. A browser drops a `message`
+ * event that finds no listener, and a peer may send as soon as the channel is open (yakk's
+ * sender its offer, a forwarded service its greeting), while the page may still be awaiting
+ * something else before it makes the stream.
+ */
+const early = new WeakMap<RTCDataChannel, { data: unknown[]; listener: (e: MessageEvent) => void }>();
+
+/** Keeps what arrives on `channel` until a DataStream takes it over: call it as soon as the
+ * channel exists (made, or handed over by `datachannel`). */
+export function hold(channel: RTCDataChannel): RTCDataChannel {
+  if (early.has(channel)) return channel;
+  channel.binaryType = "arraybuffer";
+  const data: unknown[] = [];
+  const listener = (e: MessageEvent) => void data.push(e.data);
+  channel.addEventListener("message", listener);
+  early.set(channel, { data, listener });
+  return channel;
+}
+
 export class DataStream {
   readonly channel: RTCDataChannel;
   private readonly window: boolean;
@@ -65,6 +85,14 @@ export class DataStream {
       const err = (e as RTCErrorEvent).error;
       if (!this.closed) this.fail(new StreamClosed(`the data channel failed: ${err?.message ?? "unknown"}`));
     });
+    // What came before this stream, in order, then whether the channel closed meanwhile.
+    const held = early.get(channel);
+    if (held) {
+      channel.removeEventListener("message", held.listener);
+      early.delete(channel);
+      for (const data of held.data) this.onMessage(data);
+    }
+    if (channel.readyState === "closed") this.onClose();
   }
 
   /** Resolves once the channel is open. */
