@@ -35,6 +35,9 @@ export async function proxy(upstream, { tamper = false, staticDir = null } = {})
     up.on("error", () => res.destroy());
     req.pipe(up);
   });
+  // Upgraded sockets are no longer the HTTP server's: `close` ends them itself, or it would
+  // wait for the page to close its WebSocket.
+  const upgraded = new Set();
   server.on("upgrade", (req, socket, head) => {
     const up = net.connect(upstream.port, upstream.host, () => {
       let raw = `${req.method} ${req.url} HTTP/1.1\r\n`;
@@ -43,6 +46,10 @@ export async function proxy(upstream, { tamper = false, staticDir = null } = {})
       if (head.length) up.write(head);
       socket.pipe(up);
     });
+    for (const s of [socket, up]) {
+      upgraded.add(s);
+      s.on("close", () => upgraded.delete(s));
+    }
     up.on("error", () => socket.destroy());
     socket.on("error", () => up.destroy());
     // Server → client: the 101 response, then frames (unmasked), parsed to tamper with.
@@ -93,6 +100,11 @@ export async function proxy(upstream, { tamper = false, staticDir = null } = {})
   return {
     state,
     origin: `http://127.0.0.1:${port}`,
-    close: () => new Promise((r) => { server.closeAllConnections?.(); server.close(() => r()); }),
+    close: () =>
+      new Promise((r) => {
+        server.close(() => r());
+        server.closeAllConnections?.();
+        for (const s of upgraded) s.destroy();
+      }),
   };
 }
