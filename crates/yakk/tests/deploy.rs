@@ -1,7 +1,8 @@
 //! The deployment files agree with the workspace: no locked dependency declares a newer Rust than
 //! the workspace's `rust-version` (those that declare none were tried with older toolchains: see
 //! Cargo.toml), the README and the image build name that same version, and the image's build
-//! context leaves out what would break it. deploy/try-image.sh builds and runs the image.
+//! context leaves out what would break it, and the compose file and the systemd unit pass `yakk
+//! signal` only options it has. deploy/try-image.sh builds and runs the image.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -150,4 +151,45 @@ fn the_image_builds_the_page_and_its_context_leaves_out_host_builds() {
             ".dockerignore should leave out {path}"
         );
     }
+}
+
+/// Every `--flag` that deploy/compose.yaml and deploy/yakk-signal.service pass to `yakk
+/// signal`, as options of the binary built here.
+#[test]
+fn the_deployment_files_pass_only_options_yakk_signal_has() {
+    let help = Command::new(env!("CARGO_BIN_EXE_yakk"))
+        .args(["signal", "--help"])
+        .output()
+        .expect("run yakk signal --help");
+    assert!(help.status.success());
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    let compose = read("deploy/compose.yaml");
+    // The `signal` service's command list, up to the next service.
+    let signal = compose
+        .split("\n  signal:\n")
+        .nth(1)
+        .and_then(|s| s.split("\n  turn:\n").next())
+        .expect("the signal service in compose.yaml");
+    let unit = read("deploy/yakk-signal.service");
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart in the unit");
+    // The command list's items (`- --listen=…`), and the unit's words.
+    let items = signal
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("- "));
+    let mut flags = BTreeSet::new();
+    for word in items.chain(exec.split_whitespace()) {
+        let name = word.split('=').next().unwrap_or_default();
+        if let Some(flag) = name.strip_prefix("--").filter(|f| !f.is_empty()) {
+            flags.insert(flag.to_string());
+        }
+    }
+    assert!(flags.len() >= 8, "too few options found: {flags:?}");
+    let unknown: Vec<&String> = flags
+        .iter()
+        .filter(|f| !help.contains(&format!("--{f} ")) && !help.contains(&format!("--{f}\n")))
+        .collect();
+    assert!(unknown.is_empty(), "yakk signal has no option {unknown:?}");
 }
