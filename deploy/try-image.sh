@@ -30,13 +30,21 @@ YAKK_BIN=$(readlink -f "${YAKK_BIN:-$( [ -x target/release/yakk ] && echo target
 image=yakk-try:latest
 work=$(mktemp -d)
 name=yakk-try-$$
+sender=
+failed=false
 cleanup() {
+  [ -n "$sender" ] && kill "$sender" 2>/dev/null
   $ENGINE rm -f "$name" >/dev/null 2>&1 || true
-  rm -rf "$work"
+  # The logs stay for a failure to be looked into.
+  $failed || rm -rf "$work"
 }
 trap cleanup EXIT
 say() { printf '== %s\n' "$*"; }
-fail() { printf 'FAILED: %s\n' "$*" >&2; exit 1; }
+fail() {
+  failed=true
+  printf 'FAILED: %s (logs in %s)\n' "$*" "$work" >&2
+  exit 1
+}
 
 build_args=()
 if $standin; then
@@ -52,7 +60,7 @@ if $standin && have localhost/yakk-standin-rust:"$rust_version" && have localhos
 elif $standin; then
   say "stand-in base images (Debian bookworm, Rust $rust_version, Node $(node --version))"
   debootstrap --variant=minbase bookworm "$work/rootfs" http://deb.debian.org/debian >"$work/debootstrap.log" \
-    || fail "debootstrap (see $work/debootstrap.log)"
+    || fail "debootstrap (debootstrap.log)"
   # This machine's own certificate authorities (say, of a TLS-inspecting egress proxy), so that
   # the stand-ins reach what this machine reaches; ca-certificates adds them when installed.
   rm -f "$work/rootfs"/var/cache/apt/archives/*.deb
@@ -70,7 +78,7 @@ RUN curl -sSf -o /tmp/rustup-init https://static.rust-lang.org/rustup/dist/x86_6
  && rm /tmp/rustup-init
 EOF
   $ENGINE build "${flags[@]}" --network host -t localhost/yakk-standin-rust:"$rust_version" "$work/rust" >"$work/rust.log" 2>&1 \
-    || fail "the Rust stand-in (see $work/rust.log)"
+    || fail "the Rust stand-in (rust.log)"
   cp "$(readlink -f "$(command -v node)")" "$work/node/node"
   cp -r "$(dirname "$(readlink -f "$(command -v npm)")")/.." "$work/node/npm"
   cat >"$work/node/Dockerfile" <<'EOF'
@@ -82,7 +90,7 @@ COPY npm /usr/local/lib/node_modules/npm
 RUN ln -s ../lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm
 EOF
   $ENGINE build "${flags[@]}" --network host -t localhost/yakk-standin-node:local "$work/node" >"$work/node.log" 2>&1 \
-    || fail "the Node stand-in (see $work/node.log)"
+    || fail "the Node stand-in (node.log)"
 fi
 
 say "building the image ($ENGINE; the release build takes minutes)"
@@ -120,7 +128,10 @@ done
 [ -n "$code" ] || { cat "$work/send.err"; fail "the sender printed no code"; }
 (cd "$work/in" && timeout 60 "$YAKK_BIN" filereceive --yes "$code" >/dev/null 2>"$work/receive.err") \
   || { cat "$work/receive.err"; fail "filereceive through the image"; }
-wait "$sender" || fail "filesend exited $?"
+status=0
+wait "$sender" || status=$?
+sender=
+[ "$status" = 0 ] || fail "filesend exited $status"
 cmp "$work/sent.bin" "$work/in/sent.bin" || fail "the received file differs"
 say "a 3 MB file went through the image's signalling server intact"
 say "OK"
