@@ -78,7 +78,7 @@ impl Drop for AbortOnDrop {
 ///
 /// With one lane (yakk/1, or yakk/2 on a short path) every stream is one data channel of
 /// one peer connection. With several lanes (docs/yakk2.md, "Lanes") every stream is striped
-/// over one data channel on each lane that is up ([`stripe`]).
+/// over one data channel on each lane that is up ([`stripe`](crate::stripe)).
 pub struct Connection {
     lanes: Vec<Lane>,
     striped: bool,

@@ -133,7 +133,7 @@ impl Owner {
     }
 
     /// Closes the room, and first writes what is still queued for the signalling server (at
-    /// most [`FINISH_WAIT`]): call it before exiting after a failed joiner, whose key
+    /// most `FINISH_WAIT`): call it before exiting after a failed joiner, whose key
     /// confirmation it needs to learn that its password was wrong. Dropping the owner closes
     /// the room too, without that wait.
     pub async fn close(self) {

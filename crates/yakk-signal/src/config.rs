@@ -254,9 +254,10 @@ pub struct SignalArgs {
     pub tls_key: Option<PathBuf>,
 
     /// Share rooms with every other instance that uses this Redis (or Valkey):
-    /// redis://[:PASSWORD@]HOST:PORT/DB, or rediss://… for TLS. Rooms created through one
-    /// instance can be joined through any other, owners get a secret to take their room back
-    /// from any instance, and SIGTERM drains the instance (clients are told to reconnect).
+    /// redis://HOST:PORT/DB (redis://:PASSWORD@HOST:PORT/DB with a password), or rediss://… for
+    /// TLS. Rooms created through one instance can be joined through any other, owners get a
+    /// secret to take their room back from any instance, and SIGTERM drains the instance
+    /// (clients are told to reconnect).
     #[arg(
         long,
         value_name = "URL",

@@ -7,8 +7,8 @@
 //! the owner answers, and both trickle ICE candidates — all sealed under the session key.
 //! yakk/1 is spoken only when the user allowed it; a yakk/2 peer never falls back silently.
 
-//! The handshake is an enum of states that own their data ([`State`]); what follows the key
-//! exchange is split by version ([`v1`], [`v2`]), and [`v2`] also agrees on the lanes.
+//! The handshake is an enum of states that own their data (`State`); what follows the key
+//! exchange is split by version (`v1.rs`, `v2.rs`), and `v2.rs` also agrees on the lanes.
 
 mod error;
 mod exchange;

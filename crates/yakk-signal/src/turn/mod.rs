@@ -6,7 +6,7 @@
 //!
 //! The protocol work (allocations, permissions, channels, the relay sockets) is the
 //! `medea-turn` crate's. What is ours sits in front of it, as a wrapper around each of its
-//! transports ([`Guarded`]) that sees every request before the crate does and every packet it
+//! transports (`Guarded`) that sees every request before the crate does and every packet it
 //! sends:
 //! - **Credentials.** A request carrying MESSAGE-INTEGRITY is checked here: a malformed
 //!   username, a bad integrity and, for an Allocate, an expired username get a 401 from us and

@@ -86,9 +86,9 @@ pub enum TlsClose {
     TooManyFromAddress,
     /// It sent something that is not a STUN message nor ChannelData, or too long a frame.
     Malformed,
-    /// It had no allocation for [`NO_ALLOCATION_TIMEOUT`].
+    /// It had no allocation for `NO_ALLOCATION_TIMEOUT`.
     NoAllocation,
-    /// It did not read what the relay wrote for [`WRITE_TIMEOUT`].
+    /// It did not read what the relay wrote for `WRITE_TIMEOUT`.
     WriteTimeout,
 }
 

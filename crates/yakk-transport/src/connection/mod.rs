@@ -455,7 +455,7 @@ impl Peer {
     }
 
     /// The peer asked for small bursts (yakk/2 `small-bursts`, the browser page, whose socket
-    /// drops a large flight): the send budget becomes [`small_burst_budget`] for the path's
+    /// drops a large flight): the send budget becomes `small_burst_budget` for the path's
     /// round trip, set now and fitted again once the path is up. Call before the first stream.
     pub fn set_small_bursts(&self, on: bool) {
         self.inner.small_bursts.store(on, Ordering::SeqCst);
