@@ -112,7 +112,9 @@ export class DataStream {
         this.maybeFinishClose();
       } else if (this.window && parseGrant(data) !== null) {
         if (this.credit.onGrant(parseGrant(data)!)) this.wakeWriter();
-      } else if (this.window && data === CLOSE_MESSAGE && !this.opener) {
+      } else if (this.window && data === CLOSE_MESSAGE) {
+        // The peer sends nothing after it, whichever side asked: its end of a finished stream,
+        // or a stream it gave up. Closing now loses nothing of the peer's.
         this.closeChannel();
       }
       // Other string messages are ignored (docs/yakk2.md).

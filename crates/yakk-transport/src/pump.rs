@@ -53,6 +53,9 @@ struct ChannelState {
     closes: bool,
     /// The peer sent its closing marker: it sends nothing more (flow control only).
     peer_closing: AtomicBool,
+    /// We sent our closing marker: we send nothing more, grants included (set under
+    /// `closed`).
+    sent_closing: AtomicBool,
     /// `both_done` ran.
     finishing: AtomicBool,
     /// The connection's `last_peer_close`.
@@ -125,11 +128,41 @@ impl ChannelState {
             return true;
         }
         if !self.closes {
-            let closed = self.closed.lock().await;
-            if !*closed {
-                let _ = self.dc.send_text("c").await;
-            }
+            self.send_closing().await;
         }
+        self.close_unless_peer_does();
+        false
+    }
+
+    /// The application dropped the stream before both directions ended (it gave the stream
+    /// up). Without flow control: close now. With it: send the closing marker and leave the
+    /// close to the peer, taking and dropping what it sends until then; close after
+    /// `CLOSE_HANDSHAKE_WAIT` if it does not. Closing at once would leave what the peer
+    /// still sends arriving on a closed stream, and this stack then never completes the
+    /// stream's reset: its id stays taken for good (every open that lands on it fails), and
+    /// the data left on it shrinks the connection's receive window for good.
+    async fn give_up(self: &Arc<Self>) {
+        if self.finishing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        if self.flow.is_none() || self.peer_closing.load(Ordering::SeqCst) {
+            self.close().await;
+            return;
+        }
+        self.send_closing().await;
+        self.close_unless_peer_does();
+    }
+
+    /// Send the closing marker `"c"`, once, unless the channel is closed.
+    async fn send_closing(&self) {
+        let closed = self.closed.lock().await;
+        if !*closed && !self.sent_closing.swap(true, Ordering::SeqCst) {
+            let _ = self.dc.send_text("c").await;
+        }
+    }
+
+    /// Close after `CLOSE_HANDSHAKE_WAIT` unless the channel ends before.
+    fn close_unless_peer_does(self: &Arc<Self>) {
         let st = self.clone();
         tokio::spawn(async move {
             tokio::select! {
@@ -137,7 +170,6 @@ impl ChannelState {
                 _ = st.ended.cancelled() => {}
             }
         });
-        false
     }
 
     /// Close now. Nothing is sent on the channel afterwards: a message sent on a closed
@@ -199,6 +231,7 @@ pub(crate) fn attach(
         opener,
         closes: opener == cx.opener_closes,
         peer_closing: AtomicBool::new(false),
+        sent_closing: AtomicBool::new(false),
         finishing: AtomicBool::new(false),
         last_peer_close: cx.last_peer_close,
         pc: cx.pc,
@@ -292,21 +325,26 @@ async fn read_pump(
                     match (&st.flow, flow::parse_grant(&m.data)) {
                         (Some(f), Some(limit)) => f.on_grant(limit),
                         (Some(_), None) if &m.data[..] == b"c" => {
+                            // The peer sends nothing more: closing now loses nothing of its,
+                            // whichever side we are. Before both directions ended, the peer
+                            // gave the stream up (`give_up`); what we still had to send
+                            // would not be read.
                             st.peer_closing.store(true, Ordering::SeqCst);
-                            // `finishing`: both directions have ended (`both_done` ran).
-                            if st.closes && st.finishing.load(Ordering::SeqCst) {
-                                st.close().await;
-                                break;
-                            }
+                            st.close().await;
+                            break;
                         }
                         _ => tracing::debug!("ignoring a control message on a channel"),
                     }
                     continue;
                 }
                 if m.is_string && st.half_close {
-                    to_app = None; // EOF for the reader
                     st.remote_done.store(true, Ordering::SeqCst);
-                    if st.local_done.load(Ordering::SeqCst) && st.both_done().await {
+                    // `both_done` first, then the reader's EOF: a reader that drops the
+                    // stream at its EOF must find the close handshake under way, or
+                    // `write_pump` would take the drop for the stream given up.
+                    let closed = st.local_done.load(Ordering::SeqCst) && st.both_done().await;
+                    to_app = None; // EOF for the reader
+                    if closed {
                         break;
                     }
                     continue;
@@ -478,7 +516,7 @@ async fn grant_due(st: &ChannelState) {
 /// channel is closed. `false` if the channel is gone.
 async fn send_grant(st: &ChannelState) -> bool {
     let closed = st.closed.lock().await;
-    if *closed || st.remote_done.load(Ordering::SeqCst) {
+    if *closed || st.remote_done.load(Ordering::SeqCst) || st.sent_closing.load(Ordering::SeqCst) {
         return !*closed;
     }
     let Some(limit) = st.flow.as_ref().and_then(|f| f.next_grant()) else {
@@ -543,10 +581,8 @@ async fn write_pump(
         match item {
             None => {
                 // The stream was dropped: everything it wrote is queued. Once both
-                // directions ended, closing is `both_done`'s business; else close now.
-                if !st.finishing.load(Ordering::SeqCst) {
-                    st.close().await;
-                }
+                // directions ended, closing is `both_done`'s business; else it was given up.
+                st.give_up().await;
                 break;
             }
             Some(Outbound::Data(mut msg)) => {

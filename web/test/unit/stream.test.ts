@@ -72,3 +72,19 @@ describe("a channel's first messages", () => {
     await expect(settled(s.read(10))).rejects.toThrow("the stream was closed");
   });
 });
+
+describe("the closing marker", () => {
+  for (const opener of [true, false]) {
+    it(`closes the channel at once, also before the stream ended (${opener ? "opener" : "acceptor"})`, async () => {
+      // A yakk peer that gives a stream up sends the marker and waits for this side to close:
+      // closing itself while this side still sends would cost its stack the stream.
+      const c = new FakeChannel();
+      const s = new DataStream(channel(c), { opener, window: true });
+      c.receive(bytes(1, 2));
+      c.receive("c");
+      expect(c.readyState).toBe("closed");
+      expect(await s.read(10)).toEqual(new Uint8Array([1, 2]));
+      await expect(settled(s.read(10))).rejects.toThrow("the stream was closed");
+    });
+  }
+});

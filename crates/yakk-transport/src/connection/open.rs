@@ -192,8 +192,6 @@ impl Peer {
         // is retried a few times, a little later each time.
         let asked = Instant::now();
         let mut delay = OPEN_RETRY_FIRST;
-        // An attempt that never opened nor closed, given up but not closed yet (see below).
-        let mut given_up: Option<Arc<dyn DataChannel>> = None;
         for attempt in 1..=OPEN_ATTEMPTS {
             if self.inner.dead.is_cancelled() {
                 return Err(TransportError::Closed(
@@ -233,9 +231,6 @@ impl Peer {
                     .await
                     .map_err(|e| err(e.to_string()))?;
                 own.note(dc.id());
-                if let Some(old) = given_up.take() {
-                    let _ = old.close().await;
-                }
                 break dc;
             };
             // Messages taken off the channel before its `OnOpen`: the peer's first ones when
@@ -315,19 +310,10 @@ impl Peer {
                     ));
                 }
                 Err(_) => {
-                    // The stack lost track of the open (its acknowledgement went astray), or
-                    // could not open the SCTP stream at all: rtc 0.21.1 can keep a stream id
-                    // taken in the association for good (a reset it never completed) while
-                    // its channel registry counts the id free, so every channel created on it
-                    // neither opens nor closes. Give it up, so the peer's side of it ends too,
-                    // and try again; but close it only once the next attempt has its id, or
-                    // that attempt is given the same id (lowest free) and fails alike.
                     tracing::debug!(
-                        "channel {label:?} did not open in {OPEN_WAIT:?}; giving it up"
+                        "channel {label:?} did not open in {OPEN_WAIT:?}; setting it aside"
                     );
-                    if let Some(old) = given_up.replace(dc.clone()) {
-                        let _ = old.close().await;
-                    }
+                    self.set_aside(dc.clone());
                     false
                 }
             };
@@ -383,10 +369,39 @@ impl Peer {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(OPEN_RETRY_MAX);
         }
-        if let Some(old) = given_up.take() {
-            let _ = old.close().await;
-        }
         Err(err("the peer refused or closed the channel".into()))
+    }
+
+    /// Keep an open attempt that neither opened nor closed in time, for as long as the
+    /// connection lives, without closing it.
+    ///
+    /// Such an attempt almost always sits on a stream id the stack can no longer use: rtc
+    /// 0.21.1 keeps the SCTP stream of a channel in the association until its reset
+    /// completes, and never completes it when a message reached the stream after our close
+    /// (a peer that does not follow the close handshake, or an older one), while its channel
+    /// registry frees the id at our close. A channel created on that id neither opens nor
+    /// closes. Closing the attempt would free the id in the registry once more, and the
+    /// registry hands out the lowest free id: every later open would land on it and wait
+    /// `OPEN_WAIT`. Kept, the id stays taken and one open pays for it. Should the attempt
+    /// open after all (its acknowledgement was only late), it is closed then, which also
+    /// ends the peer's side of it.
+    fn set_aside(&self, dc: Arc<dyn DataChannel>) {
+        let dead = self.inner.dead.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    ev = dc.poll() => match ev {
+                        Some(DataChannelEvent::OnOpen) => {
+                            let _ = dc.close().await;
+                            break;
+                        }
+                        Some(DataChannelEvent::OnClose) | None => break,
+                        Some(_) => {}
+                    },
+                    _ = dead.cancelled() => break,
+                }
+            }
+        });
     }
 
     /// How long the peer's last close of one of our channels keeps its stream id unsafe to
