@@ -470,6 +470,69 @@ async fn stall_case(joiner_extra: &[&str]) {
     pusher.abort();
 }
 
+/// Downloads through the tunnel that their client breaks off (a browser does this all the
+/// time) leave the tunnel as quick as before. Each connection's first byte chooses: `D`, the
+/// target sends without end; anything else, it echoes. A download broken off used to close its
+/// data channel while the target's bytes were still on their way, which cost the WebRTC stack
+/// that stream id for good (every later connection then waited 3 s for its channel) and the
+/// bytes on their way, out of the connection's receive window (after a few, no connection
+/// opened at all).
+#[tokio::test(flavor = "multi_thread")]
+async fn downloads_broken_off_leave_the_tunnel_whole() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut first = [0u8; 1];
+                if s.read_exact(&mut first).await.is_err() {
+                    return;
+                }
+                let (mut r, mut w) = s.split();
+                if first[0] == b'D' {
+                    let chunk = vec![5u8; 64 << 10];
+                    while w.write_all(&chunk).await.is_ok() {}
+                    return;
+                }
+                if w.write_all(&first).await.is_ok() {
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                }
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    let (_owner, _joiner, addr) = tunnel(port, &[], &[]).await;
+    for round in 0..3 {
+        let mut download = TcpStream::connect(&addr).await.unwrap();
+        download.write_all(b"D").await.unwrap();
+        let mut buf = vec![0u8; 256 << 10];
+        let mut got = 0;
+        while got < (4 << 20) {
+            let n = download.read(&mut buf).await.unwrap();
+            assert!(n > 0, "round {round}: the download ended after {got} bytes");
+            got += n;
+        }
+        drop(download);
+        for i in 0..3 {
+            let mut data = b"E".to_vec();
+            data.extend(pattern(64 << 10, 10 * round + i));
+            let began = std::time::Instant::now();
+            let back = tokio::time::timeout(Duration::from_secs(20), round_trip(&addr, &data))
+                .await
+                .unwrap_or_else(|_| panic!("round {round}, connection {i}: no answer in 20 s"));
+            let took = began.elapsed();
+            assert!(
+                back == data,
+                "round {round}, connection {i}: wrong data back"
+            );
+            assert!(
+                took < Duration::from_millis(2500),
+                "round {round}, connection {i} after a broken-off download took {took:?}"
+            );
+        }
+    }
+}
+
 /// Every process's command line, joined: what `ps` shows to any user of the machine.
 fn all_command_lines() -> String {
     let mut all = String::new();
