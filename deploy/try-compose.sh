@@ -31,30 +31,21 @@ if [ -z "${COMPOSE:-}" ]; then
 fi
 read -r -a compose <<< "$COMPOSE"
 IMAGE=${IMAGE:-localhost/yakk-try:latest}
-YAKK_BIN=$(readlink -f "${YAKK_BIN:-$( [ -x target/release/yakk ] && echo target/release/yakk || echo target/debug/yakk)}")
-[ -x "$YAKK_BIN" ] || { echo "no yakk at $YAKK_BIN: build it or set YAKK_BIN" >&2; exit 1; }
-work=$(mktemp -d)
-failed=false
+. deploy/lib.sh
 up=false
 cleanup() {
   if $up; then
     (cd "$work/deploy" && "${compose[@]}" -p yakktry -f compose.yaml -f image.yaml down >/dev/null 2>&1) || true
   fi
-  $failed || rm -rf "$work"
+  finish_work
 }
 trap cleanup EXIT
-say() { printf '== %s\n' "$*"; }
-fail() {
-  failed=true
-  printf 'FAILED: %s (files in %s)\n' "$*" "$work" >&2
-  exit 1
-}
 
 for port in 443 3478 3479; do
   if ss -Hltnu "( sport = :$port )" | grep -q .; then fail "port $port is in use on this machine"; fi
 done
 
-mkdir -p "$work/deploy/certs" "$work/in"
+mkdir -p "$work/deploy/certs"
 # The loopback copy of the compose file (see the top).
 sed -E -e 's/^(\s+- )"([0-9-]+:[0-9-]+\/(tcp|udp))"/\1"127.0.0.1:\2"/' \
   -e 's/rendezvous\.example\.org/localhost/g' \
@@ -94,21 +85,8 @@ grep -q 'app.js' "$work/index.html" || fail "/ is not the browser page"
 curl -fsS --cacert "$SSL_CERT_FILE" "https://localhost:443/metrics" | grep -q '^yakk_signal_turn' || fail "/metrics has no relay figures"
 say "the page and /metrics over TLS, with the certificate from ./certs"
 
-head -c 3000000 /dev/urandom >"$work/sent.bin"
 export YAKK_SIGNAL=wss://localhost:443
-"$YAKK_BIN" filesend --json --relay-only "$work/sent.bin" >"$work/send.out" 2>"$work/send.err" &
-sender=$!
-code=
-for _ in $(seq 100); do
-  code=$(sed -n 's/.*"event":"code".*"code":"\([^"]*\)".*/\1/p' "$work/send.out" | head -1)
-  [ -n "$code" ] && break
-  sleep 0.1
-done
-[ -n "$code" ] || { cat "$work/send.out" "$work/send.err"; fail "the sender printed no code"; }
-(cd "$work/in" && YAKK_CODE="$code" timeout 60 "$YAKK_BIN" filereceive --json --yes --relay-only \
-  >"$work/receive.out" 2>"$work/receive.err") || { cat "$work/receive.out"; fail "filereceive"; }
-wait "$sender" || fail "filesend failed"
-cmp "$work/sent.bin" "$work/in/sent.bin" || fail "the received file differs"
+send_file_through --relay-only
 for side in send receive; do
   grep '"event":"connected"' "$work/$side.out" | grep '"path":"relay"' | grep -q '"relay":"udp"' \
     || fail "$side: not connected on a path relayed over UDP"

@@ -25,26 +25,14 @@ standin=false
 ENGINE=${ENGINE:-$(command -v podman >/dev/null && echo podman || echo docker)}
 read -r -a flags <<< "${CTR_FLAGS:-}"
 PORT=${PORT:-26006}
-YAKK_BIN=$(readlink -f "${YAKK_BIN:-$( [ -x target/release/yakk ] && echo target/release/yakk || echo target/debug/yakk)}")
-[ -x "$YAKK_BIN" ] || { echo "no yakk at $YAKK_BIN: build it or set YAKK_BIN" >&2; exit 1; }
 image=yakk-try:latest
-work=$(mktemp -d)
 name=yakk-try-$$
-sender=
-failed=false
+. deploy/lib.sh
 cleanup() {
-  [ -n "$sender" ] && kill "$sender" 2>/dev/null
   $ENGINE rm -f "$name" >/dev/null 2>&1 || true
-  # The logs stay for a failure to be looked into.
-  $failed || rm -rf "$work"
+  finish_work
 }
 trap cleanup EXIT
-say() { printf '== %s\n' "$*"; }
-fail() {
-  failed=true
-  printf 'FAILED: %s (logs in %s)\n' "$*" "$work" >&2
-  exit 1
-}
 
 build_args=()
 if $standin; then
@@ -114,24 +102,7 @@ if grep -q 'npm run build' "$work/index.html" || ! grep -q 'app.js' "$work/index
 fi
 say "/ serves the browser page"
 
-head -c 3000000 /dev/urandom >"$work/sent.bin"
-mkdir "$work/in"
 export YAKK_SIGNAL="ws://127.0.0.1:$PORT"
-"$YAKK_BIN" filesend --json "$work/sent.bin" >"$work/send.out" 2>"$work/send.err" &
-sender=$!
-code=
-for _ in $(seq 100); do
-  code=$(sed -n 's/.*"event":"code".*"code":"\([^"]*\)".*/\1/p' "$work/send.out" | head -1)
-  [ -n "$code" ] && break
-  sleep 0.1
-done
-[ -n "$code" ] || { cat "$work/send.err"; fail "the sender printed no code"; }
-(cd "$work/in" && timeout 60 "$YAKK_BIN" filereceive --yes "$code" >/dev/null 2>"$work/receive.err") \
-  || { cat "$work/receive.err"; fail "filereceive through the image"; }
-status=0
-wait "$sender" || status=$?
-sender=
-[ "$status" = 0 ] || fail "filesend exited $status"
-cmp "$work/sent.bin" "$work/in/sent.bin" || fail "the received file differs"
+send_file_through
 say "a 3 MB file went through the image's signalling server intact"
 say "OK"
