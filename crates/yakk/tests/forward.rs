@@ -479,6 +479,16 @@ async fn stall_case(joiner_extra: &[&str]) {
 /// opened at all).
 #[tokio::test(flavor = "multi_thread")]
 async fn downloads_broken_off_leave_the_tunnel_whole() {
+    broken_off_case(&[]).await;
+}
+
+/// The same over three lanes: a connection striped over several channels gives each up.
+#[tokio::test(flavor = "multi_thread")]
+async fn downloads_broken_off_leave_the_tunnel_whole_over_lanes() {
+    broken_off_case(&["--lanes", "3"]).await;
+}
+
+async fn broken_off_case(joiner_extra: &[&str]) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
     tokio::spawn(async move {
@@ -501,7 +511,7 @@ async fn downloads_broken_off_leave_the_tunnel_whole() {
             });
         }
     });
-    let (_owner, _joiner, addr) = tunnel(port, &[], &[]).await;
+    let (_owner, _joiner, addr) = tunnel(port, &[], joiner_extra).await;
     for round in 0..3 {
         let mut download = TcpStream::connect(&addr).await.unwrap();
         download.write_all(b"D").await.unwrap();
