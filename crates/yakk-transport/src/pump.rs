@@ -119,6 +119,11 @@ impl ChannelState {
         if self.finishing.swap(true, Ordering::SeqCst) {
             return false;
         }
+        self.finish().await
+    }
+
+    /// `both_done` once `finishing` is ours.
+    async fn finish(self: &Arc<Self>) -> bool {
         if self.flow.is_none() {
             self.close().await;
             return true;
@@ -339,12 +344,13 @@ async fn read_pump(
                 }
                 if m.is_string && st.half_close {
                     st.remote_done.store(true, Ordering::SeqCst);
-                    // `both_done` first, then the reader's EOF: a reader that drops the
-                    // stream at its EOF must find the close handshake under way, or
-                    // `write_pump` would take the drop for the stream given up.
-                    let closed = st.local_done.load(Ordering::SeqCst) && st.both_done().await;
+                    // `finishing` first, then the reader's EOF: a reader that drops the stream
+                    // at its EOF must find the close handshake under way, or `write_pump`
+                    // would take the drop for the stream given up.
+                    let ours = st.local_done.load(Ordering::SeqCst)
+                        && !st.finishing.swap(true, Ordering::SeqCst);
                     to_app = None; // EOF for the reader
-                    if closed {
+                    if ours && st.finish().await {
                         break;
                     }
                     continue;
