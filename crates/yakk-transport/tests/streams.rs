@@ -906,25 +906,20 @@ async fn the_peer_may_speak_first_on_many_channels_opened_at_once() {
     .expect("test timed out");
 }
 
-/// Accepts every channel the peer opens and writes `block` bytes to it every `pause` until a
-/// write fails; sends that error's kind on `ends`.
+/// Accepts every channel the peer opens and writes to it until a write fails; sends that
+/// error's kind on `ends`.
 fn serve_endless(
     peer: yakk_transport::Peer,
-    block: usize,
-    pause: Duration,
     ends: tokio::sync::mpsc::UnboundedSender<std::io::ErrorKind>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         while let Some((_, mut s)) = peer.accept_channel().await {
             let ends = ends.clone();
             tokio::spawn(async move {
-                let block = pattern(9, block);
+                let block = pattern(9, 64 << 10);
                 let kind = loop {
                     if let Err(e) = s.write_all(&block).await {
                         break e.kind();
-                    }
-                    if !pause.is_zero() {
-                        tokio::time::sleep(pause).await;
                     }
                 };
                 let _ = ends.send(kind);
@@ -954,7 +949,7 @@ async fn a_stream_given_up_mid_transfer_leaves_the_connection_whole() {
     timeout(Duration::from_secs(120), async {
         let p = connect(v2(), v2()).await;
         let (ends_tx, mut ends) = tokio::sync::mpsc::unbounded_channel();
-        let server = serve_endless(p.b.clone(), 64 << 10, Duration::ZERO, ends_tx);
+        let server = serve_endless(p.b.clone(), ends_tx);
         for round in 0..3 {
             let mut s = p.a.open_channel("given up").await.expect("open");
             read_at_least(&mut s, 2 << 20).await;
