@@ -291,12 +291,13 @@ pub fn is_global(ip: IpAddr) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::ice::turn_rest_credentials;
     use crate::turn::RelayConfig;
 
-    fn gate() -> Gate {
+    /// A gate of secret `north`: 2 allocations in all, 1 per user, no rate limit.
+    pub(in crate::turn) fn gate() -> Gate {
         Gate::new(&RelayConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             relay_ip: [127, 0, 0, 1].into(),

@@ -361,14 +361,17 @@ impl Transport for Guarded {
                                 .map_or(Duration::from_secs(600), Lifetime::lifetime),
                         ),
                     );
-                    // Over UDP only. A client over TCP or TLS is fed through a stream, which
-                    // queues where UDP drops; a deeper buffer before it only added delay, until
-                    // delays outgrew SCTP's retransmission timer when the client read slowly
-                    // (relay-only over TCP, debug build, 4 MiB each way: over 120 s with
-                    // 4 MiB buffers, 31-49 s with 1 MiB, 3-9 s with the defaults).
+                    // Over UDP and TLS. Over TLS a peer's bursts wait here and in the
+                    // connection's queue (`tls.rs`) while the stream drains; with the defaults
+                    // here a burst's tail was lost, and SCTP waited for its retransmission
+                    // timer. Not over TCP: the crate's TCP transport waits on each write, so a
+                    // deeper buffer only added delay, until delays outgrew that timer when the
+                    // client read slowly (relay-only over TCP, debug build, 4 MiB each way:
+                    // over 120 s with 4 MiB buffers, 31-49 s with 1 MiB, 3-9 s with the
+                    // defaults).
                     if let Some(relayed) = msg
                         .get_attribute::<XorRelayAddress>()
-                        .filter(|_| self.via() == Via::Udp)
+                        .filter(|_| self.via() != Via::Tcp)
                     {
                         let port = relayed.address().port();
                         tokio::task::spawn_blocking(move || {

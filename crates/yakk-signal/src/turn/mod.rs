@@ -32,8 +32,10 @@
 //!
 //! - **Buffers.** The socket of each allocation made over UDP gets 4 MiB buffers once it
 //!   exists (`buffers.rs`): the crate binds it with the kernel's defaults, on which relayed
-//!   paths ran at a tenth of their speed. Allocations over TCP or TLS keep the defaults: their
-//!   stream queues instead of dropping, and a deeper queue only adds delay.
+//!   paths ran at a tenth of their speed. So does each allocation made over TLS, whose
+//!   connection also queues up to 4 MiB towards its client (`tls.rs`): a peer's burst
+//!   must fit between the two while the stream drains. Allocations over TCP keep the defaults:
+//!   the crate's TCP transport waits on each write, and a deeper buffer only adds delay.
 //!
 //! - **Shortcut** (`shortcut.rs`). When both peers of a session allocate on this relay over
 //!   UDP, ChannelData from one to the other is sent on from the listening socket as ChannelData

@@ -16,11 +16,19 @@
 //!
 //! Bounds, per connection: one frame read at a time, at most [`MAX_STUN`] bytes for a STUN
 //! message and [`MAX_CHANNEL_DATA`] for ChannelData (the size of the relay's own UDP
-//! datagrams); at most [`EGRESS_FRAMES`] frames queued towards the client (more are dropped, as
-//! a congested link would drop them); a client that stops reading is closed once a write has
+//! datagrams); at most [`EGRESS_BYTES`] queued towards the client (more are dropped, as a
+//! congested link would drop them); a client that stops reading is closed once a write has
 //! waited [`WRITE_TIMEOUT`]; a connection without an allocation for [`NO_ALLOCATION_TIMEOUT`]
-//! is closed. In all: at most [`TurnsOptions::max_connections`] connections, and
-//! [`TurnsOptions::max_per_address`] per client address.
+//! is closed. In all: at most [`TurnsOptions::max_connections`] connections,
+//! [`TurnsOptions::max_per_address`] per client address, and [`EGRESS_BYTES_TOTAL`] queued
+//! towards all clients.
+//!
+//! Why the queue towards a client is deep: a peer on the other side of the relay sends over UDP
+//! in bursts of up to its whole window, and the TLS stream drains at its own pace. Whatever of
+//! a burst finds the queue full is lost, and SCTP recovers from a lost tail only by its
+//! retransmission timer (a second at least). With 64 frames (80 KB) the relayed path over TLS
+//! moved 4–19 MiB/s and sometimes under 1; with room for a yakk peer's whole SCTP window (3 MiB)
+//! between the allocation's socket and this queue, 33–35 MiB/s (bench/RELAY.md, run 9).
 //!
 //! ChannelData: the crate has no public way to build its `ChannelData` from outside; its UDP
 //! transport decodes one from a datagram. Each ChannelData frame therefore goes through a
@@ -31,7 +39,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -41,7 +49,7 @@ use medea_turn::transport::{Error, Request, Transport};
 use stun_codec::{Message, MessageDecoder};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::sync::mpsc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -56,8 +64,13 @@ pub const MAX_STUN: usize = 4096;
 /// Largest ChannelData accepted, header included, padding not: what the relay reads of a UDP
 /// datagram.
 pub const MAX_CHANNEL_DATA: usize = 1500;
-/// Frames that may wait for one client; more are dropped.
-pub const EGRESS_FRAMES: usize = 64;
+/// Bytes that may wait for one client; more are dropped. More than a yakk peer's SCTP receive
+/// window (3 MiB), which bounds what it has in flight.
+pub const EGRESS_BYTES: usize = 4 << 20;
+/// Bytes that may wait for all clients together; more are dropped.
+pub const EGRESS_BYTES_TOTAL: usize = 128 << 20;
+/// Queued frames are written to a client together up to about this many bytes.
+const WRITE_BATCH: usize = 64 * 1024;
 /// A write to a client that takes longer closes it.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection without an allocation (none yet, or no longer) for this long is closed.
@@ -173,7 +186,24 @@ struct Ingress {
 /// The way to one connection's writer.
 struct Writer {
     id: u64,
-    tx: mpsc::Sender<Vec<u8>>,
+    tx: mpsc::UnboundedSender<Queued>,
+    /// Bytes waiting in `tx`.
+    queued: Arc<AtomicUsize>,
+}
+
+/// A frame waiting for a connection's writer, counted in its connection's queue and in all
+/// until it is written or dropped.
+struct Queued {
+    frame: Vec<u8>,
+    counts: [Arc<AtomicUsize>; 2],
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        for c in &self.counts {
+            c.fetch_sub(self.frame.len(), Ordering::Relaxed);
+        }
+    }
 }
 
 /// What only the crate's reading task uses.
@@ -192,6 +222,11 @@ pub(crate) struct TlsTransport {
     permits: Arc<Semaphore>,
     per_address: Mutex<ConnectionLimit>,
     next_id: AtomicU64,
+    /// Bytes waiting for all writers.
+    queued: Arc<AtomicUsize>,
+    /// At most this many bytes wait for one writer ([`EGRESS_BYTES`]) and for all of them
+    /// ([`EGRESS_BYTES_TOTAL`]).
+    egress_limits: (usize, usize),
     /// Cancelled when the relay stops: every connection closes.
     stop: CancellationToken,
 }
@@ -218,6 +253,8 @@ impl TlsTransport {
             )),
             per_address: Mutex::new(ConnectionLimit::new(options.max_per_address)),
             next_id: AtomicU64::new(0),
+            queued: Arc::new(AtomicUsize::new(0)),
+            egress_limits: (EGRESS_BYTES, EGRESS_BYTES_TOTAL),
             stop: CancellationToken::new(),
         })
     }
@@ -279,9 +316,10 @@ impl TlsTransport {
         S: AsyncRead + AsyncWrite + Send + Unpin,
     {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(EGRESS_FRAMES);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
         // A connection from the same address that is still being torn down is replaced.
-        lock(&self.writers).insert(peer, Writer { id, tx });
+        lock(&self.writers).insert(peer, Writer { id, tx, queued });
         let (mut rd, mut wr) = tokio::io::split(stream);
         let end = tokio::select! {
             end = self.read_frames(&mut rd, peer) => end,
@@ -381,20 +419,29 @@ impl Transport for TlsTransport {
         let Some(writer) = writers.get(&target) else {
             return Err(Error::TransportIsDead);
         };
-        match writer.tx.try_send(data.into_owned()) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => {
-                drop(writers);
-                self.metrics()
-                    .dropped_frames
-                    .fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
-            Err(TrySendError::Closed(_)) => {
-                writers.remove(&target);
-                Err(Error::TransportIsDead)
-            }
+        let n = data.len();
+        let (one, all) = self.egress_limits;
+        // Counted first, then checked: a frame over either bound is dropped (and uncounted).
+        let queued = Queued {
+            frame: data.into_owned(),
+            counts: [writer.queued.clone(), self.queued.clone()],
+        };
+        for c in &queued.counts {
+            c.fetch_add(n, Ordering::Relaxed);
         }
+        if writer.queued.load(Ordering::Relaxed) > one || self.queued.load(Ordering::Relaxed) > all
+        {
+            drop((queued, writers));
+            self.metrics()
+                .dropped_frames
+                .fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        if writer.tx.send(queued).is_err() {
+            writers.remove(&target);
+            return Err(Error::TransportIsDead);
+        }
+        Ok(())
     }
 
     fn local_addr(&self) -> SocketAddr {
@@ -425,18 +472,23 @@ impl Drop for Slot {
 
 /// Writes what the crate queued for one client, until the connection goes (`None`) or a write
 /// waits too long.
-async fn write_frames<W>(wr: &mut W, mut rx: mpsc::Receiver<Vec<u8>>) -> Option<TlsClose>
+async fn write_frames<W>(wr: &mut W, mut rx: mpsc::UnboundedReceiver<Queued>) -> Option<TlsClose>
 where
     W: AsyncWrite + Unpin,
 {
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
     while let Some(first) = rx.recv().await {
+        // What else is queued goes in the same write: one TLS record per 16 KiB and one
+        // system call per batch, not one of each per frame.
+        batch.clear();
+        batch.extend_from_slice(&first.frame);
+        drop(first);
+        while batch.len() < WRITE_BATCH {
+            let Ok(more) = rx.try_recv() else { break };
+            batch.extend_from_slice(&more.frame);
+        }
         let wrote = tokio::time::timeout(WRITE_TIMEOUT, async {
-            wr.write_all(&first).await?;
-            // What else is queued goes in the same flush.
-            for _ in 0..EGRESS_FRAMES {
-                let Ok(more) = rx.try_recv() else { break };
-                wr.write_all(&more).await?;
-            }
+            wr.write_all(&batch).await?;
             wr.flush().await
         })
         .await;
@@ -543,7 +595,7 @@ impl ChannelDataDecoder {
     async fn decode(&self, raw: &[u8]) -> Option<Request> {
         // A decode abandoned halfway (the crate's task stopped) may have left a datagram.
         let mut scrap = [0u8; 1];
-        for _ in 0..EGRESS_FRAMES {
+        for _ in 0..INGRESS_FRAMES {
             if self.rx.try_recv(&mut scrap).is_err() {
                 break;
             }
@@ -620,6 +672,75 @@ mod tests {
             frame(&stun_binding()[..10]).await,
             Err(ReadError::Gone)
         ));
+    }
+
+    /// What waits for clients that do not read is bounded in bytes, per client (`one`) and in
+    /// all (`all`): the rest is dropped and counted, and the count falls as frames leave the
+    /// queues, written or dropped with a connection.
+    #[tokio::test]
+    async fn what_waits_for_clients_is_bounded_in_bytes() {
+        let gate = Arc::new(super::super::gate::tests::gate());
+        let options = TurnsOptions {
+            local_addr: "127.0.0.1:443".parse().unwrap(),
+            max_connections: 8,
+            max_per_address: 0,
+        };
+        let mut transport = TlsTransport::new(options, gate).await.unwrap();
+        let (one, all) = (64 * 1024, 160 * 1024);
+        transport.egress_limits = (one, all);
+        let frame = [0x40u8; 1200];
+        let peer = |i: u16| SocketAddr::from(([10, 0, 0, 1], 1000 + i));
+        // Three connections whose writers take nothing.
+        let mut queues = Vec::new();
+        for i in 0..3u16 {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let queued = Arc::new(AtomicUsize::new(0));
+            let writer = Writer {
+                id: u64::from(i),
+                tx,
+                queued,
+            };
+            lock(&transport.writers).insert(peer(i), writer);
+            queues.push(rx);
+        }
+        for i in 0..3u16 {
+            for _ in 0..200 {
+                transport
+                    .send_to(Cow::Borrowed(&frame[..]), peer(i))
+                    .await
+                    .unwrap();
+                let waiting = lock(&transport.writers)[&peer(i)]
+                    .queued
+                    .load(Ordering::Relaxed);
+                assert!(waiting <= one, "client {i}: {waiting} bytes wait");
+                let total = transport.queued.load(Ordering::Relaxed);
+                assert!(total <= all, "{total} bytes wait in all");
+            }
+        }
+        // 54 frames fit in `one`; the third client gets what is left of `all`.
+        let kept: Vec<usize> = queues.iter().map(|q| q.len()).collect();
+        assert_eq!(kept, [54, 54, (all - 108 * 1200) / 1200]);
+        let kept_all: usize = kept.iter().sum();
+        assert_eq!(transport.queued.load(Ordering::Relaxed), kept_all * 1200);
+        assert_eq!(
+            transport.metrics().dropped_frames(),
+            (600 - kept_all) as u64
+        );
+        // A frame written leaves the counts; a connection gone takes its frames with it.
+        let written = queues[1].recv().await.unwrap();
+        assert_eq!(written.frame.len(), 1200);
+        drop(written);
+        drop(queues.remove(0));
+        assert_eq!(
+            transport.queued.load(Ordering::Relaxed),
+            (kept_all - 55) * 1200
+        );
+        assert!(matches!(
+            transport.send_to(Cow::Borrowed(&frame[..]), peer(0)).await,
+            Err(Error::TransportIsDead)
+        ));
+        drop(queues);
+        assert_eq!(transport.queued.load(Ordering::Relaxed), 0);
     }
 
     #[tokio::test]
