@@ -42,9 +42,9 @@ use crate::upgrade;
 
 /// Room names longer than this cannot exist; a join for one is answered "No such room".
 pub(crate) const MAX_ROOM_NAME: usize = 64;
-/// TURN-over-TLS connections open at once: one per allocation the relay may hold, and this
-/// many more for clients that have none yet.
-const TURNS_SPARE_CONNECTIONS: usize = 64;
+/// TURN-over-TCP and TURN-over-TLS connections open at once, each: one per allocation the relay
+/// may hold, and this many more for clients that have none yet.
+const TURN_SPARE_CONNECTIONS: usize = 64;
 
 /// The mutable state of the server; one mutex, held only for short, non-async sections.
 pub(crate) struct State {
@@ -151,7 +151,7 @@ pub(crate) struct Shared {
     /// The embedded TURN relay's book-keeping, for `/metrics`.
     relay_gate: Option<Arc<turn::Gate>>,
     /// Where TURN-over-TLS connections go, when the relay serves them on this listener.
-    turns: Option<Arc<turn::TlsTransport>>,
+    turns: Option<Arc<turn::StreamTransport>>,
     /// The listening address (the server's side of a connection whose own is unknown).
     local_addr: SocketAddr,
 }
@@ -215,11 +215,6 @@ impl ServerHandle {
         render_metrics(&self.shared)
     }
 
-    /// Stops accepting, closes every WebSocket and waits (at most the configured shutdown
-    /// grace) for connections to finish. Alone, the server closes them with code 1001 (going
-    /// away); sharing its rooms through Redis, it drains: code 1012 (service restart) tells
-    /// clients to reconnect, to any instance, and their mailboxes leave their rooms in Redis
-    /// (owners take theirs back with their reclaim secret).
     /// The embedded TURN relay's UDP address (TCP is on the same port), if it runs.
     pub fn relay_addr(&self) -> Option<SocketAddr> {
         self.relay.as_ref().map(EmbeddedRelay::udp_addr)
@@ -230,6 +225,11 @@ impl ServerHandle {
         self.relay.as_ref().map(EmbeddedRelay::gate)
     }
 
+    /// Stops accepting, closes every WebSocket and waits (at most the configured shutdown
+    /// grace) for connections to finish. Alone, the server closes them with code 1001 (going
+    /// away); sharing its rooms through Redis, it drains: code 1012 (service restart) tells
+    /// clients to reconnect, to any instance, and their mailboxes leave their rooms in Redis
+    /// (owners take theirs back with their reclaim secret).
     pub async fn shutdown(self) {
         if let Some(relay) = self.relay {
             relay.stop();
@@ -248,12 +248,12 @@ pub async fn spawn(mut config: Config, listener: TcpListener) -> Result<ServerHa
         None => None,
         Some(rc) => {
             // With TLS, the relay also takes TURN over TLS from this listener.
-            let turns = config.tls.is_some().then(|| turn::TurnsOptions {
-                local_addr,
-                max_connections: rc.max_allocations.saturating_add(TURNS_SPARE_CONNECTIONS),
+            let limits = turn::StreamLimits {
+                max_connections: rc.max_allocations.saturating_add(TURN_SPARE_CONNECTIONS),
                 max_per_address: config.max_connections_per_ip,
-            });
-            let relay = EmbeddedRelay::start_with(rc, turns)
+            };
+            let tls_addr = config.tls.is_some().then_some(local_addr);
+            let relay = EmbeddedRelay::start(rc, limits, tls_addr)
                 .await
                 .map_err(|source| ServerError::Relay {
                     addr: rc.listen,
@@ -271,7 +271,7 @@ pub async fn spawn(mut config: Config, listener: TcpListener) -> Result<ServerHa
             tracing::info!(
                 "TURN relay listening on udp/tcp {}{} (relayed addresses {}, ports {}-{})",
                 relay.udp_addr(),
-                if turns.is_some() {
+                if tls_addr.is_some() {
                     format!(" and TLS {local_addr}")
                 } else {
                     String::new()
@@ -284,9 +284,9 @@ pub async fn spawn(mut config: Config, listener: TcpListener) -> Result<ServerHa
                 urls,
                 secret: rc.secret.clone(),
                 ttl: rc.credential_ttl,
-                turns_port: turns.map(|_| local_addr.port()),
+                turns_port: tls_addr.map(|_| local_addr.port()),
             });
-            if let (Some(tls), Some(_)) = (&config.tls, turns) {
+            if let (Some(tls), Some(_)) = (&config.tls, tls_addr) {
                 // TURN clients that ask for ALPN ask for this one (RFC 7443).
                 let mut tls = rustls::ServerConfig::clone(tls);
                 tls.alpn_protocols.push(turn::TURNS_ALPN.to_vec());

@@ -28,7 +28,7 @@ use stun_codec::{Message, MessageClass, MessageDecoder, MessageEncoder, Method, 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio_rustls::client::TlsStream;
-use yakk_signal::turn::{Refusal, RelayConfig, TlsClose};
+use yakk_signal::turn::{Refusal, RelayConfig, StreamClose};
 use yakk_signal::{Config, ServerHandle};
 use yakk_wire::Envelope;
 
@@ -1423,7 +1423,7 @@ async fn garbage_after_tls_is_closed_without_harming_others() {
     );
 
     let tls = server.relay_gate().unwrap();
-    assert_eq!(tls.metrics().tls().closed(TlsClose::Malformed), 2);
+    assert_eq!(tls.metrics().tls().closed(StreamClose::Malformed), 2);
     // The good client relays as before, both ways.
     good.send_indication(peer_addr, b"still here").await;
     let (got, from) = peer_recv(&peer, WAIT).await.expect("relayed");
@@ -1433,6 +1433,42 @@ async fn garbage_after_tls_is_closed_without_harming_others() {
     // And rooms are still made over wss.
     wss_room(addr, &cert, "localhost").await;
     server.shutdown().await;
+}
+
+/// TURN over TCP runs on the same stream transport as over TLS: a Binding request on a
+/// connection gets its response on the stream, and the connections from one address are
+/// bounded by `max_connections_per_ip` (one more is closed at once and counted).
+#[tokio::test]
+async fn turn_over_tcp_connections_are_bounded_per_address() {
+    let server = start(Config {
+        relay: Some(relay_config(4, 4)),
+        max_connections_per_ip: 2,
+        ..Config::default()
+    })
+    .await;
+    let relay = server.relay_addr().expect("the relay runs");
+    let binding = || Message::<Attribute>::new(MessageClass::Request, BINDING, tid());
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(relay).await.unwrap();
+        s.write_all(&encode(binding())).await.unwrap();
+        let mut head = [0u8; 20];
+        tokio::time::timeout(WAIT, s.read_exact(&mut head))
+            .await
+            .expect("a Binding response within the wait")
+            .unwrap();
+        // Binding success response (RFC 5389: class 10, method 1).
+        assert_eq!(head[..2], [0x01, 0x01]);
+        open.push(s);
+    }
+    let mut third = TcpStream::connect(relay).await.unwrap();
+    let _ = third.write_all(&encode(binding())).await;
+    assert!(closed_by_server(&mut third).await, "a third connection");
+    let gate = server.relay_gate().unwrap();
+    let tcp = gate.metrics().tcp();
+    assert_eq!(tcp.closed(StreamClose::TooManyFromAddress), 1);
+    assert_eq!(tcp.open(), 2);
+    assert_eq!(gate.metrics().tls().accepted(), 0);
 }
 
 /// TURN-over-TLS connections are bounded per client address (as WebSockets are, by
@@ -1459,7 +1495,7 @@ async fn turns_connections_are_bounded_per_address() {
     assert!(closed_by_server(&mut third.io).await, "a third connection");
     let gate = server.relay_gate().unwrap();
     let tls = gate.metrics().tls();
-    assert_eq!(tls.closed(TlsClose::TooManyFromAddress), 1);
+    assert_eq!(tls.closed(StreamClose::TooManyFromAddress), 1);
     assert_eq!(tls.open(), 2);
 
     // One goes; another comes (once the relay saw it go).

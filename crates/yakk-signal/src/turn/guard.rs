@@ -11,7 +11,7 @@ use medea_turn::attr::{
     Attribute, ChannelNumber, Data, ErrorCode, Lifetime, MessageIntegrity, Realm, Username,
     XorPeerAddress, XorRelayAddress,
 };
-use medea_turn::transport::{self, Request, TcpServer, Transport};
+use medea_turn::transport::{self, Request, Transport};
 use secrecy::SecretString;
 use stun_codec::rfc5389::errors::Unauthorized;
 use stun_codec::rfc5389::methods::BINDING;
@@ -22,7 +22,7 @@ use tokio::net::UdpSocket;
 
 use super::gate::{Gate, Reserve};
 use super::shortcut::Mirror;
-use super::{Refusal, TlsTransport, Via, buffers};
+use super::{Refusal, StreamTransport, Via, buffers};
 
 fn unix_now() -> u64 {
     SystemTime::now()
@@ -62,10 +62,8 @@ pub(super) struct Udp {
 pub(super) enum Inner {
     /// The UDP socket itself: its datagrams are peeked at before the crate reads them.
     Udp(Box<Udp>),
-    /// The crate's TCP transport (it hands ChannelData over already decoded, without a size).
-    Tcp(Arc<TcpServer>),
-    /// TURN over TLS on the signalling server's listener; it tells ChannelData sizes.
-    Tls(Arc<TlsTransport>),
+    /// TURN over TCP on the relay's port, or over TLS on the signalling server's listener.
+    Stream(Arc<StreamTransport>),
 }
 
 /// One of the crate's transports, behind our checks (see the module's documentation).
@@ -115,16 +113,14 @@ impl Guarded {
     fn transport(&self) -> &(dyn Transport + Send + Sync) {
         match &self.inner {
             Inner::Udp(udp) => &*udp.socket,
-            Inner::Tcp(tcp) => &**tcp,
-            Inner::Tls(tls) => &**tls,
+            Inner::Stream(stream) => &**stream,
         }
     }
 
     fn via(&self) -> Via {
         match &self.inner {
             Inner::Udp(_) => Via::Udp,
-            Inner::Tcp(_) => Via::Tcp,
-            Inner::Tls(_) => Via::Tls,
+            Inner::Stream(stream) => stream.via(),
         }
     }
 
@@ -140,11 +136,7 @@ impl Guarded {
                 let (req, from) = Transport::recv_from(&*udp.socket).await?;
                 return Ok((req, from, channel_len));
             },
-            Inner::Tcp(tcp) => {
-                let (req, from) = tcp.recv_from().await?;
-                Ok((req, from, None))
-            }
-            Inner::Tls(tls) => tls.recv_sized().await,
+            Inner::Stream(stream) => stream.recv_sized().await,
         }
     }
 
@@ -301,7 +293,7 @@ impl Transport for Guarded {
                             continue;
                         }
                         let n = msg.get_attribute::<Data>().map_or(0, |d| d.data().len());
-                        if via != Via::Tcp && !self.gate.relayed((via, from), n, false) {
+                        if !self.gate.relayed((via, from), n, false) {
                             continue;
                         }
                         return Ok((req, from));
@@ -361,18 +353,11 @@ impl Transport for Guarded {
                                 .map_or(Duration::from_secs(600), Lifetime::lifetime),
                         ),
                     );
-                    // Over UDP and TLS. Over TLS a peer's bursts wait here and in the
-                    // connection's queue (`tls.rs`) while the stream drains; with the defaults
-                    // here a burst's tail was lost, and SCTP waited for its retransmission
-                    // timer. Not over TCP: the crate's TCP transport waits on each write, so a
-                    // deeper buffer only added delay, until delays outgrew that timer when the
-                    // client read slowly (relay-only over TCP, debug build, 4 MiB each way:
-                    // over 120 s with 4 MiB buffers, 31-49 s with 1 MiB, 3-9 s with the
-                    // defaults).
-                    if let Some(relayed) = msg
-                        .get_attribute::<XorRelayAddress>()
-                        .filter(|_| self.via() != Via::Tcp)
-                    {
+                    // Over every transport. Over TCP and TLS a peer's bursts wait here and
+                    // in the connection's queue (`stream.rs`) while the stream drains; with
+                    // the defaults here a burst's tail was lost, and SCTP waited for its
+                    // retransmission timer.
+                    if let Some(relayed) = msg.get_attribute::<XorRelayAddress>() {
                         let port = relayed.address().port();
                         tokio::task::spawn_blocking(move || {
                             match buffers::raise(port, buffers::RELAY_BUFFER) {

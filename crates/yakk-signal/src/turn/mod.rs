@@ -1,6 +1,6 @@
 //! The embedded TURN relay of `yakk signal --turn-listen ADDR`: UDP and TCP on the same port,
 //! and with `--tls-cert`/`--tls-key` TURN over TLS on the signalling server's own port
-//! (`turns:`, `tls.rs`), UDP relayed addresses on `--turn-relay-ip` within `--turn-ports`,
+//! (`turns:`; both streams in `stream.rs`), UDP relayed addresses on `--turn-relay-ip` within `--turn-ports`,
 //! credentials of the TURN REST scheme that [`crate::ice`] hands room members (username
 //! `"<unix expiry>[:<user>]"`, password `base64(HMAC-SHA1(secret, username))`).
 //!
@@ -23,19 +23,15 @@
 //!   integrity reaches it only once its credentials were checked.
 //! - **Bandwidth.** With `max_rate`, each allocation may relay that many bytes per second each
 //!   way (token bucket, one second of burst); what exceeds it is dropped, as a congested link
-//!   would. Relay-to-client traffic is measured on every transport; client-to-relay traffic
-//!   on UDP and TLS only (the crate hands TCP ChannelData over already decoded, without its
-//!   size).
+//!   would. Both ways are measured on every transport.
 //! - **Metrics** ([`RelayMetrics`]): live allocations, allocations made, refusals by reason,
-//!   relayed bytes each way; live allocations and relayed bytes by transport ([`Via`]); TLS
-//!   connections open, accepted, refused and closed by reason ([`TlsMetrics`]).
+//!   relayed bytes each way; live allocations and relayed bytes by transport ([`Via`]); TCP
+//!   and TLS connections open, accepted, refused and closed by reason ([`StreamMetrics`]).
 //!
-//! - **Buffers.** The socket of each allocation made over UDP gets 4 MiB buffers once it
-//!   exists (`buffers.rs`): the crate binds it with the kernel's defaults, on which relayed
-//!   paths ran at a tenth of their speed. So does each allocation made over TLS, whose
-//!   connection also queues up to 4 MiB towards its client (`tls.rs`): a peer's burst
-//!   must fit between the two while the stream drains. Allocations over TCP keep the defaults:
-//!   the crate's TCP transport waits on each write, and a deeper buffer only adds delay.
+//! - **Buffers.** The socket of each allocation gets 4 MiB buffers once it exists
+//!   (`buffers.rs`): the crate binds it with the kernel's defaults, on which relayed paths ran
+//!   at a tenth of their speed. A client over TCP or TLS also has up to 4 MiB queued towards
+//!   it (`stream.rs`): a peer's burst must fit between the two while the stream drains.
 //!
 //! - **Shortcut** (`shortcut.rs`). When both peers of a session allocate on this relay over
 //!   UDP, ChannelData from one to the other is sent on from the listening socket as ChannelData
@@ -54,14 +50,14 @@
 //!
 //! Files: `gate.rs` (credentials, quotas, bandwidth: the book-keeping the transports share),
 //! `guard.rs` (the wrapper that applies it to each request and packet), `shortcut.rs` (the
-//! mirror the shortcut consults), `tls.rs` (the transport of TURN over TLS: framing and
-//! bounds), `buffers.rs` (the allocations' socket buffers).
+//! mirror the shortcut consults), `stream.rs` (the transport of TURN over TCP and over TLS:
+//! framing and bounds), `buffers.rs` (the allocations' socket buffers).
 
 mod buffers;
 mod gate;
 mod guard;
 mod shortcut;
-mod tls;
+mod stream;
 
 use std::fmt::{self, Write as _};
 use std::net::{IpAddr, SocketAddr};
@@ -69,19 +65,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use medea_turn::transport::{TcpServer, Transport};
+use medea_turn::transport::Transport;
 use tokio::net::{TcpListener, UdpSocket};
 
 pub use gate::{Gate, is_global};
 use guard::{Guarded, Inner, RestAuth};
-pub(crate) use tls::{ALPN as TURNS_ALPN, TlsTransport, TurnsOptions};
-pub use tls::{TlsClose, TlsMetrics};
+pub(crate) use stream::{ALPN as TURNS_ALPN, StreamOptions, StreamTransport};
+pub use stream::{StreamClose, StreamMetrics};
 
 /// The realm the relay announces (any string works: REST credentials do not depend on it).
 pub const REALM: &str = "yakk";
 /// SO_RCVBUF/SO_SNDBUF of the listening UDP socket (Linux caps it at net.core.rmem_max /
 /// wmem_max): every client's ChannelData arrives there, in bursts (SCTP does not pace).
 const LISTEN_BUFFER: usize = 4 << 20;
+/// How long accepting TCP connections pauses after an error (out of descriptors, say).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// How the embedded relay is set up.
 #[derive(Clone)]
@@ -200,7 +198,8 @@ pub struct RelayMetrics {
     bytes_to_clients: [AtomicU64; Via::ALL.len()],
     bytes_from_clients: [AtomicU64; Via::ALL.len()],
     shortcut_packets: AtomicU64,
-    tls: TlsMetrics,
+    tls: StreamMetrics,
+    tcp: StreamMetrics,
 }
 
 impl RelayMetrics {
@@ -228,7 +227,6 @@ impl RelayMetrics {
     }
 
     /// Relayed payload bytes: (relay to clients, clients to relay), over every transport.
-    /// Client-to-relay bytes are not measured over TCP (see the module's documentation).
     pub fn relayed_bytes(&self) -> (u64, u64) {
         Via::ALL.iter().fold((0, 0), |(to, from), &via| {
             let (t, f) = self.relayed_bytes_via(via);
@@ -237,8 +235,13 @@ impl RelayMetrics {
     }
 
     /// TURN over TLS: connections open, accepted, refused and closed.
-    pub fn tls(&self) -> &TlsMetrics {
+    pub fn tls(&self) -> &StreamMetrics {
         &self.tls
+    }
+
+    /// TURN over TCP: connections open, accepted, refused and closed.
+    pub fn tcp(&self) -> &StreamMetrics {
+        &self.tcp
     }
 
     /// Relayed payload bytes over one transport: (relay to clients, clients to relay).
@@ -256,13 +259,32 @@ pub struct EmbeddedRelay {
     udp_addr: SocketAddr,
     tcp_addr: Option<SocketAddr>,
     gate: Arc<Gate>,
-    tls: Option<Arc<TlsTransport>>,
+    tcp: Option<Arc<StreamTransport>>,
+    tls: Option<Arc<StreamTransport>>,
 }
 
 impl Drop for EmbeddedRelay {
     fn drop(&mut self) {
-        if let Some(tls) = &self.tls {
-            tls.stop();
+        for transport in self.tcp.iter().chain(&self.tls) {
+            transport.stop();
+        }
+    }
+}
+
+/// Hands each TCP connection to `transport`, until it stops.
+async fn accept_tcp(listener: TcpListener, transport: Arc<StreamTransport>) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = transport.stopped() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => transport.accept(stream, peer),
+            Err(e) => {
+                // Out of descriptors, or a connection reset before it was accepted.
+                tracing::debug!("TURN over TCP: accept: {e}");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
         }
     }
 }
@@ -294,17 +316,22 @@ async fn bind_pair(config: &RelayConfig) -> std::io::Result<(UdpSocket, Option<T
     }
 }
 
-impl EmbeddedRelay {
-    /// Binds UDP (and TCP on the same port) and starts relaying.
-    pub async fn start(config: &RelayConfig) -> std::io::Result<EmbeddedRelay> {
-        Self::start_with(config, None).await
-    }
+/// Bounds on the connections of TURN over TCP, and of TURN over TLS: each kind at most
+/// `max_connections` at once, and `max_per_address` from one client address (0: no limit).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StreamLimits {
+    pub max_connections: usize,
+    pub max_per_address: usize,
+}
 
-    /// [`EmbeddedRelay::start`], and with `turns` a transport for TURN-over-TLS connections
-    /// that the signalling server accepts on its own TLS listener ([`EmbeddedRelay::turns`]).
-    pub(crate) async fn start_with(
+impl EmbeddedRelay {
+    /// Binds UDP (and with `config.tcp`, TCP on the same port) and starts relaying. With
+    /// `tls_addr` (the signalling server's TLS listener) it also serves TURN over TLS there:
+    /// the server hands those connections over ([`EmbeddedRelay::turns`]).
+    pub(crate) async fn start(
         config: &RelayConfig,
-        turns: Option<TurnsOptions>,
+        limits: StreamLimits,
+        tls_addr: Option<SocketAddr>,
     ) -> std::io::Result<EmbeddedRelay> {
         let (udp, listener) = bind_pair(config).await?;
         let udp = Arc::new(udp);
@@ -321,26 +348,35 @@ impl EmbeddedRelay {
             inner: Inner::udp(udp),
             gate: gate.clone(),
         })];
+        let options = |local_addr| StreamOptions {
+            local_addr,
+            max_connections: limits.max_connections,
+            max_per_address: limits.max_per_address,
+        };
         let mut tcp_addr = None;
+        let mut tcp = None;
         if let Some(listener) = listener {
-            // Accepted connections inherit it: the crate writes each ChannelData on its own,
-            // and Nagle's algorithm held every small write back for the client's delayed ACK.
+            // Accepted connections inherit it: a batch of frames leaves at once.
             if let Err(e) = socket2::SockRef::from(&listener).set_tcp_nodelay(true) {
                 tracing::warn!("TURN over TCP: TCP_NODELAY: {e}");
             }
-            tcp_addr = Some(listener.local_addr()?);
-            let tcp = TcpServer::new(listener)
-                .map_err(|e| std::io::Error::other(format!("TURN over TCP: {e}")))?;
+            let addr = listener.local_addr()?;
+            tcp_addr = Some(addr);
+            let transport =
+                Arc::new(StreamTransport::new(options(addr), gate.clone(), Via::Tcp).await?);
+            tokio::spawn(accept_tcp(listener, transport.clone()));
             connections.push(Arc::new(Guarded {
-                inner: Inner::Tcp(Arc::new(tcp)),
+                inner: Inner::Stream(transport.clone()),
                 gate: gate.clone(),
             }));
+            tcp = Some(transport);
         }
         let mut tls = None;
-        if let Some(options) = turns {
-            let transport = Arc::new(TlsTransport::new(options, gate.clone()).await?);
+        if let Some(addr) = tls_addr {
+            let transport =
+                Arc::new(StreamTransport::new(options(addr), gate.clone(), Via::Tls).await?);
             connections.push(Arc::new(Guarded {
-                inner: Inner::Tls(transport.clone()),
+                inner: Inner::Stream(transport.clone()),
                 gate: gate.clone(),
             }));
             tls = Some(transport);
@@ -370,6 +406,7 @@ impl EmbeddedRelay {
             udp_addr,
             tcp_addr,
             gate,
+            tcp,
             tls,
         })
     }
@@ -385,7 +422,7 @@ impl EmbeddedRelay {
     }
 
     /// The transport TURN-over-TLS connections are handed to, if it was started with one.
-    pub(crate) fn turns(&self) -> Option<Arc<TlsTransport>> {
+    pub(crate) fn turns(&self) -> Option<Arc<StreamTransport>> {
         self.tls.clone()
     }
 
@@ -399,7 +436,7 @@ impl EmbeddedRelay {
         self.server.healthz()
     }
 
-    /// Stops listening, closes its TLS connections and drops every allocation.
+    /// Stops listening, closes its TCP and TLS connections and drops every allocation.
     pub fn stop(self) {
         drop(self);
     }
@@ -466,15 +503,12 @@ pub fn render_metrics(gate: &Gate, out: &mut String) {
         out,
         "yakk_signal_turn_transport_relayed_bytes_total",
         "counter",
-        "Payload bytes relayed by the embedded TURN relay, by how clients reach it (from_clients is not measured over TCP).",
+        "Payload bytes relayed by the embedded TURN relay, by how clients reach it.",
         Via::ALL.iter().flat_map(|&via| {
             let (to, from) = m.relayed_bytes_via(via);
             let label =
                 |direction| format!("transport=\"{}\",direction=\"{direction}\"", via.label());
-            let from = (via != Via::Tcp).then(|| (label("from_clients"), from));
-            [Some((label("to_clients"), to)), from]
-                .into_iter()
-                .flatten()
+            [(label("to_clients"), to), (label("from_clients"), from)]
         }),
     );
     metric(
@@ -484,43 +518,47 @@ pub fn render_metrics(gate: &Gate, out: &mut String) {
         "ChannelData the embedded TURN relay passed straight between two of its UDP allocations.",
         m.shortcut_packets(),
     );
-    let tls = m.tls();
-    metric(
-        out,
-        "yakk_signal_turn_tls_connections",
-        "gauge",
-        "Open TURN-over-TLS connections (turns: on the signalling server's port).",
-        tls.open(),
-    );
-    metric(
-        out,
-        "yakk_signal_turn_tls_connections_total",
-        "counter",
-        "TURN-over-TLS connections accepted.",
-        tls.accepted(),
-    );
-    metric(
-        out,
-        "yakk_signal_turn_tls_dropped_frames_total",
-        "counter",
-        "Frames for TURN-over-TLS clients dropped because the client's queue was full.",
-        tls.dropped_frames(),
-    );
-    family(
-        out,
-        "yakk_signal_turn_tls_closed_total",
-        "counter",
-        "TURN-over-TLS connections the relay refused or closed, by reason.",
-        TlsClose::ALL
-            .iter()
-            .map(|&why| (format!("reason=\"{}\"", why.label()), tls.closed(why))),
-    );
+    for (via, what, stream) in [
+        ("tls", "TURN-over-TLS", m.tls()),
+        ("tcp", "TURN-over-TCP", m.tcp()),
+    ] {
+        metric(
+            out,
+            &format!("yakk_signal_turn_{via}_connections"),
+            "gauge",
+            &format!("Open {what} connections."),
+            stream.open(),
+        );
+        metric(
+            out,
+            &format!("yakk_signal_turn_{via}_connections_total"),
+            "counter",
+            &format!("{what} connections accepted."),
+            stream.accepted(),
+        );
+        metric(
+            out,
+            &format!("yakk_signal_turn_{via}_dropped_frames_total"),
+            "counter",
+            &format!("Frames for {what} clients dropped because the client's queue was full."),
+            stream.dropped_frames(),
+        );
+        family(
+            out,
+            &format!("yakk_signal_turn_{via}_closed_total"),
+            "counter",
+            &format!("{what} connections the relay refused or closed, by reason."),
+            StreamClose::ALL
+                .iter()
+                .map(|&why| (format!("reason=\"{}\"", why.label()), stream.closed(why))),
+        );
+    }
     let (to, from) = m.relayed_bytes();
     family(
         out,
         "yakk_signal_turn_relayed_bytes_total",
         "counter",
-        "Payload bytes relayed by the embedded TURN relay (from_clients: over UDP and TLS only).",
+        "Payload bytes relayed by the embedded TURN relay.",
         [
             ("direction=\"to_clients\"".to_string(), to),
             ("direction=\"from_clients\"".to_string(), from),
