@@ -160,6 +160,8 @@ pub enum Net {
     /// Only the rendezvous's address (UDP and TCP): STUN and TURN over UDP work, nothing
     /// reaches the other peer directly.
     RendezvousOnly,
+    /// No UDP at all, any TCP: TURN over TCP and over TLS both reach the relay.
+    NoUdp,
 }
 
 impl Net {
@@ -168,6 +170,7 @@ impl Net {
             Net::Open => "",
             Net::Tcp443Only => ", only TCP to 443",
             Net::RendezvousOnly => ", only to the rendezvous",
+            Net::NoUdp => ", no UDP",
         }
     }
 
@@ -183,6 +186,7 @@ impl Net {
             Net::RendezvousOnly => {
                 format!("\t\tiifname \"lan\" ip daddr != {PUBLIC_IP} drop\n")
             }
+            Net::NoUdp => "\t\tiifname \"lan\" meta l4proto udp drop\n".to_string(),
         };
         format!(
             "table inet ykl_egress {{\n\
