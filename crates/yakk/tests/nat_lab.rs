@@ -778,11 +778,14 @@ async fn relay_bench() {
         ),
     ];
     // `YKL_BENCH_KINDS=direct,coturn`: only the paths whose names start with one of these.
+    // Names with a comma in them are separated by `;` instead:
+    // `YKL_BENCH_KINDS="direct;embedded, joiner without UDP"`.
     let wanted = std::env::var("YKL_BENCH_KINDS").unwrap_or_default();
+    let separator = if wanted.contains(';') { ';' } else { ',' };
     let kinds: Vec<_> = kinds
         .into_iter()
         .filter(|(name, ..)| {
-            wanted.is_empty() || wanted.split(',').any(|w| name.starts_with(w.trim()))
+            wanted.is_empty() || wanted.split(separator).any(|w| name.starts_with(w.trim()))
         })
         .collect();
     let mut pairs = Vec::new();
