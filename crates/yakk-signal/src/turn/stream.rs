@@ -28,7 +28,7 @@
 //! towards all clients.
 //!
 //! Why the queue towards a client is deep: a peer on the other side of the relay sends over UDP
-//! in bursts of up to its whole window, and the TLS stream drains at its own pace. Whatever of
+//! in bursts of up to its whole window, and the stream drains at its own pace. Whatever of
 //! a burst finds the queue full is lost, and SCTP recovers from a lost tail only by its
 //! retransmission timer (a second at least). With 64 frames (80 KB) the relayed path over TLS
 //! moved 4–19 MiB/s and sometimes under 1; with room for a yakk peer's whole SCTP window (3 MiB)
@@ -93,8 +93,8 @@ const PROTO_TCP: u8 = 6;
 /// The magic cookie of every STUN message (RFC 5389), bytes 4 to 8.
 const MAGIC_COOKIE: [u8; 4] = 0x2112_A442_u32.to_be_bytes();
 
-/// Why the relay refused or closed a TURN-over-TLS connection; one label value of
-/// `yakk_signal_turn_tls_closed_total`.
+/// Why the relay refused or closed a TURN-over-TCP or TURN-over-TLS connection; one label value
+/// of `yakk_signal_turn_tcp_closed_total` and `yakk_signal_turn_tls_closed_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamClose {
     /// Refused: as many connections as allowed are open.
@@ -129,7 +129,7 @@ impl StreamClose {
     }
 }
 
-/// Counters of TURN over TLS.
+/// Counters of TURN over TCP, or of TURN over TLS.
 #[derive(Debug, Default)]
 pub struct StreamMetrics {
     pub(super) open: AtomicU64,
@@ -216,7 +216,8 @@ struct Reader {
     decoder: ChannelDataDecoder,
 }
 
-/// The crate's transport for every TURN-over-TLS connection (see the module's documentation).
+/// The crate's transport for every TURN-over-TCP, or every TURN-over-TLS, connection (see the
+/// module's documentation).
 pub(crate) struct StreamTransport {
     options: StreamOptions,
     gate: Arc<Gate>,
@@ -304,13 +305,13 @@ impl StreamTransport {
         }
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
             self.metrics().close(StreamClose::TooMany);
-            tracing::debug!(%peer, "turn: refused a TLS connection: too many open");
+            tracing::debug!(%peer, "turn: refused a {} connection: too many open", self.via.label());
             return;
         };
         let client = ClientKey::from(peer.ip());
         if !lock(&self.per_address).acquire(client) {
             self.metrics().close(StreamClose::TooManyFromAddress);
-            tracing::debug!(%peer, "turn: refused a TLS connection: too many from its address");
+            tracing::debug!(%peer, "turn: refused a {} connection: too many from its address", self.via.label());
             return;
         }
         let slot = Slot {
@@ -326,9 +327,9 @@ impl StreamTransport {
             match this.run(stream, peer).await {
                 Some(why) => {
                     this.metrics().close(why);
-                    tracing::debug!(%peer, "turn: closed a TLS connection: {}", why.label());
+                    tracing::debug!(%peer, "turn: closed a {} connection: {}", this.via.label(), why.label());
                 }
-                None => tracing::debug!(%peer, "turn: TLS connection ended"),
+                None => tracing::debug!(%peer, "turn: {} connection ended", this.via.label()),
             }
         });
     }
@@ -357,7 +358,7 @@ impl StreamTransport {
                 writers.remove(&peer);
             }
         }
-        // A TLS close_notify, if the client still reads.
+        // A TLS close_notify (or a TCP FIN), if the client still reads.
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, wr.shutdown()).await;
         end
     }
@@ -373,7 +374,7 @@ impl StreamTransport {
                 Ok(frame) => frame,
                 Err(ReadError::Gone) => return None,
                 Err(ReadError::Malformed(why)) => {
-                    tracing::debug!(%peer, "turn: malformed frame over TLS: {why}");
+                    tracing::debug!(%peer, "turn: malformed frame over {}: {why}", self.via.label());
                     return Some(StreamClose::Malformed);
                 }
             };
@@ -420,7 +421,9 @@ impl StreamTransport {
                     let n = raw.len().saturating_sub(4);
                     match reader.decoder.decode(&raw).await {
                         Some(req) => return Ok((req, from, Some(n))),
-                        None => tracing::warn!(%from, "turn: a ChannelData over TLS was lost"),
+                        None => {
+                            tracing::warn!(%from, "turn: a ChannelData over {} was lost", self.via.label())
+                        }
                     }
                 }
             }
@@ -502,7 +505,7 @@ where
 {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     while let Some(first) = rx.recv().await {
-        // What else is queued goes in the same write: one TLS record per 16 KiB and one
+        // What else is queued goes in the same write: (over TLS) one record per 16 KiB and one
         // system call per batch, not one of each per frame.
         batch.clear();
         batch.extend_from_slice(&first.frame);
@@ -600,7 +603,7 @@ impl ChannelDataDecoder {
             Ok(pair) => pair,
             Err(v4) => Self::pair(Ipv6Addr::LOCALHOST.into()).await.map_err(|v6| {
                 io::Error::other(format!(
-                    "TURN over TLS needs a loopback UDP socket pair: {v4} (127.0.0.1), {v6} (::1)"
+                    "TURN over TCP and TLS needs a loopback UDP socket pair: {v4} (127.0.0.1), {v6} (::1)"
                 ))
             })?,
         };
