@@ -114,7 +114,9 @@ pub struct SignalArgs {
     pub max_connections: usize,
 
     /// Most concurrent WebSocket connections from one client IP address (IPv6: per /64);
-    /// further upgrade requests from it get HTTP 429; 0 disables.
+    /// further upgrade requests from it get HTTP 429; 0 disables. The embedded relay bounds its
+    /// TURN-over-TCP and TURN-over-TLS connections from one address by the same number, each
+    /// kind apart.
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub max_connections_per_ip: usize,
 
