@@ -1,8 +1,9 @@
 //! The embedded TURN relay of `yakk signal --turn-listen ADDR`: UDP and TCP on the same port,
 //! and with `--tls-cert`/`--tls-key` TURN over TLS on the signalling server's own port
-//! (`turns:`; both streams in `stream.rs`), UDP relayed addresses on `--turn-relay-ip` within `--turn-ports`,
-//! credentials of the TURN REST scheme that [`crate::ice`] hands room members (username
-//! `"<unix expiry>[:<user>]"`, password `base64(HMAC-SHA1(secret, username))`).
+//! (`turns:`; TCP and TLS both in `stream.rs`), UDP relayed addresses on `--turn-relay-ip`
+//! within `--turn-ports`, credentials of the TURN REST scheme that [`crate::ice`] hands room
+//! members (username `"<unix expiry>[:<user>]"`, password
+//! `base64(HMAC-SHA1(secret, username))`).
 //!
 //! The protocol work (allocations, permissions, channels, the relay sockets) is the
 //! `medea-turn` crate's. What is ours sits in front of it, as a wrapper around each of its

@@ -305,13 +305,15 @@ impl StreamTransport {
         }
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
             self.metrics().close(StreamClose::TooMany);
-            tracing::debug!(%peer, "turn: refused a {} connection: too many open", self.via.label());
+            let via = self.via.label();
+            tracing::debug!(%peer, "turn: refused a {via} connection: too many open");
             return;
         };
         let client = ClientKey::from(peer.ip());
         if !lock(&self.per_address).acquire(client) {
             self.metrics().close(StreamClose::TooManyFromAddress);
-            tracing::debug!(%peer, "turn: refused a {} connection: too many from its address", self.via.label());
+            let via = self.via.label();
+            tracing::debug!(%peer, "turn: refused a {via} connection: too many from its address");
             return;
         }
         let slot = Slot {
@@ -327,9 +329,13 @@ impl StreamTransport {
             match this.run(stream, peer).await {
                 Some(why) => {
                     this.metrics().close(why);
-                    tracing::debug!(%peer, "turn: closed a {} connection: {}", this.via.label(), why.label());
+                    let (via, why) = (this.via.label(), why.label());
+                    tracing::debug!(%peer, "turn: closed a {via} connection: {why}");
                 }
-                None => tracing::debug!(%peer, "turn: {} connection ended", this.via.label()),
+                None => {
+                    let via = this.via.label();
+                    tracing::debug!(%peer, "turn: {via} connection ended");
+                }
             }
         });
     }
@@ -374,7 +380,8 @@ impl StreamTransport {
                 Ok(frame) => frame,
                 Err(ReadError::Gone) => return None,
                 Err(ReadError::Malformed(why)) => {
-                    tracing::debug!(%peer, "turn: malformed frame over {}: {why}", self.via.label());
+                    let via = self.via.label();
+                    tracing::debug!(%peer, "turn: malformed frame over {via}: {why}");
                     return Some(StreamClose::Malformed);
                 }
             };
@@ -422,7 +429,8 @@ impl StreamTransport {
                     match reader.decoder.decode(&raw).await {
                         Some(req) => return Ok((req, from, Some(n))),
                         None => {
-                            tracing::warn!(%from, "turn: a ChannelData over {} was lost", self.via.label())
+                            let via = self.via.label();
+                            tracing::warn!(%from, "turn: a ChannelData over {via} was lost");
                         }
                     }
                 }
@@ -603,7 +611,8 @@ impl ChannelDataDecoder {
             Ok(pair) => pair,
             Err(v4) => Self::pair(Ipv6Addr::LOCALHOST.into()).await.map_err(|v6| {
                 io::Error::other(format!(
-                    "TURN over TCP and TLS needs a loopback UDP socket pair: {v4} (127.0.0.1), {v6} (::1)"
+                    "TURN over TCP and TLS needs a loopback UDP socket pair: {v4} (127.0.0.1), \
+                     {v6} (::1)"
                 ))
             })?,
         };
