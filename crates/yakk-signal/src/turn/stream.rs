@@ -461,11 +461,10 @@ impl Transport for StreamTransport {
             frame: data.into_owned(),
             counts: [writer.queued.clone(), self.queued.clone()],
         };
-        for c in &queued.counts {
-            c.fetch_add(n, Ordering::Relaxed);
-        }
-        if writer.queued.load(Ordering::Relaxed) > one || self.queued.load(Ordering::Relaxed) > all
-        {
+        let [mine, every] = &queued.counts;
+        let over_one = mine.fetch_add(n, Ordering::Relaxed) + n > one;
+        let over_all = every.fetch_add(n, Ordering::Relaxed) + n > all;
+        if over_one || over_all {
             drop((queued, writers));
             self.metrics()
                 .dropped_frames
