@@ -143,6 +143,11 @@ async fn connect(url: &str) -> Result<(Ws, Duration), SessionError> {
         match tokio::net::TcpStream::connect(addr).await {
             Ok(tcp) => {
                 let handshake = started.elapsed();
+                // Each message of the handshake is small and answered: Nagle's algorithm would
+                // hold the second of two back-to-back messages (REQUESTOFFER then round 1,
+                // round 2 then the key confirmation) until the server acknowledges the first,
+                // a round trip or a delayed acknowledgement later.
+                let _ = tcp.set_nodelay(true);
                 let tls = uri.scheme_str() == Some("wss");
                 let started = tokio::time::Instant::now();
                 // The Web PKI roots, plus a private authority's from SSL_CERT_FILE.
@@ -379,6 +384,27 @@ mod tests {
             assert!(took < Duration::from_secs(3), "upgrade {upgrade}: {took:?}");
             server.abort();
         }
+    }
+
+    /// The client's socket sends each message at once: with Nagle's algorithm on, a message
+    /// written while the one before is unacknowledged waits for that acknowledgement (a round
+    /// trip on a real path; measured at 50 ms RTT, the key exchange took 250 ms, not 100).
+    #[tokio::test]
+    async fn the_client_socket_sends_without_delay() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = l.accept().await.unwrap();
+            let ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            drop(ws);
+        });
+        let (ws, _) = connect(&format!("ws://{addr}/ws?roomID=x")).await.unwrap();
+        let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = ws.get_ref() else {
+            panic!("a ws:// URL gave a TLS stream")
+        };
+        assert!(tcp.nodelay().unwrap(), "Nagle's algorithm is on");
+        server.abort();
     }
 
     /// A one-room signalling server on a thread: answers the room creation, then collects
