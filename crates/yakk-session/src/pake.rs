@@ -111,6 +111,15 @@ impl Pake {
         }
     }
 
+    /// yakk/2, between our key confirmation and the peer's: the key that seals what we send
+    /// (a joiner's offer may go out before the owner's confirmation). yakk/1 has none.
+    pub fn send_key_before_confirmation(&self) -> Option<Zeroizing<[u8; 32]>> {
+        match self {
+            Pake::V1(_) => None,
+            Pake::V2(p) => p.send_key_before_confirmation().map(|k| Zeroizing::new(*k)),
+        }
+    }
+
     /// Checks the peer's key confirmation; the exchange is over either way.
     pub fn on_confirm(&mut self, payload: &str) -> Result<Keys, PakeFailure> {
         match self {

@@ -96,19 +96,33 @@ fn counter_nonce(counter: u64) -> [u8; NONCE_LEN] {
 /// its own counter, starting at 0; the receiver accepts only the next counter.
 pub struct SealedChannel {
     send: Aes256Gcm,
-    recv: Aes256Gcm,
+    /// `None` until the peer's key confirmation verified (see [`SealedChannel::sending_only`]).
+    recv: Option<Aes256Gcm>,
     send_counter: u64,
     recv_counter: u64,
 }
 
 impl SealedChannel {
     pub fn new(send_key: &[u8; 32], recv_key: &[u8; 32]) -> Self {
+        let mut c = SealedChannel::sending_only(send_key);
+        c.receive_with(recv_key);
+        c
+    }
+
+    /// A channel that can seal but not open yet: a joiner's, between its key confirmation
+    /// and the owner's. Nothing from the peer opens until [`SealedChannel::receive_with`].
+    pub fn sending_only(send_key: &[u8; 32]) -> Self {
         SealedChannel {
             send: Aes256Gcm::new(send_key.into()),
-            recv: Aes256Gcm::new(recv_key.into()),
+            recv: None,
             send_counter: 0,
             recv_counter: 0,
         }
+    }
+
+    /// The peer's key confirmation verified: open what it sends with `recv_key` from now on.
+    pub fn receive_with(&mut self, recv_key: &[u8; 32]) {
+        self.recv = Some(Aes256Gcm::new(recv_key.into()));
     }
 
     /// Seals `plaintext` for the envelope described by `header`:
@@ -149,9 +163,11 @@ impl SealedChannel {
                 expected: self.recv_counter,
             });
         }
+        let Some(recv) = &self.recv else {
+            return Err(SealError::Authentication);
+        };
         let ad = header.associated_data(counter);
-        let pt = self
-            .recv
+        let pt = recv
             .decrypt(
                 Nonce::from_slice(&counter_nonce(counter)),
                 Payload { msg: ct, aad: &ad },
@@ -192,6 +208,23 @@ mod tests {
         assert_eq!(open_v1(&[8u8; 32], &sealed), Err(SealError::Authentication));
         assert_eq!(open_v1(&key, "!!"), Err(SealError::Base64));
         assert_eq!(open_v1(&key, "AAAA"), Err(SealError::Truncated));
+    }
+
+    /// A channel that only seals continues its counter once it may open too, and opens
+    /// nothing before.
+    #[test]
+    fn a_sending_only_channel_opens_nothing_until_it_may() {
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        let mut early = SealedChannel::sending_only(&a);
+        let mut peer = SealedChannel::new(&b, &a);
+        let first = early.seal(H, b"offer").unwrap();
+        let reply = peer.seal(H, b"answer").unwrap();
+        assert_eq!(early.open(H, &reply), Err(SealError::Authentication));
+        early.receive_with(&b);
+        assert_eq!(early.open(H, &reply).unwrap(), b"answer");
+        let second = early.seal(H, b"candidate").unwrap();
+        assert_eq!(peer.open(H, &first).unwrap(), b"offer");
+        assert_eq!(peer.open(H, &second).unwrap(), b"candidate");
     }
 
     #[test]

@@ -323,17 +323,12 @@ impl Session {
         for a in actions {
             match a {
                 Action::Send(env) => self.commands.push_back(Command::Send(env)),
+                Action::OfferEarly(version) => self.make_lane0(version),
                 Action::KeyConfirmed(version) => {
                     tracing::info!(%version, "key confirmed");
                     self.deadline = now + self.connect_timeout;
-                    for f in self.features {
-                        self.hs.announce(f);
-                    }
-                    self.set_lane(0, Lane::Made);
-                    self.commands
-                        .push_back(Command::CreatePeer { lane: 0, version });
-                    if self.role == Role::Joiner {
-                        self.commands.push_back(Command::MakeOffer(0));
+                    if self.lanes.is_empty() {
+                        self.make_lane0(version);
                     }
                 }
                 Action::AcceptOffer(0, sdp) => {
@@ -392,6 +387,19 @@ impl Session {
                     self.commands.push_back(Command::AddCandidate(lane, c));
                 }
             }
+        }
+    }
+
+    /// Lane 0's peer connection, and the joiner's offer on it.
+    fn make_lane0(&mut self, version: Version) {
+        for f in self.features {
+            self.hs.announce(f);
+        }
+        self.set_lane(0, Lane::Made);
+        self.commands
+            .push_back(Command::CreatePeer { lane: 0, version });
+        if self.role == Role::Joiner {
+            self.commands.push_back(Command::MakeOffer(0));
         }
     }
 

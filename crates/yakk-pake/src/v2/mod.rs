@@ -405,6 +405,18 @@ impl Party {
         Ok(KeyConfirm { mac: our_mac })
     }
 
+    /// Between our key confirmation and the peer's: the key that seals what we send. A joiner
+    /// may seal its offer with it and send it right behind its confirmation
+    /// (docs/yakk2-pake.md §6a): anything sealed under it tests the same single guess as the
+    /// confirmation does. The key that opens what the peer sends is handed out only by
+    /// [`Party::verify_confirmation`]: nothing from the peer counts before that.
+    pub fn send_key_before_confirmation(&self) -> Option<&[u8; KEY_LEN]> {
+        match &self.state {
+            State::AwaitConfirm { keys, .. } => Some(keys.signal_send_key()),
+            _ => None,
+        }
+    }
+
     /// Checks the peer's key confirmation (in constant time) and, if it matches,
     /// hands out the session keys. The party is finished either way.
     pub fn verify_confirmation(&mut self, peer: &KeyConfirm) -> Result<SessionKeys, PakeError> {

@@ -318,3 +318,37 @@ fn kat_file_matches_the_implementation() {
     let stored: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(stored, doc);
 }
+
+/// The send key is out only between our confirmation and the peer's: the one the confirmed
+/// keys give, and never before round 2 nor after the peer's confirmation was judged.
+#[test]
+fn the_send_key_is_out_only_while_awaiting_the_peers_confirmation() {
+    let (mut o, mut j) = pair("room", "room", b"pw", b"pw");
+    assert!(j.send_key_before_confirmation().is_none(), "before round 1");
+    let o2 = o.receive_round1(&j.round1()).unwrap();
+    let j2 = j.receive_round1(&o.round1()).unwrap();
+    assert!(j.send_key_before_confirmation().is_none(), "before round 2");
+    let oc = o.receive_round2(&j2).unwrap();
+    let jc = j.receive_round2(&o2).unwrap();
+    let early = *j.send_key_before_confirmation().expect("after round 2");
+    let ko = o.verify_confirmation(&jc).unwrap();
+    assert_eq!(&early, ko.signal_recv_key(), "what the owner opens with");
+    let kj = j.verify_confirmation(&oc).unwrap();
+    assert_eq!(&early, kj.signal_send_key());
+    assert!(
+        j.send_key_before_confirmation().is_none(),
+        "after the confirmation"
+    );
+
+    // A wrong confirmation ends the exchange: no key is out after it either.
+    let (mut o, mut j) = pair("room", "room", b"pw", b"other");
+    let o2 = o.receive_round1(&j.round1()).unwrap();
+    let j2 = j.receive_round1(&o.round1()).unwrap();
+    let oc = o.receive_round2(&j2).unwrap();
+    j.receive_round2(&o2).unwrap();
+    assert!(j.verify_confirmation(&oc).is_err());
+    assert!(
+        j.send_key_before_confirmation().is_none(),
+        "after a failed confirmation"
+    );
+}

@@ -11,6 +11,9 @@ pub(super) struct Exchange {
     pub(super) round: Round,
     /// Owner: our key confirmation, held back until the joiner's has been judged.
     pub(super) held_confirm: Option<yakk_wire::Envelope>,
+    /// Joiner, yakk/2, once its confirmation went out: the sealing half of the channel, for
+    /// the offer that follows its confirmation without waiting for the owner's.
+    pub(super) early: Option<super::v2::Negotiation>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +29,7 @@ impl Exchange {
             pake,
             round: Round::One,
             held_confirm: None,
+            early: None,
         }
     }
 

@@ -3,8 +3,10 @@
 //!
 //! Flow (PROTOCOL.md §2, docs/yakk2.md): the joiner announces the versions it speaks in
 //! `YAKKMSG_REQUESTOFFER` and, for yakk/2, sends its first J-PAKE message at once. Both sides run
-//! the PAKE concurrently; when the peer's key confirmation verifies, the joiner makes the offer,
-//! the owner answers, and both trickle ICE candidates — all sealed under the session key.
+//! the PAKE concurrently. A yakk/2 joiner makes its offer as soon as its own key confirmation
+//! went out, the owner answers once that confirmation verified, and both trickle ICE
+//! candidates — all sealed under the session key, and nothing opened before the peer's
+//! confirmation verified.
 //! yakk/1 is spoken only when the user allowed it; a yakk/2 peer never falls back silently.
 
 //! The handshake is an enum of states that own their data (`State`); what follows the key
@@ -78,8 +80,14 @@ impl std::fmt::Display for Version {
 pub enum Action {
     /// Send this envelope to the signalling server.
     Send(Envelope),
-    /// The key is confirmed; the peer connection may be built now (joiner: make an offer).
+    /// The key is confirmed; the peer connection may be built now (joiner: make an offer,
+    /// unless [`Action::OfferEarly`] came first).
     KeyConfirmed(Version),
+    /// Joiner, yakk/2: its key confirmation went out; build the peer connection and make the
+    /// offer now. It goes out sealed right behind the confirmation, a round trip before the
+    /// owner's confirmation comes (docs/yakk2-pake.md §6a); the owner's answer is taken only
+    /// after that confirmation, and [`Action::KeyConfirmed`] follows it.
+    OfferEarly(Version),
     /// Owner: apply this offer to the peer connection of this lane (0 is the first; yakk/2
     /// lanes, docs/yakk2.md) and produce an answer.
     AcceptOffer(u32, String),
@@ -387,7 +395,13 @@ impl Handshake {
                     x.held_confirm = Some(confirm);
                     return Ok(vec![]);
                 }
-                Ok(vec![Action::Send(confirm)])
+                let mut out = vec![Action::Send(confirm)];
+                // yakk/2: the joiner's offer need not wait for the owner's confirmation.
+                if let Some(send) = x.pake.send_key_before_confirmation() {
+                    x.early = Some(v2::Negotiation::sending_only(&send));
+                    out.push(Action::OfferEarly(x.version()));
+                }
+                Ok(out)
             }
             Round::Confirm => {
                 let version = x.version();
@@ -417,6 +431,7 @@ impl Handshake {
                     }
                 };
                 let held_confirm = x.held_confirm.take();
+                let early = x.early.take();
                 let keys = match keys {
                     Ok(keys) => keys,
                     Err(e) => {
@@ -427,7 +442,7 @@ impl Handshake {
                         return Err(e);
                     }
                 };
-                self.negotiate(keys);
+                self.negotiate(keys, early);
                 let mut out: Vec<Action> = held_confirm.map(Action::Send).into_iter().collect();
                 out.push(Action::KeyConfirmed(version));
                 Ok(out)
@@ -435,13 +450,18 @@ impl Handshake {
         }
     }
 
-    /// The key is confirmed: negotiate under `keys` from now on.
-    fn negotiate(&mut self, keys: Keys) {
-        self.state = State::Negotiating(match keys {
-            Keys::V1(k) => {
+    /// The key is confirmed: negotiate under `keys` from now on, going on with what `early`
+    /// already sealed (a joiner's offer).
+    fn negotiate(&mut self, keys: Keys, early: Option<v2::Negotiation>) {
+        self.state = State::Negotiating(match (keys, early) {
+            (Keys::V1(k), _) => {
                 Negotiation::V1(v1::Negotiation::new(k, std::mem::take(&mut self.versions)))
             }
-            Keys::V2 { send, recv } => Negotiation::V2(v2::Negotiation::new(&send, &recv)),
+            (Keys::V2 { recv, .. }, Some(mut n)) => {
+                n.receive_with(&recv);
+                Negotiation::V2(n)
+            }
+            (Keys::V2 { send, recv }, None) => Negotiation::V2(v2::Negotiation::new(&send, &recv)),
         });
     }
 
@@ -454,7 +474,7 @@ impl Handshake {
         if h.p.role == Role::Joiner && !h.p.v1_only {
             h.versions = announced_versions(&h.p);
         }
-        h.negotiate(keys);
+        h.negotiate(keys, None);
         h
     }
 
@@ -513,7 +533,8 @@ impl Handshake {
             ));
         }
         let env = match &mut self.state {
-            State::Negotiating(Negotiation::V2(n)) => {
+            State::Negotiating(Negotiation::V2(n))
+            | State::Exchange(Exchange { early: Some(n), .. }) => {
                 n.description(&self.p, &self.features, lane, sdp)
             }
             State::Negotiating(Negotiation::V1(n)) => n.description(&self.p, sdp),
@@ -537,7 +558,8 @@ impl Handshake {
         c: IceCandidate,
     ) -> Result<Option<Action>, HandshakeError> {
         let env = match &mut self.state {
-            State::Negotiating(Negotiation::V2(n)) => n.candidate(&self.p, lane, c),
+            State::Negotiating(Negotiation::V2(n))
+            | State::Exchange(Exchange { early: Some(n), .. }) => n.candidate(&self.p, lane, c),
             State::Negotiating(Negotiation::V1(n)) => n.candidate(&self.p, &c),
             _ => return Ok(None),
         }?;

@@ -80,7 +80,18 @@ fn full_exchange(jp: Params, op: Params) -> Outcome {
     let (mut j, first) = Handshake::joiner(jp);
     let mut o = Handshake::owner(op);
     let (ja, oa) = relay(&mut j, &mut o, first, vec![], &mut |_| {})?;
-    assert!(matches!(ja.as_slice(), [Action::KeyConfirmed(_)]), "{ja:?}");
+    // A yakk/2 joiner is asked for its offer as its confirmation goes out.
+    let joiner_asked = match j.version() {
+        Some(Version::V2) => matches!(
+            ja.as_slice(),
+            [
+                Action::OfferEarly(Version::V2),
+                Action::KeyConfirmed(Version::V2)
+            ]
+        ),
+        _ => matches!(ja.as_slice(), [Action::KeyConfirmed(Version::V1)]),
+    };
+    assert!(joiner_asked, "{ja:?}");
     assert!(matches!(oa.as_slice(), [Action::KeyConfirmed(_)]), "{oa:?}");
     // A candidate gathered before the offer waits for it.
     assert!(j.on_local_candidate(0, candidate(1)).unwrap().is_empty());
@@ -515,6 +526,113 @@ fn the_owner_confirms_only_after_judging_the_joiners_confirmation() {
         ));
         assert!(!o.burned_room());
     }
+}
+
+/// The envelopes among `acts`.
+fn sent(acts: Vec<Action>) -> Vec<Envelope> {
+    acts.into_iter()
+        .filter_map(|a| match a {
+            Action::Send(e) => Some(e),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A yakk/2 joiner's offer and candidate go out right behind its key confirmation, before the
+/// owner's comes back; the owner, which judges the confirmation first, takes them; the joiner
+/// takes the answer only after the owner's confirmation.
+#[test]
+fn the_joiners_offer_follows_its_confirmation_without_waiting() {
+    let adm = Arc::new(Mutex::new(Admission::new(0, None)));
+    let (mut j, first, mut o) = pair(false, "right", &adm);
+    let (confirm, _) = up_to_joiner_confirm(&mut j, first, &mut o);
+    // Nothing from the owner since the joiner's confirmation: the offer is made at once.
+    assert!(j.on_local_candidate(0, candidate(1)).unwrap().is_empty());
+    let early = sent(j.on_local_description(0, "v=0 offer".into()).unwrap());
+    assert_eq!(
+        early.len(),
+        2,
+        "the offer, then the candidate gathered before it"
+    );
+    assert!(early.iter().all(|e| e.msg_type == msg2::SEALED));
+    assert!(!j.is_confirmed());
+
+    // The owner: the confirmation first (judged), then what was sealed behind it.
+    let acts = o.on_message(&confirm).unwrap();
+    let [
+        Action::Send(owner_confirm),
+        Action::KeyConfirmed(Version::V2),
+    ] = &acts[..]
+    else {
+        panic!("{acts:?}")
+    };
+    let mut took = vec![];
+    for e in &early {
+        took.extend(o.on_message(e).unwrap());
+    }
+    assert_eq!(
+        took,
+        vec![
+            Action::AcceptOffer(0, "v=0 offer".into()),
+            Action::AddCandidate(0, candidate(1))
+        ]
+    );
+    let answer = sent(o.on_local_description(0, "v=0 answer".into()).unwrap());
+
+    // The joiner: the owner's answer is refused before the owner's confirmation ...
+    let (mut j2, first2, mut o2) = pair(false, "right", &adm);
+    let (confirm2, _) = up_to_joiner_confirm(&mut j2, first2, &mut o2);
+    j2.on_local_description(0, "v=0 offer".into()).unwrap();
+    let acts2 = o2.on_message(&confirm2).unwrap();
+    assert!(matches!(
+        &acts2[..],
+        [Action::Send(_), Action::KeyConfirmed(_)]
+    ));
+    let answer2 = sent(o2.on_local_description(0, "v=0 answer".into()).unwrap());
+    assert!(
+        matches!(
+            j2.on_message(&answer2[0]),
+            Err(HandshakeError::Unexpected(_))
+        ),
+        "a sealed answer taken before the owner's confirmation"
+    );
+
+    // ... and taken after it, with candidates sealed on in the same counter sequence.
+    assert!(matches!(
+        j.on_message(owner_confirm).unwrap()[..],
+        [Action::KeyConfirmed(Version::V2)]
+    ));
+    assert!(j.is_confirmed());
+    assert_eq!(
+        j.on_message(&answer[0]).unwrap(),
+        vec![Action::AcceptAnswer(0, "v=0 answer".into())]
+    );
+    let later = sent(j.on_local_candidate(0, candidate(3)).unwrap());
+    assert_eq!(
+        o.on_message(&later[0]).unwrap(),
+        vec![Action::AddCandidate(0, candidate(3))]
+    );
+}
+
+/// A joiner with a wrong password sends its offer behind its confirmation too: the owner
+/// judges the confirmation first, counts the one guess and takes nothing sealed after it.
+#[test]
+fn an_early_offer_under_a_wrong_password_is_never_taken() {
+    let adm = Arc::new(Mutex::new(Admission::new(0, None)));
+    let (mut j, first, mut o) = pair(false, "wrong", &adm);
+    let (confirm, _) = up_to_joiner_confirm(&mut j, first, &mut o);
+    let early = sent(j.on_local_description(0, "v=0 offer".into()).unwrap());
+    assert!(matches!(
+        o.on_message(&confirm),
+        Err(HandshakeError::WrongPassword)
+    ));
+    assert!(o.burned_room());
+    assert!(!o.is_confirmed());
+    assert!(
+        o.on_message(&early[0]).is_err(),
+        "a sealed offer after a wrong guess"
+    );
+    assert!(!o.is_confirmed());
 }
 
 #[test]

@@ -72,13 +72,26 @@ pub(super) struct Negotiation {
 
 impl Negotiation {
     pub(super) fn new(send: &[u8; 32], recv: &[u8; 32]) -> Self {
+        let mut n = Negotiation::sending_only(send);
+        n.channel.receive_with(recv);
+        n
+    }
+
+    /// A joiner's, between its key confirmation and the owner's: it seals its offer and
+    /// candidates; it opens nothing until [`Negotiation::receive_with`].
+    pub(super) fn sending_only(send: &[u8; 32]) -> Self {
         Negotiation {
-            channel: Box::new(SealedChannel::new(send, recv)),
+            channel: Box::new(SealedChannel::sending_only(send)),
             lanes: 1,
             described: Vec::new(),
             peer_features: Vec::new(),
             peer_speaks_lanes: false,
         }
+    }
+
+    /// The owner's key confirmation verified: what it seals opens with `recv` from now on.
+    pub(super) fn receive_with(&mut self, recv: &[u8; 32]) {
+        self.channel.receive_with(recv);
     }
 
     /// A sealed message from the peer; `sent` are the lanes whose description of ours went
