@@ -1,7 +1,8 @@
 /**
  * A yakk/2 session from the browser: the key exchange through the signalling server
  * (docs/yakk2.md, docs/yakk2-pake.md, with the confirmation order of §6a), the sealed offer,
- * answer and candidates, and the RTCPeerConnection they set up. One lane (no `lanes` field),
+ * answer and candidates (a joiner offers right behind its key confirmation), and the
+ * RTCPeerConnection they set up. One lane (no `lanes` field),
  * the `window` and `small-bursts` features announced.
  *
  * The joiner is the offerer: it opens the "command" channel (which yakk keeps open for the
@@ -123,12 +124,17 @@ interface Progress {
 /** The sealed-message half of a session, bound to one room and one peer. */
 class Sealer {
   private readonly ch: SealedChannel;
+  /** `recvKey` null: it seals only, until {@link Sealer.receiveWith} (a joiner's early offer). */
   constructor(
-    keys: SessionKeys,
+    sendKey: Uint8Array,
+    recvKey: Uint8Array | null,
     private readonly room: Room,
     private readonly peer: number,
   ) {
-    this.ch = new SealedChannel(keys.signalSendKey, keys.signalRecvKey);
+    this.ch = new SealedChannel(sendKey, recvKey);
+  }
+  receiveWith(recvKey: Uint8Array): void {
+    this.ch.receiveWith(recvKey);
   }
   send(msg: object): void {
     const header: SealHeader = { msgType: SEALED, room: this.room.name, sender: this.room.myId, recipient: this.peer };
@@ -259,7 +265,7 @@ export async function join(
   room.send({ Msg_type: REQUEST_OFFER, Payload: JSON.stringify({ versions: ["yakk/2"] }), Sender: room.myId, Recipient: owner });
   room.send({ Msg_type: PAKE1, Payload: party.round1(), Sender: room.myId, Recipient: owner });
   progress("checking the code");
-  let keys: SessionKeys | null = null;
+  let confirmed = false;
   let sealer: Sealer | null = null;
   let pc: RTCPeerConnection | null = null;
   let window = false;
@@ -276,13 +282,11 @@ export async function join(
           break;
         case PAKE2: {
           const confirm = party.receiveRound2(env.Payload);
-          if (confirm) room.send({ Msg_type: CONFIRM, Payload: confirm, Sender: room.myId, Recipient: owner });
-          break;
-        }
-        case CONFIRM: {
-          keys = party.receiveConfirmation(env.Payload).keys;
-          sealer = new Sealer(keys, room, owner);
-          progress("connecting to the other side");
+          if (!confirm) break;
+          room.send({ Msg_type: CONFIRM, Payload: confirm, Sender: room.myId, Recipient: owner });
+          // The offer goes out right behind our confirmation, a round trip before the owner's
+          // comes (docs/yakk2-pake.md §6a); nothing the owner seals opens before that.
+          sealer = new Sealer(party.sendKeyBeforeConfirmation()!, null, room, owner);
           pc = new RTCPeerConnection({ iceServers: room.iceServers });
           const p = pc;
           const s = sealer;
@@ -301,11 +305,20 @@ export async function join(
           s.send({ type: "offer", sdp: p.localDescription!.sdp, features: FEATURES });
           described = true;
           for (const c of queued.splice(0)) s.send({ type: "candidate", candidate: candidateJson(c) });
-          connected = connectedPromise(p, CONNECT_TIMEOUT_MS);
+          break;
+        }
+        case CONFIRM: {
+          // Out of place (before our own) it throws, as a wrong one does.
+          const { keys } = party.receiveConfirmation(env.Payload);
+          if (!sealer || !pc) throw new SessionFailure("a key confirmation before our own", "protocol");
+          sealer.receiveWith(keys.signalRecvKey);
+          confirmed = true;
+          progress("connecting to the other side");
+          connected = connectedPromise(pc, CONNECT_TIMEOUT_MS);
           break;
         }
         case SEALED: {
-          if (!sealer || !pc) throw new SessionFailure("a sealed message before the key was confirmed", "protocol");
+          if (!sealer || !pc || !confirmed) throw new SessionFailure("a sealed message before the key was confirmed", "protocol");
           const m = sealer.open(env);
           if ((m.lane ?? 0) !== 0) throw new SessionFailure("a description for a lane we did not agree on", "protocol");
           if (m.type === "answer" && typeof m.sdp === "string") {
@@ -461,7 +474,7 @@ async function answer(room: Room, password: string, progress: Progress): Promise
             }
             throw e;
           }
-          sealer = new Sealer(keys, room, joiner);
+          sealer = new Sealer(keys.signalSendKey, keys.signalRecvKey, room, joiner);
           progress("connecting to the other side");
           pc = new RTCPeerConnection({ iceServers: room.iceServers });
           pc.ondatachannel = (e) => {

@@ -533,6 +533,16 @@ export class Party {
   }
 
   /**
+   * Between our key confirmation and the peer's: the key that seals what we send. The joiner
+   * seals its offer with it and sends it right behind its confirmation (§6a): a sealed message
+   * tests the same single guess as the confirmation. The key that opens the peer's messages
+   * comes only from {@link receiveConfirmation}.
+   */
+  sendKeyBeforeConfirmation(): Uint8Array | null {
+    return this.#state.kind === "confirm" ? this.#state.keys.signalSendKey.slice() : null;
+  }
+
+  /**
    * Checks the peer's key confirmation (constant-time compare) and hands out the keys,
    * with, for the owner, its own confirmation to send now (`reply`; `null` for the joiner).
    * A mismatch throws {@link PakeError} `confirmation` carrying the owner's `reply`.

@@ -64,16 +64,25 @@ const MAX_COUNTER = (1n << 64n) - 1n;
 /** One peer's end of the sealed signalling channel. */
 export class SealedChannel {
   readonly #sendKey: Uint8Array;
-  readonly #recvKey: Uint8Array;
+  /** `null` until the peer's key confirmation verified (see {@link SealedChannel.receiveWith}). */
+  #recvKey: Uint8Array | null = null;
   #sendCounter = 0n;
   #recvCounter = 0n;
 
-  /** `sendKey` = `signalSendKey`, `recvKey` = `signalRecvKey` of the {@link SessionKeys}. */
-  constructor(sendKey: Uint8Array, recvKey: Uint8Array) {
-    if (sendKey.length !== 32 || recvKey.length !== 32) {
-      throw new Error("AES-256-GCM keys are 32 bytes");
-    }
+  /**
+   * `sendKey` = `signalSendKey`, `recvKey` = `signalRecvKey` of the {@link SessionKeys}.
+   * Without `recvKey` the channel only seals (a joiner's, between its key confirmation and
+   * the owner's) and opens nothing until {@link SealedChannel.receiveWith}.
+   */
+  constructor(sendKey: Uint8Array, recvKey: Uint8Array | null = null) {
+    if (sendKey.length !== 32) throw new Error("AES-256-GCM keys are 32 bytes");
     this.#sendKey = sendKey.slice();
+    if (recvKey) this.receiveWith(recvKey);
+  }
+
+  /** The peer's key confirmation verified: open what it seals with `recvKey` from now on. */
+  receiveWith(recvKey: Uint8Array): void {
+    if (recvKey.length !== 32) throw new Error("AES-256-GCM keys are 32 bytes");
     this.#recvKey = recvKey.slice();
   }
 
@@ -109,9 +118,13 @@ export class SealedChannel {
         `sealed payload arrived out of order (counter ${counter}, expected ${this.#recvCounter})`,
       );
     }
+    const recvKey = this.#recvKey;
+    if (!recvKey) {
+      throw new SealError("authentication", "a sealed payload before the peer's key confirmation");
+    }
     let pt: Uint8Array;
     try {
-      pt = gcm(this.#recvKey, counterNonce(counter), associatedData(header, counter)).decrypt(
+      pt = gcm(recvKey, counterNonce(counter), associatedData(header, counter)).decrypt(
         raw.subarray(8),
       );
     } catch {
