@@ -362,18 +362,28 @@ impl Session {
                         self.agree();
                         self.tune(0);
                         self.commands.push_back(Command::AcceptAnswer(0, sdp));
-                        // Now the other lanes: one offer each.
                         let Some(version) = self.hs.version() else {
                             return self.fail(SessionError::Internal("answer before keys"));
                         };
-                        for extra in 1..self.hs.lanes() {
-                            self.set_lane(extra, Lane::Made);
-                            self.commands.push_back(Command::CreatePeer {
-                                lane: extra,
-                                version,
-                            });
-                            self.tune(extra);
-                            self.commands.push_back(Command::MakeOffer(extra));
+                        let agreed = self.hs.lanes();
+                        for extra in 1..self.lanes.len().max(agreed as usize) as u32 {
+                            if extra >= agreed {
+                                // Offered with lane 0 but not agreed (the owner's
+                                // announcement was altered on the way).
+                                self.drop_lane(extra, "not agreed");
+                            } else if self.is_live(extra) {
+                                // Offered with lane 0: tuned now that the features are known.
+                                self.tune(extra);
+                            } else {
+                                // The other lanes: one offer each.
+                                self.set_lane(extra, Lane::Made);
+                                self.commands.push_back(Command::CreatePeer {
+                                    lane: extra,
+                                    version,
+                                });
+                                self.tune(extra);
+                                self.commands.push_back(Command::MakeOffer(extra));
+                            }
                         }
                     }
                 }
@@ -395,11 +405,18 @@ impl Session {
         for f in self.features {
             self.hs.announce(f);
         }
-        self.set_lane(0, Lane::Made);
-        self.commands
-            .push_back(Command::CreatePeer { lane: 0, version });
-        if self.role == Role::Joiner {
-            self.commands.push_back(Command::MakeOffer(0));
+        // A joiner whose owner announced enough lanes offers them with lane 0's.
+        let early = match self.role {
+            Role::Joiner => self.hs.early_lanes(),
+            Role::Owner => 1,
+        };
+        for lane in 0..early {
+            self.set_lane(lane, Lane::Made);
+            self.commands
+                .push_back(Command::CreatePeer { lane, version });
+            if self.role == Role::Joiner {
+                self.commands.push_back(Command::MakeOffer(lane));
+            }
         }
     }
 
@@ -544,6 +561,79 @@ mod tests {
             }
             if !busy {
                 return closed;
+            }
+        }
+    }
+
+    /// With the owner's announcement of the lanes it answers with, a joiner makes every lane's
+    /// offer before lane 0's answer comes back; without it (an owner from before lanes were
+    /// announced), only after. Either way each lane is made once and tuned once, and all of
+    /// them come up.
+    #[test]
+    fn lanes_are_offered_with_lane_zero_when_the_owner_announces_them() {
+        for announced in [true, false] {
+            let t0 = Instant::now();
+            let (mut j, mut o) = pair(4, t0);
+            // The joiner's commands on lanes, in order.
+            let mut log: Vec<String> = vec![];
+            loop {
+                let mut busy = false;
+                while let Some(c) = j.poll_command() {
+                    busy = true;
+                    match c {
+                        Command::Send(env) | Command::Notify(env) => o.on_message(&env, t0),
+                        Command::MakeOffer(l) => {
+                            log.push(format!("offer {l}"));
+                            j.on_description(l, Ok(format!("offer {l}")));
+                        }
+                        Command::CreatePeer { lane, .. } => log.push(format!("make {lane}")),
+                        Command::Tune { lane, .. } => log.push(format!("tune {lane}")),
+                        Command::AcceptAnswer(l, _) => log.push(format!("answer {l}")),
+                        c => panic!("{c:?}"),
+                    }
+                }
+                while let Some(c) = o.poll_command() {
+                    busy = true;
+                    match c {
+                        Command::Send(env) | Command::Notify(env)
+                            if announced || env.msg_type != crate::handshake::msg2::LANES =>
+                        {
+                            j.on_message(&env, t0);
+                        }
+                        Command::AcceptOffer(l, _) => {
+                            o.on_description(l, Ok(format!("answer {l}")))
+                        }
+                        _ => {}
+                    }
+                }
+                if !busy {
+                    break;
+                }
+            }
+            let at = |s: &str| log.iter().position(|x| x == s).unwrap_or(usize::MAX);
+            for lane in 1..4 {
+                let offered = at(&format!("offer {lane}"));
+                assert!(offered < usize::MAX, "announced {announced}: {log:?}");
+                assert_eq!(offered < at("answer 0"), announced, "{log:?}");
+                for what in ["make", "tune", "offer", "answer"] {
+                    let n = log
+                        .iter()
+                        .filter(|x| **x == format!("{what} {lane}"))
+                        .count();
+                    assert_eq!(n, 1, "announced {announced}, {what} {lane}: {log:?}");
+                }
+                // Tuned once lane 0's answer said which features both sides speak.
+                assert!(at(&format!("tune {lane}")) > at("answer 0"), "{log:?}");
+            }
+            for s in [&mut j, &mut o] {
+                for lane in 0..4 {
+                    s.on_connected(lane, t0);
+                }
+                let outcome = s.poll_outcome(t0);
+                assert!(
+                    matches!(&outcome, Some(Outcome::Connected { up, agreed: 4, .. }) if up.len() == 4),
+                    "announced {announced}: {outcome:?}"
+                );
             }
         }
     }

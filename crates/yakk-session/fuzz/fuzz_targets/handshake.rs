@@ -22,6 +22,7 @@ const NAMES: &[&str] = &[
     msg2::CONFIRM,
     msg2::SEALED,
     msg2::ABORT,
+    msg2::LANES,
 ];
 
 fn params(role: Role, legacy: bool) -> Params {

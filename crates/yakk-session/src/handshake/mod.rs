@@ -138,6 +138,12 @@ struct RequestOffer {
     versions: Vec<String>,
 }
 
+/// The payload of `YAKK2_LANES`.
+#[derive(Debug, Serialize, Deserialize)]
+struct LanesCap {
+    lanes: u32,
+}
+
 /// A message as JSON. Serialising can fail only for maps with keys that are not strings and
 /// for `Serialize` impls that fail on purpose; the messages here are derived structs of
 /// strings, numbers and lists, so it cannot.
@@ -196,6 +202,10 @@ pub struct Handshake {
     features: Vec<String>,
     /// Owner: the joiner's wrong password was the one that burned the code.
     burned_room: bool,
+    /// Joiner: how many lanes it offers at once, lane 0 included, before lane 0's answer: its
+    /// wish, within what the owner announced it answers with (`YAKK2_LANES`); 1 when the
+    /// owner announced nothing.
+    early_lanes: u32,
     /// The versions we announce (joiner) or speak (owner), as repeated in a yakk/1 description.
     versions: Vec<String>,
     admission: Arc<Mutex<Admission>>,
@@ -253,6 +263,7 @@ impl Handshake {
             queued_candidates: Vec::new(),
             features: Vec::new(),
             burned_room: false,
+            early_lanes: 1,
             versions,
             admission,
         }
@@ -299,6 +310,12 @@ impl Handshake {
         }
     }
 
+    /// Joiner: how many lanes to offer at once with lane 0 (lane 0 included), before its
+    /// answer: more than one only when the owner announced that it answers with that many.
+    pub fn early_lanes(&self) -> u32 {
+        self.early_lanes
+    }
+
     /// Owner: whether this joiner's wrong password burned the code (the room must close).
     pub fn burned_room(&self) -> bool {
         self.burned_room
@@ -343,6 +360,17 @@ impl Handshake {
                 return Ok(out);
             }
             State::Exchange(x) if x.name(x.round) == t => return self.on_pake(env),
+            State::Exchange(x)
+                if t == msg2::LANES && role == Role::Joiner && x.version() == Version::V2 =>
+            {
+                let cap = serde_json::from_str::<LanesCap>(&env.payload)
+                    .map_err(|_| HandshakeError::Malformed(msg2::LANES.into()))?
+                    .lanes;
+                // A server that raised it can make the owner refuse an offer: no worse than
+                // dropping messages, which it can do anyway.
+                self.early_lanes = self.p.lanes.min(cap).clamp(1, MAX_LANES);
+                return Ok(vec![]);
+            }
             State::Negotiating(Negotiation::V2(n)) if t == msg2::SEALED => {
                 return n.on_sealed(&self.p, &self.description_sent, env);
             }
@@ -515,9 +543,16 @@ impl Handshake {
             return Err(HandshakeError::V1Refused);
         };
         let x = Exchange::new(pake);
-        let first = self.plain(x.name(Round::One), round1);
+        let mut out = vec![Action::Send(self.plain(x.name(Round::One), round1))];
+        // The most lanes this owner answers with, so that the joiner's other offers need not
+        // wait for lane 0's answer. A joiner from before ignores the name.
+        let cap = self.p.lanes_cap.clamp(1, MAX_LANES);
+        if x.version() == Version::V2 && cap > 1 {
+            let payload = json(&LanesCap { lanes: cap });
+            out.push(Action::Send(self.plain(msg2::LANES, payload)));
+        }
         self.state = State::Exchange(x);
-        Ok(vec![Action::Send(first)])
+        Ok(out)
     }
 
     /// Our offer (joiner) or answer (owner) for `lane` is ready: seal and send it, then the
@@ -527,7 +562,7 @@ impl Handshake {
         lane: u32,
         sdp: String,
     ) -> Result<Vec<Action>, HandshakeError> {
-        if lane >= self.lanes() {
+        if lane >= self.lanes().max(self.early_lanes) {
             return Err(HandshakeError::OutOfOrder(
                 "a description for a lane not agreed",
             ));
@@ -610,6 +645,7 @@ pub const KNOWN: &[&str] = &[
     msg2::CONFIRM,
     msg2::SEALED,
     msg2::ABORT,
+    msg2::LANES,
 ];
 
 fn is_known(t: &str) -> bool {

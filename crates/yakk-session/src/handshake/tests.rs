@@ -184,9 +184,7 @@ fn negotiate_lanes(
     jp.lanes = joiner;
     let mut op = params(Role::Owner, "pw");
     op.lanes = owner;
-    let (mut j, first) = Handshake::joiner(jp);
-    let mut o = Handshake::owner(op);
-    relay(&mut j, &mut o, first, vec![], &mut |_| {}).unwrap();
+    let (mut j, mut o) = exchange_with(jp, op, &mut |_| {});
     let offer = if old_joiner {
         j.description_sent.push(0);
         vec![Action::Send(j.seal_v2(&v2::Message::Offer {
@@ -272,6 +270,113 @@ fn lanes_are_the_larger_wish_and_each_lane_negotiates_on_its_own() {
             );
         }
     }
+}
+
+/// A joiner and an owner (lane cap `cap`) through the key exchange; `tamper` may rewrite
+/// what the server relays.
+fn exchanged(wish: u32, cap: u32, tamper: &mut dyn FnMut(&mut Envelope)) -> (Handshake, Handshake) {
+    let mut jp = params(Role::Joiner, "pw");
+    jp.lanes = wish;
+    let mut op = params(Role::Owner, "pw");
+    op.lanes_cap = cap;
+    exchange_with(jp, op, tamper)
+}
+
+/// A joiner and an owner of these parameters through the key exchange.
+fn exchange_with(
+    jp: Params,
+    op: Params,
+    tamper: &mut dyn FnMut(&mut Envelope),
+) -> (Handshake, Handshake) {
+    let (mut j, first) = Handshake::joiner(jp);
+    let mut o = Handshake::owner(op);
+    relay(&mut j, &mut o, first, vec![], tamper).unwrap();
+    (j, o)
+}
+
+/// An owner announces the lanes it answers with; the joiner then offers its lanes together,
+/// before lane 0's answer, as many as it wishes within that; the owner takes them all in
+/// order, and the answers come back in order.
+#[test]
+fn the_joiner_offers_its_lanes_together_when_the_owner_announces_them() {
+    for (wish, cap, early) in [(8, 32, 8), (8, 4, 4), (1, 32, 1), (8, 1, 1)] {
+        let (mut j, mut o) = exchanged(wish, cap, &mut |_| {});
+        assert_eq!(j.early_lanes(), early, "wish {wish}, cap {cap}");
+        let mut offers = vec![];
+        for lane in 0..early {
+            offers.extend(
+                j.on_local_description(lane, format!("offer {lane}"))
+                    .unwrap(),
+            );
+        }
+        // No lane beyond what was announced before an answer.
+        assert!(matches!(
+            j.on_local_description(early, "offer".into()),
+            Err(HandshakeError::OutOfOrder(_))
+        ));
+        let (_, oa) = relay(&mut j, &mut o, offers, vec![], &mut |_| {}).unwrap();
+        let took: Vec<_> = (0..early)
+            .map(|l| Action::AcceptOffer(l, format!("offer {l}")))
+            .collect();
+        assert_eq!(oa, took, "wish {wish}, cap {cap}");
+        let mut answers = vec![];
+        for lane in 0..early {
+            answers.extend(
+                o.on_local_description(lane, format!("answer {lane}"))
+                    .unwrap(),
+            );
+        }
+        let (ja, _) = relay(&mut j, &mut o, vec![], answers, &mut |_| {}).unwrap();
+        let accepted: Vec<_> = (0..early)
+            .map(|l| Action::AcceptAnswer(l, format!("answer {l}")))
+            .collect();
+        assert_eq!(ja, accepted);
+        assert_eq!((j.lanes(), o.lanes()), (early, early));
+    }
+}
+
+/// The announcement travels in the clear. A server that raises it gets the joiner to offer a
+/// lane the owner did not agree on, which the owner refuses: the session fails, as it would
+/// if the server dropped messages, and nothing else changes. A malformed one is refused.
+#[test]
+fn a_raised_lane_announcement_only_makes_the_owner_refuse() {
+    let mut raise = |e: &mut Envelope| {
+        if e.msg_type == msg2::LANES {
+            e.payload = r#"{"lanes":32}"#.into();
+        }
+    };
+    let (mut j, mut o) = exchanged(8, 4, &mut raise);
+    assert_eq!(j.early_lanes(), 8);
+    let mut offers = vec![];
+    for lane in 0..8 {
+        offers.extend(
+            j.on_local_description(lane, format!("offer {lane}"))
+                .unwrap(),
+        );
+    }
+    let err = relay(&mut j, &mut o, offers, vec![], &mut |_| {}).unwrap_err();
+    assert!(
+        matches!(err, (Role::Owner, HandshakeError::Unexpected(_))),
+        "{err:?}"
+    );
+
+    let mut jp = params(Role::Joiner, "pw");
+    jp.lanes = 8;
+    let (mut j, _) = Handshake::joiner(jp);
+    let mut o = Handshake::owner(params(Role::Owner, "pw"));
+    let req = Envelope::new(msg::REQUEST_OFFER, r#"{"versions":["yakk/2"]}"#, 1, 0);
+    let sent = sent(o.on_message(&req).unwrap());
+    assert!(sent.iter().any(|e| e.msg_type == msg2::LANES));
+    let bad = Envelope::new(msg2::LANES, "{\"lanes\":\"all\"}", 0, 1);
+    assert!(matches!(
+        j.on_message(&bad),
+        Err(HandshakeError::Malformed(_))
+    ));
+    // An owner never takes it.
+    assert!(
+        o.on_message(&Envelope::new(msg2::LANES, r#"{"lanes":2}"#, 1, 0))
+            .is_err()
+    );
 }
 
 #[test]

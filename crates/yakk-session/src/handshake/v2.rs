@@ -14,6 +14,9 @@ pub mod msg {
     pub const PAKE2: &str = "YAKK2_PAKE2";
     pub const CONFIRM: &str = "YAKK2_CONFIRM";
     pub const SEALED: &str = "YAKK2_SEALED";
+    /// Plain, owner → joiner, right behind its round 1: `{"lanes":N}`, the most lanes it will
+    /// answer with, so that the joiner may send its other lanes' offers with lane 0's.
+    pub const LANES: &str = "YAKK2_LANES";
     /// Plain notice that the sender gave up the handshake, with the reason's code: the side
     /// that finds a tampered message is the only one that knows, and the other would wait.
     pub const ABORT: &str = "YAKK2_ABORT";
