@@ -371,9 +371,12 @@ impl Session {
                                 // Offered with lane 0 but not agreed (the owner's
                                 // announcement was altered on the way).
                                 self.drop_lane(extra, "not agreed");
-                            } else if self.is_live(extra) {
-                                // Offered with lane 0: tuned now that the features are known.
-                                self.tune(extra);
+                            } else if (extra as usize) < self.lanes.len() {
+                                // Offered with lane 0: tuned now that the features are known
+                                // (unless it failed already: it is not made again).
+                                if self.is_live(extra) {
+                                    self.tune(extra);
+                                }
                             } else {
                                 // The other lanes: one offer each.
                                 self.set_lane(extra, Lane::Made);
@@ -565,6 +568,60 @@ mod tests {
         }
     }
 
+    /// Runs a joiner wishing for 4 lanes and an owner to the end of their commands, as
+    /// [`pump`] does; the owner's lane announcement reaches the joiner if `announced`, and the
+    /// joiner's offer on `failing` cannot be made. Returns the joiner's commands on lanes, in
+    /// order ("make 1", "tune 1", "offer 1", "answer 1", "close 1"), and both sessions.
+    fn run_lanes(
+        announced: bool,
+        failing: Option<u32>,
+        t0: Instant,
+    ) -> (Vec<String>, Session, Session) {
+        let (mut j, mut o) = pair(4, t0);
+        let mut log: Vec<String> = vec![];
+        loop {
+            let mut busy = false;
+            while let Some(c) = j.poll_command() {
+                busy = true;
+                match c {
+                    Command::Send(env) | Command::Notify(env) => o.on_message(&env, t0),
+                    Command::MakeOffer(l) if Some(l) == failing => {
+                        j.on_description(l, Err(SessionError::Internal("no offer")))
+                    }
+                    Command::MakeOffer(l) => {
+                        log.push(format!("offer {l}"));
+                        j.on_description(l, Ok(format!("offer {l}")));
+                    }
+                    Command::CreatePeer { lane, .. } => log.push(format!("make {lane}")),
+                    Command::Tune { lane, .. } => log.push(format!("tune {lane}")),
+                    Command::AcceptAnswer(l, _) => log.push(format!("answer {l}")),
+                    Command::CloseLane(l) => log.push(format!("close {l}")),
+                    c => panic!("{c:?}"),
+                }
+            }
+            while let Some(c) = o.poll_command() {
+                busy = true;
+                match c {
+                    Command::Send(env) | Command::Notify(env)
+                        if announced || env.msg_type != crate::handshake::msg2::LANES =>
+                    {
+                        j.on_message(&env, t0);
+                    }
+                    Command::AcceptOffer(l, _) => o.on_description(l, Ok(format!("answer {l}"))),
+                    _ => {}
+                }
+            }
+            if !busy {
+                return (log, j, o);
+            }
+        }
+    }
+
+    /// How many times `what` is in `log`.
+    fn count(log: &[String], what: &str) -> usize {
+        log.iter().filter(|x| *x == what).count()
+    }
+
     /// With the owner's announcement of the lanes it answers with, a joiner makes every lane's
     /// offer before lane 0's answer comes back; without it (an owner from before lanes were
     /// announced), only after. Either way each lane is made once and tuned once, and all of
@@ -573,53 +630,14 @@ mod tests {
     fn lanes_are_offered_with_lane_zero_when_the_owner_announces_them() {
         for announced in [true, false] {
             let t0 = Instant::now();
-            let (mut j, mut o) = pair(4, t0);
-            // The joiner's commands on lanes, in order.
-            let mut log: Vec<String> = vec![];
-            loop {
-                let mut busy = false;
-                while let Some(c) = j.poll_command() {
-                    busy = true;
-                    match c {
-                        Command::Send(env) | Command::Notify(env) => o.on_message(&env, t0),
-                        Command::MakeOffer(l) => {
-                            log.push(format!("offer {l}"));
-                            j.on_description(l, Ok(format!("offer {l}")));
-                        }
-                        Command::CreatePeer { lane, .. } => log.push(format!("make {lane}")),
-                        Command::Tune { lane, .. } => log.push(format!("tune {lane}")),
-                        Command::AcceptAnswer(l, _) => log.push(format!("answer {l}")),
-                        c => panic!("{c:?}"),
-                    }
-                }
-                while let Some(c) = o.poll_command() {
-                    busy = true;
-                    match c {
-                        Command::Send(env) | Command::Notify(env)
-                            if announced || env.msg_type != crate::handshake::msg2::LANES =>
-                        {
-                            j.on_message(&env, t0);
-                        }
-                        Command::AcceptOffer(l, _) => {
-                            o.on_description(l, Ok(format!("answer {l}")))
-                        }
-                        _ => {}
-                    }
-                }
-                if !busy {
-                    break;
-                }
-            }
+            let (log, mut j, mut o) = run_lanes(announced, None, t0);
             let at = |s: &str| log.iter().position(|x| x == s).unwrap_or(usize::MAX);
             for lane in 1..4 {
                 let offered = at(&format!("offer {lane}"));
                 assert!(offered < usize::MAX, "announced {announced}: {log:?}");
                 assert_eq!(offered < at("answer 0"), announced, "{log:?}");
                 for what in ["make", "tune", "offer", "answer"] {
-                    let n = log
-                        .iter()
-                        .filter(|x| **x == format!("{what} {lane}"))
-                        .count();
+                    let n = count(&log, &format!("{what} {lane}"));
                     assert_eq!(n, 1, "announced {announced}, {what} {lane}: {log:?}");
                 }
                 // Tuned once lane 0's answer said which features both sides speak.
@@ -636,6 +654,26 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A lane offered with lane 0 whose offer could not be made is given up, and not made
+    /// again once lane 0's answer comes: a second offer on it would be refused by the owner.
+    #[test]
+    fn an_early_lane_that_failed_is_not_made_again() {
+        let t0 = Instant::now();
+        let (log, mut j, _) = run_lanes(true, Some(2), t0);
+        assert_eq!(count(&log, "make 2"), 1, "{log:?}");
+        assert_eq!(count(&log, "offer 2"), 0, "{log:?}");
+        assert_eq!(count(&log, "close 2"), 1, "{log:?}");
+        assert_eq!(count(&log, "tune 2"), 0, "{log:?}");
+        for lane in [0, 1, 3] {
+            j.on_connected(lane, t0);
+        }
+        let outcome = j.poll_outcome(t0);
+        assert!(
+            matches!(&outcome, Some(Outcome::Connected { up, agreed: 4, .. }) if *up == [0, 1, 3]),
+            "{outcome:?}"
+        );
     }
 
     #[test]
