@@ -326,12 +326,12 @@ impl Session {
         for a in actions {
             match a {
                 Action::Send(env) => self.commands.push_back(Command::Send(env)),
-                Action::OfferEarly(version) => self.make_lane0(version),
+                Action::OfferEarly(version) => self.make_first_lanes(version),
                 Action::KeyConfirmed(version) => {
                     tracing::info!(%version, "key confirmed");
                     self.deadline = now + self.connect_timeout;
                     if self.lanes.is_empty() {
-                        self.make_lane0(version);
+                        self.make_first_lanes(version);
                     }
                 }
                 Action::AcceptOffer(0, sdp) => {
@@ -369,27 +369,26 @@ impl Session {
                             return self.fail(SessionError::Internal("answer before keys"));
                         };
                         let agreed = self.hs.lanes();
-                        for extra in 1..self.lanes.len().max(agreed as usize) as u32 {
-                            if extra >= agreed {
-                                // Offered with lane 0 but not agreed (the owner's
-                                // announcement was altered on the way).
-                                self.drop_lane(extra, "not agreed");
-                            } else if (extra as usize) < self.lanes.len() {
-                                // Offered with lane 0: tuned now that the features are known
-                                // (unless it failed already: it is not made again).
-                                if self.is_live(extra) {
-                                    self.tune(extra);
-                                }
-                            } else {
-                                // The other lanes: one offer each.
-                                self.set_lane(extra, Lane::Made);
-                                self.commands.push_back(Command::CreatePeer {
-                                    lane: extra,
-                                    version,
-                                });
-                                self.tune(extra);
-                                self.commands.push_back(Command::MakeOffer(extra));
+                        let made = self.lanes.len() as u32;
+                        // The lanes offered with lane 0: tuned now that the features are known,
+                        // or given up if not agreed (the owner's announcement was altered on
+                        // the way). One that failed already is not made again.
+                        for early in 1..made {
+                            if early >= agreed {
+                                self.drop_lane(early, "not agreed");
+                            } else if self.is_live(early) {
+                                self.tune(early);
                             }
+                        }
+                        // The other lanes: one offer each.
+                        for extra in made.max(1)..agreed {
+                            self.set_lane(extra, Lane::Made);
+                            self.commands.push_back(Command::CreatePeer {
+                                lane: extra,
+                                version,
+                            });
+                            self.tune(extra);
+                            self.commands.push_back(Command::MakeOffer(extra));
                         }
                     }
                 }
@@ -406,8 +405,9 @@ impl Session {
         }
     }
 
-    /// Lane 0's peer connection, and the joiner's offer on it.
-    fn make_lane0(&mut self, version: Version) {
+    /// The first peer connections once the key is agreed: lane 0's and, for a joiner whose
+    /// owner announced its lanes, those offered with it; a joiner's offer on each.
+    fn make_first_lanes(&mut self, version: Version) {
         for f in self.features {
             self.hs.announce(f);
         }
