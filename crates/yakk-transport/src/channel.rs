@@ -1,6 +1,6 @@
 //! [`Channel`]: the application's end of one data channel, as a byte stream.
 //!
-//! A `Channel` knows nothing of WebRTC: it talks to the channel's pump tasks (`pump.rs`)
+//! A `Channel` knows nothing of WebRTC: it talks to the channel's pump tasks (`pump/`)
 //! through two bounded queues, one per direction. The queues bound memory and carry
 //! backpressure: `poll_write` waits for a free slot. Inbound, without flow control the pump
 //! stops draining the channel while the application does not read; with it (`flow`), the

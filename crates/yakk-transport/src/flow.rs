@@ -16,7 +16,7 @@
 //! * A receiver that gets more than it granted resets the stream.
 //! * Closing: once both end-of-stream markers have passed, one side sends `"c"` and nothing
 //!   more; the other closes on it: the opener when both announced `opener-closes`, else the
-//!   acceptor (see `both_done` in `pump.rs`).
+//!   acceptor (see `both_done` in `pump/close.rs`).
 //! * The receiver grows a stream's window (doubling, up to `MAX_WINDOW`) while its reader
 //!   keeps up, and the windows of one connection together stay within `PEER_WINDOW_POOL`.
 

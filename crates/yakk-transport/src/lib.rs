@@ -54,7 +54,7 @@
 //!
 //! # Implementation
 //!
-//! The `webrtc` crate's async layer (`connection/`; each channel's pumps in `pump.rs`, its
+//! The `webrtc` crate's async layer (`connection/`; each channel's pumps in `pump/`, its
 //! application end in `channel.rs`). Its timers are capped while a connection is being set up
 //! (`netbuf.rs`, `SetupClock`), so the first channel opens without waiting for the stack's
 //! timer ticks.

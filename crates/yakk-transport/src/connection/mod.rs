@@ -2,7 +2,7 @@
 //!
 //! Owns the translation between yakk's types and WebRTC's: SDP and candidates in and out
 //! (here), connection state to [`PeerEvent`]s (`events.rs`), and opening (`open.rs`) and
-//! accepting data channels, each wired to a [`Channel`] by `pump.rs`.
+//! accepting data channels, each wired to a [`Channel`] by `pump/`.
 
 mod events;
 mod open;
