@@ -55,6 +55,7 @@
 //! framing and bounds), `buffers.rs` (the allocations' socket buffers).
 
 mod buffers;
+mod framing;
 mod gate;
 mod guard;
 mod shortcut;

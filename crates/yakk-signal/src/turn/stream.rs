@@ -13,19 +13,18 @@
 //! busy: a joiner without UDP moved 6–11 MiB/s over it in the NAT lab, against 26–32 over TLS
 //! here.)
 //!
-//! Framing over a stream (RFC 8656 §12.5, RFC 6062): a STUN message is its 20-byte header and
-//! `length` more bytes (a multiple of 4); ChannelData is its 4-byte header and `length` bytes,
-//! padded to a multiple of 4. A frame that is neither, is longer than accepted, or does not
-//! decode closes the connection (its stream cannot be trusted any further).
+//! Frames are read and checked by `framing.rs` (RFC 8656 §12.5, RFC 6062); one that does not
+//! parse closes the connection.
 //!
-//! Bounds, per connection: one frame read at a time, at most [`MAX_STUN`] bytes for a STUN
-//! message and [`MAX_CHANNEL_DATA`] for ChannelData (the size of the relay's own UDP
-//! datagrams); at most [`EGRESS_BYTES`] queued towards the client (more are dropped, as a
-//! congested link would drop them); a client that stops reading is closed once a write has
-//! waited [`WRITE_TIMEOUT`]; a connection without an allocation for [`NO_ALLOCATION_TIMEOUT`]
-//! is closed. In all: at most [`StreamOptions::max_connections`] connections,
-//! [`StreamOptions::max_per_address`] per client address, and [`EGRESS_BYTES_TOTAL`] queued
-//! towards all clients.
+//! Bounds, per connection: one frame read at a time, at most
+//! [`MAX_STUN`](super::framing::MAX_STUN) bytes for a STUN message and
+//! [`MAX_CHANNEL_DATA`](super::framing::MAX_CHANNEL_DATA) for ChannelData (the size of the
+//! relay's own UDP datagrams); at most [`EGRESS_BYTES`] queued towards the client (more are
+//! dropped, as a congested link would drop them); a client that stops reading is closed once a
+//! write has waited [`WRITE_TIMEOUT`]; a connection without an allocation for
+//! [`NO_ALLOCATION_TIMEOUT`] is closed. In all: at most [`StreamOptions::max_connections`]
+//! connections, [`StreamOptions::max_per_address`] per client address, and
+//! [`EGRESS_BYTES_TOTAL`] queued towards all clients.
 //!
 //! Why the queue towards a client is deep: a peer on the other side of the relay sends over UDP
 //! in bursts of up to its whole window, and the stream drains at its own pace. Whatever of
@@ -33,41 +32,28 @@
 //! retransmission timer (a second at least). With 64 frames (80 KB) the relayed path over TLS
 //! moved 4–19 MiB/s and sometimes under 1; with room for a yakk peer's whole SCTP window (3 MiB)
 //! between the allocation's socket and this queue, 33–35 MiB/s (bench/RELAY.md, run 9).
-//!
-//! ChannelData: the crate has no public way to build its `ChannelData` from outside; its UDP
-//! transport decodes one from a datagram. Each ChannelData frame therefore goes through a
-//! private pair of connected loopback UDP sockets and is read back with the crate's UDP
-//! decoder, one at a time (the crate reads a transport's requests from a single task).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use bytecodec::DecodeExt as _;
-use medea_turn::attr::{Attribute, ChannelNumber};
 use medea_turn::transport::{Error, Request, Transport};
-use stun_codec::{Message, MessageDecoder};
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::mpsc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::Via;
+use super::framing::{ChannelDataDecoder, Frame, ReadError, read_frame};
 use super::gate::Gate;
 use crate::ratelimit::{ClientKey, ConnectionLimit};
 
 /// The ALPN protocol of TURN over TLS (RFC 7443).
 pub(crate) const ALPN: &[u8] = b"stun.turn";
-/// Largest STUN message accepted, header included.
-pub const MAX_STUN: usize = 4096;
-/// Largest ChannelData accepted, header included, padding not: what the relay reads of a UDP
-/// datagram.
-pub const MAX_CHANNEL_DATA: usize = 1500;
 /// Bytes that may wait for one client; more are dropped. More than a yakk peer's SCTP receive
 /// window (3 MiB), which bounds what it has in flight.
 pub const EGRESS_BYTES: usize = 4 << 20;
@@ -85,14 +71,8 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 const ALLOCATION_CHECK: Duration = Duration::from_secs(5);
 /// Requests of all connections waiting for the crate.
 const INGRESS_FRAMES: usize = 256;
-/// A ChannelData frame lost in the loopback decoding (it cannot happen but by a bug) is given
-/// up after this.
-const DECODE_TIMEOUT: Duration = Duration::from_secs(1);
 /// The crate's number for TCP (the transport of a 5-tuple; TLS runs over TCP).
 const PROTO_TCP: u8 = 6;
-/// The magic cookie of every STUN message (RFC 5389), bytes 4 to 8.
-const MAGIC_COOKIE: [u8; 4] = 0x2112_A442_u32.to_be_bytes();
-
 /// Why the relay refused or closed a TURN-over-TCP or TURN-over-TLS connection; one label value
 /// of `yakk_signal_turn_tcp_closed_total` and `yakk_signal_turn_tls_closed_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,13 +153,6 @@ pub(crate) struct StreamOptions {
     pub max_connections: usize,
     /// Connections open at once from one client address (IPv6: per /64), at most; 0: no limit.
     pub max_per_address: usize,
-}
-
-/// A frame read from a client.
-enum Frame {
-    Stun(Box<Message<Attribute>>),
-    /// A whole ChannelData, header included, padding removed.
-    ChannelData(Vec<u8>),
 }
 
 struct Ingress {
@@ -535,180 +508,9 @@ where
     None
 }
 
-#[derive(Debug)]
-enum ReadError {
-    /// End of stream, or a broken connection.
-    Gone,
-    /// Not a frame this transport accepts.
-    Malformed(&'static str),
-}
-
-impl From<io::Error> for ReadError {
-    fn from(_: io::Error) -> Self {
-        ReadError::Gone
-    }
-}
-
-/// Reads one frame: a STUN message or a ChannelData (see the module's documentation).
-async fn read_frame<R>(rd: &mut R) -> Result<Frame, ReadError>
-where
-    R: AsyncRead + Unpin,
-{
-    let mut head = [0u8; 4];
-    rd.read_exact(&mut head).await?;
-    let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
-    match head[0] >> 6 {
-        0b00 => {
-            if len % 4 != 0 {
-                return Err(ReadError::Malformed("STUN length not a multiple of 4"));
-            }
-            if 20 + len > MAX_STUN {
-                return Err(ReadError::Malformed("STUN message too long"));
-            }
-            let mut buf = vec![0u8; 20 + len];
-            buf[..4].copy_from_slice(&head);
-            rd.read_exact(&mut buf[4..]).await?;
-            if buf[4..8] != MAGIC_COOKIE {
-                return Err(ReadError::Malformed("no STUN magic cookie"));
-            }
-            match MessageDecoder::<Attribute>::new().decode_from_bytes(&buf) {
-                Ok(Ok(msg)) => Ok(Frame::Stun(Box::new(msg))),
-                _ => Err(ReadError::Malformed("undecodable STUN message")),
-            }
-        }
-        0b01 => {
-            let number = u16::from_be_bytes([head[0], head[1]]);
-            if !(ChannelNumber::MIN..=ChannelNumber::MAX).contains(&number) {
-                return Err(ReadError::Malformed(
-                    "ChannelData with an invalid channel number",
-                ));
-            }
-            if 4 + len > MAX_CHANNEL_DATA {
-                return Err(ReadError::Malformed("ChannelData too long"));
-            }
-            let padded = (4 + len).next_multiple_of(4);
-            let mut buf = vec![0u8; padded];
-            buf[..4].copy_from_slice(&head);
-            rd.read_exact(&mut buf[4..]).await?;
-            buf.truncate(4 + len);
-            Ok(Frame::ChannelData(buf))
-        }
-        _ => Err(ReadError::Malformed("neither STUN nor ChannelData")),
-    }
-}
-
-/// Turns ChannelData bytes into the crate's `ChannelData` through its UDP decoder (see the
-/// module's documentation).
-struct ChannelDataDecoder {
-    tx: UdpSocket,
-    rx: UdpSocket,
-}
-
-impl ChannelDataDecoder {
-    async fn new() -> io::Result<ChannelDataDecoder> {
-        let pair = match Self::pair(Ipv4Addr::LOCALHOST.into()).await {
-            Ok(pair) => pair,
-            Err(v4) => Self::pair(Ipv6Addr::LOCALHOST.into()).await.map_err(|v6| {
-                io::Error::other(format!(
-                    "TURN over TCP and TLS needs a loopback UDP socket pair: {v4} (127.0.0.1), \
-                     {v6} (::1)"
-                ))
-            })?,
-        };
-        Ok(pair)
-    }
-
-    /// Two UDP sockets on `ip`, each connected to the other (so nothing else reaches them).
-    async fn pair(ip: IpAddr) -> io::Result<ChannelDataDecoder> {
-        let tx = UdpSocket::bind((ip, 0)).await?;
-        let rx = UdpSocket::bind((ip, 0)).await?;
-        tx.connect(rx.local_addr()?).await?;
-        rx.connect(tx.local_addr()?).await?;
-        Ok(ChannelDataDecoder { tx, rx })
-    }
-
-    async fn decode(&self, raw: &[u8]) -> Option<Request> {
-        // A decode abandoned halfway (the crate's task stopped) may have left a datagram.
-        let mut scrap = [0u8; 1];
-        for _ in 0..INGRESS_FRAMES {
-            if self.rx.try_recv(&mut scrap).is_err() {
-                break;
-            }
-        }
-        self.tx.send(raw).await.ok()?;
-        match tokio::time::timeout(DECODE_TIMEOUT, Transport::recv_from(&self.rx)).await {
-            Ok(Ok((req @ Request::ChannelData(_), _))) => Some(req),
-            _ => None,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    async fn frame(bytes: &[u8]) -> Result<Frame, ReadError> {
-        let mut rd = bytes;
-        read_frame(&mut rd).await
-    }
-
-    fn stun_binding() -> Vec<u8> {
-        let mut b = vec![0x00, 0x01, 0x00, 0x00];
-        b.extend_from_slice(&MAGIC_COOKIE);
-        b.extend_from_slice(&[7u8; 12]);
-        b
-    }
-
-    #[tokio::test]
-    async fn frames_are_split_as_rfc_8656_says() {
-        assert!(matches!(frame(&stun_binding()).await, Ok(Frame::Stun(_))));
-        // ChannelData: 5 bytes of payload, 3 of padding; the padding is not part of it.
-        let mut cd = vec![0x40, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5, 0, 0, 0];
-        cd.extend_from_slice(&stun_binding());
-        let mut rd = &cd[..];
-        match read_frame(&mut rd).await {
-            Ok(Frame::ChannelData(raw)) => assert_eq!(raw, [0x40, 0x01, 0, 5, 1, 2, 3, 4, 5]),
-            other => panic!("{:?}", other.err()),
-        }
-        // The next frame starts after the padding.
-        assert!(matches!(read_frame(&mut rd).await, Ok(Frame::Stun(_))));
-        assert!(matches!(read_frame(&mut rd).await, Err(ReadError::Gone)));
-    }
-
-    #[tokio::test]
-    async fn malformed_frames_are_refused() {
-        for (what, bytes) in [
-            ("HTTP", b"GET / HTTP/1.1\r\n\r\n".to_vec()),
-            ("top bits 10", vec![0x80, 0, 0, 0]),
-            ("channel 0x5000", vec![0x50, 0x00, 0, 4, 1, 2, 3, 4]),
-            ("ChannelData too long", vec![0x40, 0x00, 0x05, 0xdd]),
-            ("STUN too long", vec![0x00, 0x01, 0x10, 0x00]),
-            ("STUN length", vec![0x00, 0x01, 0x00, 0x02]),
-            ("no cookie", {
-                let mut b = stun_binding();
-                b[4] = 0;
-                b
-            }),
-            ("undecodable", {
-                // An attribute longer than the message.
-                let mut b = stun_binding();
-                b[3] = 4;
-                b.extend_from_slice(&[0x00, 0x06, 0x00, 0x40]);
-                b
-            }),
-        ] {
-            assert!(
-                matches!(frame(&bytes).await, Err(ReadError::Malformed(_))),
-                "{what}"
-            );
-        }
-        // A frame cut short is the end of the stream, not a malformed one.
-        assert!(matches!(
-            frame(&stun_binding()[..10]).await,
-            Err(ReadError::Gone)
-        ));
-    }
-
     /// What waits for clients that do not read is bounded in bytes, per client (`one`) and in
     /// all (`all`): the rest is dropped and counted, and the count falls as frames leave the
     /// queues, written or dropped with a connection.
@@ -776,19 +578,5 @@ mod tests {
         ));
         drop(queues);
         assert_eq!(transport.queued.load(Ordering::Relaxed), 0);
-    }
-
-    #[tokio::test]
-    async fn channel_data_goes_through_the_crates_decoder() {
-        let d = ChannelDataDecoder::new().await.unwrap();
-        for payload in [&b"x"[..], &[9u8; 1496][..], &[][..]] {
-            let mut raw = vec![0x40, 0x02];
-            raw.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-            raw.extend_from_slice(payload);
-            assert!(matches!(
-                d.decode(&raw).await,
-                Some(Request::ChannelData(_))
-            ));
-        }
     }
 }
