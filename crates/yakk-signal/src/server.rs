@@ -30,7 +30,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::ice::RelayIce;
 use crate::mailbox::{Kick, MailboxHandle};
-use crate::metrics::{Metrics, Rejection};
+use crate::metrics::{self, Exposition, Metrics, Rejection};
 use crate::ratelimit::{ClientKey, ConnectionLimit, RateLimiter};
 use crate::redis_store::{RedisConfig, RedisStore, RedisStoreError};
 use crate::registry::{
@@ -493,18 +493,19 @@ pub(crate) fn text(
 
 fn render_metrics(shared: &Shared) -> String {
     let (rooms, mailboxes) = shared.store.counts();
-    let mut text = shared.metrics.render(rooms, mailboxes);
+    let mut out = Exposition::default();
+    shared.metrics.expose(rooms, mailboxes, &mut out);
     if let Store::Redis(s) = &shared.store {
-        text.push_str(
-            "# HELP yakk_signal_redis_errors_total Redis operations that failed (unreachable, timed out).\n\
-             # TYPE yakk_signal_redis_errors_total counter\n",
+        out.counter(
+            "yakk_signal_redis_errors_total",
+            "Redis operations that failed (unreachable, timed out).",
+            s.errors(),
         );
-        text.push_str(&format!("yakk_signal_redis_errors_total {}\n", s.errors()));
     }
     if let Some(gate) = &shared.relay_gate {
-        turn::render_metrics(gate, &mut text);
+        turn::expose_metrics(gate, &mut out);
     }
-    text
+    out.render()
 }
 
 fn route(
@@ -520,7 +521,7 @@ fn route(
         "/hello" => text(StatusCode::OK, "application/json", r#"{"Hello":"World"}"#),
         "/metrics" => text(
             StatusCode::OK,
-            "text/plain; version=0.0.4",
+            metrics::CONTENT_TYPE,
             render_metrics(&shared),
         ),
         "/ws/" | "/ws" => upgrade::upgrade(shared, peer, local, req),

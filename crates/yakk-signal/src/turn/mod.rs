@@ -61,7 +61,7 @@ mod guard;
 mod shortcut;
 mod stream;
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -71,6 +71,8 @@ use medea_turn::transport::Transport;
 use tokio::net::{TcpListener, UdpSocket};
 
 pub use gate::{Gate, is_global};
+
+use crate::metrics::Exposition;
 use guard::{Guarded, Inner, RestAuth};
 pub(crate) use stream::{ALPN as TURNS_ALPN, StreamOptions, StreamTransport};
 pub use stream::{StreamClose, StreamMetrics};
@@ -444,79 +446,50 @@ impl EmbeddedRelay {
     }
 }
 
-/// The relay's lines of `/metrics`.
-pub fn render_metrics(gate: &Gate, out: &mut String) {
+/// The relay's families of `/metrics`.
+pub fn expose_metrics(gate: &Gate, out: &mut Exposition) {
     let m = gate.metrics();
-    fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
-        family(out, name, kind, help, [(String::new(), value)]);
-    }
-    /// A metric with labelled series: each is its labels (`key="value",…`, or none) and value.
-    fn family(
-        out: &mut String,
-        name: &str,
-        kind: &str,
-        help: &str,
-        series: impl IntoIterator<Item = (String, u64)>,
-    ) {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        for (labels, value) in series {
-            if labels.is_empty() {
-                let _ = writeln!(out, "{name} {value}");
-            } else {
-                let _ = writeln!(out, "{name}{{{labels}}} {value}");
-            }
-        }
-    }
-    metric(
-        out,
+    out.gauge(
         "yakk_signal_turn_allocations",
-        "gauge",
         "Live allocations on the embedded TURN relay.",
         gate.live_allocations() as u64,
     );
-    metric(
-        out,
+    out.counter(
         "yakk_signal_turn_allocations_total",
-        "counter",
         "Allocations made by the embedded TURN relay.",
         m.allocations_total(),
     );
-    family(
-        out,
+    out.counters(
         "yakk_signal_turn_refused_total",
-        "counter",
         "Requests and packets the embedded TURN relay refused or dropped, by reason.",
         Refusal::ALL
             .iter()
-            .map(|&why| (format!("reason=\"{}\"", why.label()), m.refused(why))),
+            .map(|&why| (vec![("reason", why.label().to_string())], m.refused(why))),
     );
-    family(
-        out,
+    out.gauges(
         "yakk_signal_turn_transport_allocations",
-        "gauge",
         "Live allocations on the embedded TURN relay, by how clients reach it.",
         Via::ALL
             .iter()
             .zip(gate.live_allocations_via())
-            .map(|(via, n)| (format!("transport=\"{}\"", via.label()), n as u64)),
+            .map(|(via, n)| (vec![("transport", via.label().to_string())], n as u64)),
     );
-    family(
-        out,
+    out.counters(
         "yakk_signal_turn_transport_relayed_bytes_total",
-        "counter",
         "Payload bytes relayed by the embedded TURN relay, by how clients reach it.",
         Via::ALL.iter().flat_map(|&via| {
             let (to, from) = m.relayed_bytes_via(via);
-            let label =
-                |direction| format!("transport=\"{}\",direction=\"{direction}\"", via.label());
-            [(label("to_clients"), to), (label("from_clients"), from)]
+            let labels = |direction: &str| {
+                vec![
+                    ("transport", via.label().to_string()),
+                    ("direction", direction.to_string()),
+                ]
+            };
+            [(labels("to_clients"), to), (labels("from_clients"), from)]
         }),
     );
-    metric(
-        out,
+    out.counter(
         "yakk_signal_turn_shortcut_packets_total",
-        "counter",
         "ChannelData the embedded TURN relay passed straight between two of its UDP allocations.",
         m.shortcut_packets(),
     );
@@ -524,46 +497,39 @@ pub fn render_metrics(gate: &Gate, out: &mut String) {
         ("tls", "TURN-over-TLS", m.tls()),
         ("tcp", "TURN-over-TCP", m.tcp()),
     ] {
-        metric(
-            out,
+        out.gauge(
             &format!("yakk_signal_turn_{via}_connections"),
-            "gauge",
             &format!("Open {what} connections."),
             stream.open(),
         );
-        metric(
-            out,
+        out.counter(
             &format!("yakk_signal_turn_{via}_connections_total"),
-            "counter",
             &format!("{what} connections accepted."),
             stream.accepted(),
         );
-        metric(
-            out,
+        out.counter(
             &format!("yakk_signal_turn_{via}_dropped_frames_total"),
-            "counter",
             &format!("Frames for {what} clients dropped because the client's queue was full."),
             stream.dropped_frames(),
         );
-        family(
-            out,
+        out.counters(
             &format!("yakk_signal_turn_{via}_closed_total"),
-            "counter",
             &format!("{what} connections the relay refused or closed, by reason."),
-            StreamClose::ALL
-                .iter()
-                .map(|&why| (format!("reason=\"{}\"", why.label()), stream.closed(why))),
+            StreamClose::ALL.iter().map(|&why| {
+                (
+                    vec![("reason", why.label().to_string())],
+                    stream.closed(why),
+                )
+            }),
         );
     }
     let (to, from) = m.relayed_bytes();
-    family(
-        out,
+    out.counters(
         "yakk_signal_turn_relayed_bytes_total",
-        "counter",
         "Payload bytes relayed by the embedded TURN relay.",
         [
-            ("direction=\"to_clients\"".to_string(), to),
-            ("direction=\"from_clients\"".to_string(), from),
+            (vec![("direction", "to_clients".to_string())], to),
+            (vec![("direction", "from_clients".to_string())], from),
         ],
     );
 }
