@@ -148,6 +148,47 @@ impl ChannelDataDecoder {
     }
 }
 
+/// Fuzzing only (feature `fuzzing`, not a stable API): the framing as a connection reads it.
+#[cfg(feature = "fuzzing")]
+pub mod fuzz {
+    use std::future::Future as _;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    pub use super::{MAX_CHANNEL_DATA, MAX_STUN};
+
+    /// A frame read, without the decoded message.
+    #[derive(Debug)]
+    pub enum Frame {
+        Stun,
+        /// Header included, padding removed.
+        ChannelData(Vec<u8>),
+    }
+
+    /// Reads frames off `bytes` as one connection would, until a frame is malformed or the
+    /// bytes run out. Returns each frame with the bytes it took (padding included), and the
+    /// reason a malformed frame gave, if one ended it.
+    pub fn read_frames(bytes: &[u8]) -> (Vec<(usize, Frame)>, Option<&'static str>) {
+        let mut rd = bytes;
+        let mut frames = Vec::new();
+        loop {
+            let before = rd.len();
+            // A slice never makes a read wait, so one poll finishes it.
+            let polled =
+                pin!(super::read_frame(&mut rd)).poll(&mut Context::from_waker(Waker::noop()));
+            let took = before - rd.len();
+            match polled {
+                Poll::Ready(Ok(super::Frame::Stun(_))) => frames.push((took, Frame::Stun)),
+                Poll::Ready(Ok(super::Frame::ChannelData(raw))) => {
+                    frames.push((took, Frame::ChannelData(raw)));
+                }
+                Poll::Ready(Err(super::ReadError::Malformed(why))) => return (frames, Some(why)),
+                Poll::Ready(Err(super::ReadError::Gone)) | Poll::Pending => return (frames, None),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -55,7 +55,11 @@
 //! framing and bounds), `buffers.rs` (the allocations' socket buffers).
 
 mod buffers;
+#[cfg(not(feature = "fuzzing"))]
 mod framing;
+/// Fuzzing only (feature `fuzzing`, not a stable API): see `framing::fuzz`.
+#[cfg(feature = "fuzzing")]
+pub mod framing;
 mod gate;
 mod guard;
 mod shortcut;
