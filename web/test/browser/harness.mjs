@@ -159,8 +159,17 @@ export function sha256(path) {
   });
 }
 
+/** Folders made by `tempDir`, removed when the test file's process exits. */
+const tempDirs = [];
+process.on("exit", () => {
+  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
+});
+
+/** A new folder under the system's temporary folder, removed when the test file is done. */
 export function tempDir(prefix = "yakk-web-") {
-  return mkdtempSync(join(tmpdir(), prefix));
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  tempDirs.push(dir);
+  return dir;
 }
 
 /** A headless Chromium with a fresh profile; `close()` removes the profile. */
