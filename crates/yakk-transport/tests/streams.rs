@@ -1068,3 +1068,31 @@ async fn a_lost_stream_id_costs_one_open() {
     .await
     .expect("test timed out");
 }
+
+/// Toward a peer that asked for small bursts (the browser page), the sender hands the stack
+/// messages of at most 8 KiB, which Chromium's small socket takes without drops (see
+/// `SMALL_BURST_MESSAGE`); toward any other peer, messages of up to 64 KiB. Every byte arrives,
+/// through the smaller send budget too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_toward_a_peer_asking_for_small_bursts_are_small() {
+    timeout(T, async {
+        for (small, largest) in [(true, 8 * 1024), (false, 64 * 1024)] {
+            let p = connect(v2(), v2()).await;
+            for peer in [&p.a, &p.b] {
+                peer.set_flow_control(true);
+            }
+            p.a.set_small_bursts(small);
+            let (a, mut b) = open_pair(&p, "DataConn1").await;
+            let total = 4 << 20;
+            let (sent, (got, n)) = tokio::join!(send_hashed(a, 31, total), recv_hashed(&mut b));
+            assert_eq!((got, n), (sent, total), "small bursts: {small}");
+            assert_eq!(
+                b.largest_message_received(),
+                largest,
+                "small bursts: {small}"
+            );
+        }
+    })
+    .await
+    .expect("test timed out");
+}

@@ -48,6 +48,10 @@ pub(super) struct ChannelState {
     pub(super) sent_closing: AtomicBool,
     /// `both_done` ran.
     pub(super) finishing: AtomicBool,
+    /// The stack said it released some of what was sent (the channel's buffered amount fell to
+    /// its low threshold, set by `Held::take`): a writer waiting for send budget looks again
+    /// at once instead of at its next poll.
+    pub(super) released: tokio::sync::Notify,
     /// The connection's `last_peer_close`.
     pub(super) last_peer_close: Arc<Mutex<Option<Instant>>>,
     /// The peer connection, for the stack's count of the channel's messages.

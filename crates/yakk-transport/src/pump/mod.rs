@@ -19,7 +19,8 @@ use close::{ChannelState, drain_after_close, messages_delivered, more_to_come};
 use crate::channel::{Channel, ChannelEnds, Outbound, coalesce};
 use crate::flow::{self, Admit, Flow, Pool};
 
-/// How often a channel holding budget checks what the stack has released.
+/// How often a channel holding budget checks what the stack has released, when the stack has
+/// not said so itself (see `Held::take`).
 const BUDGET_POLL: Duration = Duration::from_millis(2);
 
 /// After the peer closed a channel, how long its reader waits for the next of the messages
@@ -29,6 +30,12 @@ const PEER_CLOSE_STALL: Duration = Duration::from_secs(60);
 /// What a channel takes from its connection when it is wired to a [`Channel`].
 pub(crate) struct ChannelContext {
     pub(crate) max_message: usize,
+    /// The most the writer hands the stack in one message (at most `max_message`): smaller
+    /// toward a peer that asked for small bursts.
+    pub(crate) max_part: usize,
+    /// The send budget is small (small bursts): a writer waiting for it is woken by the stack's
+    /// release rather than only by its poll.
+    pub(crate) small_budget: bool,
     pub(crate) half_close: bool,
     /// Per-stream flow control with the peer (both sides announced it).
     pub(crate) flow: bool,
@@ -74,6 +81,7 @@ pub(crate) fn attach(
         peer_closing: AtomicBool::new(false),
         sent_closing: AtomicBool::new(false),
         finishing: AtomicBool::new(false),
+        released: tokio::sync::Notify::new(),
         last_peer_close: cx.last_peer_close,
         pc: cx.pc,
     });
@@ -82,11 +90,12 @@ pub(crate) fn attach(
     tokio::spawn(write_pump(
         state,
         from_app,
-        cx.max_message,
+        (cx.max_message, cx.max_part.clamp(1, cx.max_message)),
         Held {
             budget: cx.budget,
             cap: cx.budget_cap,
             bytes: 0,
+            wake_on_release: cx.small_budget,
         },
     ));
     (stream, ended)
@@ -240,6 +249,7 @@ async fn read_pump(
                     _ = st.ended.cancelled() => break,
                 }
             }
+            Some(DataChannelEvent::OnBufferedAmountLow) => st.released.notify_one(),
             Some(_) => {}
         }
     }
@@ -253,6 +263,9 @@ struct Held {
     /// The budget's size: no take asks for more.
     cap: usize,
     bytes: usize,
+    /// Have the stack say when it released enough (see `take`): for small budgets, which a
+    /// round trip uses up.
+    wake_on_release: bool,
 }
 
 impl Held {
@@ -270,11 +283,25 @@ impl Held {
 
     /// Take `n` bytes of budget, giving back our own released bytes while waiting.
     /// `false` if the channel ended first.
+    ///
+    /// With a small budget (toward the browser page), while it waits on its own bytes it asks
+    /// the stack to say when enough of them are released (the channel's buffered-amount low
+    /// threshold), so that it is not held up to a poll period on every round trip. The stack
+    /// counts its buffered amount a little differently from the bytes held here, so the poll
+    /// stays as the fallback. A large budget is rarely used up, and the extra wake-ups cost
+    /// CPU there (the README's browser section).
     async fn take(&mut self, st: &ChannelState, n: usize) -> bool {
         let n = n.min(self.cap);
         loop {
             self.release(st).await;
+            if self.wake_on_release && self.bytes > 0 && self.budget.available_permits() < n {
+                let low = u32::try_from(self.bytes.saturating_sub(n)).unwrap_or(u32::MAX);
+                let _ = st.dc.set_buffered_amount_low_threshold(low).await;
+                // What was released before the threshold was set raises no event.
+                self.release(st).await;
+            }
             tokio::select! {
+                _ = st.released.notified(), if self.wake_on_release && self.bytes > 0 => {}
                 p = self.budget.acquire_many(n as u32) => {
                     let Ok(p) = p else { return false };
                     p.forget();
@@ -344,12 +371,13 @@ async fn wait_credit(st: &ChannelState, held: &mut Held, len: usize) -> Option<u
     }
 }
 
-/// Application → channel. Coalesces small queued writes up to `max_message`, within the
-/// connection's send budget and the peer's window.
+/// Application → channel. Coalesces small queued writes up to `max_message` and hands them to
+/// the stack in messages of at most `max_part`, within the connection's send budget and the
+/// peer's window.
 async fn write_pump(
     st: Arc<ChannelState>,
     mut from_app: mpsc::Receiver<Outbound>,
-    max: usize,
+    (max, max_part): (usize, usize),
     mut held: Held,
 ) {
     let mut carry: Option<Outbound> = None;
@@ -379,7 +407,7 @@ async fn write_pump(
             Some(Outbound::Data(mut msg)) => {
                 carry = coalesce(&mut msg, &mut from_app, max);
                 while !msg.is_empty() {
-                    let Some(n) = wait_credit(&st, &mut held, msg.len()).await else {
+                    let Some(n) = wait_credit(&st, &mut held, msg.len().min(max_part)).await else {
                         return;
                     };
                     let part = msg.split_to(n);
