@@ -84,9 +84,9 @@ pub(super) fn spawn_drain(dc: Arc<dyn DataChannel>, inner: &Arc<Inner>) {
 
 /// With small bursts, every `SMALL_BURST_REFIT` until the connection ends: the send budget
 /// follows the least round trip the selected path has shown since it came up. A path from a
-/// local interface address to the peer's stays short whatever it shows: a LAN, where a
-/// measured round trip holds the peers' own queues more than the link (under load, every
-/// measure on one machine read 2 to 5 ms).
+/// local interface address to the peer's stays short whatever it shows: on a LAN a measured
+/// round trip holds the peers' own queues more than the link, and a budget fitted to it
+/// overflowed the page's socket on loopback.
 fn spawn_small_burst_refit(inner: &Arc<Inner>) {
     let weak = Arc::downgrade(inner);
     let dead = inner.dead.clone();
