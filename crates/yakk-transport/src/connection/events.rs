@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -13,10 +13,10 @@ use webrtc::peer_connection::{
     RTCPeerConnectionState, StatsSelector,
 };
 
-use super::{COMMAND_LABEL, Inner, SETUP_QUICK_AFTER_CONNECTED, SMALL_BURST_REFIT, attach};
+use super::{COMMAND_LABEL, Inner, SETUP_QUICK_AFTER_CONNECTED, attach};
 use crate::channel::Channel;
 use crate::stats::selected_path;
-use crate::{Disconnect, IceCandidate, PathInfo, PathKind, PeerEvent};
+use crate::{Disconnect, IceCandidate, PathInfo, PeerEvent};
 
 /// What the stack's callbacks report to the peer's own task.
 pub(super) enum Internal {
@@ -82,37 +82,6 @@ pub(super) fn spawn_drain(dc: Arc<dyn DataChannel>, inner: &Arc<Inner>) {
     });
 }
 
-/// With small bursts, every `SMALL_BURST_REFIT` until the connection ends: the send budget
-/// follows the least round trip the selected path has shown since it came up. A path from a
-/// local interface address to the peer's stays short whatever it shows: on a LAN a measured
-/// round trip holds the peers' own queues more than the link, and a budget fitted to it
-/// overflowed the page's socket on loopback.
-fn spawn_small_burst_refit(inner: &Arc<Inner>) {
-    let weak = Arc::downgrade(inner);
-    let dead = inner.dead.clone();
-    tokio::spawn(async move {
-        let mut least: Option<Duration> = None;
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(SMALL_BURST_REFIT) => {}
-                _ = dead.cancelled() => return,
-            }
-            let Some(inner) = weak.upgrade() else { return };
-            if !inner.small_bursts.load(Ordering::SeqCst) {
-                continue;
-            }
-            let (path, _) = path_info(&*inner.pc).await;
-            if path.kind == PathKind::Host {
-                continue;
-            }
-            if let Some(rtt) = path.rtt {
-                least = Some(least.map_or(rtt, |l| l.min(rtt)));
-            }
-            inner.fit_small_bursts(least);
-        }
-    });
-}
-
 /// The peer's own task: turns the stack's callbacks into events, streams and shutdown.
 pub(super) async fn run_events(
     inner: Weak<Inner>,
@@ -149,7 +118,7 @@ pub(super) async fn run_events(
                         let us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX);
                         inner.rtt_us.store(us, Ordering::Relaxed);
                     }
-                    spawn_small_burst_refit(&inner);
+                    super::budget::spawn_small_burst_refit(&inner);
                     // A relay reached through one of our bridges: over TCP or TLS, not the
                     // UDP its loopback URL says.
                     if let Some(bridge) =
@@ -211,6 +180,6 @@ pub(super) async fn run_events(
 }
 
 /// The selected candidate pair, from the stats report.
-async fn path_info(pc: &dyn PeerConnection) -> (PathInfo, Option<String>) {
+pub(super) async fn path_info(pc: &dyn PeerConnection) -> (PathInfo, Option<String>) {
     selected_path(&pc.get_stats(Instant::now(), StatsSelector::None).await)
 }
