@@ -16,7 +16,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{Semaphore, mpsc};
-use tokio_util::sync::PollSender;
+use tokio_util::sync::{CancellationToken, PollSender};
 
 use crate::flow::{self, Flow};
 
@@ -92,6 +92,9 @@ pub struct Channel {
     flow: Option<Arc<Flow>>,
     /// Without flow control: the inbound queue's room in bytes (see [`ChannelEnds::room`]).
     room: Option<Arc<Semaphore>>,
+    /// Cancelled when the channel is finished (closed, or its connection gone): a write
+    /// fails from then on, even before the writer pump has seen it and let go of its queue.
+    ended: CancellationToken,
 }
 
 impl Channel {
@@ -99,7 +102,11 @@ impl Channel {
     /// cannot send more than the window). Without it the queue holds
     /// [`UNFLOWED_QUEUE_BYTES`], and the pump waits on it only beyond that (a reader that
     /// stops reading then stops the pump).
-    pub(crate) fn pair(max_message: usize, flow: Option<Arc<Flow>>) -> (Channel, ChannelEnds) {
+    pub(crate) fn pair(
+        max_message: usize,
+        flow: Option<Arc<Flow>>,
+        ended: CancellationToken,
+    ) -> (Channel, ChannelEnds) {
         let (depth, room) = if flow.is_some() {
             (flow::QUEUE_LIMIT, None)
         } else {
@@ -120,6 +127,7 @@ impl Channel {
                 largest_in: 0,
                 flow,
                 room: room.clone(),
+                ended,
             },
             ChannelEnds {
                 to_app,
@@ -214,7 +222,7 @@ impl AsyncWrite for Channel {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        if ready!(this.outbound.poll_reserve(cx)).is_err() {
+        if this.ended.is_cancelled() || ready!(this.outbound.poll_reserve(cx)).is_err() {
             return Poll::Ready(Err(broken_pipe()));
         }
         let n = buf.len().min(this.max_message);

@@ -62,7 +62,8 @@ pub(crate) fn attach(
 ) -> (Channel, CancellationToken) {
     let flow = (cx.half_close && cx.flow && cx.max_message as u64 <= flow::INITIAL_WINDOW)
         .then(|| Flow::new(cx.pool.clone()));
-    let (stream, ends) = Channel::pair(cx.max_message, flow.clone());
+    let ended = cx.dead.child_token();
+    let (stream, ends) = Channel::pair(cx.max_message, flow.clone(), ended.clone());
     let ChannelEnds {
         to_app,
         from_app,
@@ -73,7 +74,7 @@ pub(crate) fn attach(
         half_close: cx.half_close,
         local_done: AtomicBool::new(false),
         remote_done: AtomicBool::new(false),
-        ended: cx.dead.child_token(),
+        ended,
         flow,
         closed: tokio::sync::Mutex::new(false),
         opener,
