@@ -17,8 +17,8 @@ use crate::handshake::{
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the other lanes may take to come up once lane 0 is. A lane whose DTLS handshake
 /// lost a flight comes about a second late (the stack's first retransmission); one that lost
-/// more is given up rather than waited for: on a lossy link, 1 session in 6 or 7 waited the
-/// whole grace for a lane that never came (bench/WAN.md).
+/// more is given up rather than waited for, as on a lossy link some lanes never come
+/// (bench/WAN.md).
 pub(crate) const LANE_GRACE: Duration = Duration::from_secs(2);
 
 /// What the core asks its driver to do, in order.
