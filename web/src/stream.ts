@@ -16,7 +16,7 @@ import {
   parseGrant,
   ReceiveWindow,
   SendCredit,
-} from "./proto/transfer";
+} from "./proto/window";
 
 export { MAX_MESSAGE };
 /** What this side keeps queued in the browser's send buffer before it waits. */

@@ -4,9 +4,8 @@
  * code) and as the sender (it owns the room).
  */
 
+import { blake3Hash, bulkBlake3Hasher } from "./proto/hash";
 import {
-  blake3Hash,
-  bulkBlake3Hasher,
   decodeAccept,
   decodeFrameHeader,
   decodeHello,

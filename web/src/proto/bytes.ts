@@ -127,6 +127,9 @@ export function u32be(n: number): Uint8Array {
   return out;
 }
 
+/** The largest u64. */
+export const U64_MAX = (1n << 64n) - 1n;
+
 /** `n` (0 ≤ n < 2^64) as an 8-byte big-endian unsigned integer. */
 export function u64be(n: bigint | number): Uint8Array {
   const out = new Uint8Array(8);

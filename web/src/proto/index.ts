@@ -63,6 +63,10 @@ export type {
 } from "./envelope.js";
 
 export * from "./transfer.js";
+export * from "./names.js";
+export * from "./hash.js";
+export * from "./data.js";
+export * from "./window.js";
 
 export { escape } from "./text.js";
 export {

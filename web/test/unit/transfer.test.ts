@@ -48,7 +48,7 @@ import {
   type FrameType,
   type Offer,
   type OfferEntry,
-} from "../../src/proto/transfer.js";
+} from "../../src/proto/index.js";
 
 type EntryJson =
   | { kind: "dir"; name: string }
