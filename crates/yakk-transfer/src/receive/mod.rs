@@ -36,6 +36,7 @@ use crate::stop::Stop;
 use crate::wire::{self, Frame, Offer, WireEntry, WireKind};
 
 mod data;
+mod direct;
 mod plan;
 mod sink;
 

@@ -1,15 +1,16 @@
 //! The disk side of a transfer: a blocking writer thread fed by a bounded channel, which writes
-//! each file to its partial file, hashes as it writes and checks the BLAKE3 hash at the file's
-//! end.
+//! each file to its partial file (past the page cache where it can: `direct.rs`), hashes as it
+//! writes and checks the BLAKE3 hash at the file's end.
 
 use std::fs;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Read;
 use std::sync::mpsc as std_mpsc;
 
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::mpsc;
 
 use super::FileTarget;
+use super::direct::FileOut;
 use crate::error::{Result, TransferError};
 use crate::wire::Hash;
 
@@ -23,7 +24,7 @@ pub(crate) enum Cmd {
 
 pub(crate) struct Open {
     t: FileTarget,
-    file: fs::File,
+    out: FileOut,
     hasher: blake3::Hasher,
     written: u64,
 }
@@ -69,12 +70,10 @@ impl Open {
                 left -= want as u64;
             }
         }
-        file.seek(SeekFrom::Start(t.offset))
-            .map_err(|e| TransferError::write(e, &t.shown))?;
         Ok(Self {
             written: t.offset,
+            out: FileOut::new(file, &t.partial, t.offset),
             t,
-            file,
             hasher,
         })
     }
@@ -102,10 +101,10 @@ impl Open {
             self.discard();
             return Err(TransferError::HashMismatch(self.t.shown.clone()));
         }
-        self.file
-            .flush()
+        self.out
+            .finish()
             .map_err(|e| TransferError::write(e, &self.t.shown))?;
-        drop(self.file);
+        drop(self.out);
         if defer {
             return Ok(());
         }
@@ -136,8 +135,8 @@ pub(crate) fn write_files(
                 Cmd::Begin(t) => cur = Some(Open::begin(t)?),
                 Cmd::Data(buf) => {
                     let o = cur.as_mut().ok_or_else(out_of_order)?;
-                    o.file
-                        .write_all(&buf)
+                    o.out
+                        .write(&buf)
                         .map_err(|e| TransferError::write(e, &o.t.shown))?;
                     o.hasher.update(&buf);
                     o.written += buf.len() as u64;
