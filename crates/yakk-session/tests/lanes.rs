@@ -23,9 +23,10 @@ async fn pair(owner_lanes: u32, joiner_lanes: u32) -> (Connection, Connection) {
 }
 
 /// Relays TCP connections to `to`, holding back every chunk `delay` in each direction: a
-/// signalling server far from the joiner. Returns the address to connect to.
+/// signalling server far from the joiner. Returns the address to connect to: on 127.0.0.2,
+/// which the joiner reaches from 127.0.0.1, so that it does not count as this machine.
 async fn delaying_proxy(to: std::net::SocketAddr, delay: Duration) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((inbound, _)) = listener.accept().await {

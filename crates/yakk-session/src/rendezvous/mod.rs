@@ -114,7 +114,10 @@ type Ws =
 /// Connects the WebSocket; also returns one round trip to the server, name resolution left
 /// out: the longer of the TCP handshake and, without TLS, the WebSocket upgrade (request and
 /// answer; a relay in between, such as a proxy, answers the TCP handshake itself). With TLS,
-/// whose own round trips precede the upgrade, the TCP handshake alone.
+/// whose own round trips precede the upgrade, the TCP handshake alone. A server on this
+/// machine (the connection's two ends on one address: loopback, or the machine's own address
+/// as an owner's built-in server is reached) counts as zero: what the clock shows there is how
+/// busy the machine is, and on a loaded one it passed the 20 ms that ask for lanes.
 async fn connect(url: &str) -> Result<(Ws, Duration), SessionError> {
     let unreachable = |e: &dyn std::fmt::Display| {
         SessionError::SignalUnreachable(escape(&format!("{}: {e}", redact_query(url))))
@@ -143,6 +146,7 @@ async fn connect(url: &str) -> Result<(Ws, Duration), SessionError> {
         match tokio::net::TcpStream::connect(addr).await {
             Ok(tcp) => {
                 let handshake = started.elapsed();
+                let here = tcp.local_addr().is_ok_and(|local| local.ip() == addr.ip());
                 // Each message of the handshake is small and answered: Nagle's algorithm would
                 // hold the second of two back-to-back messages (REQUESTOFFER then round 1,
                 // round 2 then the key confirmation) until the server acknowledges the first,
@@ -166,7 +170,12 @@ async fn connect(url: &str) -> Result<(Ws, Duration), SessionError> {
                 } else {
                     started.elapsed()
                 };
-                return Ok((ws, handshake.max(upgrade)));
+                let rtt = if here {
+                    Duration::ZERO
+                } else {
+                    handshake.max(upgrade)
+                };
+                return Ok((ws, rtt));
             }
             Err(e) => last = Some(e),
         }
@@ -597,6 +606,33 @@ mod tests {
             matches!(err, SessionError::SignalProtocol(_)) && text.contains("1048576 bytes"),
             "{text}"
         );
+    }
+
+    /// A server whose upgrade answer comes 60 ms late: on this machine's address that is the
+    /// machine's load, not distance (a round trip of zero, so `--lanes auto` asks for one lane);
+    /// on another address (127.0.0.2, which the kernel reaches from 127.0.0.1) it is measured.
+    #[tokio::test]
+    async fn a_server_on_this_machine_is_no_distance_away() {
+        async fn slow_upgrade(ip: &str) -> String {
+            let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+            let addr = listener.local_addr().unwrap().to_string();
+            tokio::spawn(async move {
+                let (tcp, _) = listener.accept().await.unwrap();
+                tokio::time::sleep(Duration::from_millis(60)).await;
+                let _ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            });
+            addr
+        }
+        let here = slow_upgrade("127.0.0.1").await;
+        let (_ws, rtt) = within(connect(&ws_base_url(&here).unwrap())).await.unwrap();
+        assert_eq!(rtt, Duration::ZERO, "a server on this machine");
+        assert_eq!(crate::auto_lanes(Some(rtt)), 1);
+        let elsewhere = slow_upgrade("127.0.0.2").await;
+        let (_ws, rtt) = within(connect(&ws_base_url(&elsewhere).unwrap()))
+            .await
+            .unwrap();
+        assert!(rtt >= Duration::from_millis(60), "{rtt:?}");
     }
 
     #[test]
