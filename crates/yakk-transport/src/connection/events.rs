@@ -57,6 +57,7 @@ impl PeerConnectionEventHandler for Handler {
 /// leaving (see `Peer::close`).
 pub(super) fn spawn_drain(dc: Arc<dyn DataChannel>, inner: &Arc<Inner>) {
     let (dead, sctp_up) = (inner.dead.clone(), inner.sctp_up.clone());
+    let closed = inner.command_closed.clone();
     let inner = Arc::downgrade(inner);
     tokio::spawn(async move {
         loop {
@@ -67,6 +68,7 @@ pub(super) fn spawn_drain(dc: Arc<dyn DataChannel>, inner: &Arc<Inner>) {
                         sctp_up.send_replace(true);
                     }
                     Some(DataChannelEvent::OnClose) => {
+                        closed.send_replace(true);
                         if let Some(inner) = inner.upgrade()
                             && !inner.closing.load(Ordering::SeqCst)
                         {

@@ -95,6 +95,9 @@ struct Inner {
     dead: CancellationToken,
     /// The "command" channel, kept open for the connection's lifetime.
     command: Mutex<Option<Arc<dyn DataChannel>>>,
+    /// Becomes true once the "command" channel has closed both ways: after our `close`, the
+    /// peer answered its reset, so it has heard that we are leaving.
+    command_closed: tokio::sync::watch::Sender<bool>,
     /// Caps the stack's timer while the connection is being set up.
     clock: Arc<SetupClock>,
     /// The connection's send budget (`PEER_SEND_BUDGET`), shared by its channels.
@@ -298,6 +301,7 @@ impl Peer {
             accepted: tokio::sync::Mutex::new(accept_rx),
             dead: CancellationToken::new(),
             command: Mutex::new(None),
+            command_closed: tokio::sync::watch::Sender::new(false),
             clock,
             budget: Arc::new(Semaphore::new(PEER_SEND_BUDGET)),
             budget_size: AtomicUsize::new(PEER_SEND_BUDGET),
@@ -484,7 +488,7 @@ impl Peer {
         };
         let mut command = take();
         // Right after connecting, the peer's "command" channel may not have reached us yet.
-        let until = Instant::now() + COMMAND_CLOSE_GRACE * 3;
+        let until = Instant::now() + COMMAND_CLOSE_WAIT;
         while command.is_none() && *self.inner.sctp_up.borrow() && Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(5)).await;
             command = take();
@@ -494,17 +498,21 @@ impl Peer {
             "closing the connection: telling the peer"
         );
         if let Some(dc) = command {
+            let mut closed = self.inner.command_closed.subscribe();
             let _ = dc.close().await;
-            // The stream reset goes out with the stack's next pass.
-            tokio::time::sleep(COMMAND_CLOSE_GRACE).await;
+            // The peer answers the reset with its own, and then it has heard. Closing the
+            // connection sooner can lose the reset on a busy machine: the peer then finds out
+            // only when ICE consent fails, seconds later (a fixed 100 ms did, once in a CI run).
+            let _ = tokio::time::timeout(COMMAND_CLOSE_WAIT, closed.wait_for(|c| *c)).await;
         }
         let _ = self.inner.pc.close().await;
         self.inner.dead.cancel();
     }
 }
 
-/// How long `close` lets the "command" channel's reset leave before the connection closes.
-const COMMAND_CLOSE_GRACE: Duration = Duration::from_millis(100);
+/// How long `close` waits for the "command" channel to reach us, and then for the peer to
+/// answer its reset, before the connection closes anyway.
+const COMMAND_CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// Candidates accepted before the remote description, against a flooding peer.
 const MAX_EARLY_CANDIDATES: usize = 256;
