@@ -19,8 +19,8 @@ use std::path::Path;
 /// logical block size of common devices.
 const ALIGN: usize = 4096;
 /// How much is gathered before one direct write: large enough that each write's latency is
-/// small beside its size.
-const STAGE: usize = 4 << 20;
+/// small beside its size (bench/PROFILE.md), small beside the receiver's memory.
+const STAGE: usize = 1 << 20;
 /// What the first direct write of a file waits for; each next one waits for twice as much, up
 /// to `STAGE`, so that the first bytes reach the disk soon.
 const FIRST_STAGE: usize = 64 << 10;
