@@ -8,12 +8,13 @@
 //! aligned (the first bytes of a file resumed at an odd offset, the last bytes of every file)
 //! goes through the ordinary descriptor, at its own offsets, so the two never write the same
 //! range. Where `O_DIRECT` is refused (a file system without it, a device with larger blocks),
-//! everything goes through the ordinary descriptor, as before.
+//! everything goes through the ordinary descriptor, as before; and so does a file under 1 MiB,
+//! which would gain nothing.
 
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The alignment `O_DIRECT` asks of file offsets, lengths and buffer addresses: the largest
 /// logical block size of common devices.
@@ -24,12 +25,17 @@ const STAGE: usize = 1 << 20;
 /// What the first direct write of a file waits for; each next one waits for twice as much, up
 /// to `STAGE`, so that the first bytes reach the disk soon.
 const FIRST_STAGE: usize = 64 << 10;
+/// Direct writes start once a file reaches this size: a smaller one gains nothing from them
+/// and would cost a second descriptor and a staging buffer.
+const DIRECT_FROM: u64 = STAGE as u64;
 
 /// A file being written at increasing offsets, from `start`.
 pub(crate) struct FileOut {
     /// The ordinary descriptor (buffered writes).
     file: File,
     direct: Option<Direct>,
+    /// The file's path while direct writes may still start (`DIRECT_FROM`).
+    path: Option<PathBuf>,
     /// Where the next byte goes when nothing is staged; with `direct`, the offset of the
     /// staging buffer's first byte.
     at: u64,
@@ -53,10 +59,24 @@ impl Direct {
 }
 
 impl FileOut {
-    /// Writes to `file` (opened at `path`) from offset `start`, past the page cache if the
-    /// system lets a second descriptor of the same file be opened for direct writes.
+    /// Writes to `file` (opened at `path`) from offset `start`; from `DIRECT_FROM` bytes on,
+    /// past the page cache if the system lets a second descriptor of the same file be opened
+    /// for direct writes.
     pub(crate) fn new(file: File, path: &Path, start: u64) -> Self {
-        let direct = open_direct(&file, path).map(|d| {
+        Self {
+            file,
+            direct: None,
+            path: Some(path.to_path_buf()),
+            at: start,
+        }
+    }
+
+    /// Opens the descriptor for direct writes, once; from then on they are used if it opened.
+    fn start_direct(&mut self) {
+        let Some(path) = self.path.take() else {
+            return;
+        };
+        self.direct = open_direct(&self.file, &path).map(|d| {
             let buf = vec![0u8; STAGE + ALIGN];
             let stage_start = buf.as_ptr().align_offset(ALIGN);
             Direct {
@@ -67,11 +87,6 @@ impl FileOut {
                 limit: FIRST_STAGE,
             }
         });
-        Self {
-            file,
-            direct,
-            at: start,
-        }
     }
 
     /// Whether the bulk of the data goes past the page cache.
@@ -81,6 +96,9 @@ impl FileOut {
     }
 
     pub(crate) fn write(&mut self, mut data: &[u8]) -> io::Result<()> {
+        if self.path.is_some() && self.at + data.len() as u64 >= DIRECT_FROM {
+            self.start_direct();
+        }
         loop {
             let Some(d) = self.direct.as_mut() else {
                 self.file.write_all_at(data, self.at)?;
@@ -200,6 +218,13 @@ mod tests {
             .collect()
     }
 
+    /// Whether the test folder's file system takes direct writes.
+    fn direct_available() -> bool {
+        let probe = tempfile::tempdir().unwrap();
+        let p = probe.path().join("p");
+        open_direct(&open(&p), &p).is_some()
+    }
+
     fn open(path: &Path) -> File {
         std::fs::OpenOptions::new()
             .read(true)
@@ -218,14 +243,18 @@ mod tests {
         let data = pattern(total, head as u8);
         std::fs::write(&path, &data[..head]).unwrap();
         let mut out = FileOut::new(open(&path), &path, head as u64);
-        let direct = out.is_direct();
+        let mut direct = false;
         let mut at = head;
         let mut i = 0;
         while at < total {
             let n = pieces[i % pieces.len()].min(total - at);
             out.write(&data[at..at + n]).unwrap();
+            direct |= out.is_direct();
             at += n;
             i += 1;
+        }
+        if (total as u64) < DIRECT_FROM {
+            assert!(!direct, "a file of {total} bytes went past the page cache");
         }
         out.finish().unwrap();
         drop(out);
@@ -252,18 +281,15 @@ mod tests {
             (STAGE + 3 * ALIGN, ALIGN + 1, &[STAGE][..]),
             (3 * ALIGN, 2 * ALIGN, &[ALIGN / 2][..]),
             (10, 3, &[1][..]),
+            (STAGE * 3, STAGE + 5, &[300_000][..]),
+            (STAGE * 2, STAGE - 1, &[1, 2 * STAGE][..]),
         ] {
             direct |= round_trip(total, head, pieces);
         }
-        if cfg!(target_os = "linux") {
-            // A test folder on a file system that takes direct writes, as /tmp here does: this
-            // test must exercise them. (Where it does not, the ordinary path was checked.)
-            let probe = tempfile::tempdir().unwrap();
-            let p = probe.path().join("p");
-            let f = open(&p);
-            if open_direct(&f, &p).is_some() {
-                assert!(direct, "direct writes were available but not used");
-            }
+        // On a file system that takes direct writes, as /tmp here does, this test must
+        // exercise them. (Where it does not, the ordinary path was checked.)
+        if direct_available() {
+            assert!(direct, "direct writes were available but not used");
         }
     }
 
@@ -272,6 +298,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         let mut out = FileOut::new(open(&path), &path, 0);
+        out.start_direct();
         if !out.is_direct() {
             return; // Nothing to fall back from here; the ordinary path is tested above.
         }
@@ -299,10 +326,17 @@ mod tests {
     fn an_unfinished_file_keeps_what_was_staged() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
-        let data = pattern(ALIGN * 3 + 5, 3);
+        let data = pattern(STAGE + ALIGN * 3 + 5, 3);
         let mut out = FileOut::new(open(&path), &path, 0);
         out.write(&data).unwrap();
+        let staged = out.direct.as_ref().map_or(0, |d| d.filled);
         drop(out);
+        if direct_available() {
+            assert!(
+                staged > 0,
+                "nothing was left staged: the test checks nothing"
+            );
+        }
         assert_eq!(std::fs::read(&path).unwrap(), data);
     }
 }
