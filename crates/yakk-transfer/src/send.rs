@@ -297,7 +297,9 @@ async fn send_files<W: AsyncWrite + Unpin>(
         .iter()
         .map(|j| (j.name.clone(), j.offset, j.size))
         .collect();
-    let (tx, mut rx) = mpsc::channel(4);
+    // Read-ahead of two chunks: reading one takes a fraction of the time sending it does, and
+    // each chunk held is a MiB of the sender's memory.
+    let (tx, mut rx) = mpsc::channel(2);
     let (spare_tx, spare_rx) = std_mpsc::channel();
     let reader = tokio::task::spawn_blocking(move || read_files(jobs, tx, spare_rx));
     let mut done = summary.resumed_bytes;
