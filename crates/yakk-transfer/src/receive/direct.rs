@@ -13,7 +13,6 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 /// The alignment `O_DIRECT` asks of file offsets, lengths and buffer addresses: the largest
@@ -101,7 +100,7 @@ impl FileOut {
         }
         loop {
             let Some(d) = self.direct.as_mut() else {
-                self.file.write_all_at(data, self.at)?;
+                write_all_at(&self.file, data, self.at)?;
                 self.at += data.len() as u64;
                 return Ok(());
             };
@@ -113,7 +112,7 @@ impl FileOut {
             let misaligned = (self.at % ALIGN as u64) as usize;
             if d.filled == 0 && misaligned != 0 {
                 let n = data.len().min(ALIGN - misaligned);
-                self.file.write_all_at(&data[..n], self.at)?;
+                write_all_at(&self.file, &data[..n], self.at)?;
                 self.at += n as u64;
                 data = &data[n..];
                 continue;
@@ -139,7 +138,7 @@ impl FileOut {
         };
         let n = d.filled / ALIGN * ALIGN;
         let start = d.stage_start;
-        match d.file.write_all_at(&d.buf[start..start + n], self.at) {
+        match write_all_at(&d.file, &d.buf[start..start + n], self.at) {
             Ok(()) => {
                 d.buf.copy_within(start + n..start + d.filled, start);
                 d.filled -= n;
@@ -147,11 +146,11 @@ impl FileOut {
                 self.direct = Some(d);
                 Ok(())
             }
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            // `EINVAL`, as the standard library names it.
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
                 // Rewriting what a short direct write may have written is harmless: the same
                 // bytes at the same offsets.
-                self.file
-                    .write_all_at(&d.buf[start..start + d.filled], self.at)?;
+                write_all_at(&self.file, &d.buf[start..start + d.filled], self.at)?;
                 self.at += d.filled as u64;
                 Ok(())
             }
@@ -169,8 +168,7 @@ impl FileOut {
             && d.filled > 0
         {
             let start = d.stage_start;
-            self.file
-                .write_all_at(&d.buf[start..start + d.filled], self.at)?;
+            write_all_at(&self.file, &d.buf[start..start + d.filled], self.at)?;
             self.at += d.filled as u64;
             d.filled = 0;
         }
@@ -183,6 +181,31 @@ impl Drop for FileOut {
     /// for the next run to resume from; an error here only makes that resume start earlier.
     fn drop(&mut self) {
         let _ = self.finish();
+    }
+}
+
+/// Writes all of `buf` at `offset` of `file`, whatever its cursor.
+fn write_all_at(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::write_all_at(file, buf, offset)
+    }
+    #[cfg(windows)]
+    {
+        let mut done = 0;
+        while done < buf.len() {
+            match std::os::windows::fs::FileExt::seek_write(
+                file,
+                &buf[done..],
+                offset + done as u64,
+            ) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 }
 
